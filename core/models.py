@@ -1,0 +1,124 @@
+"""Model adapters: what the core needs to know about a model to drive it.
+
+Any module that follows the model protocol (docs/models.md) -- transformers' calling convention --
+is driven by :class:`ModelAdapter` as is. Plugins subclass it for model families that need more
+(transformers' encoder-decoder models, native models with a fast path) and hand it out from
+``genplug_adapt_model``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, FrozenSet, Optional
+
+import torch
+
+
+def _config_get(config: Any, name: str, default: Any = None) -> Any:
+    if config is None:
+        return default
+    if isinstance(config, dict):
+        return config.get(name, default)
+    return getattr(config, name, default)
+
+
+class ModelAdapter:
+    """Drives one model: calls its forward with only the arguments it takes, and runs its encoder.
+
+    Attributes the core reads: ``model``, ``config``, ``decoder_config`` (what caches are sized from),
+    ``generation_config`` (the model's defaults, or None), ``device``, ``dtype``, ``vocab_size``,
+    ``is_encoder_decoder``, ``main_input_name``.
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.config = getattr(model, "config", None)
+        self.generation_config = getattr(model, "generation_config", None)
+        self.is_encoder_decoder = bool(_config_get(self.config, "is_encoder_decoder", False))
+        self.main_input_name = getattr(model, "main_input_name", "input_ids")
+        forward = getattr(model, "forward", model)
+        params = inspect.signature(forward).parameters
+        self.forward_params: FrozenSet[str] = frozenset(
+            n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        )
+        self.forward_takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+    # ------------------------------------------------------------------ facts about the model
+
+    @property
+    def decoder_config(self) -> Any:
+        get_text_config = getattr(self.config, "get_text_config", None)
+        if callable(get_text_config):
+            return get_text_config(decoder=True)
+        return self.config
+
+    @property
+    def vocab_size(self) -> Optional[int]:
+        size = _config_get(self.decoder_config, "vocab_size")
+        if size is None:
+            size = _config_get(self.config, "vocab_size")
+        return size
+
+    @property
+    def max_position_embeddings(self) -> Optional[int]:
+        return _config_get(self.decoder_config, "max_position_embeddings")
+
+    @property
+    def device(self) -> torch.device:
+        device = getattr(self.model, "device", None)
+        if isinstance(device, torch.device):
+            return device
+        for tensor in self.model.parameters():
+            return tensor.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        dtype = getattr(self.model, "dtype", None)
+        if isinstance(dtype, torch.dtype):
+            return dtype
+        for tensor in self.model.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.float32
+
+    def accepts(self, name: str) -> bool:
+        """Whether the forward takes the keyword ``name`` (explicitly, not only through **kwargs)."""
+        return name in self.forward_params
+
+    def accepted_model_kwargs(self) -> FrozenSet[str]:
+        """Keyword names generate() may pass on to the model (for the unknown-kwarg check)."""
+        names = set(self.forward_params)
+        prepare = getattr(self.model, "prepare_inputs_for_generation", None)
+        if callable(prepare):
+            names |= set(inspect.signature(prepare).parameters)
+        if self.is_encoder_decoder:
+            encoder = self.get_encoder()
+            if encoder is not None:
+                names |= set(inspect.signature(encoder.forward).parameters)
+        return frozenset(names - {"self", "kwargs", "args"})
+
+    # ------------------------------------------------------------------ running it
+
+    def get_encoder(self):
+        get_encoder = getattr(self.model, "get_encoder", None)
+        return get_encoder() if callable(get_encoder) else None
+
+    def encode(self, inputs_tensor: torch.Tensor, model_kwargs: dict) -> Any:
+        """Run the encoder once (encoder-decoder models); returns its outputs."""
+        encoder = self.get_encoder()
+        skip = ("decoder_", "cross_attn", "use_cache", "past_key_values", "cache_params")
+        kwargs = {k: v for k, v in model_kwargs.items() if not k.startswith(skip) and v is not None}
+        params = inspect.signature(encoder.forward).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            kwargs = {k: v for k, v in kwargs.items() if k in params}
+        kwargs[self.main_input_name if self.main_input_name in params else "input_ids"] = inputs_tensor
+        if "return_dict" in params:
+            kwargs["return_dict"] = True
+        return encoder(**kwargs)
+
+    def forward(self, **kwargs: Any) -> Any:
+        """Call the model with the arguments it takes; None values are dropped."""
+        if not self.forward_takes_kwargs:
+            kwargs = {k: v for k, v in kwargs.items() if k in self.forward_params}
+        return self.model(**{k: v for k, v in kwargs.items() if v is not None})

@@ -1,0 +1,49 @@
+"""Stopping criteria: the base class and the list that ORs them into one per-row flag.
+
+A criterion answers, for every row, "is this sequence finished?" as a bool tensor of shape (batch,)
+with no host synchronisation; the loop decides when to look at the flags on the host.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import torch
+
+
+class StoppingCriteria:
+    """Base class of stopping criteria (transformers' name and signature).
+
+    ``__call__(input_ids, scores, **kwargs) -> torch.BoolTensor`` of shape (batch,). A criterion that
+    stops on end-of-sequence tokens has an ``eos_token_id`` attribute: its presence tells the loop to
+    pad finished rows with ``pad_token_id``, as in transformers.
+    """
+
+    compile_safe: bool = True
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Optional[torch.FloatTensor], **kwargs) -> torch.BoolTensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(input_ids, scores)")
+
+
+class StoppingCriteriaList(list):
+    """An ordered list of criteria; calling it ORs their answers row by row."""
+
+    def __init__(self, criteria: Iterable[StoppingCriteria] = ()):
+        super().__init__(criteria)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Optional[torch.FloatTensor], **kwargs) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for criterion in self:
+            done = done | criterion(input_ids, scores, **kwargs)
+        return done
+
+    @property
+    def max_length(self) -> Optional[int]:
+        for criterion in self:
+            if hasattr(criterion, "max_length"):
+                return criterion.max_length
+        return None
+
+    @property
+    def has_eos(self) -> bool:
+        return any(hasattr(c, "eos_token_id") for c in self)

@@ -1,0 +1,10 @@
+"""Loads ``custom_generate`` from a local directory (``<dir>/custom_generate/generate.py``)."""
+
+from genplug import hookimpl
+
+
+@hookimpl(trylast=True)
+def genplug_load_custom_generate(spec, trust_remote_code):
+    from genplug.custom_generate import load_local_repository
+
+    return load_local_repository(spec, trust_remote_code)

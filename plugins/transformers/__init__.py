@@ -1,0 +1,4 @@
+"""Built-in transformers plugins."""
+
+PUBLIC_CLASSES = {}  # public class name -> module, importable as genplug.<name>
+
