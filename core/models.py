@@ -122,3 +122,40 @@ class ModelAdapter:
         if not self.forward_takes_kwargs:
             kwargs = {k: v for k, v in kwargs.items() if k in self.forward_params}
         return self.model(**{k: v for k, v in kwargs.items() if v is not None})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Strategies receive the adapter as ``model``: calling it calls the model, as in transformers.
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything the adapter does not define reads through to the model (model.config, ...).
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def step(self, input_ids, attention_mask, position_ids, cache, model_kwargs, *,
+             use_cache: bool = True, logits_to_keep: int = 1, output_attentions: bool = False, output_hidden_states: bool = False):
+        """One forward of the decoding loop: the prompt (prefill) or the newest token(s).
+
+        ``attention_mask`` covers every token so far (None when there is no padding);
+        ``model_kwargs`` are the call's extra model arguments (encoder outputs, ...).
+        """
+        kwargs = dict(model_kwargs)
+        if self.is_encoder_decoder:
+            kwargs["decoder_input_ids"] = input_ids
+            if attention_mask is not None:
+                kwargs["decoder_attention_mask"] = attention_mask
+        else:
+            kwargs["input_ids"] = input_ids
+            kwargs["attention_mask"] = attention_mask
+            if position_ids is not None and self.accepts("position_ids"):
+                kwargs["position_ids"] = position_ids
+        kwargs["past_key_values"] = cache
+        kwargs["use_cache"] = use_cache
+        if logits_to_keep and self.accepts("logits_to_keep"):
+            kwargs["logits_to_keep"] = logits_to_keep
+        if output_attentions:
+            kwargs["output_attentions"] = True
+        if output_hidden_states:
+            kwargs["output_hidden_states"] = True
+        return self.forward(**kwargs)

@@ -1,0 +1,340 @@
+"""``genplug.generate``: prepare one call, assemble its pipeline, hand it to the chosen strategy.
+
+Set-up only: every plugin lookup happens here, once per call. The strategies run the token loop
+with the plain objects built here.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+from . import inputs as prep
+from .cache import CacheRequest
+from .errors import GenerationConfigError, GenerationInputError, PluginError, did_you_mean
+from .models import ModelAdapter
+from .pipeline import build_logits_processors, build_stopping_criteria
+from .plugin_manager import get_plugin_manager, use_plugin_manager
+from .processing import BuildContext
+
+# generate() arguments that are not config fields and never reach the model.
+_CALL_ONLY = ("tokenizer", "assistant_tokenizer", "trust_remote_code", "use_model_defaults", "plugin_manager")
+# model arguments the core itself fills or consumes, whatever the forward signature says.
+_ALWAYS_ACCEPTED = {"attention_mask", "past_key_values", "use_cache", "encoder_outputs", "decoder_input_ids",
+                    "decoder_attention_mask", "input_ids", "inputs_embeds", "position_ids", "output_attentions",
+                    "output_hidden_states"}
+
+
+def generate(model, inputs: Optional[torch.Tensor] = None, generation_config=None, logits_processor=None,
+             stopping_criteria=None, prefix_allowed_tokens_fn: Optional[Callable] = None,
+             synced_gpus: Optional[bool] = None, assistant_model=None, streamer=None,
+             negative_prompt_ids: Optional[torch.Tensor] = None,
+             negative_prompt_attention_mask: Optional[torch.Tensor] = None,
+             custom_generate=None, **kwargs: Any):
+    """Generate token ids with ``model``, as transformers' ``model.generate(...)`` does.
+
+    Keyword arguments are generation-config fields (built-in or plugin-owned) or model arguments;
+    anything else raises with a suggestion. ``plugin_manager=`` runs the call with an isolated
+    plugin manager; ``tokenizer=`` is needed for stop strings and token healing;
+    ``trust_remote_code=True`` is needed for a ``custom_generate`` repository.
+    """
+    with use_plugin_manager(kwargs.pop("plugin_manager", None)) as pm, torch.no_grad():
+        call = dict(inputs=inputs, generation_config=generation_config, logits_processor=logits_processor,
+                    stopping_criteria=stopping_criteria, prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+                    synced_gpus=synced_gpus, assistant_model=assistant_model, streamer=streamer,
+                    negative_prompt_ids=negative_prompt_ids,
+                    negative_prompt_attention_mask=negative_prompt_attention_mask)
+        if isinstance(custom_generate, str):
+            return _run_custom_repository(pm, model, custom_generate, call, kwargs)
+        if custom_generate is not None and not callable(custom_generate):
+            raise GenerationInputError(
+                f"custom_generate={custom_generate!r} must be a callable, a local directory or a hub repository id"
+            )
+        return _generate(pm, model, custom_generate, call, kwargs)
+
+
+def _run_custom_repository(pm, model, spec: str, call: Dict[str, Any], kwargs: Dict[str, Any]):
+    trust = kwargs.pop("trust_remote_code", None)
+    loaded = pm.hook.genplug_load_custom_generate(spec=spec, trust_remote_code=trust)
+    if loaded is None:
+        raise PluginError(f"no plugin could load custom_generate={spec!r}")
+    function, hook_module = loaded
+    if hook_module is not None:  # the repository's own hook implementations count for this call only
+        name = f"custom_generate:{spec}"
+        pm.register(hook_module, name=name)
+        try:
+            return function(model=model, **call, **kwargs)
+        finally:
+            pm.unregister(name=name)
+    return function(model=model, **call, **kwargs)
+
+
+def _generate(pm, model, custom_callable, call, kwargs):
+    from .config import GenerationConfig
+
+    adapter: ModelAdapter = pm.hook.genplug_adapt_model(model=model)
+    tokenizer = kwargs.pop("tokenizer", None)
+    kwargs.pop("assistant_tokenizer", None)
+    kwargs.pop("trust_remote_code", None)
+    use_model_defaults = kwargs.pop("use_model_defaults", True)
+
+    # ---- configuration: passed config, then the model's defaults, then global defaults, then kwargs
+    passed = call["generation_config"]
+    if passed is not None and not isinstance(passed, GenerationConfig):
+        raise GenerationInputError(
+            f"generation_config must be a genplug.GenerationConfig, got {type(passed).__name__}; "
+            "load a transformers config with GenerationConfig.from_dict(cfg.to_dict())"
+        )
+    model_defaults = _model_generation_defaults(adapter) if use_model_defaults is not False else None
+    has_default_max_length = (kwargs.get("max_length") is None
+                              and (passed is None or passed.max_length is None)
+                              and (model_defaults is None or model_defaults.max_length is None))
+    config = (copy.deepcopy(passed) if passed is not None else GenerationConfig()).resolved(model_defaults)
+    field_names = _config_field_names(pm)
+    config_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in field_names}
+    extra_custom = _custom_generate_extras(custom_callable, kwargs)
+    config.update(**config_kwargs)
+    config.validate()
+    model_kwargs = kwargs
+    _check_model_kwargs(adapter, model_kwargs, field_names)
+
+    # ---- strategy
+    strategy_entry = None
+    if custom_callable is None:
+        strategy_name = pm.hook.genplug_resolve_strategy(generation_config=config, assistant_model=call["assistant_model"])
+        strategy_entry = pm.registries.strategies.lookup(strategy_name, asked_by="the generation config")
+    else:
+        strategy_name = "custom_generate"
+
+    # ---- inputs
+    input_ids, model_kwargs = _main_inputs(adapter, call["inputs"], model_kwargs, config)
+    eos = prep.as_id_list(config.eos_token_id, "eos_token_id")
+    batch = input_ids.shape[0]
+    if config.pad_token_id is None and eos:
+        if batch > 1 and model_kwargs.get("attention_mask") is None:
+            warnings.warn("pad_token_id is not set; using eos_token_id "
+                          f"{eos[0]} to pad finished rows. Pass an attention_mask for batched inputs.",
+                          UserWarning, stacklevel=3)
+        config.pad_token_id = eos[0]
+    encoder_input_ids = None
+    if adapter.is_encoder_decoder:
+        encoder_input_ids = input_ids
+        input_ids, model_kwargs = _encoder_decoder_inputs(adapter, input_ids, model_kwargs, config)
+    else:
+        _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos)
+
+    # ---- expansion for beams / several sequences per prompt
+    times = max(config.num_beams or 1, config.num_return_sequences or 1)
+    input_ids = prep.expand_rows(input_ids, times)
+    for key, value in list(model_kwargs.items()):
+        if key != "past_key_values":
+            model_kwargs[key] = prep.expand_rows(value, times)
+
+    prep.generated_lengths(config, input_ids.shape[1], has_default_max_length, adapter.max_position_embeddings)
+
+    # ---- cache
+    model_kwargs["past_key_values"] = _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name,
+                                                     strategy_entry)
+    model_kwargs["use_cache"] = bool(config.use_cache)
+
+    # ---- processors and stopping criteria
+    eos_tensor = torch.tensor(eos, device=input_ids.device, dtype=torch.long) if eos else None
+    context = BuildContext(
+        input_ids=input_ids, vocab_size=adapter.vocab_size, device=input_ids.device, eos_token_ids=eos_tensor,
+        pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id, num_beams=config.num_beams or 1,
+        strategy=strategy_name,
+        attention_mask=None if adapter.is_encoder_decoder else model_kwargs.get("attention_mask"),
+        is_encoder_decoder=adapter.is_encoder_decoder, encoder_input_ids=encoder_input_ids, tokenizer=tokenizer,
+        model=adapter, prefix_allowed_tokens_fn=call["prefix_allowed_tokens_fn"],
+        negative_prompt_ids=call["negative_prompt_ids"],
+        negative_prompt_attention_mask=call["negative_prompt_attention_mask"], model_kwargs=model_kwargs,
+    )
+    processors, _ = build_logits_processors(pm.registries.logits_processors, config, context, call["logits_processor"])
+    criteria, _ = build_stopping_criteria(pm.registries.stopping_criteria, config, context, call["stopping_criteria"])
+
+    streamer = call["streamer"]
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+    synced_gpus = _default_synced_gpus(model) if call["synced_gpus"] is None else bool(call["synced_gpus"])
+
+    run = custom_callable if custom_callable is not None else strategy_entry.obj
+    target = model if custom_callable is not None else adapter
+    return run(target, input_ids, logits_processor=processors, stopping_criteria=criteria, generation_config=config,
+               synced_gpus=synced_gpus, streamer=streamer, **extra_custom, **model_kwargs)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _model_generation_defaults(adapter: ModelAdapter):
+    """The model's own generation defaults: its generation_config, else the ids in its model config."""
+    from .config import GenerationConfig
+
+    gc = adapter.generation_config
+    if gc is not None and not isinstance(gc, GenerationConfig):
+        gc = GenerationConfig.from_dict(gc.to_dict() if hasattr(gc, "to_dict") else dict(gc))
+    if gc is None and adapter.config is not None:
+        try:
+            gc = GenerationConfig.from_model_config(adapter.config)
+        except Exception:
+            gc = None
+    return gc
+
+
+def _config_field_names(pm) -> set:
+    from .config import BUILTIN_FIELD_NAMES
+
+    return set(BUILTIN_FIELD_NAMES) | set(pm.registries.config_fields)
+
+
+def _custom_generate_extras(custom_callable, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Keyword arguments named by a custom_generate callable's own parameters go to it, not the model."""
+    if custom_callable is None:
+        return {}
+    standard = {"model", "input_ids", "logits_processor", "stopping_criteria", "generation_config",
+                "synced_gpus", "streamer", "self"}
+    params = inspect.signature(custom_callable).parameters
+    return {k: kwargs.pop(k) for k in list(kwargs) if k in params and k not in standard}
+
+
+def _check_model_kwargs(adapter: ModelAdapter, model_kwargs: Dict[str, Any], field_names: set) -> None:
+    if adapter.forward_takes_kwargs:
+        return
+    accepted = adapter.accepted_model_kwargs() | _ALWAYS_ACCEPTED
+    unknown = [k for k in model_kwargs if k not in accepted]
+    if unknown:
+        pm = get_plugin_manager()
+        hints = []
+        for name in unknown:
+            owners = pm.owners_among_unloaded(name)
+            if owners:
+                hints.append(f"{name!r} is a field of plugin {owners[0]!r}, which is {pm.infos[owners[0]].status}")
+            else:
+                hints.append(f"{name!r}{did_you_mean(name, field_names | accepted)}")
+        raise GenerationInputError(
+            "generate() got keyword arguments that are neither generation-config fields nor arguments the model "
+            "takes: " + "; ".join(hints)
+        )
+
+
+def _main_inputs(adapter: ModelAdapter, inputs, model_kwargs: Dict[str, Any], config):
+    name = adapter.main_input_name
+    if inputs is not None and model_kwargs.get(name) is not None:
+        raise GenerationInputError(f"both `inputs` and `{name}` were given; pass the prompt once")
+    if inputs is None:
+        inputs = model_kwargs.pop(name, None)
+    else:
+        model_kwargs.pop(name, None)
+    if inputs is None and model_kwargs.get("inputs_embeds") is not None:
+        raise GenerationInputError("inputs_embeds without input_ids is not supported yet; pass input_ids")
+    if inputs is None:
+        if config.bos_token_id is None:
+            raise GenerationInputError("no prompt was given and bos_token_id is not set: nothing to start from")
+        batch = next((v.shape[0] for v in model_kwargs.values() if isinstance(v, torch.Tensor) and v.dim() > 0), 1)
+        inputs = torch.full((batch, 1), config.bos_token_id, dtype=torch.long, device=adapter.device)
+    if name == "input_ids" or not adapter.is_encoder_decoder:
+        prep.check_token_ids(inputs, name, adapter.vocab_size if not adapter.is_encoder_decoder else None)
+    return inputs, model_kwargs
+
+
+def _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos) -> None:
+    mask = model_kwargs.get("attention_mask")
+    if mask is None and adapter.accepts("attention_mask"):
+        mask = prep.infer_attention_mask(input_ids, config.pad_token_id, eos)
+    if mask is not None:
+        prep.check_attention_mask(mask, input_ids)
+        prep.warn_right_padding(input_ids, mask, config.pad_token_id)
+        if bool(mask.all()):
+            mask = None  # no padding: the model needs no mask (transformers drops it too)
+    elif input_ids.shape[0] > 1:
+        prep.warn_right_padding(input_ids, None, config.pad_token_id)
+    model_kwargs["attention_mask"] = mask
+
+
+def _encoder_decoder_inputs(adapter, encoder_input_ids, model_kwargs, config):
+    mask = model_kwargs.get("attention_mask")
+    if mask is not None:
+        prep.check_attention_mask(mask, encoder_input_ids)
+    elif config.pad_token_id is not None and adapter.main_input_name == "input_ids":
+        model_kwargs["attention_mask"] = (encoder_input_ids != config.pad_token_id).long()
+    if model_kwargs.get("encoder_outputs") is None:
+        model_kwargs["encoder_outputs"] = adapter.encode(encoder_input_ids, model_kwargs)
+    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
+    if start is None:
+        raise GenerationConfigError(
+            "decoder_start_token_id and bos_token_id are both unset: an encoder-decoder model needs one of them "
+            "to start the decoder"
+        )
+    batch = encoder_input_ids.shape[0]
+    device = encoder_input_ids.device
+    if isinstance(start, (list, tuple)):
+        if len(start) != batch:
+            raise GenerationConfigError(
+                f"decoder_start_token_id has {len(start)} entries but the batch has {batch} rows"
+            )
+        start_ids = torch.tensor(start, dtype=torch.long, device=device).view(-1, 1)
+    else:
+        start_ids = torch.full((batch, 1), start, dtype=torch.long, device=device)
+    decoder_ids = model_kwargs.pop("decoder_input_ids", None)
+    if decoder_ids is None:
+        decoder_ids = start_ids
+    elif bool((decoder_ids[:, 0] != start_ids[:, 0]).all()):
+        decoder_ids = torch.cat([start_ids, decoder_ids], dim=-1)
+        decoder_mask = model_kwargs.get("decoder_attention_mask")
+        if decoder_mask is not None:
+            model_kwargs["decoder_attention_mask"] = torch.cat([torch.ones_like(decoder_mask[:, :1]), decoder_mask], -1)
+    prep.check_token_ids(decoder_ids, "decoder_input_ids", adapter.vocab_size)
+    return decoder_ids, model_kwargs
+
+
+def _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name, strategy_entry):
+    user_cache = model_kwargs.get("past_key_values")
+    requires = frozenset(strategy_entry.options.get("requires", ())) if strategy_entry is not None else frozenset()
+    if user_cache is not None:
+        if config.cache_implementation is not None:
+            raise GenerationInputError(
+                "both past_key_values and cache_implementation were given; pass one of them"
+            )
+        if isinstance(user_cache, tuple):
+            raise GenerationInputError("past_key_values as a tuple of tensors is not supported; pass a Cache object")
+        missing = requires - set(getattr(user_cache, "capabilities", requires))
+        if missing:
+            raise GenerationConfigError(
+                f"strategy {strategy_name!r} needs cache capabilities {sorted(missing)}, which the given "
+                f"past_key_values ({type(user_cache).__name__}) lacks"
+            )
+        return user_cache
+    if not config.use_cache:
+        return None
+    from .cache import build_cache, check_capabilities
+
+    registry = pm.registries.cache_backends
+    name = config.cache_implementation or "dynamic"
+    if name == "dynamic" and name not in registry:
+        return None  # no dynamic backend installed: the model makes its own cache
+    entry = registry.lookup(name, asked_by="cache_implementation")
+    check_capabilities(strategy_name, requires, name, entry)
+    max_cache_len = config.max_length - 1
+    if config.max_cache_len is not None:
+        max_cache_len = max(max_cache_len, config.max_cache_len)
+    encoder_outputs = model_kwargs.get("encoder_outputs")
+    request = CacheRequest(
+        model_config=adapter.decoder_config, batch_size=input_ids.shape[0], max_cache_len=max_cache_len,
+        dtype=adapter.dtype, device=input_ids.device, cache_config=dict(config.cache_config or {}),
+        is_encoder_decoder=adapter.is_encoder_decoder,
+        encoder_length=getattr(encoder_outputs, "last_hidden_state", input_ids).shape[1] if encoder_outputs is not None else 0,
+    )
+    return build_cache(registry, name, request)
+
+
+def _default_synced_gpus(model) -> bool:
+    """True for a model sharded with FSDP across several processes (every rank must keep stepping)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    if torch.distributed.get_world_size() < 2:
+        return False
+    return any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules()) if hasattr(model, "modules") else False

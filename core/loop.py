@@ -1,0 +1,192 @@
+"""The step loop shared by greedy search and sampling.
+
+Prefill once, then one token per step through the cache. Everything per step is tensor work on the
+device: the output buffer is preallocated, finished rows are tracked as a bool tensor, and the host
+looks at "is every row finished?" only once every ``stop_check_interval`` steps. Steps run past the
+point where every row finished are cut off afterwards, so the output is the same for every interval.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import torch
+
+from .models import ModelAdapter
+from .outputs import GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput
+from .processing import LogitsProcessorList
+from .stopping import StoppingCriteriaList
+
+DEFAULT_STOP_CHECK_INTERVAL = 8
+
+
+@torch.no_grad()
+def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList,
+           stopping_criteria: StoppingCriteriaList, generation_config, synced_gpus: bool = False,
+           streamer=None, do_sample: bool = False, **model_kwargs: Any):
+    """Generate tokens after ``input_ids`` until every row is stopped or ``max_length`` is reached.
+
+    ``model`` is a :class:`ModelAdapter` (or a model, adapted here). ``model_kwargs`` holds
+    ``attention_mask``, ``past_key_values`` (the cache, or None to recompute without one),
+    ``encoder_outputs`` and any extra model arguments.
+    """
+    adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
+    config = generation_config
+    batch, prompt_len = input_ids.shape
+    max_length = stopping_criteria.max_length or config.max_length
+    device = input_ids.device
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    has_eos = stopping_criteria.has_eos
+
+    want = _Recorder(config, adapter.is_encoder_decoder)
+    processors = logits_processor if want.scores else logits_processor.without_argmax_invariant()
+    if not do_sample:
+        pass  # argmax-invariant warpers are skipped above unless their scores are returned
+
+    # For encoder-decoder models "attention_mask" is the encoder's and stays with the model kwargs.
+    attention_mask = None if adapter.is_encoder_decoder else model_kwargs.pop("attention_mask", None)
+    cache = model_kwargs.pop("past_key_values", None)
+    use_cache = bool(model_kwargs.pop("use_cache", True))
+    model_kwargs.pop("position_ids", None)
+
+    tokens = input_ids.new_full((batch, max_length), pad)
+    tokens[:, :prompt_len] = input_ids
+    mask = positions = None
+    if adapter.is_encoder_decoder:
+        decoder_mask = model_kwargs.pop("decoder_attention_mask", None)
+        if decoder_mask is not None:
+            mask = decoder_mask.new_ones((batch, max_length))
+            mask[:, :prompt_len] = decoder_mask
+    elif attention_mask is not None:
+        mask = attention_mask.new_ones((batch, max_length))
+        mask[:, :prompt_len] = attention_mask
+        positions = (mask.long().cumsum(-1) - 1).clamp_min_(0)
+    else:
+        positions = torch.arange(max_length, device=device).expand(batch, -1)
+
+    interval = 1 if (streamer is not None or synced_gpus) else int(
+        getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
+    if use_cache and "crop" not in getattr(cache, "capabilities", ("crop",)):
+        interval = 1  # steps past the stop could not be undone in the returned cache
+
+    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    generated = torch.zeros((), dtype=torch.long, device=device)  # tokens until every row stopped
+
+    def forward(start: int, end: int):
+        return adapter.step(
+            tokens[:, start:end],
+            None if mask is None else mask[:, :end],
+            None if positions is None else positions[:, start:end],
+            cache if use_cache else None,
+            model_kwargs,
+            use_cache=use_cache,
+            output_attentions=want.attentions,
+            output_hidden_states=want.hidden_states,
+        )
+
+    outputs = forward(0, prompt_len)
+    if use_cache and cache is None:  # the model made its own cache
+        cache = outputs.past_key_values
+    cur = prompt_len
+    steps_run = 0
+    while True:
+        logits = outputs.logits[:, -1, :].to(dtype=torch.float32, device=device, copy=True)
+        scores = processors(tokens[:, :cur], logits)
+        want.record(scores, logits, outputs)
+        if do_sample:
+            next_tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        else:
+            next_tokens = torch.argmax(scores, dim=-1)
+        if has_eos:
+            next_tokens = torch.where(unfinished, next_tokens, pad)
+        tokens[:, cur] = next_tokens
+        cur += 1
+        steps_run += 1
+        if streamer is not None:
+            streamer.put(next_tokens.cpu())
+        generated += unfinished.any()
+        unfinished &= ~stopping_criteria(tokens[:, :cur], scores)
+        if cur >= max_length:
+            break
+        if steps_run % interval == 0 and _all_finished(unfinished, synced_gpus):
+            break
+        del outputs
+        outputs = forward(cur - 1, cur) if use_cache else forward(0, cur)
+
+    n_generated = int(generated)  # the one host read that fixes the output length
+    end = prompt_len + n_generated
+    if steps_run > n_generated and use_cache:
+        cache.crop(end - 1)
+    if streamer is not None:
+        streamer.end()
+    sequences = tokens[:, :end]
+    if not config.return_dict_in_generate:
+        return sequences
+    return want.output(sequences, n_generated, cache if use_cache else None, model_kwargs)
+
+
+def _all_finished(unfinished: torch.Tensor, synced_gpus: bool) -> bool:
+    if synced_gpus:
+        import torch.distributed as dist
+
+        flag = unfinished.any().to(torch.float32)
+        dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+        return flag.item() == 0.0
+    return not bool(unfinished.any())
+
+
+class _Recorder:
+    """Collects the per-step scores, logits, attentions and hidden states the config asks for."""
+
+    def __init__(self, config, is_encoder_decoder: bool):
+        on = bool(config.return_dict_in_generate)
+        self.is_encoder_decoder = is_encoder_decoder
+        self.scores = on and bool(config.output_scores)
+        self.logits = on and bool(config.output_logits)
+        self.attentions = on and bool(config.output_attentions)
+        self.hidden_states = on and bool(config.output_hidden_states)
+        self._scores: List[torch.Tensor] = []
+        self._logits: List[torch.Tensor] = []
+        self._attn: List[Any] = []
+        self._cross: List[Any] = []
+        self._hidden: List[Any] = []
+
+    def record(self, scores, logits, outputs) -> None:
+        if self.scores:
+            self._scores.append(scores)
+        if self.logits:
+            self._logits.append(logits)
+        if self.attentions:
+            if self.is_encoder_decoder:
+                self._attn.append(outputs.decoder_attentions)
+                self._cross.append(outputs.cross_attentions)
+            else:
+                self._attn.append(outputs.attentions)
+        if self.hidden_states:
+            self._hidden.append(outputs.decoder_hidden_states if self.is_encoder_decoder else outputs.hidden_states)
+
+    def output(self, sequences, steps: int, cache, model_kwargs):
+        def cut(items):
+            return tuple(items[:steps]) if items else None
+
+        if self.is_encoder_decoder:
+            encoder_outputs = model_kwargs.get("encoder_outputs")
+            return GenerateEncoderDecoderOutput(
+                sequences=sequences,
+                scores=cut(self._scores),
+                logits=cut(self._logits),
+                encoder_attentions=getattr(encoder_outputs, "attentions", None) if self.attentions else None,
+                encoder_hidden_states=getattr(encoder_outputs, "hidden_states", None) if self.hidden_states else None,
+                decoder_attentions=cut(self._attn),
+                cross_attentions=cut(self._cross),
+                decoder_hidden_states=cut(self._hidden),
+                past_key_values=cache,
+            )
+        return GenerateDecoderOnlyOutput(
+            sequences=sequences,
+            scores=cut(self._scores),
+            logits=cut(self._logits),
+            attentions=cut(self._attn),
+            hidden_states=cut(self._hidden),
+            past_key_values=cache,
+        )
