@@ -328,7 +328,7 @@ def _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name, 
         is_encoder_decoder=adapter.is_encoder_decoder,
         encoder_length=getattr(encoder_outputs, "last_hidden_state", input_ids).shape[1] if encoder_outputs is not None else 0,
     )
-    return build_cache(registry, name, request)
+    return adapter.wrap_cache(build_cache(registry, name, request), request)
 
 
 def _default_synced_gpus(model) -> bool:

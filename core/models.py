@@ -117,6 +117,13 @@ class ModelAdapter:
             kwargs["return_dict"] = True
         return encoder(**kwargs)
 
+    def wrap_cache(self, cache: Any, request: Any) -> Any:
+        """Give a built cache the shape this model family expects (e.g. an encoder-decoder pair).
+
+        The generic adapter hands the cache over unchanged; adapters for model families override this.
+        """
+        return cache
+
     def forward(self, **kwargs: Any) -> Any:
         """Call the model with the arguments it takes; None values are dropped."""
         if not self.forward_takes_kwargs:
