@@ -16,3 +16,8 @@ def pm():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return new_plugin_manager(autoload=False)
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # makes tests/helpers importable as `helpers`

@@ -1,0 +1,77 @@
+"""custom_generate: callables, local repositories, trust, requirements, per-call hook modules."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import genplug
+from genplug.errors import GenerationInputError, PluginError
+from helpers.tiny_lm import TinyCausalLM, recompute_greedy
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "contrib" / "custom_generate_examples"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return TinyCausalLM(vocab_size=32, seed=2)
+
+
+def test_callable_gets_prepared_inputs_and_strategy_signature(model):
+    seen = {}
+
+    def my_loop(model, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False,
+                streamer=None, flavour=None, **model_kwargs):
+        seen.update(input_ids=input_ids, config=generation_config, flavour=flavour, kwargs=model_kwargs,
+                    processors=logits_processor, criteria=stopping_criteria)
+        return "done"
+
+    ids = torch.tensor([[4, 5, 6]])
+    assert genplug.generate(model, ids, custom_generate=my_loop, max_new_tokens=3, flavour="x") == "done"
+    assert seen["flavour"] == "x"
+    assert seen["config"].max_length == 6  # max_new_tokens turned into an absolute length
+    assert "past_key_values" in seen["kwargs"] and "use_cache" in seen["kwargs"]
+    assert isinstance(seen["processors"], genplug.LogitsProcessorList)
+
+
+def test_local_repository_runs_with_trust(model):
+    ids = torch.tensor([[4, 5, 6], [7, 8, 9]])
+    out = genplug.generate(model, ids, custom_generate=str(EXAMPLES / "entropy_trace"), trust_remote_code=True,
+                           max_new_tokens=5, eos_token_id=None)
+    assert torch.equal(out["sequences"], recompute_greedy(model, ids, 5))
+    assert out["entropies"].shape == (2, 5) and bool((out["entropies"] >= 0).all())
+
+
+def test_local_repository_without_trust_is_refused_before_running(model):
+    with pytest.raises(GenerationInputError, match="trust_remote_code=True"):
+        genplug.generate(model, torch.tensor([[1, 2]]), custom_generate=str(EXAMPLES / "entropy_trace"))
+
+
+def test_repository_without_generate_py(model, tmp_path):
+    with pytest.raises(GenerationInputError, match="no custom_generate/generate.py"):
+        genplug.generate(model, torch.tensor([[1, 2]]), custom_generate=str(tmp_path), trust_remote_code=True)
+
+
+def test_unmet_requirements_are_named(model, tmp_path):
+    (tmp_path / "custom_generate").mkdir()
+    (tmp_path / "custom_generate" / "generate.py").write_text("def generate(model, **kw):\n    return 1\n")
+    (tmp_path / "custom_generate" / "requirements.txt").write_text("torch>=999.0\nno-such-package-xyz\n")
+    with pytest.raises(ImportError) as err:
+        genplug.generate(model, torch.tensor([[1, 2]]), custom_generate=str(tmp_path), trust_remote_code=True)
+    assert "torch>=999.0 (installed:" in str(err.value) and "no-such-package-xyz (not installed)" in str(err.value)
+
+
+def test_hub_id_is_never_downloaded(model):
+    with pytest.raises(PluginError, match="never downloads"):
+        genplug.generate(model, torch.tensor([[1, 2]]), custom_generate="someone/some-recipe", trust_remote_code=True)
+
+
+def test_repository_hooks_apply_for_that_call_only(model):
+    ids = torch.tensor([[4, 5, 6]])
+    plain = genplug.generate(model, ids, max_new_tokens=6, eos_token_id=None)
+    banned = int(plain[0, 3])
+    out = genplug.generate(model, ids, custom_generate=str(EXAMPLES / "ban_token"), trust_remote_code=True,
+                           max_new_tokens=6, eos_token_id=None, banned_token_id=banned)
+    assert banned not in out[0, 3:].tolist()
+    with pytest.raises(Exception, match="banned_token_id"):
+        genplug.generate(model, ids, max_new_tokens=2, banned_token_id=banned)
