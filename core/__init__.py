@@ -45,6 +45,9 @@ _LAZY = {
     "AsyncTextIteratorStreamer": "genplug.streamers",
     # caches
     "Cache": "genplug.cache",
+    # checkpoints
+    "load_model": "genplug.loading",
+    "default_model_path": "genplug.loading",
     # plugin manager
     "get_plugin_manager": "genplug.plugin_manager",
     "new_plugin_manager": "genplug.plugin_manager",

@@ -10,9 +10,6 @@ from typing import List, Optional
 
 from .options import add_config_options, load_config, parse_sets
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default_model"
-
-
 def register(sub) -> None:
     parser = sub.add_parser("generate", help="generate text from a prompt")
     parser.add_argument("prompt", nargs="?", help="the prompt; '-' or nothing reads standard input")
@@ -60,22 +57,9 @@ def _prompts(args) -> List[str]:
 
 def load(model_dir: Optional[str], device: str, dtype: Optional[str]):
     """(model, tokenizer) from the first model-loader plugin that claims the directory."""
-    import torch
+    from genplug.loading import load_model
 
-    from genplug.errors import PluginError
-    from genplug.plugin_manager import get_plugin_manager
-
-    path = Path(model_dir) if model_dir else DEFAULT_MODEL
-    if not path.is_dir():
-        raise OSError(f"--model {path}: no such directory; pass a local checkpoint directory")
-    torch_dtype = getattr(torch, dtype) if dtype else None
-    loaders = get_plugin_manager().registries.model_loaders
-    for entry in sorted(loaders.values(), key=lambda e: (e.options.get("priority", 0) * -1, e.name)):
-        if entry.obj.claims(path):
-            return entry.obj.load(path, device=device, dtype=torch_dtype)
-    known = ", ".join(f"{n} ({e.provider})" for n, e in loaders.items()) or "none"
-    raise PluginError(f"no model loader can load {path} (installed loaders: {known}); for architectures the "
-                      "native family lacks, install transformers: pip install 'genplug[hf]'")
+    return load_model(model_dir, device=device, dtype=dtype)
 
 
 def run(args) -> int:
