@@ -1,0 +1,56 @@
+"""The CLI in a subprocess: plugins, explain, config validate."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def genplug(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "genplug", *args], capture_output=True, text=True, env=env)
+
+
+def test_plugins_json_lists_builtins():
+    result = genplug("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    assert plugins["greedy"]["provides"]["strategies"] == ["greedy_search"]
+    assert plugins["greedy"]["distribution"] == "genplug" and plugins["greedy"]["builtin"]
+
+
+def test_plugins_table():
+    result = genplug("plugins")
+    assert result.returncode == 0 and "greedy" in result.stdout and "loaded" in result.stdout
+
+
+def test_explain_json_names_strategy_and_chooser():
+    result = genplug("explain", "--set", "num_beams=1", "--set", "do_sample=true", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["strategy"] == "sample"
+    assert report["chosen_by"].startswith("mode_rules (genplug")
+
+
+def test_explain_unknown_field_fails_with_suggestion():
+    result = genplug("explain", "--set", "temprature=0.5")
+    assert result.returncode == 1
+    assert "temperature" in result.stderr
+
+
+def test_config_validate(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"do_sample": True, "temperature": 0.7, "max_new_tokens": 10}))
+    assert genplug("config", "validate", str(good)).returncode == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"top_p": 1.5, "do_sample": True}))
+    result = genplug("config", "validate", str(bad))
+    assert result.returncode == 1 and "top_p" in result.stdout
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    result = genplug("config", "validate", str(corrupt))
+    assert result.returncode == 1 and "corrupt.json" in result.stdout
+
+
+def test_unknown_command_exits_2():
+    assert genplug("frobnicate").returncode == 2
