@@ -120,9 +120,9 @@ def _generate(pm, model, custom_callable, call, kwargs):
                           f"{eos[0]} to pad finished rows. Pass an attention_mask for batched inputs.",
                           UserWarning, stacklevel=3)
         config.pad_token_id = eos[0]
-    encoder_input_ids = None
+    # the encoder_* processors read the encoder input, which for decoder-only models is the prompt (as in transformers)
+    encoder_input_ids = input_ids
     if adapter.is_encoder_decoder:
-        encoder_input_ids = input_ids
         input_ids, model_kwargs = _encoder_decoder_inputs(adapter, input_ids, model_kwargs, config)
     else:
         _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos)
@@ -202,7 +202,7 @@ def _custom_generate_extras(custom_callable, kwargs: Dict[str, Any]) -> Dict[str
 
 
 def _check_model_kwargs(adapter: ModelAdapter, model_kwargs: Dict[str, Any], field_names: set) -> None:
-    if adapter.forward_takes_kwargs:
+    if adapter.accepts_any_model_kwarg():
         return
     accepted = adapter.accepted_model_kwargs() | _ALWAYS_ACCEPTED
     unknown = [k for k in model_kwargs if k not in accepted]
@@ -262,7 +262,9 @@ def _encoder_decoder_inputs(adapter, encoder_input_ids, model_kwargs, config):
     elif config.pad_token_id is not None and adapter.main_input_name == "input_ids":
         model_kwargs["attention_mask"] = (encoder_input_ids != config.pad_token_id).long()
     if model_kwargs.get("encoder_outputs") is None:
-        model_kwargs["encoder_outputs"] = adapter.encode(encoder_input_ids, model_kwargs)
+        # the encoder's attentions / hidden states are part of the output when the config asks for them
+        wanted = {flag: True for flag in ("output_attentions", "output_hidden_states") if getattr(config, flag)}
+        model_kwargs["encoder_outputs"] = adapter.encode(encoder_input_ids, {**model_kwargs, **wanted})
     start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
     if start is None:
         raise GenerationConfigError(
@@ -327,8 +329,19 @@ def _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name, 
         dtype=adapter.dtype, device=input_ids.device, cache_config=dict(config.cache_config or {}),
         is_encoder_decoder=adapter.is_encoder_decoder,
         encoder_length=getattr(encoder_outputs, "last_hidden_state", input_ids).shape[1] if encoder_outputs is not None else 0,
+        crop_margin=_steps_past_stop(config),
     )
     return adapter.wrap_cache(build_cache(registry, name, request), request)
+
+
+def _steps_past_stop(config) -> int:
+    """How many steps the loop may run after every row stopped (and later crop from the cache).
+
+    Sliding-window layers keep that many tokens beyond their window so the crop stays exact.
+    """
+    from .loop import DEFAULT_STOP_CHECK_INTERVAL
+
+    return max(int(getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL) - 1, 0)
 
 
 def _default_synced_gpus(model) -> bool:

@@ -39,9 +39,8 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
     has_eos = stopping_criteria.has_eos
 
     want = _Recorder(config, adapter.is_encoder_decoder)
-    processors = logits_processor if want.scores else logits_processor.without_argmax_invariant()
-    if not do_sample:
-        pass  # argmax-invariant warpers are skipped above unless their scores are returned
+    # Greedy search may skip argmax-invariant warpers unless their scores are returned; sampling needs them.
+    processors = logits_processor if (do_sample or want.scores) else logits_processor.without_argmax_invariant()
 
     # For encoder-decoder models "attention_mask" is the encoder's and stays with the model kwargs.
     attention_mask = None if adapter.is_encoder_decoder else model_kwargs.pop("attention_mask", None)
@@ -64,11 +63,6 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
     else:
         positions = torch.arange(max_length, device=device).expand(batch, -1)
 
-    interval = 1 if (streamer is not None or synced_gpus) else int(
-        getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
-    if use_cache and "crop" not in getattr(cache, "capabilities", ("crop",)):
-        interval = 1  # steps past the stop could not be undone in the returned cache
-
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     generated = torch.zeros((), dtype=torch.long, device=device)  # tokens until every row stopped
 
@@ -87,6 +81,10 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
     outputs = forward(0, prompt_len)
     if use_cache and cache is None:  # the model made its own cache
         cache = outputs.past_key_values
+    interval = 1 if (streamer is not None or synced_gpus) else int(
+        getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
+    if use_cache and not adapter.can_crop(cache):
+        interval = 1  # steps past the stop could not be undone in the returned cache
     cur = prompt_len
     steps_run = 0
     while True:
@@ -116,7 +114,7 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
     n_generated = int(generated)  # the one host read that fixes the output length
     end = prompt_len + n_generated
     if steps_run > n_generated and use_cache:
-        cache.crop(end - 1)
+        cache.crop(n_generated - steps_run)  # negative: remove that many; transformers' caches take only this form
     if streamer is not None:
         streamer.end()
     sequences = tokens[:, :end]

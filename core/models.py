@@ -86,6 +86,14 @@ class ModelAdapter:
         """Whether the forward takes the keyword ``name`` (explicitly, not only through **kwargs)."""
         return name in self.forward_params
 
+    def accepts_any_model_kwarg(self) -> bool:
+        """Whether generate() passes any keyword on unchecked: by default when the forward takes **kwargs.
+
+        Adapters whose models take **kwargs but document what they accept (transformers) return False,
+        so that a misspelt keyword is still refused by :meth:`accepted_model_kwargs`.
+        """
+        return self.forward_takes_kwargs
+
     def accepted_model_kwargs(self) -> FrozenSet[str]:
         """Keyword names generate() may pass on to the model (for the unknown-kwarg check)."""
         names = set(self.forward_params)
@@ -97,6 +105,14 @@ class ModelAdapter:
             if encoder is not None:
                 names |= set(inspect.signature(encoder.forward).parameters)
         return frozenset(names - {"self", "kwargs", "args"})
+
+    def can_crop(self, cache: Any) -> bool:
+        """Whether ``cache.crop(-n)`` exactly undoes the last ``n`` steps (so the loop may run past a stop).
+
+        A cache that does not declare ``capabilities`` is assumed to crop; adapters that know their
+        model family's caches (transformers' static ones cannot) say better.
+        """
+        return "crop" in getattr(cache, "capabilities", ("crop",))
 
     # ------------------------------------------------------------------ running it
 

@@ -30,7 +30,7 @@ def build_logits_processors(registry, config, context: BuildContext,
         built.append((entry.options["stage"], processor, entry.provider))
     built_types = {type(p) for _, p, _ in built}
     for processor in user:
-        if type(processor) in built_types:
+        if _same_kind(processor, built_types):
             raise GenerationInputError(
                 f"logits_processor holds a {type(processor).__name__}, which the generation config already "
                 f"builds; set the matching config field instead, or remove it from logits_processor"
@@ -53,7 +53,7 @@ def build_stopping_criteria(registry, config, context: BuildContext,
             providers.append(entry.provider)
     built_types = {type(c) for c in criteria}
     for criterion in user_criteria or ():
-        if type(criterion) in built_types:
+        if _same_kind(criterion, built_types):
             raise GenerationInputError(
                 f"stopping_criteria holds a {type(criterion).__name__}, which the generation config already "
                 "builds; set the matching config field instead, or remove it from stopping_criteria"
@@ -61,3 +61,12 @@ def build_stopping_criteria(registry, config, context: BuildContext,
         criteria.append(criterion)
         providers.append("caller (stopping_criteria=)")
     return StoppingCriteriaList(criteria), providers
+
+
+def _same_kind(obj, built_types: set) -> bool:
+    """``obj`` is of a type the config builds -- or is transformers' class of that name, which a caller
+    moving from transformers passes for the same job (and which would otherwise run twice)."""
+    kind = type(obj)
+    if kind in built_types:
+        return True
+    return kind.__module__.split(".")[0] == "transformers" and kind.__name__ in {t.__name__ for t in built_types}

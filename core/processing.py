@@ -36,6 +36,15 @@ class LogitsProcessor:
     def reorder(self, beam_idx: torch.LongTensor) -> None:
         """Follow a beam reordering; only processors with per-row state need this."""
 
+    def fuse(self, following: Callable) -> Optional["LogitsProcessor"]:
+        """One processor doing the work of ``self`` then ``following``, or None (the default).
+
+        The fused processor must return the same scores bit for bit. LogitsProcessorList uses it to run
+        neighbours together -- one copy of the scores for a run of in-place processors, one top-k
+        shared by top-k, top-p and min-p -- while each processor stays usable alone.
+        """
+        return None
+
 
 # transformers calls warpers "LogitsWarper"; they are the same kind of object here.
 LogitsWarper = LogitsProcessor
@@ -52,6 +61,23 @@ class LogitsProcessorList(list):
     def __init__(self, processors: Iterable[Callable] = ()):
         super().__init__(processors)
         self._kwarg_takers: Optional[List[bool]] = None
+        self._fused_key: Optional[tuple] = None
+        self._fused_plan: List[Callable] = []
+
+    def _fused(self) -> List[Callable]:
+        """The processors with neighbours merged through ``fuse``; rebuilt when the list changes."""
+        key = tuple(map(id, self))
+        if key != getattr(self, "_fused_key", None):  # getattr: copies made without __init__
+            plan: List[Callable] = []
+            for processor in self:
+                fuse = getattr(plan[-1], "fuse", None) if plan else None
+                fused = fuse(processor) if fuse is not None else None
+                if fused is None:
+                    plan.append(processor)
+                else:
+                    plan[-1] = fused
+            self._fused_key, self._fused_plan = key, plan
+        return self._fused_plan
 
     def _takes_kwargs(self) -> List[bool]:
         if self._kwarg_takers is None or len(self._kwarg_takers) != len(self):
@@ -60,7 +86,7 @@ class LogitsProcessorList(list):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.FloatTensor:
         if not kwargs:
-            for processor in self:
+            for processor in self._fused():
                 scores = processor(input_ids, scores)
             return scores
         for processor, takes in zip(self, self._takes_kwargs()):

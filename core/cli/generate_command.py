@@ -76,6 +76,8 @@ def run(args) -> int:
     if args.seed is not None:
         torch.manual_seed(args.seed)
     stream = not args.json and len(prompts) == 1 and (config.num_beams or 1) == 1
+    # an encoder-decoder model's output starts at the decoder start token, not at the prompt
+    encoder_decoder = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
     results = []
     batches = [prompts[i:i + args.batch_size] for i in range(0, len(prompts), args.batch_size)]
     progress = None
@@ -91,7 +93,7 @@ def run(args) -> int:
             input_ids = encoded["input_ids"].to(args.device)
             attention_mask = encoded["attention_mask"].to(args.device)
             timer = _Timer()
-            streamer = _Streamer(tokenizer, timer, echo=stream)
+            streamer = _Streamer(tokenizer, timer, echo=stream, prompt=batch[0] if encoder_decoder else None)
             started = time.perf_counter()
             out = genplug.generate(model, input_ids, generation_config=config, attention_mask=attention_mask,
                                    tokenizer=tokenizer, streamer=streamer if (config.num_beams or 1) == 1 else None,
@@ -99,7 +101,8 @@ def run(args) -> int:
             total = time.perf_counter() - started
             if stream:
                 print(flush=True)
-            results.extend(_describe(tokenizer, batch, input_ids, out, timer, started, total, args.json))
+            results.extend(_describe(tokenizer, batch, input_ids, out, timer, started, total, args.json,
+                                     output_prompt_len=1 if encoder_decoder else input_ids.shape[1]))
             if progress is not None:
                 progress.advance(task, len(batch))
     finally:
@@ -120,11 +123,18 @@ class _Timer:
 class _Streamer:
     """Prints new text as it comes (single prompt) and records when the first new token arrived."""
 
-    def __init__(self, tokenizer, timer: _Timer, echo: bool):
+    def __init__(self, tokenizer, timer: _Timer, echo: bool, prompt: Optional[str] = None):
+        """``prompt``: the prompt text of an encoder-decoder model, echoed as it is (the model's output
+        starts from the decoder start token instead of the prompt)."""
         from genplug.streamers import TextStreamer
 
         self.timer = timer
-        self.text = TextStreamer(tokenizer, skip_prompt=False) if echo else None
+        self.text = None
+        if echo and prompt is not None:
+            print(prompt, end="", flush=True)
+            self.text = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        elif echo:
+            self.text = TextStreamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
         self.seen_prompt = False
 
     def put(self, value):
@@ -139,11 +149,11 @@ class _Streamer:
             self.text.end()
 
 
-def _describe(tokenizer, prompts, input_ids, out, timer, started, total, with_scores) -> list:
+def _describe(tokenizer, prompts, input_ids, out, timer, started, total, with_scores, output_prompt_len=None) -> list:
+    """``output_prompt_len``: where the new tokens start in ``out.sequences`` (1 for encoder-decoder models)."""
     import genplug
 
-    prompt_len = input_ids.shape[1]
-    new = out.sequences[:, prompt_len:]
+    new = out.sequences[:, input_ids.shape[1] if output_prompt_len is None else output_prompt_len:]
     rows = []
     first = (timer.first_token_at or (started + total)) - started
     decode_time = max(total - first, 1e-9)

@@ -1,0 +1,107 @@
+"""GPU decoding throughput: genplug vs transformers on a random Llama-3.2-1B-shaped model (bf16).
+
+Builds the model once with transformers (random weights, seeded), saves it to a temporary directory,
+and loads the same weights into genplug's native model. Measures the device-to-device copy bandwidth
+(the batch-1 limit is bandwidth / weight bytes), then prompt 128 + 256 new tokens for:
+transformers generate (dynamic cache; static cache + its automatic torch.compile) and genplug
+(native model; the same transformers model through the adapter), greedy and sampling, batch 1/16/64.
+Prints one table: tokens/s, % of the bandwidth limit (batch 1), ratio to transformers' best.
+Run on the accelerator: python bench/gpu_decode.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+PROMPT, NEW = 128, 256
+SAMPLING = dict(do_sample=True, temperature=0.7, top_k=50, top_p=0.9, repetition_penalty=1.1)
+
+
+def one_b_config(layers=16):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=layers, num_attention_heads=32,
+                       num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
+                       max_position_embeddings=4096, rope_theta=500000.0, bos_token_id=1, eos_token_id=2,
+                       pad_token_id=0, torch_dtype="bfloat16")
+
+
+def copy_bandwidth() -> float:
+    x = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(20):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    return 2 * x.numel() * 20 / (time.perf_counter() - start)  # read + write
+
+
+def timed(fn):
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start, out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="batch 1 and 16 only, fewer modes")
+    parser.add_argument("--layers", type=int, default=16)
+    args = parser.parse_args()
+    import transformers
+
+    import genplug
+
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(one_b_config(args.layers)).to(torch.bfloat16).cuda().eval()
+    weight_bytes = sum(p.numel() * p.element_size() for p in hf.parameters())
+    tmp = Path(tempfile.mkdtemp())
+    hf.save_pretrained(tmp)
+    native, _ = genplug.load_model(tmp, device="cuda", dtype="bfloat16")
+    bandwidth = copy_bandwidth()
+    limit = bandwidth / weight_bytes
+    print(f"weights {weight_bytes / 1e9:.2f} GB, copy bandwidth {bandwidth / 1e12:.2f} TB/s, "
+          f"batch-1 limit {limit:.0f} tokens/s")
+
+    batches = (1, 16) if args.quick else (1, 16, 64)
+    rows = []
+    for batch in batches:
+        ids = torch.randint(3, 128000, (batch, PROMPT), device="cuda")
+        for mode, extra in (("greedy", {}), ("sampling", SAMPLING)):
+            common = dict(max_new_tokens=NEW, min_new_tokens=NEW, **extra)
+            cells = {
+                "transformers dynamic": lambda: hf.generate(ids, **common),
+                "transformers static+compile": lambda: hf.generate(ids, cache_implementation="static", **common),
+                "genplug native": lambda: genplug.generate(native, ids, cache_implementation="static", **common),
+                "genplug native dynamic": lambda: genplug.generate(native, ids, **common),
+                "genplug adapter (hf model)": lambda: genplug.generate(hf, ids, **common),
+                "genplug adapter static": lambda: genplug.generate(hf, ids, cache_implementation="static", **common),
+            }
+            for name, fn in cells.items():
+                try:
+                    first, _ = timed(fn)
+                    seconds, out = timed(fn)
+                    rows.append((batch, mode, name, batch * NEW / seconds, first))
+                except Exception as exc:  # one broken cell must not hide the others
+                    rows.append((batch, mode, name, float("nan"), float("nan")))
+                    print(f"  {name} b{batch} {mode}: {type(exc).__name__}: {exc}"[:300])
+    print()
+    print(f"{'batch':>5} {'mode':9} {'implementation':30} {'tokens/s':>10} {'% limit':>8} {'vs HF best':>10} {'1st call s':>10}")
+    for batch, mode, name, tps, first in rows:
+        best = max((r[3] for r in rows if r[0] == batch and r[1] == mode and r[2].startswith("transformers")
+                    and r[3] == r[3]), default=float("nan"))
+        pct = f"{100 * tps / (limit * batch):7.1f}%" if batch == 1 else "       -"
+        print(f"{batch:5d} {mode:9} {name:30} {tps:10.1f} {pct:>8} {tps / best:9.2f}x {first:10.1f}")
+
+
+if __name__ == "__main__":
+    main()

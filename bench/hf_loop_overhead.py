@@ -1,0 +1,139 @@
+"""CPU cost per decode step of genplug vs transformers' own ``generate``, on the same transformers model.
+
+The model is a tiny random Llama (hidden size 32, 2 layers), so the forward is cheap and what the
+generation loop does around it -- input preparation, processors, stopping checks, bookkeeping --
+shows. Both libraries run in this process, on one thread, for 256 new tokens with an EOS id set and
+``min_new_tokens=256`` (so the EOS machinery is active but every run has the same length). Reported:
+
+* ms per step (median of several runs after a warm-up) and the ratio genplug / transformers, for
+  greedy search and for sampling with temperature, top-k, top-p and a repetition penalty;
+* "loop overhead": generate time minus the time of the same number of bare forwards through the
+  same kind of cache, i.e. what the loop itself costs per step.
+
+Targets: ratio <= 0.8 for greedy, <= 0.6 for sampling. ``--profile`` prints what dominates genplug's
+loop (cProfile). Run: ``python bench/hf_loop_overhead.py [--runs 7] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import time
+import warnings
+
+import torch
+
+NEW_TOKENS = 256
+PROMPT_LENGTH = 16
+EOS = 2
+TARGETS = {"greedy": 0.8, "sampling": 0.6}
+MODES = {
+    "greedy": dict(do_sample=False),
+    "sampling": dict(do_sample=True, temperature=0.8, top_k=40, top_p=0.9, repetition_penalty=1.2),
+}
+
+
+def build_model():
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, vocab_size=128, eos_token_id=EOS, bos_token_id=1)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def call_kwargs(mode):
+    return dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, eos_token_id=EOS, pad_token_id=0, **MODES[mode])
+
+
+def run_genplug(model, ids, mode):
+    import genplug
+
+    torch.manual_seed(0)
+    return genplug.generate(model, ids, **call_kwargs(mode))
+
+
+def run_transformers(model, ids, mode):
+    torch.manual_seed(0)
+    return model.generate(ids, **call_kwargs(mode))
+
+
+def bare_forwards(model, ids, make_cache):
+    """Prefill plus NEW_TOKENS - 1 one-token forwards through a cache: the model work of one generate."""
+    cache = make_cache()
+    with torch.no_grad():
+        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        for _ in range(NEW_TOKENS - 1):
+            out = model(input_ids=token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+
+
+def median_seconds(functions, runs):
+    """``{name: median seconds}``; the functions run interleaved, round after round, so a change in
+    the machine's load affects them all alike (one warm-up round first)."""
+    times = {name: [] for name in functions}
+    for round_index in range(runs + 1):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            if round_index:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per measurement (median reported)")
+    parser.add_argument("--profile", action="store_true", help="cProfile genplug's sampling run")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+
+    import transformers
+
+    from genplug.plugins.caches.dynamic import DynamicCache as GenplugDynamicCache
+
+    model = build_model()
+    ids = torch.randint(4, 128, (1, PROMPT_LENGTH), generator=torch.Generator().manual_seed(0))
+    for mode in MODES:  # the two libraries must agree before their speed means anything
+        assert torch.equal(run_genplug(model, ids, mode), run_transformers(model, ids, mode)), mode
+
+    measured = median_seconds({
+        "bare transformers": lambda: bare_forwards(model, ids, lambda: transformers.DynamicCache(config=model.config)),
+        "bare genplug": lambda: bare_forwards(model, ids, lambda: GenplugDynamicCache(model.config)),
+        **{f"{mode} transformers": (lambda mode=mode: run_transformers(model, ids, mode)) for mode in MODES},
+        **{f"{mode} genplug": (lambda mode=mode: run_genplug(model, ids, mode)) for mode in MODES},
+    }, args.runs)
+    per_step = {name: 1e3 * seconds / NEW_TOKENS for name, seconds in measured.items()}  # ms per step
+    print(f"tiny transformers Llama, 1 thread, {NEW_TOKENS} new tokens, prompt {PROMPT_LENGTH}, "
+          f"median of {args.runs} interleaved runs, ms per step; torch {torch.__version__}, "
+          f"transformers {transformers.__version__}")
+    print(f"bare forwards: transformers' DynamicCache {per_step['bare transformers']:.3f}, "
+          f"genplug's dynamic cache {per_step['bare genplug']:.3f}")
+    print(f"{'mode':<9} {'transformers':>12} {'genplug':>8} {'ratio':>6} {'target':>7}         "
+          f"{'loop overhead: transformers':>27} {'genplug':>8}")
+    for mode, target in TARGETS.items():
+        theirs, ours = per_step[f"{mode} transformers"], per_step[f"{mode} genplug"]
+        ratio = ours / theirs
+        verdict = "ok" if ratio <= target else "MISSED"
+        print(f"{mode:<9} {theirs:>12.3f} {ours:>8.3f} {ratio:>6.2f} {'<= ' + str(target):>7} {verdict:<6} "
+              f"{theirs - per_step['bare transformers']:>29.3f} {ours - per_step['bare genplug']:>8.3f}")
+
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(3):
+            run_genplug(model, ids, "sampling")
+        profiler.disable()
+        stream = io.StringIO()
+        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(25)
+        print(stream.getvalue())
+
+
+if __name__ == "__main__":
+    main()

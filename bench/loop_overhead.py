@@ -1,0 +1,81 @@
+"""Per-step overhead of genplug's greedy/sampling loop beyond the model forward, on CPU.
+
+Compares genplug.generate on a tiny pure-torch model against a hand-written minimal loop (the floor:
+forward + argmax/multinomial + buffer write, nothing else), and against transformers' generate on the
+same tiny transformers Llama when transformers is installed. One thread; ratios are what count.
+Run: python bench/loop_overhead.py
+"""
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import genplug  # noqa: E402
+from helpers.tiny_lm import TinyCausalLM  # noqa: E402
+
+NEW_TOKENS = 256
+
+
+def _time(fn, runs=5):
+    fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def minimal_loop(model, ids, n, sample=False):
+    """The floor: prefill, then forward + choose + write, with the model's own cache."""
+    tokens = ids.new_zeros((ids.shape[0], ids.shape[1] + n))
+    tokens[:, :ids.shape[1]] = ids
+    out = model(ids, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    cur = ids.shape[1]
+    for _ in range(n):
+        logits = out.logits[:, -1].float()
+        nxt = torch.multinomial(logits.softmax(-1), 1)[:, 0] if sample else logits.argmax(-1)
+        tokens[:, cur] = nxt
+        cur += 1
+        out = model(tokens[:, cur - 1:cur], past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return tokens
+
+
+def forwards_only(model, ids, n):
+    out = model(ids, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    nxt = ids[:, -1:]
+    for _ in range(n):
+        model(nxt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+
+@torch.no_grad()
+def main():
+    torch.set_num_threads(1)
+    model = TinyCausalLM(vocab_size=512, hidden=64, layers=2, max_positions=512, seed=0)
+    ids = torch.randint(0, 512, (1, 16))
+    forward = _time(lambda: forwards_only(model, ids, NEW_TOKENS))
+    floor_greedy = _time(lambda: minimal_loop(model, ids, NEW_TOKENS)) - forward
+    floor_sample = _time(lambda: minimal_loop(model, ids, NEW_TOKENS, sample=True)) - forward
+    greedy = _time(lambda: genplug.generate(model, ids, max_new_tokens=NEW_TOKENS, eos_token_id=3,
+                                            min_new_tokens=NEW_TOKENS)) - forward
+    sample = _time(lambda: genplug.generate(model, ids, max_new_tokens=NEW_TOKENS, eos_token_id=3,
+                                            min_new_tokens=NEW_TOKENS, do_sample=True, temperature=0.7, top_k=50,
+                                            top_p=0.9, repetition_penalty=1.1)) - forward
+    per = 1000 / NEW_TOKENS
+    print(f"tiny model, 1 thread, {NEW_TOKENS} new tokens; overhead = generate time - bare forwards, per step")
+    print(f"forward only                         {forward * per:7.3f} ms/step")
+    print(f"floor (minimal loop) greedy          {floor_greedy * per:7.3f} ms/step")
+    print(f"genplug greedy (EOS + min_new_tokens){greedy * per:7.3f} ms/step  ratio to floor {greedy / floor_greedy:5.2f}x")
+    print(f"floor (minimal loop) sampling        {floor_sample * per:7.3f} ms/step")
+    print(f"genplug sampling (temp/top-k/top-p/rep) {sample * per:7.3f} ms/step  ratio to floor {sample / floor_sample:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

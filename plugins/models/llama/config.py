@@ -1,0 +1,275 @@
+"""The configuration of a native Llama-family model, read from (and written as) transformers' config.json.
+
+One class covers Llama 2/3, Mistral, Qwen2, SmolLM and TinyLlama: they differ only in a few switches
+(biases on the q/k/v projections, a sliding attention window, tied embeddings, RoPE scaling). Keys this
+class does not model are kept in ``extra`` so that a config read and written again loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import attrs
+
+from .errors import CheckpointError
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_ACTIVATIONS = ("silu", "swish", "gelu", "gelu_pytorch_tanh", "relu")
+FULL_ATTENTION = "full_attention"
+SLIDING_ATTENTION = "sliding_attention"
+
+# config.json keys turned into fields (or deliberately dropped) by ``from_dict``; the rest go to ``extra``.
+_CONSUMED_KEYS = frozenset(
+    {
+        "model_type", "architectures", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps",
+        "rope_parameters", "rope_scaling", "rope_theta", "hidden_act", "attention_bias", "mlp_bias",
+        "tie_word_embeddings", "sliding_window", "use_sliding_window", "max_window_layers", "layer_types",
+        "bos_token_id", "eos_token_id", "pad_token_id", "dtype", "torch_dtype", "transformers_version",
+    }
+)
+
+
+@attrs.define(eq=True)
+class NativeLlamaConfig:
+    """Shapes and switches of a Llama-family decoder (the fields transformers' configs use, same names).
+
+    ``qkv_bias`` / ``output_bias`` say which attention projections carry a bias (Llama's
+    ``attention_bias`` sets both, Qwen2 has q/k/v biases only). ``layer_types[i]`` is
+    ``"sliding_attention"`` where layer ``i`` attends to the last ``sliding_window`` tokens only.
+    """
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    model_type: str = "llama"
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-6
+    rope_parameters: Dict[str, Any] = attrs.field(factory=lambda: {"rope_type": "default", "rope_theta": 10000.0})
+    hidden_act: str = "silu"
+    qkv_bias: bool = False
+    output_bias: bool = False
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+    sliding_window: Optional[int] = None
+    layer_types: List[str] = attrs.field(factory=list)
+    bos_token_id: Optional[int] = None
+    eos_token_id: Any = None  # an int or a list of ints, as in transformers
+    pad_token_id: Optional[int] = None
+    dtype: Optional[str] = None  # the dtype the weights were saved in ("float32", "bfloat16", ...)
+    architectures: Optional[List[str]] = None
+    extra: Dict[str, Any] = attrs.field(factory=dict)
+
+    is_encoder_decoder = False  # class attributes: part of the model protocol, never serialised
+    use_cache = True
+
+    def __attrs_post_init__(self) -> None:
+        if not self.layer_types:
+            kind = SLIDING_ATTENTION if self.sliding_window else FULL_ATTENTION
+            self.layer_types = [kind] * self.num_hidden_layers
+        self.validate()
+
+    # ------------------------------------------------------------------ derived facts
+
+    @property
+    def num_key_value_groups(self) -> int:
+        return self.num_attention_heads // self.num_key_value_heads
+
+    @property
+    def rope_theta(self) -> float:
+        return float(self.rope_parameters.get("rope_theta", 10000.0))
+
+    def get_text_config(self, decoder: Optional[bool] = None, encoder: Optional[bool] = None) -> "NativeLlamaConfig":
+        """The decoder's config: this one (the model protocol asks every config for it)."""
+        return self
+
+    def validate(self, source: str = "config") -> None:
+        """Raise CheckpointError for shapes the model cannot be built from."""
+        problems = []
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "head_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{name}={value!r} must be a positive integer")
+        if not problems and self.num_attention_heads % self.num_key_value_heads:
+            problems.append(
+                f"num_attention_heads={self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads={self.num_key_value_heads} (grouped-query attention shares each key/value "
+                "head among a whole number of query heads)"
+            )
+        if not problems and self.head_dim % 2:
+            problems.append(f"head_dim={self.head_dim} must be even for rotary embeddings")
+        if self.model_type not in SUPPORTED_MODEL_TYPES:
+            problems.append(f"model_type={self.model_type!r} is not one of {', '.join(SUPPORTED_MODEL_TYPES)}")
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            problems.append(f"hidden_act={self.hidden_act!r} is not one of {', '.join(SUPPORTED_ACTIVATIONS)}")
+        if len(self.layer_types) != self.num_hidden_layers:
+            problems.append(
+                f"layer_types has {len(self.layer_types)} entries for num_hidden_layers={self.num_hidden_layers}"
+            )
+        unknown = sorted(set(self.layer_types) - {FULL_ATTENTION, SLIDING_ATTENTION})
+        if unknown:
+            problems.append(f"layer_types contains {unknown}; only {FULL_ATTENTION!r} and {SLIDING_ATTENTION!r} exist")
+        if self.sliding_window is not None and (not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
+            problems.append(f"sliding_window={self.sliding_window!r} must be a positive integer or null")
+        if problems:
+            raise CheckpointError(
+                f"{source} describes a model genplug's native Llama family cannot build: " + "; ".join(problems)
+                + ". Fix the file (it should be the config.json saved with the weights)."
+            )
+
+    def window_of_layer(self, layer_idx: int) -> Optional[int]:
+        """The sliding window of one layer, or None when it attends to everything before it."""
+        if self.sliding_window and self.layer_types[layer_idx] == SLIDING_ATTENTION:
+            return self.sliding_window
+        return None
+
+    # ------------------------------------------------------------------ reading and writing config.json
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], source: str = "config.json") -> "NativeLlamaConfig":
+        """Build a config from the dict transformers writes to config.json (any of the three model types)."""
+        model_type = data.get("model_type")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise CheckpointError(
+                f"{source} has model_type={model_type!r}; genplug's native models support "
+                f"{', '.join(SUPPORTED_MODEL_TYPES)}. Load this checkpoint with transformers "
+                "(AutoModelForCausalLM.from_pretrained) and pass that model to genplug instead."
+            )
+        required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+        missing = [key for key in required if data.get(key) is None]
+        if missing:
+            raise CheckpointError(
+                f"{source} lacks {', '.join(missing)}; a {model_type} config.json must give every shape "
+                f"({', '.join(required)}). Re-save the model with transformers' save_pretrained."
+            )
+        heads = data["num_attention_heads"]
+        head_dim = data.get("head_dim") or data["hidden_size"] // heads
+        num_layers = data["num_hidden_layers"]
+
+        sliding_window, layer_types = _attention_layout(data, model_type, num_layers)
+        rope = _standard_rope_parameters(data, source)
+        attention_bias = bool(data.get("attention_bias", False))
+        dtype = data.get("dtype") or data.get("torch_dtype")
+        return cls(
+            model_type=model_type,
+            vocab_size=data["vocab_size"],
+            hidden_size=data["hidden_size"],
+            intermediate_size=data["intermediate_size"],
+            num_hidden_layers=num_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=data.get("num_key_value_heads") or heads,
+            head_dim=head_dim,
+            max_position_embeddings=data.get("max_position_embeddings", 2048),
+            rms_norm_eps=data.get("rms_norm_eps", 1e-6),
+            rope_parameters=rope,
+            hidden_act=data.get("hidden_act", "silu"),
+            qkv_bias=True if model_type == "qwen2" else attention_bias,
+            output_bias=attention_bias if model_type == "llama" else False,
+            mlp_bias=bool(data.get("mlp_bias", False)) if model_type == "llama" else False,
+            tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
+            sliding_window=sliding_window,
+            layer_types=layer_types,
+            bos_token_id=data.get("bos_token_id"),
+            eos_token_id=data.get("eos_token_id"),
+            pad_token_id=data.get("pad_token_id"),
+            dtype=str(dtype).replace("torch.", "") if dtype else None,
+            architectures=data.get("architectures"),
+            extra={k: v for k, v in data.items() if k not in _CONSUMED_KEYS},
+        )
+
+    @classmethod
+    def from_json_file(cls, path: str) -> "NativeLlamaConfig":
+        """Read a config.json file; a missing or unreadable file is a CheckpointError naming it."""
+        if not os.path.isfile(path):
+            raise CheckpointError(
+                f"{path} does not exist: a checkpoint directory needs the config.json that transformers' "
+                "save_pretrained writes next to the weights. Point to the directory that holds it."
+            )
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"{path} is not readable JSON ({error}); restore the file from the original checkpoint.") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path} holds a {type(data).__name__}, not a JSON object; restore the original config.json.")
+        return cls.from_dict(data, source=path)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The config.json dict transformers reads back into LlamaConfig / MistralConfig / Qwen2Config."""
+        data: Dict[str, Any] = dict(self.extra)
+        data.update(
+            model_type=self.model_type,
+            architectures=self.architectures or [_ARCHITECTURES[self.model_type]],
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            head_dim=self.head_dim,
+            max_position_embeddings=self.max_position_embeddings,
+            rms_norm_eps=self.rms_norm_eps,
+            rope_parameters=dict(self.rope_parameters),
+            hidden_act=self.hidden_act,
+            tie_word_embeddings=self.tie_word_embeddings,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+        )
+        if self.model_type == "llama":
+            data.update(attention_bias=self.qkv_bias, mlp_bias=self.mlp_bias)
+        else:
+            data.update(sliding_window=self.sliding_window)
+        if self.model_type == "qwen2":
+            data.update(use_sliding_window=self.sliding_window is not None, layer_types=list(self.layer_types))
+        if self.dtype:
+            data["dtype"] = self.dtype
+        return data
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+
+def _attention_layout(data: Dict[str, Any], model_type: str, num_layers: int) -> Tuple[Optional[int], List[str]]:
+    """``(sliding_window, layer_types)`` as each model family's transformers code interprets them."""
+    if model_type == "llama":  # Llama has no sliding window, whatever the file says
+        return None, [FULL_ATTENTION] * num_layers
+    window = data.get("sliding_window")
+    if model_type == "qwen2" and not data.get("use_sliding_window", False):
+        window = None
+    if model_type == "mistral":  # one window for every layer
+        kind = SLIDING_ATTENTION if window else FULL_ATTENTION
+        return window, [kind] * num_layers
+    layer_types = data.get("layer_types")
+    if layer_types is None:
+        first_sliding = data.get("max_window_layers", 28)
+        layer_types = [
+            SLIDING_ATTENTION if window is not None and i >= first_sliding else FULL_ATTENTION for i in range(num_layers)
+        ]
+    if window is None:
+        layer_types = [FULL_ATTENTION] * num_layers
+    return window, list(layer_types)
+
+
+def _standard_rope_parameters(data: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """One flat RoPE dict from either transformers 5's ``rope_parameters`` or the older ``rope_scaling``/``rope_theta``."""
+    rope = dict(data.get("rope_parameters") or data.get("rope_scaling") or {})
+    rope_type = rope.pop("type", None)
+    rope.setdefault("rope_type", rope_type or "default")
+    rope.setdefault("rope_theta", data.get("rope_theta", 10000.0))
+    if rope["rope_type"] in ("llama3", "yarn", "longrope"):
+        rope.setdefault("original_max_position_embeddings", data.get("max_position_embeddings", 2048))
+    from .rope import check_rope_parameters  # local import: rope pulls in torch
+
+    check_rope_parameters(rope, source)
+    return rope

@@ -1,0 +1,326 @@
+"""genplug's native Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama) in plain PyTorch.
+
+It takes transformers' calling convention, so the same generate() drives it and transformers models,
+and it is written for the decode step: q/k/v are one matmul (``qkv_proj``), gate/up are one matmul
+(``gate_up_proj``), RoPE is applied to queries and keys in one go, the mask is built once per forward,
+and attention is ``scaled_dot_product_attention``. Checkpoints in transformers' layout are converted to
+the fused layout by :mod:`.loader`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import NativeLlamaConfig
+from .masks import attention_mask_for
+from .rope import RotaryEmbedding, apply_rotary
+
+try:
+    from genplug.mixin import GenerationMixin
+except ModuleNotFoundError as error:  # only while genplug's core is being written; remove afterwards
+    if error.name != "genplug.mixin":
+        raise
+
+    class GenerationMixin:  # type: ignore[no-redef]
+        """Placeholder until genplug.mixin exists."""
+
+
+_ACTIVATIONS = {
+    "silu": F.silu,
+    "swish": F.silu,
+    "gelu": F.gelu,
+    "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+class CausalLMOutput:
+    """What a forward returns: ``logits`` and ``past_key_values``, plus the optional recordings.
+
+    Reads like transformers' ``CausalLMOutputWithPast``: attributes, ``output["logits"]``, and
+    ``output[0]`` / ``to_tuple()`` over the fields that are set.
+    """
+
+    __slots__ = ("logits", "past_key_values", "hidden_states", "attentions")
+
+    def __init__(self, logits, past_key_values=None, hidden_states=None, attentions=None):
+        self.logits = logits
+        self.past_key_values = past_key_values
+        self.hidden_states = hidden_states
+        self.attentions = attentions
+
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__ if getattr(self, name) is not None)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def keys(self) -> List[str]:
+        return [name for name in self.__slots__ if getattr(self, name) is not None]
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm, computed in float32 like transformers' LlamaRMSNorm."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, None, self.eps).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention with one fused q/k/v projection."""
+
+    def __init__(self, config: NativeLlamaConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.groups = config.num_key_value_groups
+        width = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+        self.qkv_proj = nn.Linear(config.hidden_size, width, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.output_bias)
+
+    def forward(self, x, cos, sin, mask, is_causal, cache, return_weights=False):
+        batch, length, _ = x.shape
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        qkv = self.qkv_proj(x).view(batch, length, heads + 2 * kv_heads, self.head_dim)
+        qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
+        keys = qk[:, :, heads:].transpose(1, 2)
+        values = qkv[:, :, heads + kv_heads :].transpose(1, 2)
+        if cache is not None:
+            keys, values = cache.update(keys, values, self.layer_idx)
+        if return_weights:
+            out, weights = _eager_attention(qk[:, :, :heads].transpose(1, 2), keys, values, mask, self.groups)
+            return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1)), weights
+        if length == 1 and self.groups > 1:
+            # One new token: view its query heads as `groups` queries per key/value head, so the cached
+            # keys/values are never repeated (the mask, [batch, 1, 1, kv], broadcasts over the groups).
+            queries = qk[:, :, :heads].reshape(batch, kv_heads, self.groups, self.head_dim)
+            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
+            return self.o_proj(out.reshape(batch, 1, heads * self.head_dim)), None
+        queries = qk[:, :, :heads].transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=mask, is_causal=is_causal, enable_gqa=self.groups > 1
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim)), None
+
+
+def _eager_attention(queries, keys, values, mask, groups):
+    """Attention that also returns its weights ``[batch, heads, q, kv]`` (for ``output_attentions``)."""
+    if groups > 1:
+        keys = keys.repeat_interleave(groups, dim=1)
+        values = values.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(queries, keys.transpose(2, 3)) * queries.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)
+    return torch.matmul(weights, values), weights
+
+
+class MLP(nn.Module):
+    """The gated feed-forward block, with gate and up projections fused into one matmul."""
+
+    def __init__(self, config: NativeLlamaConfig):
+        super().__init__()
+        self.intermediate_size = config.intermediate_size
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.act = _ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
+        return self.down_proj(self.act(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm attention and MLP, each added back to the residual stream."""
+
+    def __init__(self, config: NativeLlamaConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, mask, is_causal, cache, return_weights=False):
+        attended, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache, return_weights)
+        x = x + attended
+        return x + self.mlp(self.post_attention_layernorm(x)), weights
+
+
+class NativeLlamaModel(nn.Module):
+    """The decoder stack: embeddings, layers, final norm (transformers' ``LlamaModel`` part)."""
+
+    def __init__(self, config: NativeLlamaConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.rope_parameters, config.head_dim, config.max_position_embeddings)
+        self.layer_windows = [config.window_of_layer(i) for i in range(config.num_hidden_layers)]
+        # (layer, window) pairs as a plain list: slicing an nn.ModuleList builds a new one every forward.
+        self.layer_plan = list(zip(self.layers, self.layer_windows))
+        # One mask per distinct window; the cache is asked for its sizes at the first layer of each.
+        self.mask_layers: Dict[Optional[int], int] = {}
+        for i, window in enumerate(self.layer_windows):
+            self.mask_layers.setdefault(window, i)
+
+    def forward(self, hidden, attention_mask, position_ids, cache, num_layers, output_hidden_states, output_attentions):
+        batch, length = hidden.shape[:2]
+        past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            position_ids = (torch.arange(length, device=hidden.device) + past).unsqueeze(0)
+        cos, sin = self.rotary_emb(position_ids, hidden.dtype)
+        masks = {}
+        for window, layer_idx in self.mask_layers.items():
+            if cache is not None:
+                query_offset = getattr(cache, "get_query_offset", cache.get_seq_length)(layer_idx)
+                kv_length, kv_offset = cache.get_mask_sizes(length, layer_idx)
+            else:
+                query_offset, kv_length, kv_offset = 0, length, 0
+            masks[window] = attention_mask_for(
+                attention_mask, length, query_offset, kv_length, kv_offset, window, hidden.device, output_attentions
+            )
+
+        all_hidden = [hidden] if output_hidden_states else None
+        all_weights = [] if output_attentions else None
+        for layer, window in self.layer_plan[:num_layers]:
+            mask, is_causal = masks[window]
+            hidden, weights = layer(hidden, cos, sin, mask, is_causal, cache, output_attentions)
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+            if all_weights is not None:
+                all_weights.append(weights)
+        hidden = self.norm(hidden)
+        if all_hidden is not None:
+            all_hidden[-1] = hidden  # transformers reports the last layer's output after the final norm
+        return hidden, all_hidden, all_weights
+
+
+class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
+    """A Llama-family causal LM with transformers' forward signature and genplug's ``generate()``.
+
+    Build one with :func:`genplug.plugins.models.llama.loader.load_model` from a checkpoint directory,
+    or from a :class:`NativeLlamaConfig` (random weights) for training.
+    """
+
+    main_input_name = "input_ids"
+
+    def __init__(self, config: NativeLlamaConfig):
+        super().__init__()
+        self.config = config
+        self.generation_config = None  # a genplug GenerationConfig when loaded from a checkpoint
+        self.model = NativeLlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    # ------------------------------------------------------------------ facts about the model
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def tie_weights(self) -> None:
+        """Share the embedding matrix with the output head when the config says so (after loading)."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def new_cache(self, batch_size: int = 1, max_cache_len: Optional[int] = None):
+        """An empty cache from the ``"dynamic"`` cache backend (or the fallback when none is installed)."""
+        try:
+            from genplug.cache import CacheRequest, build_cache
+            from genplug.plugin_manager import get_plugin_manager
+        except ImportError:  # genplug.cache.build_cache not written yet
+            build_cache = None
+        if build_cache is not None:
+            registry = get_plugin_manager().registries.cache_backends
+            if "dynamic" in registry:
+                request = CacheRequest(
+                    model_config=self.config, batch_size=batch_size, dtype=self.dtype, device=self.device,
+                    max_cache_len=max_cache_len or self.config.max_position_embeddings,
+                )
+                return build_cache(registry, "dynamic", request)
+        from .fallback_cache import FallbackDynamicCache
+
+        return FallbackDynamicCache(self.config.num_hidden_layers)
+
+    # ------------------------------------------------------------------ running it
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.LongTensor] = None,
+        past_key_values: Any = None,
+        use_cache: bool = True,
+        logits_to_keep: Union[int, torch.Tensor] = 0,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        return_dict: bool = True,
+        exit_layer: Optional[int] = None,
+    ) -> Union[CausalLMOutput, Tuple]:
+        """Logits for the tokens of ``input_ids`` (``[batch, seq]``), attending over ``past_key_values``.
+
+        ``attention_mask`` is the 2-D 0/1 padding mask over cached plus new tokens; ``position_ids``
+        default to cache positions (pass them for left-padded batches). ``logits_to_keep=k`` computes
+        logits for the last ``k`` positions only (0: all; a 1-D tensor: those positions).
+        ``exit_layer=k`` runs only the first ``k`` layers and reads logits from there through the final
+        norm and head (early-exit drafting; deeper layers' caches are left untouched).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds to the model")
+        hidden = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        num_layers = self.config.num_hidden_layers
+        if exit_layer is not None:
+            if not 1 <= exit_layer <= num_layers:
+                raise ValueError(
+                    f"exit_layer={exit_layer} is outside 1..{num_layers}: it is how many of the model's "
+                    f"{num_layers} layers run before the logits are read"
+                )
+            num_layers = exit_layer
+        cache = past_key_values
+        if cache is None and use_cache:
+            cache = self.new_cache(hidden.shape[0])
+
+        hidden, all_hidden, all_weights = self.model(
+            hidden, attention_mask, position_ids, cache, num_layers, output_hidden_states, output_attentions
+        )
+        if isinstance(logits_to_keep, int):
+            if logits_to_keep:
+                hidden = hidden[:, -logits_to_keep:]
+        else:
+            hidden = hidden[:, logits_to_keep]
+        output = CausalLMOutput(
+            logits=self.lm_head(hidden),
+            past_key_values=cache if use_cache else None,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            attentions=tuple(all_weights) if all_weights is not None else None,
+        )
+        return output if return_dict else output.to_tuple()

@@ -1,0 +1,202 @@
+"""transformers models as first-class genplug clients: the model adapter.
+
+Any ``transformers.PreTrainedModel`` with a language-model head is claimed here -- decoder-only models
+(Llama, Mistral, Qwen2, GPT-2, GPT-NeoX, Gemma...) and encoder-decoder ones (T5, BART...). The core
+already speaks transformers' calling convention; what this adapter adds is what only a transformers
+model needs:
+
+* the model's own ``generation_config`` (a transformers ``GenerationConfig``) becomes genplug's, so
+  the model's defaults apply exactly as in transformers;
+* the unknown-keyword check accepts what transformers' ``_validate_model_kwargs`` accepts, also for
+  the many v5 models whose ``forward`` takes ``**kwargs`` (otherwise every typo would pass silently);
+* a cache genplug builds is handed over in the shape the model expects: transformers' encoder-decoder
+  layers test ``isinstance(cache, transformers.EncoderDecoderCache)``, so a genplug
+  ``EncoderDecoderCache`` is bridged to one (sharing its storage).
+
+transformers is never imported here: the adapter only looks at ``sys.modules``. If transformers was
+not imported, no transformers model can exist, so there is nothing to claim.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any, FrozenSet, Optional
+
+from genplug import hookimpl
+from genplug.models import ModelAdapter
+
+# Keywords transformers' generate() lets through whatever the signatures say (``_validate_model_kwargs``).
+_ALWAYS_ALLOWED = frozenset({"debug_io", "mm_encoder_outputs"})
+
+
+def loaded_transformers():
+    """The transformers module if something already imported it, else None (never imports it)."""
+    return sys.modules.get("transformers")
+
+
+def is_transformers_lm(model: Any) -> bool:
+    """True for a transformers ``PreTrainedModel`` that has a language-model head."""
+    transformers = loaded_transformers()
+    if transformers is None or not isinstance(model, transformers.PreTrainedModel):
+        return False
+    get_head = getattr(model, "get_output_embeddings", None)
+    try:
+        return callable(get_head) and get_head() is not None
+    except (AttributeError, NotImplementedError):
+        return False
+
+
+class TransformersAdapter(ModelAdapter):
+    """Drives a transformers model through genplug's loop."""
+
+    def __init__(self, model: Any):
+        super().__init__(model)
+        self.generation_config = _genplug_generation_config(getattr(model, "generation_config", None))
+        self._cache_given = self._cache_converted = None
+        self._built_caches: tuple = ()
+
+    # ------------------------------------------------------------------ keyword checking
+
+    def accepts_any_model_kwarg(self) -> bool:
+        # A v5 forward takes **kwargs (attention options), but transformers still checks the keywords a
+        # caller passes against the signatures below; so does genplug.
+        return False
+
+    def accepted_model_kwargs(self) -> FrozenSet[str]:
+        """The keywords transformers' ``generate`` accepts for this model (``_validate_model_kwargs``)."""
+        model = self.model
+        names = set(_parameters(model.prepare_inputs_for_generation)) if hasattr(model, "prepare_inputs_for_generation") else set()
+        names |= set(_parameters(model.forward))
+        if self.is_encoder_decoder:
+            base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+            encoder = getattr(model, "encoder", None) or getattr(base, "encoder", None)
+            if encoder is not None:
+                names |= set(_parameters(encoder.forward))
+            decoder = getattr(model, "decoder", None) or getattr(base, "decoder", None)
+            if decoder is not None:
+                names |= {f"decoder_{name}" for name in _parameters(decoder.forward)}
+        names |= _transformers_kwargs() | _ALWAYS_ALLOWED
+        return frozenset(names - {"self", "kwargs", "args", "model_kwargs"})
+
+    # ------------------------------------------------------------------ caches
+
+    def wrap_cache(self, cache: Any, request: Any) -> Any:
+        """Hand a cache genplug built to the model in the class it tests for (see :meth:`cache_for_model`)."""
+        wrapped = self.cache_for_model(cache)
+        self._built_caches = (cache, wrapped)
+        return wrapped
+
+    def cache_for_model(self, cache: Any) -> Any:
+        """``cache`` as this model must receive it: a transformers view where the model tests the class.
+
+        Encoder-decoder models always need a ``transformers.EncoderDecoderCache``. Decoder-only models
+        take a genplug cache as it is, except when their first layer slides and a later one does not
+        (Gemma 2/3): transformers then sizes the full-attention mask from ``is_sliding``, which it reads
+        only from a ``transformers.Cache``.
+        """
+        if cache is None or isinstance(cache, loaded_transformers().Cache):
+            return cache
+        if self.is_encoder_decoder or _first_layer_slides_and_not_all(cache):
+            return for_transformers(cache)
+        return cache
+
+    def can_crop(self, cache: Any) -> bool:
+        """Whether the loop may run past a stop and crop the extra steps off ``cache`` afterwards.
+
+        transformers' own caches declare no ``capabilities``: their static layers cannot crop, and
+        their sliding layers only while they record their past. A genplug cache with sliding layers
+        crops exactly only as far as the ``crop_margin`` it was built with; genplug sizes that margin
+        for the caches it builds, but one the caller passed may have none.
+        """
+        transformers = loaded_transformers()
+        if any(getattr(cache, "is_sliding", None) or ()) and not any(cache is built for built in self._built_caches):
+            return False
+        if isinstance(cache, transformers.Cache) and not hasattr(cache, "capabilities"):
+            if isinstance(cache, transformers.EncoderDecoderCache):
+                both = (cache.self_attention_cache, cache.cross_attention_cache)
+                if not all(isinstance(part, transformers.DynamicCache) for part in both):
+                    return False  # transformers crops an EncoderDecoderCache only over two DynamicCaches
+                cache = cache.self_attention_cache
+            return bool(getattr(cache, "is_croppable", False)) and not any(getattr(cache, "is_sliding", ()))
+        return super().can_crop(cache)
+
+    def step(self, input_ids, attention_mask, position_ids, cache, model_kwargs, **options):
+        if cache is not None and cache is not self._cache_given:
+            # a genplug cache passed by the caller did not go through wrap_cache; convert it once per call
+            self._cache_given, self._cache_converted = cache, self.cache_for_model(cache)
+        if cache is not None:
+            cache = self._cache_converted
+        return super().step(input_ids, attention_mask, position_ids, cache, model_kwargs, **options)
+
+
+def _first_layer_slides_and_not_all(cache: Any) -> bool:
+    sliding = list(getattr(cache, "is_sliding", None) or ())
+    return bool(sliding) and bool(sliding[0]) and not all(sliding)
+
+
+def for_transformers(cache: Any) -> Any:
+    """A transformers ``Cache`` (or ``EncoderDecoderCache``) sharing ``cache``'s storage.
+
+    A cache may provide its own ``to_transformers()``; any other follows genplug's cache protocol and
+    is wrapped by the built-in caches' bridge, which forwards every method.
+    """
+    to_transformers = getattr(cache, "to_transformers", None)
+    if callable(to_transformers):
+        return to_transformers()
+    from genplug.plugins.caches.transformers_bridge import to_transformers as bridge
+
+    return bridge(cache)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _parameters(function) -> list:
+    try:
+        return list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+def _transformers_kwargs() -> set:
+    """The model-agnostic keywords of ``transformers.utils.generic.TransformersKwargs``."""
+    generic = sys.modules.get("transformers.utils.generic")
+    kwargs_type = getattr(generic, "TransformersKwargs", None)
+    return set(getattr(kwargs_type, "__optional_keys__", ()))
+
+
+def _genplug_generation_config(config: Any) -> Optional[Any]:
+    """A transformers ``GenerationConfig`` as genplug's (same fields, same JSON); others pass through."""
+    if config is None:
+        return None
+    from genplug.config import GenerationConfig
+
+    if isinstance(config, GenerationConfig):
+        return config
+    return GenerationConfig.from_dict(config.to_dict())
+
+
+class TransformersAdapterFactory:
+    """Claims transformers models with a language-model head."""
+
+    @staticmethod
+    def claims(model) -> bool:
+        return is_transformers_lm(model)
+
+    @staticmethod
+    def adapt(model) -> ModelAdapter:
+        return TransformersAdapter(model)
+
+
+@hookimpl
+def genplug_register_model_adapters(register):
+    register("transformers", TransformersAdapterFactory,
+             description="transformers PreTrainedModel with a language-model head (decoder-only and encoder-decoder)")
+
+
+@hookimpl
+def genplug_adapt_model(model):
+    if TransformersAdapterFactory.claims(model):
+        return TransformersAdapterFactory.adapt(model)
+    return None

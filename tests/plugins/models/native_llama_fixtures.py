@@ -1,0 +1,48 @@
+"""Helpers for the native-model tests: tiny seeded models and checkpoints (imported by the test modules)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+DEFAULT_MODEL_DIR = os.path.join(REPO, "core", "assets", "default_model")
+
+# Small but not degenerate: grouped-query attention (4 query heads share 2 key/value heads).
+TINY_SHAPE = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+
+
+def randomize(model, seed: int = 0):
+    """Give every weight, bias and norm a visible random value (transformers zero-inits biases)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            param.copy_(1.0 + 0.2 * noise if "norm" in name else 0.2 * noise)
+    return model
+
+
+def transformers_model(family: str, seed: int = 0, **overrides):
+    """A random transformers model of ``family`` (llama, mistral, qwen2) with TINY_SHAPE plus overrides."""
+    transformers = pytest.importorskip("transformers")
+    config_cls, model_cls = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    }[family]
+    config = config_cls(**{**TINY_SHAPE, **overrides})
+    torch.manual_seed(seed)
+    return randomize(model_cls(config), seed).eval()
+
+
+def native_model(seed: int = 0, **overrides):
+    """A random native model built from a NativeLlamaConfig (no transformers needed)."""
+    from genplug.plugins.models.llama.config import NativeLlamaConfig
+    from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
+
+    shape = {**TINY_SHAPE, "head_dim": TINY_SHAPE["hidden_size"] // TINY_SHAPE["num_attention_heads"], **overrides}
+    torch.manual_seed(seed)
+    return randomize(NativeLlamaForCausalLM(NativeLlamaConfig(**shape)), seed).eval()

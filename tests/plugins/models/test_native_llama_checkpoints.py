@@ -1,0 +1,198 @@
+"""Loading, saving and refusing checkpoints; the plugin's loader and adapter."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from genplug.plugins.models.llama import plugin
+from genplug.plugins.models.llama.config import SUPPORTED_MODEL_TYPES, NativeLlamaConfig
+from genplug.plugins.models.llama.errors import CheckpointError
+from genplug.plugins.models.llama.loader import load_model, save_model
+from native_llama_fixtures import DEFAULT_MODEL_DIR, native_model
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A small native checkpoint (the default model's files, copied) that tests may damage."""
+    directory = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, directory)
+    return directory
+
+
+def edit_config(directory, **changes):
+    path = directory / "config.json"
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def assert_checkpoint_error(directory, *fragments, **kwargs):
+    with pytest.raises(CheckpointError) as caught:
+        load_model(directory, **kwargs)
+    assert isinstance(caught.value, OSError) and isinstance(caught.value, ValueError)
+    for fragment in fragments:
+        assert fragment in str(caught.value), str(caught.value)
+
+
+def test_missing_config(checkpoint):
+    (checkpoint / "config.json").unlink()
+    assert_checkpoint_error(checkpoint, "config.json does not exist", "save_pretrained")
+
+
+def test_not_a_directory(tmp_path):
+    assert_checkpoint_error(tmp_path / "nowhere", "is not a directory")
+
+
+def test_unsupported_model_type(checkpoint):
+    edit_config(checkpoint, model_type="gpt2")
+    assert_checkpoint_error(checkpoint, "model_type='gpt2'", "llama, mistral, qwen2", "transformers")
+
+
+def test_config_that_is_not_json(checkpoint):
+    (checkpoint / "config.json").write_text("{not json")
+    assert_checkpoint_error(checkpoint, "config.json is not readable JSON")
+
+
+def test_corrupt_safetensors(checkpoint):
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert_checkpoint_error(checkpoint, "model.safetensors is not a readable safetensors file", "copy the file again")
+
+
+def test_missing_weights(checkpoint):
+    (checkpoint / "model.safetensors").unlink()
+    (checkpoint / "pytorch_model.bin").write_bytes(b"")
+    assert_checkpoint_error(checkpoint, "neither model.safetensors", "safe_serialization=True")
+
+
+def test_shape_mismatch(checkpoint):
+    edit_config(checkpoint, intermediate_size=700)
+    assert_checkpoint_error(checkpoint, "mlp.gate_proj.weight", "has shape (688, 256)", "needs (700, 256)",
+                            "use the config.json saved with these weights")
+
+
+def test_layer_count_mismatch(checkpoint):
+    edit_config(checkpoint, num_hidden_layers=5)
+    assert_checkpoint_error(checkpoint, "lack model.layers.4.", "different models")
+    edit_config(checkpoint, num_hidden_layers=3)
+    assert_checkpoint_error(checkpoint, "holds model.layers.3.", "does not have")
+
+
+def test_bad_head_layout(checkpoint):
+    edit_config(checkpoint, num_key_value_heads=3)
+    assert_checkpoint_error(checkpoint, "not a multiple of num_key_value_heads=3")
+
+
+def test_unsupported_rope(checkpoint):
+    edit_config(checkpoint, rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0})
+    assert_checkpoint_error(checkpoint, "rope_type='longrope'")
+
+
+def test_bad_dtype_request(checkpoint):
+    assert_checkpoint_error(checkpoint, "floating dtype", dtype=torch.int64)
+    assert_checkpoint_error(checkpoint, "dtype='float8'", dtype="float8")
+
+
+def test_missing_shard(make_checkpoint):
+    _, directory = make_checkpoint("llama", max_shard_size="20KB")
+    with open(os.path.join(directory, "model.safetensors.index.json")) as handle:
+        shard = sorted(set(json.load(handle)["weight_map"].values()))[-1]
+    os.remove(os.path.join(directory, shard))
+    assert_checkpoint_error(directory, f"lists shard {shard}", "copy every shard")
+
+
+def test_dtype_and_device_arguments(checkpoint):
+    model, tokenizer = load_model(checkpoint, device="cpu", dtype="bfloat16")
+    assert model.dtype == torch.bfloat16 and model.device == torch.device("cpu") and not model.training
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied again after loading
+    assert load_model(checkpoint, dtype="auto")[0].dtype == torch.float32
+    assert tokenizer is not None and tokenizer.eos_token_id == model.generation_config.eos_token_id
+
+
+@pytest.mark.parametrize("overrides", [{}, {"tie_word_embeddings": True, "qkv_bias": True, "model_type": "qwen2"},
+                                       {"sliding_window": 4, "model_type": "mistral"}], ids=["llama", "qwen2", "mistral"])
+def test_save_then_load_round_trip(tmp_path, overrides):
+    model = native_model(**overrides)
+    save_model(model, tmp_path, generation_config={"eos_token_id": 2})
+    loaded, tokenizer = load_model(tmp_path)
+    assert tokenizer is None and loaded.generation_config.eos_token_id == 2
+    assert NativeLlamaConfig.from_json_file(str(tmp_path / "config.json")).to_dict() == model.config.to_dict()
+    input_ids = torch.randint(0, 97, (1, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=input_ids).logits, model(input_ids=input_ids).logits)
+
+
+@pytest.mark.parity
+def test_transformers_loads_what_save_model_writes(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model = native_model(qkv_bias=True, model_type="qwen2", sliding_window=6, layer_types=[
+        "full_attention", "sliding_attention", "sliding_attention"])
+    save_model(model, tmp_path)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(reference).__name__ == "Qwen2ForCausalLM"
+    input_ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert model(input_ids=input_ids).logits.sub(reference(input_ids=input_ids).logits).abs().max() <= 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- plugin
+
+
+def test_loader_claims_supported_directories_only(checkpoint, tmp_path):
+    assert plugin.NativeLlamaLoader.claims(checkpoint)
+    assert plugin.SUPPORTED_MODEL_TYPES == SUPPORTED_MODEL_TYPES
+    edit_config(checkpoint, model_type="gpt2")
+    assert not plugin.NativeLlamaLoader.claims(checkpoint)
+    assert not plugin.NativeLlamaLoader.claims(tmp_path / "nowhere")
+    (tmp_path / "config.json").write_text("[1, 2]")
+    assert not plugin.NativeLlamaLoader.claims(tmp_path)
+
+
+def test_plugin_registers_loader_and_adapter():
+    from genplug.models import ModelAdapter
+    from genplug.plugin_manager import GenplugPluginManager
+
+    pm = GenplugPluginManager()
+    pm.register(plugin, name="native_llama")
+    registries = pm.registries
+    assert registries.model_loaders["native_llama"].obj is plugin.NativeLlamaLoader
+    assert registries.model_adapters["native_llama"].obj is plugin.NativeLlamaAdapterFactory
+    model = native_model()
+    adapter = pm.hook.genplug_adapt_model(model=model)
+    assert isinstance(adapter, plugin.NativeLlamaAdapter) and isinstance(adapter, ModelAdapter)
+    assert adapter.vocab_size == 97 and adapter.accepts("position_ids") and adapter.accepts("logits_to_keep")
+    assert pm.hook.genplug_adapt_model(model=torch.nn.Linear(2, 2)) is None
+
+
+def test_loader_plugin_loads(checkpoint):
+    model, tokenizer = plugin.NativeLlamaLoader.load(checkpoint, device="cpu", dtype=None)
+    assert model.config.model_type == "llama" and tokenizer is not None
+
+
+def test_entry_point_declared():
+    import tomllib
+
+    with open(os.path.join(os.path.dirname(DEFAULT_MODEL_DIR), "..", "..", "pyproject.toml"), "rb") as handle:
+        project = tomllib.load(handle)
+    assert project["project"]["entry-points"]["genplug"]["native_llama"] == "genplug.plugins.models.llama.plugin"
+    assert "genplug.plugins.models.llama" in project["tool"]["setuptools"]["packages"]
+
+
+def test_public_names_and_core_loading_route_to_the_native_family():
+    import genplug
+    from genplug.loading import load_model as core_load_model
+    from genplug.plugin_manager import GenplugPluginManager, use_plugin_manager
+    from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
+
+    assert genplug.NativeLlamaForCausalLM is NativeLlamaForCausalLM
+    assert genplug.CheckpointError is CheckpointError
+    pm = GenplugPluginManager()
+    pm.register(plugin, name="native_llama")
+    with use_plugin_manager(pm):
+        model, tokenizer = core_load_model(DEFAULT_MODEL_DIR)
+    assert isinstance(model, NativeLlamaForCausalLM) and tokenizer is not None

@@ -1,0 +1,158 @@
+"""Caches, padding, early exit and logits_to_keep against a full recompute (no transformers needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from native_llama_fixtures import native_model
+
+TOLERANCE = 1e-4
+WINDOWED = dict(sliding_window=5, model_type="mistral")
+
+
+def full_logits(model, input_ids, **kwargs):
+    with torch.no_grad():
+        return model(input_ids=input_ids, use_cache=False, **kwargs).logits
+
+
+def tokens(batch, length, seed=0):
+    return torch.randint(1, 97, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("overrides", [{}, WINDOWED, {"tie_word_embeddings": True}], ids=["llama", "window", "tied"])
+@pytest.mark.parametrize("chunks", [(6, 1, 1, 1, 1, 1, 1), (3, 4, 2, 5)], ids=["decode", "chunked"])
+def test_incremental_decoding_equals_full_recompute(overrides, chunks):
+    model = native_model(**overrides)
+    sequence = tokens(2, sum(chunks))
+    expected = full_logits(model, sequence)
+    cache, start = None, 0
+    with torch.no_grad():
+        for size in chunks:
+            out = model(input_ids=sequence[:, start : start + size], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            assert out.logits.sub(expected[:, start : start + size]).abs().max() <= TOLERANCE
+            start += size
+    assert cache.get_seq_length() == sum(chunks)
+
+
+def test_sliding_window_limits_attention():
+    # Each of the 3 layers looks back 4 tokens, so the last token (19) cannot see tokens before 19 - 12.
+    model = native_model(**WINDOWED)
+    sequence = tokens(1, 20)
+    changed = sequence.clone()
+    changed[0, 2] = (changed[0, 2] + 1) % 97
+    last = full_logits(model, sequence)[:, -1]
+    assert full_logits(model, changed)[:, -1].sub(last).abs().max() == 0
+    changed[0, 16] = (changed[0, 16] + 1) % 97  # inside the window of the last token
+    assert full_logits(model, changed)[:, -1].sub(last).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("overrides", [{}, WINDOWED], ids=["llama", "window"])
+def test_left_padded_batch_equals_unpadded_rows(overrides):
+    model = native_model(**overrides)
+    lengths = [9, 4, 6]
+    rows = [tokens(1, n, seed=i)[0] for i, n in enumerate(lengths)]
+    longest = max(lengths)
+    input_ids = torch.zeros(len(rows), longest, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, row in enumerate(rows):
+        input_ids[i, longest - len(row) :] = row
+        attention_mask[i, longest - len(row) :] = 1
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    next_tokens = tokens(len(rows), 3, seed=9)
+
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        cache, batched = out.past_key_values, [out.logits]
+        for step in range(3):  # decode three more tokens, the way generate() extends mask and positions
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=-1)
+            position_ids = position_ids[:, -1:] + 1
+            out = model(input_ids=next_tokens[:, step : step + 1], attention_mask=attention_mask,
+                        position_ids=position_ids, past_key_values=cache)
+            batched.append(out.logits)
+    batched = torch.cat(batched, dim=1)
+    for i, row in enumerate(rows):
+        expected = full_logits(model, torch.cat([row, next_tokens[i]])[None])
+        assert batched[i, longest - len(row) :].sub(expected[0]).abs().max() <= TOLERANCE
+
+
+def test_logits_to_keep():
+    model = native_model()
+    sequence = tokens(2, 7)
+    expected = full_logits(model, sequence)
+    assert full_logits(model, sequence, logits_to_keep=1).sub(expected[:, -1:]).abs().max() == 0
+    assert full_logits(model, sequence, logits_to_keep=3).sub(expected[:, -3:]).abs().max() == 0
+    picked = torch.tensor([0, 4])
+    assert full_logits(model, sequence, logits_to_keep=picked).sub(expected[:, picked]).abs().max() == 0
+
+
+def test_exit_layer_equals_a_shallower_model():
+    model = native_model()
+    shallow = native_model(num_hidden_layers=2)
+    shallow.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("model.layers.2.")})
+    sequence = tokens(2, 6)
+    assert full_logits(model, sequence, exit_layer=2).sub(full_logits(shallow, sequence)).abs().max() == 0
+    assert full_logits(model, sequence, exit_layer=3).sub(full_logits(model, sequence)).abs().max() == 0
+    with torch.no_grad():
+        out = model(input_ids=sequence, exit_layer=1, output_hidden_states=True)
+    assert len(out.hidden_states) == 2 and out.past_key_values.get_seq_length() == 6
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="exit_layer"):
+            model(input_ids=sequence, exit_layer=bad)
+
+
+def test_inputs_embeds_and_tuple_output():
+    model = native_model()
+    sequence = tokens(1, 5)
+    expected = full_logits(model, sequence)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(sequence)
+        assert model(inputs_embeds=embeds, use_cache=False).logits.sub(expected).abs().max() == 0
+        logits, cache = model(input_ids=sequence, return_dict=False)
+    assert logits.sub(expected).abs().max() == 0 and cache.get_seq_length() == 5
+    with pytest.raises(ValueError, match="exactly one"):
+        model(input_ids=sequence, inputs_embeds=embeds)
+
+
+def test_registered_cache_backends_drive_the_model():
+    """Each cache backend installed in genplug decodes like a full recompute (sliding window included)."""
+    from genplug.cache import CacheRequest, build_cache
+    from genplug.plugin_manager import new_plugin_manager
+
+    registry = new_plugin_manager(autoload=False).registries.cache_backends
+    if "dynamic" not in registry:
+        pytest.skip("no cache backend plugin installed")
+    model = native_model(**WINDOWED)
+    sequence = tokens(2, 10)
+    expected = full_logits(model, sequence)
+    for name in [n for n in ("dynamic", "static", "sliding_window") if n in registry]:
+        request = CacheRequest(model_config=model.config, batch_size=2, max_cache_len=16,
+                               dtype=torch.float32, device=torch.device("cpu"))
+        cache = build_cache(registry, name, request)
+        with torch.no_grad():
+            logits = [model(input_ids=sequence[:, :4], past_key_values=cache).logits]
+            for i in range(4, 10):
+                logits.append(model(input_ids=sequence[:, i : i + 1], past_key_values=cache).logits)
+        assert torch.cat(logits, 1).sub(expected).abs().max() <= TOLERANCE, name
+
+
+def test_model_makes_its_own_cache():
+    model = native_model()
+    with torch.no_grad():
+        out = model(input_ids=tokens(1, 3))
+    assert out.past_key_values is not None and out.past_key_values.get_seq_length() == 3
+    assert model(input_ids=tokens(1, 3), use_cache=False).past_key_values is None
+
+
+def test_model_protocol_attributes():
+    model = native_model()
+    config = model.config
+    assert model.main_input_name == "input_ids" and model.generation_config is None
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
+    assert config.get_text_config(decoder=True) is config and config.is_encoder_decoder is False
+    for name in ("vocab_size", "num_hidden_layers", "num_key_value_heads", "head_dim", "hidden_size",
+                 "num_attention_heads", "sliding_window", "layer_types", "max_position_embeddings"):
+        assert hasattr(config, name)
+    model.to(torch.bfloat16)
+    assert model.dtype == torch.bfloat16 and model.model.rotary_emb.inv_freq.dtype == torch.float32

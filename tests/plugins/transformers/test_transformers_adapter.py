@@ -1,0 +1,145 @@
+"""The transformers model adapter: what it claims, the defaults and keywords it gives the core, the
+caches it hands over, and GenerationMixin mixed into a transformers class."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+import torch  # noqa: E402
+
+import genplug  # noqa: E402
+from genplug.errors import GenerationInputError  # noqa: E402
+from genplug.plugin_manager import get_plugin_manager  # noqa: E402
+from genplug.plugins.transformers.adapter import TransformersAdapter, is_transformers_lm  # noqa: E402
+
+transformers.logging.set_verbosity_error()
+
+LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             vocab_size=128)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)).eval()
+
+
+@pytest.fixture(scope="module")
+def t5():
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return transformers.T5ForConditionalGeneration(config).eval()
+
+
+def _adapt(model):
+    return get_plugin_manager().hook.genplug_adapt_model(model=model)
+
+
+# ------------------------------------------------------------------------------------------ claiming
+
+
+def test_claims_language_models_and_nothing_else(llama, t5):
+    assert isinstance(_adapt(llama), TransformersAdapter)
+    assert isinstance(_adapt(t5), TransformersAdapter)
+    assert not is_transformers_lm(transformers.LlamaModel(transformers.LlamaConfig(**LLAMA)))  # no LM head
+    assert not is_transformers_lm(torch.nn.Linear(2, 2))
+    assert type(_adapt(torch.nn.Linear(2, 2))) is genplug.models.ModelAdapter  # the generic fallback
+
+
+def test_is_listed_as_a_plugin_with_its_adapter_and_loader():
+    registries = get_plugin_manager().registries
+    assert "transformers" in registries.model_adapters
+    entry = registries.model_loaders["transformers"]
+    assert entry.options["priority"] == -10
+
+
+def test_plugin_modules_do_not_import_transformers():
+    code = textwrap.dedent("""
+        import sys, tempfile, torch
+        from genplug.plugin_manager import get_plugin_manager
+        from genplug.plugins.transformers import adapter, loader
+        pm = get_plugin_manager()
+        pm.registries
+        assert pm.hook.genplug_adapt_model(model=torch.nn.Linear(2, 2)) is not None
+        loader.TransformersLoader.claims(tempfile.mkdtemp())
+        assert "transformers" not in sys.modules, "the transformers plugin imported transformers"
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# -------------------------------------------------------------------------------------- model facts
+
+
+def test_the_models_generation_config_becomes_genplugs(t5):
+    adapter = _adapt(t5)
+    assert isinstance(adapter.generation_config, genplug.GenerationConfig)
+    theirs = t5.generation_config.to_diff_dict()
+    ours = adapter.generation_config.to_diff_dict()
+    for key in ("decoder_start_token_id", "pad_token_id", "eos_token_id", "use_cache"):
+        assert ours[key] == theirs[key]
+    assert adapter.is_encoder_decoder and adapter.vocab_size == 128
+
+
+def test_a_misspelt_model_argument_is_refused_with_a_suggestion(llama):
+    ids = torch.tensor([[5, 6, 7]])
+    # LlamaForCausalLM.forward takes **kwargs, yet transformers refuses unknown keywords: so does genplug
+    with pytest.raises(ValueError, match="attention_maks"):
+        llama.generate(ids, max_new_tokens=2, attention_maks=torch.ones_like(ids))
+    with pytest.raises(GenerationInputError, match="attention_maks.*Did you mean .attention_mask"):
+        genplug.generate(llama, ids, max_new_tokens=2, attention_maks=torch.ones_like(ids))
+
+
+def test_encoder_and_decoder_arguments_are_accepted(t5):
+    adapter = _adapt(t5)
+    accepted = adapter.accepted_model_kwargs()
+    assert {"attention_mask", "decoder_attention_mask", "encoder_outputs", "inputs_embeds"} <= accepted
+    assert not adapter.accepts_any_model_kwarg()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    out = genplug.generate(t5, ids, max_new_tokens=3, decoder_attention_mask=torch.ones(1, 1, dtype=torch.long))
+    assert out.shape == (1, 4)
+
+
+# ------------------------------------------------------------------------------------------- caches
+
+
+def test_which_transformers_caches_the_loop_may_crop(llama):
+    adapter = _adapt(llama)
+    sliding = transformers.MistralConfig(**LLAMA, sliding_window=4)
+    assert adapter.can_crop(transformers.DynamicCache())
+    assert not adapter.can_crop(transformers.StaticCache(config=llama.config, max_cache_len=8))
+    assert not adapter.can_crop(transformers.DynamicCache(config=sliding))
+    assert adapter.can_crop(transformers.EncoderDecoderCache(transformers.DynamicCache(), transformers.DynamicCache()))
+    assert not adapter.can_crop(transformers.EncoderDecoderCache(
+        transformers.StaticCache(config=llama.config, max_cache_len=8), transformers.DynamicCache()))
+
+
+def test_encoder_decoder_models_get_a_transformers_encoder_decoder_cache(t5):
+    out = genplug.generate(t5, torch.tensor([[5, 6, 7]]), max_new_tokens=3, cache_implementation="static",
+                           return_dict_in_generate=True)
+    assert isinstance(out.past_key_values, transformers.EncoderDecoderCache)
+
+
+# -------------------------------------------------------------------------------- GenerationMixin
+
+
+def test_generation_mixin_replaces_a_transformers_models_generate(llama):
+    class GenplugLlama(genplug.GenerationMixin, transformers.LlamaForCausalLM):
+        pass
+
+    model = GenplugLlama(llama.config).eval()
+    model.load_state_dict(llama.state_dict())
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    out = model.generate(ids, max_new_tokens=5, pad_token_id=0, return_dict_in_generate=True, output_scores=True)
+    assert type(out) is genplug.GenerateDecoderOnlyOutput  # genplug's path, not transformers'
+    reference = llama.generate(ids, max_new_tokens=5, pad_token_id=0, return_dict_in_generate=True, output_scores=True)
+    assert torch.equal(out.sequences, reference.sequences)
+    scores = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    torch.testing.assert_close(
+        scores, llama.compute_transition_scores(reference.sequences, reference.scores, normalize_logits=True),
+        atol=1e-5, rtol=0)
