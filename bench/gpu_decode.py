@@ -81,10 +81,9 @@ def main():
             cells = {
                 "transformers dynamic": lambda: hf.generate(ids, **common),
                 "transformers static+compile": lambda: hf.generate(ids, cache_implementation="static", **common),
-                "genplug native": lambda: genplug.generate(native, ids, cache_implementation="static", **common),
-                "genplug native dynamic": lambda: genplug.generate(native, ids, **common),
-                "genplug adapter (hf model)": lambda: genplug.generate(hf, ids, **common),
-                "genplug adapter static": lambda: genplug.generate(hf, ids, cache_implementation="static", **common),
+                "genplug native (static, graph)": lambda: genplug.generate(native, ids, cache_implementation="static",
+                                                                           **common),
+                "genplug adapter (hf model, dynamic)": lambda: genplug.generate(hf, ids, **common),
             }
             for name, fn in cells.items():
                 try:
@@ -94,13 +93,20 @@ def main():
                 except Exception as exc:  # one broken cell must not hide the others
                     rows.append((batch, mode, name, float("nan"), float("nan")))
                     print(f"  {name} b{batch} {mode}: {type(exc).__name__}: {exc}"[:300])
+    import genplug.graph_loop as graph_loop
+
+    ids = torch.randint(3, 128000, (1, PROMPT), device="cuda")
+    graph_out = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=NEW)
+    eager_out = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=NEW, disable_compile=True)
+    print(f"greedy graph path == eager path (batch 1, {NEW} tokens): {torch.equal(graph_out, eager_out)}; "
+          f"graph capture took {graph_loop.LAST_CAPTURE_SECONDS:.2f} s")
     print()
-    print(f"{'batch':>5} {'mode':9} {'implementation':30} {'tokens/s':>10} {'% limit':>8} {'vs HF best':>10} {'1st call s':>10}")
+    print(f"{'batch':>5} {'mode':9} {'implementation':36} {'tokens/s':>10} {'% limit':>8} {'vs HF best':>10} {'1st call s':>10}")
     for batch, mode, name, tps, first in rows:
         best = max((r[3] for r in rows if r[0] == batch and r[1] == mode and r[2].startswith("transformers")
                     and r[3] == r[3]), default=float("nan"))
         pct = f"{100 * tps / (limit * batch):7.1f}%" if batch == 1 else "       -"
-        print(f"{batch:5d} {mode:9} {name:30} {tps:10.1f} {pct:>8} {tps / best:9.2f}x {first:10.1f}")
+        print(f"{batch:5d} {mode:9} {name:36} {tps:10.1f} {pct:>8} {tps / best:9.2f}x {first:10.1f}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any, List, Optional
 
 import torch
 
+from .graph_loop import graph_decode, graph_decode_possible
 from .models import ModelAdapter
 from .outputs import GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput
 from .processing import LogitsProcessorList
@@ -85,6 +86,13 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
     if use_cache and not adapter.can_crop(cache):
         interval = 1  # steps past the stop could not be undone in the returned cache
+    if use_cache and graph_decode_possible(adapter, processors, stopping_criteria, config, cache, streamer,
+                                           synced_gpus) is None:
+        sequences, n_generated = graph_decode(adapter, input_ids, mask, outputs.logits[:, -1, :], processors,
+                                              stopping_criteria, config, cache, do_sample, max_length, interval)
+        if not config.return_dict_in_generate:
+            return sequences
+        return want.output(sequences, n_generated, cache, model_kwargs)
     cur = prompt_len
     steps_run = 0
     while True:

@@ -29,6 +29,10 @@ class LogitsProcessor:
 
     compile_safe: bool = True
     argmax_invariant: bool = False
+    # How the processor reads input_ids: "none" (not at all), "set" (only which tokens occurred), or
+    # "sequence" (order or length). The CUDA-graph loop (genplug.graph_loop) feeds "none"/"set"
+    # processors a fixed-size token buffer, so it takes only those.
+    history_use: str = "sequence"
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         raise NotImplementedError(f"{type(self).__name__} must implement __call__(input_ids, scores)")

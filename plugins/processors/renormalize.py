@@ -14,6 +14,7 @@ class LogitNormalization(ChainableProcessor):
     Beam search compares hypotheses by summed log-probabilities, which processors may have denormalised.
     Order-preserving, so argmax-invariant.
     """
+    history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     argmax_invariant = True
 

@@ -30,6 +30,7 @@ class RepetitionPenaltyLogitsProcessor(ChainableProcessor):
     ``prompt_ignore_length`` tokens (an int, or one count per row: generate() passes each row's left
     padding).
     """
+    history_use = "set"  # see genplug.processing.LogitsProcessor.history_use
 
     def __init__(self, penalty: float, prompt_ignore_length: Optional[Union[int, torch.Tensor]] = None):
         self.penalty = _penalty("repetition_penalty", penalty)

@@ -17,17 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import NativeLlamaConfig
+from .graph_step import static_decode_step, supports_static_decode
 from .masks import attention_mask_for
 from .rope import RotaryEmbedding, apply_rotary
 
-try:
-    from genplug.mixin import GenerationMixin
-except ModuleNotFoundError as error:  # only while genplug's core is being written; remove afterwards
-    if error.name != "genplug.mixin":
-        raise
-
-    class GenerationMixin:  # type: ignore[no-redef]
-        """Placeholder until genplug.mixin exists."""
+from genplug.mixin import GenerationMixin
 
 
 _ACTIVATIONS = {
@@ -73,11 +67,41 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
+        self.shape = (size,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        return self.weight * F.rms_norm(x.float(), self.weight.shape, None, self.eps).to(x.dtype)
+            return F.rms_norm(x, self.shape, self.weight, self.eps)
+        return self.weight * F.rms_norm(x.float(), self.shape, None, self.eps).to(x.dtype)
+
+
+class Projection(nn.Module):
+    """A linear map stored input-major, ``weight_t [in, out]`` (nn.Linear's weight, transposed).
+
+    ``x @ weight_t`` reads the matrix in the order a one-token decode step consumes it, which CPU BLAS
+    runs faster than ``F.linear`` with the usual ``[out, in]`` layout (see bench/native_forward.py).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool):
+        super().__init__()
+        self.weight_t = nn.Parameter(torch.empty(in_features, out_features).normal_(0.0, 0.02))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is None:
+            return x @ self.weight_t
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight_t).view(*x.shape[:-1], -1)
+
+
+class TokenEmbedding(nn.Module):
+    """The token embedding matrix, stored ``weight_t [hidden, vocab]`` so that a tied output head can use it as is."""
+
+    def __init__(self, vocab_size: int, hidden_size: int):
+        super().__init__()
+        self.weight_t = nn.Parameter(torch.empty(hidden_size, vocab_size).normal_(0.0, 0.02))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(input_ids, self.weight_t.t())
 
 
 class Attention(nn.Module):
@@ -91,32 +115,32 @@ class Attention(nn.Module):
         self.head_dim = config.head_dim
         self.groups = config.num_key_value_groups
         width = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
-        self.qkv_proj = nn.Linear(config.hidden_size, width, bias=config.qkv_bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.output_bias)
+        self.qkv_proj = Projection(config.hidden_size, width, bias=config.qkv_bias)
+        self.o_proj = Projection(self.num_heads * self.head_dim, config.hidden_size, bias=config.output_bias)
 
     def forward(self, x, cos, sin, mask, is_causal, cache, return_weights=False):
         batch, length, _ = x.shape
         heads, kv_heads = self.num_heads, self.num_kv_heads
-        qkv = self.qkv_proj(x).view(batch, length, heads + 2 * kv_heads, self.head_dim)
-        qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
+        qkv = self.qkv_proj.forward(x).view(batch, length, heads + 2 * kv_heads, self.head_dim)
+        qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)  # queries and keys rotated together
         keys = qk[:, :, heads:].transpose(1, 2)
         values = qkv[:, :, heads + kv_heads :].transpose(1, 2)
         if cache is not None:
             keys, values = cache.update(keys, values, self.layer_idx)
         if return_weights:
             out, weights = _eager_attention(qk[:, :, :heads].transpose(1, 2), keys, values, mask, self.groups)
-            return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1)), weights
+            return self.o_proj.forward(out.transpose(1, 2).reshape(batch, length, -1)), weights
         if length == 1 and self.groups > 1:
             # One new token: view its query heads as `groups` queries per key/value head, so the cached
             # keys/values are never repeated (the mask, [batch, 1, 1, kv], broadcasts over the groups).
             queries = qk[:, :, :heads].reshape(batch, kv_heads, self.groups, self.head_dim)
             out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
-            return self.o_proj(out.reshape(batch, 1, heads * self.head_dim)), None
+            return self.o_proj.forward(out.reshape(batch, 1, heads * self.head_dim)), None
         queries = qk[:, :, :heads].transpose(1, 2)
         out = F.scaled_dot_product_attention(
             queries, keys, values, attn_mask=mask, is_causal=is_causal, enable_gqa=self.groups > 1
         )
-        return self.o_proj(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim)), None
+        return self.o_proj.forward(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim)), None
 
 
 def _eager_attention(queries, keys, values, mask, groups):
@@ -136,18 +160,21 @@ class MLP(nn.Module):
 
     def __init__(self, config: NativeLlamaConfig):
         super().__init__()
-        self.intermediate_size = config.intermediate_size
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.gate_up_proj = Projection(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = Projection(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.act = _ACTIVATIONS[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-        return self.down_proj(self.act(gate) * up)
+        gate, up = self.gate_up_proj.forward(x).chunk(2, dim=-1)
+        return self.down_proj.forward(self.act(gate) * up)
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm attention and MLP, each added back to the residual stream."""
+    """Pre-norm attention and MLP, each added back to the residual stream.
+
+    Inner modules are run through ``.forward`` rather than ``__call__``: on a one-token step the
+    module-call machinery (hook checks) costs more than a small matmul. Hooks on them do not fire.
+    """
 
     def __init__(self, config: NativeLlamaConfig, layer_idx: int):
         super().__init__()
@@ -157,9 +184,11 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x, cos, sin, mask, is_causal, cache, return_weights=False):
-        attended, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache, return_weights)
+        attended, weights = self.self_attn.forward(
+            self.input_layernorm.forward(x), cos, sin, mask, is_causal, cache, return_weights
+        )
         x = x + attended
-        return x + self.mlp(self.post_attention_layernorm(x)), weights
+        return x + self.mlp.forward(self.post_attention_layernorm.forward(x)), weights
 
 
 class NativeLlamaModel(nn.Module):
@@ -168,7 +197,7 @@ class NativeLlamaModel(nn.Module):
     def __init__(self, config: NativeLlamaConfig):
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = TokenEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.rope_parameters, config.head_dim, config.max_position_embeddings)
@@ -201,12 +230,12 @@ class NativeLlamaModel(nn.Module):
         all_weights = [] if output_attentions else None
         for layer, window in self.layer_plan[:num_layers]:
             mask, is_causal = masks[window]
-            hidden, weights = layer(hidden, cos, sin, mask, is_causal, cache, output_attentions)
+            hidden, weights = layer.forward(hidden, cos, sin, mask, is_causal, cache, output_attentions)
             if all_hidden is not None:
                 all_hidden.append(hidden)
             if all_weights is not None:
                 all_weights.append(weights)
-        hidden = self.norm(hidden)
+        hidden = self.norm.forward(hidden)
         if all_hidden is not None:
             all_hidden[-1] = hidden  # transformers reports the last layer's output after the final norm
         return hidden, all_hidden, all_weights
@@ -226,49 +255,71 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         self.config = config
         self.generation_config = None  # a genplug GenerationConfig when loaded from a checkpoint
         self.model = NativeLlamaModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        self.lm_head = Projection(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
 
     # ------------------------------------------------------------------ facts about the model
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.lm_head.weight_t.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.lm_head.weight_t.dtype
 
-    def get_input_embeddings(self) -> nn.Embedding:
+    def get_input_embeddings(self) -> TokenEmbedding:
         return self.model.embed_tokens
 
-    def get_output_embeddings(self) -> nn.Linear:
+    def get_output_embeddings(self) -> Projection:
         return self.lm_head
 
     def tie_weights(self) -> None:
         """Share the embedding matrix with the output head when the config says so (after loading)."""
         if self.config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+            self.lm_head.weight_t = self.model.embed_tokens.weight_t
 
     def new_cache(self, batch_size: int = 1, max_cache_len: Optional[int] = None):
         """An empty cache from the ``"dynamic"`` cache backend (or the fallback when none is installed)."""
-        try:
-            from genplug.cache import CacheRequest, build_cache
-            from genplug.plugin_manager import get_plugin_manager
-        except ImportError:  # genplug.cache.build_cache not written yet
-            build_cache = None
-        if build_cache is not None:
-            registry = get_plugin_manager().registries.cache_backends
-            if "dynamic" in registry:
-                request = CacheRequest(
-                    model_config=self.config, batch_size=batch_size, dtype=self.dtype, device=self.device,
-                    max_cache_len=max_cache_len or self.config.max_position_embeddings,
-                )
-                return build_cache(registry, "dynamic", request)
-        from .fallback_cache import FallbackDynamicCache
+        from genplug.cache import CacheRequest, build_cache
+        from genplug.plugin_manager import get_plugin_manager
 
-        return FallbackDynamicCache(self.config.num_hidden_layers)
+        registry = get_plugin_manager().registries.cache_backends
+        if "dynamic" not in registry:
+            from .fallback_cache import FallbackDynamicCache
+
+            return FallbackDynamicCache(self.config.num_hidden_layers)
+        request = CacheRequest(
+            model_config=self.config, batch_size=batch_size, dtype=self.dtype, device=self.device,
+            max_cache_len=max_cache_len or self.config.max_position_embeddings,
+        )
+        return build_cache(registry, "dynamic", request)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu", dtype=None) -> "NativeLlamaForCausalLM":
+        """The model of a local checkpoint directory (its tokenizer: :func:`.loader.load_model`)."""
+        from .loader import load_model
+
+        return load_model(path, device=device, dtype=dtype)[0]
+
+    def save_pretrained(self, directory) -> None:
+        """Write config.json, model.safetensors (transformers' layout) and the generation config, if any."""
+        from .loader import save_model
+
+        save_model(self, directory)
+        if self.generation_config is not None:
+            self.generation_config.save_pretrained(directory)
+
+    # ------------------------------------------------------------------ the CUDA-graph decode step
+
+    def static_decode_step(self, token, position_ids, slot, valid, layers):
+        """One capturable decode step over a static cache (see :mod:`.graph_step`)."""
+        return static_decode_step(self, token, position_ids, slot, valid, layers)
+
+    def supports_static_decode(self, cache) -> bool:
+        return supports_static_decode(self, cache)
 
     # ------------------------------------------------------------------ running it
 
@@ -296,7 +347,7 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds to the model")
-        hidden = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        hidden = self.model.embed_tokens.forward(input_ids) if inputs_embeds is None else inputs_embeds
         num_layers = self.config.num_hidden_layers
         if exit_layer is not None:
             if not 1 <= exit_layer <= num_layers:
@@ -309,7 +360,7 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         if cache is None and use_cache:
             cache = self.new_cache(hidden.shape[0])
 
-        hidden, all_hidden, all_weights = self.model(
+        hidden, all_hidden, all_weights = self.model.forward(
             hidden, attention_mask, position_ids, cache, num_layers, output_hidden_states, output_attentions
         )
         if isinstance(logits_to_keep, int):
@@ -318,7 +369,7 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         else:
             hidden = hidden[:, logits_to_keep]
         output = CausalLMOutput(
-            logits=self.lm_head(hidden),
+            logits=self.lm_head.forward(hidden),
             past_key_values=cache if use_cache else None,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             attentions=tuple(all_weights) if all_weights is not None else None,

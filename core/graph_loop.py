@@ -1,0 +1,168 @@
+"""The static-shape decode loop: one CUDA graph per step, no host synchronisation inside it.
+
+Used by greedy search and sampling when the model offers a ``static_decode_step`` (genplug's native
+models do), the cache is static, the processors only look at the *set* of tokens so far (or at no
+history at all), and the only stopping criteria are max length and EOS. Each step -- forward,
+processors, token choice, EOS bookkeeping -- is captured once with ``torch.cuda.CUDAGraph`` and then
+replayed; optionally the step is first compiled with ``torch.compile`` (``compile_config``). The host
+learns that every row finished from a flag copied asynchronously to pinned memory and never waits for
+it. On a CPU the same step runs eagerly, which is how its logic is tested.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import torch
+
+# How a processor uses input_ids, declared by the processor class as ``history_use``:
+#   "none"     -- does not read input_ids (temperature, top-k, ...)
+#   "set"      -- reads only which tokens occurred (repetition penalty): padding the unfilled part of
+#                 the buffer with a token that already occurred changes nothing
+#   "sequence" -- reads order or length (n-grams, min length, ...): not allowed here (the default)
+GRAPH_HISTORY_USES = ("none", "set")
+
+LAST_CAPTURE_SECONDS: Optional[float] = None  # set by every graph build; benchmarks report it
+RUN_ON_CPU = False  # tests switch this on to check the step logic without CUDA
+
+
+def graph_decode_possible(adapter, processors, criteria, config, cache, streamer, synced_gpus) -> Optional[str]:
+    """None when the graph loop can run this call, else the reason it cannot (for explain/debugging)."""
+    model = adapter.model
+    step = getattr(model, "static_decode_step", None)
+    if adapter.device.type != "cuda" and not RUN_ON_CPU:
+        return "graphs are captured on CUDA devices only"
+    if step is None:
+        return "the model has no static_decode_step"
+    if getattr(config, "disable_compile", None):
+        return "disable_compile=True"
+    if cache is None or "static_shape" not in getattr(cache, "capabilities", ()):
+        return "the cache is not static (cache_implementation='static')"
+    if not model.supports_static_decode(cache):
+        return "the model/cache pair has sliding or non-static layers"
+    if streamer is not None or synced_gpus:
+        return "a streamer or synced_gpus needs a host read every step"
+    if config.return_dict_in_generate and (config.output_scores or config.output_logits or config.output_attentions
+                                           or config.output_hidden_states):
+        return "per-step outputs were requested"
+    for p in processors:
+        if getattr(p, "history_use", "sequence") not in GRAPH_HISTORY_USES or not getattr(p, "compile_safe", False):
+            return f"processor {type(p).__name__} reads the token order or is not compile-safe"
+    for c in criteria:
+        if type(c).__name__ not in ("MaxLengthCriteria", "EosTokenCriteria"):
+            return f"stopping criterion {type(c).__name__} is checked on the host"
+    return None
+
+
+@torch.no_grad()
+def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, criteria, config, cache,
+                 do_sample: bool, max_length: int, interval: int):
+    """Generate after a prefill whose last-position logits are ``first_logits``; returns (sequences, steps).
+
+    The cache already holds the prompt. ``interval`` steps run between non-blocking looks at the
+    "every row finished" flag; steps after the stop are cut off, as in the eager loop.
+    """
+    global LAST_CAPTURE_SECONDS
+    model = adapter.model
+    device = input_ids.device
+    batch, prompt_len = input_ids.shape
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    eos = next((c.eos_token_id for c in criteria if hasattr(c, "eos_token_id")), None)
+    eos = eos.to(device) if eos is not None else None
+    layers = cache.layers
+    max_cache_len = layers[0].keys.shape[2]
+
+    # Token buffer: unfilled columns repeat each row's last prompt token ("set" processors see no change).
+    tokens = input_ids[:, -1:].repeat(1, max_length)
+    tokens[:, :prompt_len] = input_ids
+    valid = torch.zeros(batch, max_cache_len, dtype=torch.bool, device=device)
+    valid[:, :prompt_len] = True if prompt_mask is None else prompt_mask[:, :prompt_len].bool()
+    positions = (valid[:, :prompt_len].long().cumsum(-1)[:, -1:] - 1)  # rotary position of the last prompt token
+    slot = torch.tensor(prompt_len, dtype=torch.long, device=device)  # cache slot of the token fed next
+    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    generated = torch.zeros((), dtype=torch.long, device=device)
+
+    def choose(scores):
+        if do_sample:
+            probs = torch.softmax(scores, dim=-1)
+            # Exponential-race sampling: graph-safe and exactly a draw from probs.
+            return torch.argmax(probs / torch.empty_like(probs).exponential_(1), dim=-1)
+        return torch.argmax(scores, dim=-1)
+
+    def accept(next_tokens, column):
+        if eos is not None:
+            next_tokens = torch.where(unfinished, next_tokens, pad)
+        tokens.index_copy_(1, column.view(1), next_tokens[:, None])
+        generated.add_(unfinished.any().long())
+        if eos is not None:
+            unfinished.logical_and_(~(next_tokens[:, None] == eos[None, :]).any(-1))
+
+    # First new token, from the prefill logits (same processors, full-length buffer).
+    accept(choose(processors(tokens, first_logits.float())), slot)
+
+    def step():
+        token = tokens.gather(1, slot.expand(batch, 1))
+        positions.add_(1)
+        valid.index_fill_(1, slot.view(1), True)
+        logits = model.static_decode_step(token, positions, slot, valid, layers)
+        accept(choose(processors(tokens, logits)), slot + 1)
+        slot.add_(1)
+
+    compiled = _maybe_compile(step, config)
+    steps_left = max_length - prompt_len - 1
+    use_graph = device.type == "cuda"
+    started = time.perf_counter()
+    graph = _capture(compiled, tokens, positions, valid, slot, unfinished, generated, cache) if use_graph and steps_left > 0 else None
+    LAST_CAPTURE_SECONDS = time.perf_counter() - started
+    flag = torch.zeros((), dtype=torch.bool, pin_memory=use_graph)
+    pending = None  # (event, steps_run_when_recorded)
+    for i in range(1, steps_left + 1):
+        graph.replay() if graph is not None else compiled()
+        if i % interval == 0:
+            if graph is None:
+                if not bool(unfinished.any()):
+                    break
+                continue
+            if pending is not None and pending.query() and not bool(flag):
+                break
+            flag.copy_(unfinished.any(), non_blocking=True)
+            pending = torch.cuda.Event()
+            pending.record()
+    n_generated = int(generated)
+    end = prompt_len + n_generated
+    for layer in layers:  # the cache now holds every token that was fed
+        layer.crop_to(end - 1)
+    return tokens[:, :end], n_generated
+
+
+def _maybe_compile(step, config):
+    compile_config = getattr(config, "compile_config", None)
+    if compile_config is None:
+        return step
+    options = compile_config.to_dict() if hasattr(compile_config, "to_dict") else dict(compile_config)
+    options.pop("mode", None)  # the CUDA graph is ours: inductor must not add its own
+    options = {k: v for k, v in options.items() if k in ("fullgraph", "dynamic", "backend", "options")}
+    return torch.compile(step, **options)
+
+
+def _capture(step, *state):
+    """Warm up on a side stream, then capture one step; the captured buffers are the live state tensors."""
+    saved = [t.clone() for t in state if isinstance(t, torch.Tensor)]
+    layer_state = [(l.keys.clone(), l.values.clone()) for l in state[-1].layers]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    # warm-up and capture ran the step for real: put every buffer back as it was
+    for tensor, copy in zip([t for t in state if isinstance(t, torch.Tensor)], saved):
+        tensor.copy_(copy)
+    for layer, (k, v) in zip(state[-1].layers, layer_state):
+        layer.keys.copy_(k)
+        layer.values.copy_(v)
+    return graph

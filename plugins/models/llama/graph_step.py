@@ -1,0 +1,54 @@
+"""One decode step of the native model written for CUDA-graph capture (gpt-fast's decode_one_token).
+
+Shapes never change from step to step and nothing is read back to the host: the token to feed, its
+rotary position and the cache slot it writes are device tensors, the keys/values go into the static
+cache's preallocated buffers with ``index_copy_``, and the attention mask is a ``[batch, max_cache_len]``
+bool buffer of the slots that hold real tokens. The same weights serve the eager forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .rope import apply_rotary
+
+
+def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, slot: torch.Tensor,
+                       valid: torch.Tensor, layers) -> torch.Tensor:
+    """Logits ``[batch, vocab]`` (float32) for ``token [batch, 1]``; writes its keys/values at ``slot``.
+
+    ``layers`` are the static cache's per-layer objects with ``keys`` / ``values`` buffers
+    ``[batch, kv_heads, max_cache_len, head_dim]``. ``valid[b, s]`` says slot ``s`` of row ``b`` may be
+    attended to; the caller marks ``slot`` valid before the step.
+    """
+    core = model.model
+    hidden = core.embed_tokens(token)
+    cos, sin = core.rotary_emb(position_ids, hidden.dtype)
+    mask = valid[:, None, None, :]
+    index = slot.view(1)
+    batch = token.shape[0]
+    for layer, cache_layer in zip(core.layers, layers):
+        attn = layer.self_attn
+        heads, kv_heads, dim = attn.num_heads, attn.num_kv_heads, attn.head_dim
+        qkv = attn.qkv_proj(layer.input_layernorm(hidden)).view(batch, 1, heads + 2 * kv_heads, dim)
+        qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
+        cache_layer.keys.index_copy_(2, index, qk[:, :, heads:].transpose(1, 2))
+        cache_layer.values.index_copy_(2, index, qkv[:, :, heads + kv_heads:].transpose(1, 2))
+        queries = qk[:, :, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
+        out = F.scaled_dot_product_attention(queries, cache_layer.keys, cache_layer.values, attn_mask=mask)
+        hidden = hidden + attn.o_proj(out.reshape(batch, 1, heads * dim))
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+    return model.lm_head(core.norm(hidden))[:, -1].float()
+
+
+def supports_static_decode(model, cache) -> bool:
+    """Whether this model + cache pair can use :func:`static_decode_step`: full attention, static buffers."""
+    config = model.config
+    if any(w is not None for w in getattr(model.model, "layer_windows", [None])):
+        return False
+    layers = getattr(cache, "layers", None)
+    if not layers or len(layers) != config.num_hidden_layers:
+        return False
+    return all(getattr(l, "keys", None) is not None and getattr(l, "position", None) is not None
+               and type(l).__name__ == "StaticLayer" for l in layers)

@@ -1,0 +1,64 @@
+"""The static-shape (CUDA-graph) decode loop, run eagerly on the CPU, against the eager loop."""
+
+import pytest
+import torch
+
+import genplug
+import genplug.graph_loop as graph_loop
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer():
+    return genplug.load_model()
+
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
+
+
+def _batch(tokenizer):
+    return tokenizer(["Once upon a time", "The big red dog ran to the"], padding=True, return_tensors="pt")
+
+
+def test_greedy_graph_loop_equals_eager_loop(model_and_tokenizer, on_cpu):
+    model, tokenizer = model_and_tokenizer
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=48, cache_implementation="static")
+    graph = genplug.generate(model, enc["input_ids"], **kw)
+    assert graph_loop.LAST_CAPTURE_SECONDS is not None  # the graph path ran
+    eager = genplug.generate(model, enc["input_ids"], disable_compile=True, **kw)
+    dynamic = genplug.generate(model, enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=48)
+    assert torch.equal(graph, eager) and torch.equal(graph, dynamic)
+
+
+def test_graph_loop_stops_like_the_eager_loop_for_every_interval(model_and_tokenizer, on_cpu):
+    model, tokenizer = model_and_tokenizer
+    enc = _batch(tokenizer)
+    eos = tokenizer.convert_tokens_to_ids(".") if hasattr(tokenizer, "convert_tokens_to_ids") else None
+    eos = eos if isinstance(eos, int) else int(enc["input_ids"][0, -1])
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=40, eos_token_id=eos, pad_token_id=0)
+    eager = genplug.generate(model, enc["input_ids"], **kw)
+    for interval in (1, 3, 8):
+        graph = genplug.generate(model, enc["input_ids"], cache_implementation="static",
+                                 stop_check_interval=interval, **kw)
+        assert torch.equal(graph, eager)
+
+
+def test_sampling_with_top_k_one_is_greedy(model_and_tokenizer, on_cpu):
+    model, tokenizer = model_and_tokenizer
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=24, cache_implementation="static")
+    sampled = genplug.generate(model, enc["input_ids"], do_sample=True, top_k=1, **kw)
+    assert graph_loop.LAST_CAPTURE_SECONDS is not None
+    assert torch.equal(sampled, genplug.generate(model, enc["input_ids"], **kw))
+
+
+def test_refusal_reasons_fall_back_to_the_eager_loop(model_and_tokenizer, on_cpu):
+    model, tokenizer = model_and_tokenizer
+    enc = _batch(tokenizer)
+    out = genplug.generate(model, enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=8,
+                           cache_implementation="static", no_repeat_ngram_size=2)
+    assert graph_loop.LAST_CAPTURE_SECONDS is None  # n-gram blocking reads the token order: eager loop
+    assert out.shape[0] == 2
