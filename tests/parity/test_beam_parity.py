@@ -179,3 +179,26 @@ def test_output_is_identical_for_every_stop_check_interval(interval, seed, early
     assert torch.equal(base.beam_indices, other.beam_indices)
     assert len(base.scores) == len(other.scores)
     assert base.past_key_values.get_seq_length() == other.past_key_values.get_seq_length()
+
+
+def test_processors_act_on_log_probs():
+    model = tiny_model("llama")
+    ids, mask = left_padded(batch=2, pads=(2, 0), seed=6)
+    eos = _eos_from_beam_search(model, ids, step=1, attention_mask=mask, num_beams=3)
+    ours, theirs = run_both(model, input_ids=ids, attention_mask=mask, max_new_tokens=9, num_beams=3,
+                            num_return_sequences=3, eos_token_id=eos, pad_token_id=7, repetition_penalty=1.4,
+                            no_repeat_ngram_size=2, min_new_tokens=3, bad_words_ids=[[20], [30, 31]],
+                            renormalize_logits=True, return_dict_in_generate=True, output_scores=True)
+    _assert_same_beams(ours, theirs)
+
+
+def test_prefix_allowed_tokens_fn_sees_each_prompts_beams():
+    model = tiny_model("llama")
+    ids = prompt(batch=2, seed=7)
+
+    def allowed(batch_id, row):
+        return list(range(10 + 20 * batch_id, 30 + 20 * batch_id)) if row.shape[0] % 2 else list(range(40, 80))
+
+    ours, theirs = run_both(model, input_ids=ids, max_new_tokens=6, num_beams=3, prefix_allowed_tokens_fn=allowed,
+                            pad_token_id=7, return_dict_in_generate=True, output_scores=True)
+    _assert_same_beams(ours, theirs)

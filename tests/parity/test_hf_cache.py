@@ -98,7 +98,7 @@ def test_the_callers_cache_is_filled_in_place_and_returned():
 def test_a_genplug_cache_passed_by_the_caller():
     from genplug.plugins.caches.dynamic import DynamicCache
 
-    for name in ("llama", "gemma2"):
+    for name in ("llama", "mistral", "gemma2"):
         model, kwargs = _inputs(name)
         reference = model.generate(**kwargs, **SCORES)
         cache = DynamicCache(model.config)
