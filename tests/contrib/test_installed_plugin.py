@@ -6,6 +6,7 @@ user who ran ``pip install genplug-top-nsigma`` would see it.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -29,8 +30,15 @@ def env(tmp_path_factory):
                                    text=True).strip()
     # torch and the other dependencies come from the running environment, like --system-site-packages
     Path(site, "outer_site.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Build from copies: an in-tree build would write genplug.egg-info into the checkout, which other
+    # test processes started there would then read instead of the installed metadata.
+    sources = home / "src"
+    shutil.copytree(ROOT, sources / "genplug", ignore=shutil.ignore_patterns(
+        ".git", ".ci-venv", "tests", "bench", "contrib", "*.egg-info", "build", "__pycache__"))
+    for plugin in ("genplug-top-nsigma", "genplug-broken"):
+        shutil.copytree(CONTRIB / plugin, sources / plugin, ignore=shutil.ignore_patterns("*.egg-info", "build"))
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    str(ROOT), str(CONTRIB / "genplug-top-nsigma"), str(CONTRIB / "genplug-broken")],
+                    str(sources / "genplug"), str(sources / "genplug-top-nsigma"), str(sources / "genplug-broken")],
                    check=True, capture_output=True, text=True, cwd=home)
     return home
 
