@@ -90,6 +90,8 @@ def main():
                     first, _ = timed(fn)
                     seconds, out = timed(fn)
                     rows.append((batch, mode, name, batch * NEW / seconds, first))
+                    print(f"  measured b{batch} {mode} {name}: {batch * NEW / seconds:.1f} tokens/s "
+                          f"(first call {first:.1f} s)", flush=True)
                 except Exception as exc:  # one broken cell must not hide the others
                     rows.append((batch, mode, name, float("nan"), float("nan")))
                     print(f"  {name} b{batch} {mode}: {type(exc).__name__}: {exc}"[:300])
