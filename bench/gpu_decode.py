@@ -77,7 +77,9 @@ def main():
     for batch in batches:
         ids = torch.randint(3, 128000, (batch, PROMPT), device="cuda")
         for mode, extra in (("greedy", {}), ("sampling", SAMPLING)):
-            common = dict(max_new_tokens=NEW, min_new_tokens=NEW, **extra)
+            # no EOS: every call makes exactly NEW tokens (a min-length processor would read the token
+            # count, which the CUDA-graph loop does not take)
+            common = dict(max_new_tokens=NEW, eos_token_id=None, **extra)
             cells = {
                 "transformers dynamic": lambda: hf.generate(ids, **common),
                 "transformers static+compile": lambda: hf.generate(ids, cache_implementation="static", **common),
