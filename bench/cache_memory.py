@@ -102,31 +102,27 @@ def memory_table(tokens: int) -> None:
 
 
 def decode_ms(model, prompt, make_cache, new_tokens: int, device) -> tuple:
-    """Median ms per decode step (prefill excluded) over 3 runs, and peak device bytes during the last run."""
-    times, peak = [], 0
-    for _ in range(3):
-        cache = make_cache()
+    """ms per decode step (prefill excluded) of one run, and the peak device bytes during it."""
+    cache = make_cache()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.no_grad():
+        out = model(input_ids=prompt, past_key_values=cache, use_cache=True)
+        token = out.logits[:, -1:].argmax(-1)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        with torch.no_grad():
-            out = model(input_ids=prompt, past_key_values=cache, use_cache=True)
-            token = out.logits[:, -1:].argmax(-1)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            for _ in range(new_tokens):
-                token = model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) / new_tokens * 1000)
+        start = time.perf_counter()
+        for _ in range(new_tokens):
+            token = model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
         if device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device)
-        del cache
-    return statistics.median(times), peak
+            torch.cuda.synchronize(device)
+    elapsed = (time.perf_counter() - start) / new_tokens * 1000
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    return elapsed, peak
 
 
-def speed_table(prompt_tokens: int, new_tokens: int) -> None:
+def speed_table(prompt_tokens: int, new_tokens: int, rounds: int = 5) -> None:
     import transformers
 
     from genplug.plugins.caches.dynamic import DynamicCache
@@ -164,11 +160,18 @@ def speed_table(prompt_tokens: int, new_tokens: int) -> None:
     print(f"\nGreedy decode, {where}, {dtype}, prompt {prompt_tokens}, {new_tokens} new tokens, "
           f"{shape['num_hidden_layers']} layers x h{shape['hidden_size']}")
     print(f"{'cache':44} {'ms/token':>9} {'vs anchor':>10} {'peak device MB':>15}")
-    anchor = None
-    for name, make in runs:
-        ms, peak = decode_ms(model, prompt, make, new_tokens, device)
-        anchor = anchor or ms
-        print(f"{name:44} {ms:9.2f} {ms / anchor:10.2f} {peak / 2**20 if cuda else float('nan'):15.1f}")
+    # Rounds run every cache once, in turn, so drifting clocks or load from other processes hit all alike.
+    samples = {name: [] for name, _ in runs}
+    peaks = {}
+    for _ in range(rounds):
+        for name, make in runs:
+            ms, peaks[name] = decode_ms(model, prompt, make, new_tokens, device)
+            samples[name].append(ms)
+    anchor = statistics.median(samples[runs[0][0]])
+    for name, _ in runs:
+        ms = statistics.median(samples[name])
+        print(f"{name:44} {ms:9.2f} {ms / anchor:10.2f} {peaks[name] / 2**20 if cuda else float('nan'):15.1f}")
+    print(f"(median of {rounds} rounds)")
 
 
 def main() -> None:

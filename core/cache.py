@@ -10,7 +10,7 @@ Backends live in plugins (``genplug.plugins.caches`` for the built-in ones) and 
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import attrs
 import torch

@@ -143,7 +143,10 @@ class LayeredCache(Cache):
         # transformers reads this as "update returns padded fixed-size buffers": a one-token step then
         # needs an explicit mask instead of SDPA's is_causal shortcut. So it follows the layers, not
         # the "compile" capability (an offloaded static cache returns padded buffers too).
-        return bool(self.layers) and all(layer.is_compileable for layer in self.layers)
+        for layer in self.layers:  # a plain loop: older dynamo versions cannot trace a generator here
+            if not layer.is_compileable:
+                return False
+        return len(self.layers) > 0
 
     @property
     def is_sliding(self) -> List[bool]:

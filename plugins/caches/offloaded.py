@@ -64,7 +64,7 @@ class HostLayer(CacheLayer):
         self.initial_capacity = max(1, initial_capacity)
         self.host_keys: Optional[torch.Tensor] = None
         self.host_values: Optional[torch.Tensor] = None
-        self._pending: Optional[torch.cuda.Event] = None  # the last device-to-host write, not yet waited for
+        self._pending_device: Optional[torch.device] = None  # set while device-to-host writes may be in flight
 
     @property
     def static(self) -> bool:
@@ -79,10 +79,13 @@ class HostLayer(CacheLayer):
         return 0 if self.host_keys is None else self.host_keys.shape[0]
 
     def wait_host(self) -> None:
-        """Block until pending device-to-host writes have landed (before the host reads or edits them)."""
-        if self._pending is not None:
-            self._pending.synchronize()
-            self._pending = None
+        """Block until pending device-to-host writes have landed (before the host reads or edits them).
+
+        Host reads are rare (row operations, ``.keys``), so waiting for the whole stream there is
+        cheaper than recording an event at every write."""
+        if self._pending_device is not None:
+            torch.cuda.current_stream(self._pending_device).synchronize()
+            self._pending_device = None
 
     @property
     def keys(self) -> Optional[torch.Tensor]:
@@ -125,7 +128,7 @@ class HostLayer(CacheLayer):
         self.host_keys[start:end].copy_(slot_keys[start:end], non_blocking=True)
         self.host_values[start:end].copy_(slot_values[start:end], non_blocking=True)
         if slot_keys.is_cuda:
-            self._pending = torch.cuda.current_stream(slot_keys.device).record_event()
+            self._pending_device = slot_keys.device
 
     def get_mask_sizes(self, query_length: int) -> Tuple[int, int]:
         if self.static:
@@ -179,6 +182,7 @@ class OffloadingCache(LayeredCache):
         self._slot_buffers: List[Optional[Tuple[torch.Tensor, torch.Tensor]]] = [None, None]
         self._slot_layer: List[Optional[int]] = [None, None]
         self._slot_ready: List[Optional[torch.cuda.Event]] = [None, None]
+        self._slot_on_stream = [False, False]  # record_stream done for the slot's current buffers
         self._last_slot = 1
         self._stream: Optional[torch.cuda.Stream] = None
         self._device: Optional[torch.device] = None
@@ -211,6 +215,7 @@ class OffloadingCache(LayeredCache):
             k[:keep] = buffers[0][:keep]
             v[:keep] = buffers[1][:keep]
         self._slot_buffers[slot] = (k, v)
+        self._slot_on_stream[slot] = False
         return k, v
 
     def _resident(self, layer_idx: int, layer: HostLayer, needed: int) -> int:
@@ -260,8 +265,11 @@ class OffloadingCache(LayeredCache):
             k[: layer.seen].copy_(source_k, non_blocking=True)
             v[: layer.seen].copy_(source_v, non_blocking=True)
             self._slot_ready[slot] = self._stream.record_event()
-        k.record_stream(self._stream)
-        v.record_stream(self._stream)
+        if not self._slot_on_stream[slot]:
+            # Tell the allocator the side stream uses these buffers, so freeing them waits for its copies.
+            k.record_stream(self._stream)
+            v.record_stream(self._stream)
+            self._slot_on_stream[slot] = True
 
     def _forget_slots(self) -> None:
         self._slot_layer = [None, None]

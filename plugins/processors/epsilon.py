@@ -22,6 +22,7 @@ def kth_highest(scores: torch.FloatTensor, k: int) -> torch.FloatTensor:
 @in_place_capable
 class EpsilonLogitsWarper(MaskingProcessor):
     """Truncation sampling with a fixed cutoff (Hewitt et al., 2022); keeps the maximum."""
+
     history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     argmax_invariant = True

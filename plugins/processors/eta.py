@@ -27,6 +27,7 @@ def entropy(scores: torch.FloatTensor) -> torch.FloatTensor:
 @in_place_capable
 class EtaLogitsWarper(MaskingProcessor):
     """Eta sampling (Hewitt et al., 2022): cutoff ``min(eps, sqrt(eps) * exp(-entropy))``; keeps the maximum."""
+
     history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     argmax_invariant = True

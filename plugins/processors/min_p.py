@@ -21,6 +21,7 @@ class MinPLogitsWarper(MaskingProcessor):
     The comparison is made on ``exp(score - max score)``, which is the probability ratio without the
     softmax's normalising sum (transformers divides both sides by it).
     """
+
     history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     argmax_invariant = True

@@ -13,6 +13,7 @@ from .chaining import ChainableProcessor, in_place_capable
 @in_place_capable
 class InfNanRemoveLogitsProcessor(ChainableProcessor):
     """nan becomes 0, +inf the largest finite value and -inf the smallest (of the scores' dtype)."""
+
     history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     def __call__(self, input_ids, scores):

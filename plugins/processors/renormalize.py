@@ -14,9 +14,9 @@ class LogitNormalization(ChainableProcessor):
     Beam search compares hypotheses by summed log-probabilities, which processors may have denormalised.
     Order-preserving, so argmax-invariant.
     """
-    history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     argmax_invariant = True
+    history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     def __call__(self, input_ids, scores):
         return scores.log_softmax(dim=-1)

@@ -30,6 +30,7 @@ class RepetitionPenaltyLogitsProcessor(ChainableProcessor):
     ``prompt_ignore_length`` tokens (an int, or one count per row: generate() passes each row's left
     padding).
     """
+
     history_use = "set"  # see genplug.processing.LogitsProcessor.history_use
 
     def __init__(self, penalty: float, prompt_ignore_length: Optional[Union[int, torch.Tensor]] = None):
@@ -69,6 +70,8 @@ class EncoderRepetitionPenaltyLogitsProcessor(ChainableProcessor):
 
     ``penalty > 1`` makes the input's tokens *more* likely, to keep summaries grounded in the source.
     """
+
+    history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     def __init__(self, penalty: float, encoder_input_ids: torch.LongTensor):
         self.penalty = 1 / _penalty("encoder_repetition_penalty", penalty)

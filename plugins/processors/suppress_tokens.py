@@ -13,6 +13,7 @@ from .validation import fail, is_int, token_ids, within_vocab
 @in_place_capable
 class SuppressTokensLogitsProcessor(MaskingProcessor):
     """Set the scores of ``suppress_tokens`` to -inf at every step (Whisper's non-speech tokens)."""
+
     history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     def __init__(self, suppress_tokens, device: str = "cpu"):

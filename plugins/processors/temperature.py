@@ -14,6 +14,7 @@ from .validation import fail, is_number
 @in_place_capable
 class TemperatureLogitsWarper(ChainableProcessor):
     """Scale the logits by ``1 / temperature``; order-preserving, so greedy decoding can skip it."""
+
     history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     argmax_invariant = True

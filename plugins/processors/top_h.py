@@ -21,6 +21,7 @@ class TopHLogitsWarper(MaskingProcessor):
     Over the ``CANDIDATES`` most likely tokens (renormalised), tokens are added in order of probability
     while their cumulative entropy ``sum(-p log p)`` stays within ``top_h`` times the candidates' entropy.
     """
+
     history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     argmax_invariant = True

@@ -16,6 +16,7 @@ from .validation import min_tokens_to_keep as check_min_tokens, positive_int
 @in_place_capable
 class TopKLogitsWarper(MaskingProcessor):
     """Remove every token scoring below the k-th highest score. Keeps the maximum: argmax-invariant."""
+
     history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     argmax_invariant = True

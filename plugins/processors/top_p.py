@@ -21,6 +21,7 @@ class TopPLogitsWarper(MaskingProcessor):
     ``top_p=1.0`` keeps every token (transformers would still drop tokens whose float32 probability
     underflows to exactly 0).
     """
+
     history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     argmax_invariant = True

@@ -20,6 +20,7 @@ class TypicalLogitsWarper(MaskingProcessor):
     closest ones are kept until their mass reaches ``mass``. Not argmax-invariant: the most likely
     token can be far from typical and be removed.
     """
+
     history_use = "none"  # see genplug.processing.LogitsProcessor.history_use
 
     argmax_invariant = False

@@ -40,26 +40,28 @@ def fill_token(config) -> int:
     return config.pad_token_id if config.pad_token_id is not None else 0
 
 
-def reorder_cache(adapter, cache: Any, beam_idx: torch.Tensor) -> Any:
-    """Make cache row ``i`` hold what row ``beam_idx[i]`` held; returns the (possibly new) cache.
+def cache_reorderer(adapter, cache: Any):
+    """The function ``(cache, beam_idx) -> cache`` that makes cache row ``i`` hold what row
+    ``beam_idx[i]`` held, looked up once per call.
 
-    ``adapter`` is the call's ModelAdapter. A model-level ``_reorder_cache`` (RAG, XLNet) wins, as in
-    transformers.
+    A model-level ``_reorder_cache`` (RAG, XLNet) wins, as in transformers; then the cache's
+    ``reorder_cache``; a cache with neither is refused with the fix.
     """
-    if cache is None:
-        return None
     model_reorder = getattr(adapter.model, "_reorder_cache", None)
     if callable(model_reorder):
-        return model_reorder(cache, beam_idx)
-    reorder = getattr(cache, "reorder_cache", None)
-    if not callable(reorder):
+        return model_reorder
+    if cache is not None and not callable(getattr(cache, "reorder_cache", None)):
         raise GenerationInputError(
             f"the cache ({type(cache).__name__}) has no reorder_cache(beam_idx): beam search moves cache rows "
             "between beams every step. Use a cache backend with the 'reorder' capability (e.g. "
             "cache_implementation='dynamic') or use_cache=False."
         )
-    reorder(beam_idx)
-    return cache
+
+    def reorder(cache, beam_idx):
+        cache.reorder_cache(beam_idx)
+        return cache
+
+    return reorder
 
 
 class BeamRecorder:

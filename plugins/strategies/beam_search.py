@@ -32,8 +32,9 @@ from genplug.inputs import as_id_list
 from genplug.models import ModelAdapter
 from genplug.loop import DEFAULT_STOP_CHECK_INTERVAL
 from genplug.step_inputs import StepInputs
+from genplug.stopping import StoppingCriteriaList
 
-from .beam_outputs import BeamRecorder, fill_token, refuse_streamer, reorder_cache, stateful_processors
+from .beam_outputs import BeamRecorder, cache_reorderer, fill_token, refuse_streamer, stateful_processors
 
 _NEG = -1.0e9  # transformers' "never pick this" score; kept so scores match it bit for bit
 
@@ -103,35 +104,38 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
     outputs = forward(0, prompt_len)
     if use_cache and cache is None:  # the model made its own cache
         cache = outputs.past_key_values
+    reorder = cache_reorderer(adapter, cache) if use_cache else None
     interval = 1 if synced_gpus else int(getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
     if use_cache and not adapter.can_crop(cache):
         interval = 1  # steps past the end could not be taken back out of the returned cache
     cur = prompt_len
-    live = torch.ones((), dtype=torch.bool, device=device)  # False once the search has ended
-    steps_taken = torch.zeros((), dtype=torch.long, device=device)  # steps before it ended
+    over = torch.zeros((), dtype=torch.bool, device=device)  # True once the search has ended
+    steps_past_end = torch.zeros((), dtype=torch.long, device=device)
     steps_run = 0
     while True:
-        last = outputs.logits[:, -1, :].to(device)
+        last = outputs.logits[:, -1, :]
+        if last.device != device:
+            last = last.to(device)
         # transformers takes log_softmax of a float32 copy; asking log_softmax for float32 is the same
         log_probs = logits_processor(search.flat_running[:, :cur], torch.log_softmax(last, dim=-1, dtype=torch.float32))
         recorder.record(log_probs, last.to(torch.float32, copy=True) if recorder.want_logits else None, outputs)
         del outputs
-        beam_idx = search.step(log_probs, cur, live, stopping_criteria, recorder.scores_so_far(), do_sample)
+        beam_idx = search.step(log_probs, cur, over, stopping_criteria, recorder.scores_so_far(), do_sample)
         if use_cache:
-            cache = reorder_cache(adapter, cache, beam_idx)
+            cache = reorder(cache, beam_idx)
         for processor in followers:
             processor.reorder(beam_idx)
-        steps_taken += live
-        live &= search.going_on(cur + 1)
+        steps_past_end += over
+        over |= search.ends(cur + 1)
         cur += 1
         steps_run += 1
         if cur >= max_length:
             break
-        if steps_run % interval == 0 and _ended_everywhere(live, synced_gpus):
+        if steps_run % interval == 0 and _ended_everywhere(over, synced_gpus):
             break
         outputs = forward(cur - 1, cur) if use_cache else forward(0, cur)
 
-    steps = int(steps_taken)
+    steps = steps_run - int(steps_past_end)
     if use_cache and steps_run > steps:
         cache.crop(steps - steps_run)  # negative: remove that many (the form every cache takes)
     sequences, scores, beam_indices = search.best(int(config.num_return_sequences or 1))
@@ -140,14 +144,25 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
     return recorder.output(sequences, scores, beam_indices, steps, cache if use_cache else None, model_kwargs)
 
 
-def _ended_everywhere(live: torch.Tensor, synced_gpus: bool) -> bool:
+def _ended_everywhere(over: torch.Tensor, synced_gpus: bool) -> bool:
     if synced_gpus:  # every rank keeps stepping until all are done (FSDP / ZeRO-3 need the forwards)
         import torch.distributed as dist
 
-        running = live.to(torch.float32)
-        dist.all_reduce(running, op=dist.ReduceOp.SUM)
-        return running.item() == 0.0
-    return not bool(live)
+        ended = over.to(torch.float32)
+        dist.all_reduce(ended, op=dist.ReduceOp.MIN)
+        return ended.item() == 1.0
+    return bool(over)
+
+
+def _stop_flags(stopping_criteria, input_ids, scores) -> torch.Tensor:
+    """``stopping_criteria(input_ids, scores)``; a plain StoppingCriteriaList is OR-ed here without its
+    all-False starting tensor (one allocation and one OR less per step)."""
+    if type(stopping_criteria) is not StoppingCriteriaList or not stopping_criteria:
+        return stopping_criteria(input_ids, scores)
+    flags = stopping_criteria[0](input_ids, scores)
+    for criterion in stopping_criteria[1:]:
+        flags = flags | criterion(input_ids, scores)
+    return flags
 
 
 # ------------------------------------------------------------------------------------------- the state
@@ -164,7 +179,7 @@ class BeamSearchState:
     * ``running`` / ``finished`` (B, N, L + G) -- hypotheses;
     * ``running_scores`` (B, N) -- summed log-probs; ``finished_scores`` (B, N) -- length-normalised;
     * ``is_finished`` (B, N) -- which finished slots hold a real hypothesis;
-    * ``improvable`` (B, 1) -- whether a running beam may still beat the worst finished one.
+    * ``stuck`` (B, 1) -- no running beam can beat the worst finished one any more (sticky).
     """
 
     def __init__(self, input_ids: torch.LongTensor, num_beams: int, beams_to_keep: int, max_length: int,
@@ -186,7 +201,7 @@ class BeamSearchState:
         self.running_scores[:, 1:] = _NEG
         self.finished_scores = torch.full((batch, num_beams), _NEG, dtype=torch.float32, device=device)
         self.is_finished = torch.zeros((batch, num_beams), dtype=torch.bool, device=device)
-        self.improvable = torch.ones((batch, 1), dtype=torch.bool, device=device)
+        self.stuck = torch.zeros((batch, 1), dtype=torch.bool, device=device)  # no running beam can improve
         self.top_beams = torch.arange(beams_to_keep, device=device) < num_beams
         # Offsets turning per-prompt indices into rows of the flattened (prompt, slot) tensors.
         prompts = torch.arange(batch, device=device).view(-1, 1)
@@ -202,11 +217,12 @@ class BeamSearchState:
         """The running beams as (B * N, L + G) rows; the model reads the first L columns."""
         return self.running.view(self.batch * self.num_beams, self.width)
 
-    def step(self, log_probs: torch.Tensor, cur: int, live: torch.Tensor, stopping_criteria, scores_so_far,
+    def step(self, log_probs: torch.Tensor, cur: int, over: torch.Tensor, stopping_criteria, scores_so_far,
              do_sample: bool) -> torch.Tensor:
         """Advance every beam by one token; returns the cache row each new row comes from.
 
-        ``live`` (0-d bool) is False once the search is over: the finished set then stays as it is.
+        ``over`` (0-d bool) is True once the search has ended: the finished set then stays as it is
+        and the cache rows stay where they are.
         """
         B, N, K, L, W = self.batch, self.num_beams, self.beams_to_keep, self.max_length, self.width
         vocab = log_probs.shape[-1]
@@ -219,10 +235,10 @@ class BeamSearchState:
         source = flat // vocab
         source_rows = source + self.running_rows  # (B, K) rows of flat_running
         candidates = self.flat_running.index_select(0, source_rows.view(-1)).view(B, K, W)
-        candidates[:, :, cur] = flat - source * vocab
+        candidates[:, :, cur] = flat % vocab
         candidates[:, :, L + cur - self.prompt_len] = source_rows
 
-        hits = stopping_criteria(candidates.view(B * K, W)[:, :cur + 1], scores_so_far).view(B, K)
+        hits = _stop_flags(stopping_criteria, candidates.view(B * K, W)[:, :cur + 1], scores_so_far).view(B, K)
         if cur + 1 >= L:  # max_length ends every candidate even without a max-length criterion
             hits = torch.ones_like(hits)
         self._hits = hits
@@ -238,18 +254,18 @@ class BeamSearchState:
         normalised = top / ((cur + 1 - self.prompt_len) ** self.length_penalty)
         if self.early_stopping is True:
             normalised = torch.add(normalised, self.is_finished.all(-1, keepdim=True), alpha=_NEG)
-        normalised = torch.add(normalised, ~self.improvable, alpha=_NEG)
+        normalised = torch.add(normalised, self.stuck, alpha=_NEG)
         normalised = torch.add(normalised, ~just_finished, alpha=_NEG)
         merged_scores = torch.cat((self.finished_scores, normalised), dim=1)
-        best = torch.where(live, torch.topk(merged_scores, N)[1], self.unchanged)
+        best = torch.where(over, self.unchanged, torch.topk(merged_scores, N)[1])
         pool = torch.cat((self.finished, candidates), dim=1).view(B * (N + K), W)
         self.finished = pool.index_select(0, (best + self.pool_rows).view(-1)).view(B, N, W)
         self.finished_scores = merged_scores.gather(1, best)
         self.is_finished = torch.cat((self.is_finished, just_finished), dim=1).gather(1, best)
-        return torch.where(live, self.running[:, :, L + cur - self.prompt_len].reshape(-1), self.identity)
+        return torch.where(over, self.identity, self.running[:, :, L + cur - self.prompt_len].reshape(-1))
 
-    def going_on(self, cur: int) -> torch.Tensor:
-        """Whether the search goes on after a step that brought the length to ``cur`` (0-d, on device).
+    def ends(self, cur: int) -> torch.Tensor:
+        """Whether the search ends after a step that brought the length to ``cur`` (0-d, on device).
 
         It ends when no prompt can improve its finished set, or (``early_stopping=True``) every prompt
         has ``num_beams`` finished hypotheses, or every candidate of the step hit a stopping criterion.
@@ -259,12 +275,13 @@ class BeamSearchState:
         else:
             best_length = cur - self.prompt_len
         best_possible = self.running_scores[:, :1] / (best_length ** self.length_penalty)
-        worst_finished = torch.where(self.is_finished, self.finished_scores.min(1, keepdim=True)[0], _NEG)
-        self.improvable &= (best_possible > worst_finished).any(-1, keepdim=True)
-        going = self.improvable.any() & ~self._hits.all()
+        # finished_scores is sorted best first (it comes out of a sorted top-k): the last is the worst
+        worst_finished = torch.where(self.is_finished, self.finished_scores[:, -1:], _NEG)
+        self.stuck |= (best_possible <= worst_finished).all(-1, keepdim=True)
+        ended = self.stuck.all() | self._hits.all()
         if self.early_stopping is True:
-            going &= ~self.is_finished.all()
-        return going
+            ended |= self.is_finished.all()
+        return ended
 
     def best(self, count: int):
         """The ``count`` best finished hypotheses per prompt, flattened: sequences cut to the longest

@@ -41,7 +41,7 @@ from genplug.models import ModelAdapter
 from genplug.step_inputs import StepInputs
 
 from .beam_hypotheses import FinishedHypotheses, best_hypotheses
-from .beam_outputs import BeamRecorder, fill_token, refuse_streamer, reorder_cache, stateful_processors
+from .beam_outputs import BeamRecorder, cache_reorderer, fill_token, refuse_streamer, stateful_processors
 from .constraints import Constraint, ConstraintListState, DisjunctiveConstraint, PhrasalConstraint
 
 
@@ -168,6 +168,7 @@ def run_constrained_beam_search(model, input_ids: torch.LongTensor, logits_proce
     outputs = forward(0, prompt_len)
     if use_cache and cache is None:
         cache = outputs.past_key_values
+    reorder = cache_reorderer(adapter, cache) if use_cache else None
     cur = prompt_len
     steps = 0
     stopped_here = False  # with synced_gpus a finished rank keeps running forwards for the others
@@ -178,7 +179,7 @@ def run_constrained_beam_search(model, input_ids: torch.LongTensor, logits_proce
             recorder.record(processed, logits, outputs)
             source_rows = search.step(processed, cur)
             if use_cache:
-                cache = reorder_cache(adapter, cache, source_rows)
+                cache = reorder(cache, source_rows)
             for processor in followers:
                 processor.reorder(source_rows)
             cur += 1

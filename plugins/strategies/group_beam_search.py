@@ -41,7 +41,7 @@ from genplug.processing import LogitsProcessor
 from genplug.step_inputs import StepInputs
 
 from .beam_hypotheses import FinishedHypotheses, best_hypotheses, rows_of_groups
-from .beam_outputs import BeamRecorder, fill_token, refuse_streamer, reorder_cache, stateful_processors
+from .beam_outputs import BeamRecorder, cache_reorderer, fill_token, refuse_streamer, stateful_processors
 
 
 class HammingDiversityLogitsProcessor(LogitsProcessor):
@@ -172,6 +172,7 @@ def run_group_beam_search(model, input_ids: torch.LongTensor, logits_processor, 
     outputs = forward(0, prompt_len)
     if use_cache and cache is None:
         cache = outputs.past_key_values
+    reorder = cache_reorderer(adapter, cache) if use_cache else None
     cur = prompt_len
     steps = 0
     stopped_here = False  # with synced_gpus a finished rank keeps running forwards for the others
@@ -183,7 +184,7 @@ def run_group_beam_search(model, input_ids: torch.LongTensor, logits_processor, 
                                                per_group, prompt_len, recorder.want_scores)
             recorder.record(processed_all, logits, outputs)
             if use_cache:
-                cache = reorder_cache(adapter, cache, source_rows)
+                cache = reorder(cache, source_rows)
             for processor in followers:
                 processor.reorder(source_rows)
             cur += 1

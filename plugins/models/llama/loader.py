@@ -67,7 +67,7 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     target_dtype = resolve_dtype(dtype, config, tensors, path)
     state = to_native_state_dict(tensors, origin, config, path)
     device = torch.device(device)
-    state = {name: tensor.to(device=device, dtype=target_dtype) for name, tensor in state.items()}
+    state = {name: tensor.to(device=device, dtype=target_dtype).contiguous() for name, tensor in state.items()}
 
     with torch.device("meta"):
         model = NativeLlamaForCausalLM(config)
@@ -240,39 +240,37 @@ def to_native_state_dict(
                 "only (quantized checkpoints are not supported): load this checkpoint with transformers instead."
             )
 
-    state: Dict[str, torch.Tensor] = {"model.embed_tokens.weight": tensors["model.embed_tokens.weight"],
+    # The native model stores matrices input-major (``weight_t``) and q/k/v and gate/up fused.
+    state: Dict[str, torch.Tensor] = {"model.embed_tokens.weight_t": tensors["model.embed_tokens.weight"].t(),
                                       "model.norm.weight": tensors["model.norm.weight"]}
-    state["lm_head.weight"] = tensors["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"]
+    head = "model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"
+    state["lm_head.weight_t"] = tensors[head].t()
     for i in range(config.num_hidden_layers):
         layer = f"model.layers.{i}."
-        for kind in ("weight", "bias"):
-            if kind == "weight" or config.qkv_bias:
-                state[f"{layer}self_attn.qkv_proj.{kind}"] = torch.cat(
-                    [tensors[f"{layer}self_attn.{p}_proj.{kind}"] for p in "qkv"], dim=0
-                )
-            if kind == "weight" or config.mlp_bias:
-                state[f"{layer}mlp.gate_up_proj.{kind}"] = torch.cat(
-                    [tensors[f"{layer}mlp.{p}_proj.{kind}"] for p in ("gate", "up")], dim=0
-                )
-            for same in ("self_attn.o_proj", "mlp.down_proj"):
-                if f"{layer}{same}.{kind}" in tensors:
-                    state[f"{layer}{same}.{kind}"] = tensors[f"{layer}{same}.{kind}"]
+        fused = {"self_attn.qkv_proj": [f"self_attn.{p}_proj" for p in "qkv"],
+                 "mlp.gate_up_proj": ["mlp.gate_proj", "mlp.up_proj"],
+                 "self_attn.o_proj": ["self_attn.o_proj"], "mlp.down_proj": ["mlp.down_proj"]}
+        for target, parts in fused.items():
+            state[f"{layer}{target}.weight_t"] = torch.cat([tensors[f"{layer}{p}.weight"] for p in parts], dim=0).t()
+            if f"{layer}{parts[0]}.bias" in tensors:
+                state[f"{layer}{target}.bias"] = torch.cat([tensors[f"{layer}{p}.bias"] for p in parts], dim=0)
         for norm in ("input_layernorm", "post_attention_layernorm"):
             state[f"{layer}{norm}.weight"] = tensors[f"{layer}{norm}.weight"]
     return state
 
 
 def to_transformers_state_dict(model) -> Dict[str, torch.Tensor]:
-    """The model's weights under transformers' names (q/k/v and gate/up split again), contiguous."""
+    """The model's weights under transformers' names and layout (q/k/v and gate/up split again), contiguous."""
     config: NativeLlamaConfig = model.config
     q_width = config.num_attention_heads * config.head_dim
     kv_width = config.num_key_value_heads * config.head_dim
     out: Dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach()
+        if name.endswith(".weight_t"):
+            name, tensor = name[: -len("_t")], tensor.t()
         if ".qkv_proj." in name:
-            q, k, v = tensor.split([q_width, kv_width, kv_width], dim=0)
-            for part, piece in zip("qkv", (q, k, v)):
+            for part, piece in zip("qkv", tensor.split([q_width, kv_width, kv_width], dim=0)):
                 out[name.replace("qkv_proj", f"{part}_proj")] = piece
         elif ".gate_up_proj." in name:
             gate, up = tensor.split(config.intermediate_size, dim=0)

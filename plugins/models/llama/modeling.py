@@ -210,11 +210,11 @@ class NativeLlamaModel(nn.Module):
             self.mask_layers.setdefault(window, i)
 
     def forward(self, hidden, attention_mask, position_ids, cache, num_layers, output_hidden_states, output_attentions):
-        batch, length = hidden.shape[:2]
+        length = hidden.shape[1]
         past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = (torch.arange(length, device=hidden.device) + past).unsqueeze(0)
-        cos, sin = self.rotary_emb(position_ids, hidden.dtype)
+        cos, sin = self.rotary_emb.forward(position_ids, hidden.dtype)
         masks = {}
         for window, layer_idx in self.mask_layers.items():
             if cache is not None:

@@ -13,7 +13,7 @@ import os
 from genplug import hookimpl
 from genplug.models import ModelAdapter
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")  # kept equal to config.SUPPORTED_MODEL_TYPES by a test
+from .config import SUPPORTED_MODEL_TYPES  # light: the config module does not import torch
 
 
 class NativeLlamaLoader:

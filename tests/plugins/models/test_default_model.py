@@ -117,3 +117,15 @@ def test_training_script_reproduces_tokenizer_and_first_steps(tmp_path):
     assert len(rerun) == steps
     for step in range(1, steps + 1):
         assert rerun[str(step)] == pytest.approx(shipped["loss"][str(step)], abs=2e-3, rel=1e-3), step
+
+
+def test_genplug_generate_drives_the_native_model(default_model):
+    """genplug.generate on a left-padded batch gives each row's plain greedy continuation."""
+    import genplug
+
+    model, tokenizer = default_model
+    batch = tokenizer(PROMPTS[:2], return_tensors="pt")
+    sequences = genplug.generate(model, **batch, max_new_tokens=30, min_new_tokens=30)
+    for row, prompt in zip(sequences, PROMPTS[:2]):
+        expected = greedy(model, torch.tensor([tokenizer.encode(prompt)]), 30, eos_token_id=None)[0]
+        assert row[-len(expected):].tolist() == expected.tolist()

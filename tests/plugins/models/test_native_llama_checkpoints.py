@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from genplug.plugins.models.llama import plugin
-from genplug.plugins.models.llama.config import SUPPORTED_MODEL_TYPES, NativeLlamaConfig
+from genplug.plugins.models.llama.config import NativeLlamaConfig
 from genplug.plugins.models.llama.errors import CheckpointError
 from genplug.plugins.models.llama.loader import load_model, save_model
 from native_llama_fixtures import DEFAULT_MODEL_DIR, native_model
@@ -109,7 +109,7 @@ def test_missing_shard(make_checkpoint):
 def test_dtype_and_device_arguments(checkpoint):
     model, tokenizer = load_model(checkpoint, device="cpu", dtype="bfloat16")
     assert model.dtype == torch.bfloat16 and model.device == torch.device("cpu") and not model.training
-    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied again after loading
+    assert model.lm_head.weight_t is model.model.embed_tokens.weight_t  # tied again after loading
     assert load_model(checkpoint, dtype="auto")[0].dtype == torch.float32
     assert tokenizer is not None and tokenizer.eos_token_id == model.generation_config.eos_token_id
 
@@ -145,7 +145,6 @@ def test_transformers_loads_what_save_model_writes(tmp_path):
 
 def test_loader_claims_supported_directories_only(checkpoint, tmp_path):
     assert plugin.NativeLlamaLoader.claims(checkpoint)
-    assert plugin.SUPPORTED_MODEL_TYPES == SUPPORTED_MODEL_TYPES
     edit_config(checkpoint, model_type="gpt2")
     assert not plugin.NativeLlamaLoader.claims(checkpoint)
     assert not plugin.NativeLlamaLoader.claims(tmp_path / "nowhere")
@@ -196,3 +195,15 @@ def test_public_names_and_core_loading_route_to_the_native_family():
     with use_plugin_manager(pm):
         model, tokenizer = core_load_model(DEFAULT_MODEL_DIR)
     assert isinstance(model, NativeLlamaForCausalLM) and tokenizer is not None
+
+
+def test_model_from_pretrained_and_save_pretrained(checkpoint, tmp_path):
+    from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
+
+    model = NativeLlamaForCausalLM.from_pretrained(checkpoint)
+    model.save_pretrained(tmp_path)
+    again = NativeLlamaForCausalLM.from_pretrained(tmp_path)
+    assert again.generation_config.to_dict() == model.generation_config.to_dict()
+    input_ids = torch.tensor([[1, 5, 9, 30]])
+    with torch.no_grad():
+        assert torch.equal(again(input_ids=input_ids).logits, model(input_ids=input_ids).logits)

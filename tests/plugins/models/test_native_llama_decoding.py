@@ -126,7 +126,9 @@ def test_registered_cache_backends_drive_the_model():
     model = native_model(**WINDOWED)
     sequence = tokens(2, 10)
     expected = full_logits(model, sequence)
-    for name in [n for n in ("dynamic", "static", "sliding_window") if n in registry]:
+    names = [n for n in ("dynamic", "static", "sliding_window") if n in registry]
+    assert names == ["dynamic", "static", "sliding_window"], sorted(registry)
+    for name in names:
         request = CacheRequest(model_config=model.config, batch_size=2, max_cache_len=16,
                                dtype=torch.float32, device=torch.device("cpu"))
         cache = build_cache(registry, name, request)
@@ -156,3 +158,26 @@ def test_model_protocol_attributes():
         assert hasattr(config, name)
     model.to(torch.bfloat16)
     assert model.dtype == torch.bfloat16 and model.model.rotary_emb.inv_freq.dtype == torch.float32
+
+
+def test_fallback_cache_when_no_backend_is_installed():
+    from genplug.plugin_manager import GenplugPluginManager, use_plugin_manager
+    from genplug.plugins.models.llama.fallback_cache import FallbackDynamicCache
+
+    model = native_model(**WINDOWED)
+    sequence = tokens(2, 9)
+    expected = full_logits(model, sequence)
+    with use_plugin_manager(GenplugPluginManager()), torch.no_grad():  # a manager with no plugins at all
+        out = model(input_ids=sequence[:, :5])
+        cache = out.past_key_values
+        assert isinstance(cache, FallbackDynamicCache)
+        logits = [out.logits] + [model(input_ids=sequence[:, i : i + 1], past_key_values=cache).logits
+                                 for i in range(5, 9)]
+        assert torch.cat(logits, 1).sub(expected).abs().max() <= TOLERANCE
+        cache.crop(-2)  # drop the last two tokens and decode them again
+        again = model(input_ids=sequence[:, 7:], past_key_values=cache).logits
+        assert again.sub(expected[:, 7:]).abs().max() <= TOLERANCE
+        cache.crop(8)
+        cache.reorder_cache(torch.tensor([1, 0]))  # rows swap places, as beam search reorders them
+        swapped = model(input_ids=sequence[[1, 0], 8:], past_key_values=cache).logits
+    assert swapped.sub(expected[[1, 0], 8:]).abs().max() <= TOLERANCE and cache.get_seq_length() == 9

@@ -142,3 +142,18 @@ def test_group_beam_search_groups_differ_with_a_penalty():
                            num_return_sequences=4, max_new_tokens=3, eos_token_id=None)
     first_tokens = out[:, 4].tolist()
     assert len(set(first_tokens)) == 4, first_tokens  # log-probs differ by < 10: no group repeats another's token
+
+
+@pytest.mark.parametrize("mode", ["group_beam_search", "beam_search"])
+def test_a_padded_batch_gives_each_prompt_its_own_result(model, mode):
+    """Processors sized to the batch (a per-row repetition penalty that skips each row's left padding)
+    see every row, also in group beam search, which runs them once per group."""
+    short, long = _prompt(1, 3, 11), _prompt(1, 6, 12)
+    ids = torch.cat([torch.cat([torch.zeros(1, 3, dtype=torch.long), short], 1), long])
+    mask = (torch.arange(6)[None, :] >= torch.tensor([[3], [0]])).long()
+    kwargs = dict(max_new_tokens=6, eos_token_id=None, repetition_penalty=1.3, num_return_sequences=2,
+                  **MODES[mode])
+    batched = genplug.generate(model, ids, attention_mask=mask, **kwargs)
+    alone = [genplug.generate(model, row, **kwargs) for row in (short, long)]
+    assert torch.equal(batched[:2, 3:], alone[0])
+    assert torch.equal(batched[2:], alone[1])
