@@ -97,7 +97,7 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
     followers = stateful_processors(logits_processor)
 
     def forward(start: int, end: int):
-        return inputs.forward(adapter, search.flat_running, start, end, cache, model_kwargs, use_cache=use_cache,
+        return inputs.forward(adapter, search.running, start, end, cache, model_kwargs, use_cache=use_cache,
                               output_attentions=recorder.want_attentions,
                               output_hidden_states=recorder.want_hidden_states)
 
@@ -117,8 +117,11 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
         if last.device != device:
             last = last.to(device)
         # transformers takes log_softmax of a float32 copy; asking log_softmax for float32 is the same
-        log_probs = logits_processor(search.flat_running[:, :cur], torch.log_softmax(last, dim=-1, dtype=torch.float32))
-        recorder.record(log_probs, last.to(torch.float32, copy=True) if recorder.want_logits else None, outputs)
+        log_probs = torch.log_softmax(last, dim=-1, dtype=torch.float32)
+        if len(logits_processor):
+            log_probs = logits_processor(search.running[:, :cur], log_probs)
+        if recorder.return_dict:
+            recorder.record(log_probs, last.to(torch.float32, copy=True) if recorder.want_logits else None, outputs)
         del outputs
         beam_idx = search.step(log_probs, cur, over, stopping_criteria, recorder.scores_so_far(), do_sample)
         if use_cache:
@@ -171,13 +174,15 @@ def _stop_flags(stopping_criteria, input_ids, scores) -> torch.Tensor:
 class BeamSearchState:
     """The running and finished hypotheses of every prompt, as fixed-shape tensors.
 
-    ``B`` prompts, ``N`` beams, ``L`` max length, ``P`` prompt length, ``G = L - P`` generated slots.
-    A hypothesis is one row of ``L + G`` ids: its tokens (unused positions hold the fill token), then
-    for every generated token the flattened beam row (``b * N + beam``) it came from (-1 where
-    nothing was generated). Keeping both in one row halves the gathers per step.
+    ``B`` prompts, ``N`` beams, ``K`` candidates per step, ``L`` max length, ``P`` prompt length,
+    ``G = L - P`` generated slots. A hypothesis is one row of ``W = L + G`` ids: its tokens (unused
+    positions hold the fill token), then for every generated token the flattened beam row
+    (``b * N + beam``) it came from (-1 where nothing was generated). Keeping both in one row halves
+    the gathers per step; rows are flattened prompt-major, ``b * N + beam``.
 
-    * ``running`` / ``finished`` (B, N, L + G) -- hypotheses;
-    * ``running_scores`` (B, N) -- summed log-probs; ``finished_scores`` (B, N) -- length-normalised;
+    * ``running`` / ``finished`` (B * N, W) -- hypotheses;
+    * ``running_scores`` (B, N) -- summed log-probs; ``finished_scores`` (B, N) -- length-normalised,
+      best first;
     * ``is_finished`` (B, N) -- which finished slots hold a real hypothesis;
     * ``stuck`` (B, 1) -- no running beam can beat the worst finished one any more (sticky).
     """
@@ -192,30 +197,28 @@ class BeamSearchState:
         self.length_penalty, self.early_stopping = length_penalty, early_stopping
         self.width = 2 * max_length - prompt_len
 
-        self.running = input_ids.new_full((batch, num_beams, self.width), -1)
-        self.running[:, :, :max_length] = fill
-        self.running[:, :, :prompt_len] = input_ids.view(batch, num_beams, prompt_len)
+        self.running = input_ids.new_full((rows, self.width), -1)
+        self.running[:, :max_length] = fill
+        self.running[:, :prompt_len] = input_ids
         self.finished = self.running.clone()
         # Only beam 0 starts alive, so the first step does not pick the same token once per beam.
         self.running_scores = torch.zeros((batch, num_beams), dtype=torch.float32, device=device)
         self.running_scores[:, 1:] = _NEG
         self.finished_scores = torch.full((batch, num_beams), _NEG, dtype=torch.float32, device=device)
         self.is_finished = torch.zeros((batch, num_beams), dtype=torch.bool, device=device)
-        self.stuck = torch.zeros((batch, 1), dtype=torch.bool, device=device)  # no running beam can improve
+        self.stuck = torch.zeros((batch, 1), dtype=torch.bool, device=device)
         self.top_beams = torch.arange(beams_to_keep, device=device) < num_beams
-        # Offsets turning per-prompt indices into rows of the flattened (prompt, slot) tensors.
+        # Index tables from per-prompt positions to flattened rows.
         prompts = torch.arange(batch, device=device).view(-1, 1)
-        self.running_rows = prompts * num_beams
-        self.candidate_rows = prompts * beams_to_keep
-        self.pool_rows = prompts * (num_beams + beams_to_keep)
+        self.running_rows = prompts * num_beams  # + beam -> row of `running`
+        self.candidate_rows = prompts * beams_to_keep  # + candidate -> row of this step's candidates
+        # slot j of the merged "finished + candidates" list -> row of cat((finished, candidates))
+        slots = torch.arange(num_beams + beams_to_keep, device=device)
+        self.pool_rows = torch.where(slots < num_beams, prompts * num_beams + slots,
+                                     rows + prompts * beams_to_keep + slots - num_beams)
         self.unchanged = torch.arange(num_beams, device=device).expand(batch, -1)  # "keep the finished set"
         self.identity = torch.arange(rows, device=device)
         self._hits = None
-
-    @property
-    def flat_running(self) -> torch.Tensor:
-        """The running beams as (B * N, L + G) rows; the model reads the first L columns."""
-        return self.running.view(self.batch * self.num_beams, self.width)
 
     def step(self, log_probs: torch.Tensor, cur: int, over: torch.Tensor, stopping_criteria, scores_so_far,
              do_sample: bool) -> torch.Tensor:
@@ -224,21 +227,21 @@ class BeamSearchState:
         ``over`` (0-d bool) is True once the search has ended: the finished set then stays as it is
         and the cache rows stay where they are.
         """
-        B, N, K, L, W = self.batch, self.num_beams, self.beams_to_keep, self.max_length, self.width
+        B, N, K, L = self.batch, self.num_beams, self.beams_to_keep, self.max_length
         vocab = log_probs.shape[-1]
-        scores = (log_probs.view(B, N, vocab) + self.running_scores[:, :, None]).view(B, N * vocab)
+        scores = (log_probs.view(B, N, vocab) + self.running_scores.unsqueeze(-1)).view(B, N * vocab)
         if do_sample:
             flat = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=K)
             top = scores.gather(1, flat)
         else:
             top, flat = torch.topk(scores, K)
         source = flat // vocab
-        source_rows = source + self.running_rows  # (B, K) rows of flat_running
-        candidates = self.flat_running.index_select(0, source_rows.view(-1)).view(B, K, W)
-        candidates[:, :, cur] = flat % vocab
-        candidates[:, :, L + cur - self.prompt_len] = source_rows
+        source_rows = (source + self.running_rows).view(-1)
+        candidates = self.running.index_select(0, source_rows)  # (B * K, W)
+        candidates[:, cur] = (flat % vocab).view(-1)
+        candidates[:, L + cur - self.prompt_len] = source_rows
 
-        hits = _stop_flags(stopping_criteria, candidates.view(B * K, W)[:, :cur + 1], scores_so_far).view(B, K)
+        hits = _stop_flags(stopping_criteria, candidates[:, :cur + 1], scores_so_far).view(B, K)
         if cur + 1 >= L:  # max_length ends every candidate even without a max-length criterion
             hits = torch.ones_like(hits)
         self._hits = hits
@@ -246,7 +249,7 @@ class BeamSearchState:
         # Running: the best N candidates that did not stop.
         alive = torch.add(top, hits, alpha=_NEG)
         keep = torch.topk(alive, N)[1]
-        self.running = candidates.view(B * K, W).index_select(0, (keep + self.candidate_rows).view(-1)).view(B, N, W)
+        self.running = candidates.index_select(0, (keep + self.candidate_rows).view(-1))
         self.running_scores = alive.gather(1, keep)
 
         # Finished: the stopped candidates among the best N, if they can still make the finished set.
@@ -258,11 +261,11 @@ class BeamSearchState:
         normalised = torch.add(normalised, ~just_finished, alpha=_NEG)
         merged_scores = torch.cat((self.finished_scores, normalised), dim=1)
         best = torch.where(over, self.unchanged, torch.topk(merged_scores, N)[1])
-        pool = torch.cat((self.finished, candidates), dim=1).view(B * (N + K), W)
-        self.finished = pool.index_select(0, (best + self.pool_rows).view(-1)).view(B, N, W)
+        pool = torch.cat((self.finished, candidates))
+        self.finished = pool.index_select(0, self.pool_rows.gather(1, best).view(-1))
         self.finished_scores = merged_scores.gather(1, best)
         self.is_finished = torch.cat((self.is_finished, just_finished), dim=1).gather(1, best)
-        return torch.where(over, self.identity, self.running[:, :, L + cur - self.prompt_len].reshape(-1))
+        return torch.where(over, self.identity, self.running[:, L + cur - self.prompt_len])
 
     def ends(self, cur: int) -> torch.Tensor:
         """Whether the search ends after a step that brought the length to ``cur`` (0-d, on device).
@@ -286,10 +289,10 @@ class BeamSearchState:
     def best(self, count: int):
         """The ``count`` best finished hypotheses per prompt, flattened: sequences cut to the longest
         one, their scores, and their beam indices (one host read, for the length)."""
-        B, L = self.batch, self.max_length
-        finished = self.finished[:, :count].reshape(B * count, -1)
+        B, N = self.batch, self.num_beams
+        finished = self.finished.view(B, N, self.width)[:, :count].reshape(B * count, self.width)
         scores = self.finished_scores[:, :count].reshape(-1)
-        beam_indices = finished[:, L:]
+        beam_indices = finished[:, self.max_length:]
         generated = int((beam_indices >= 0).sum(1).max())
         return (finished[:, :self.prompt_len + generated].contiguous(), scores,
                 beam_indices[:, :generated].contiguous())
