@@ -125,6 +125,11 @@ def _generate(pm, model, custom_callable, call, kwargs):
     if adapter.is_encoder_decoder:
         input_ids, model_kwargs = _encoder_decoder_inputs(adapter, input_ids, model_kwargs, config)
     else:
+        prepared = pm.hook.genplug_prepare_prompt(model=model, input_ids=input_ids,
+                                                  attention_mask=model_kwargs.get("attention_mask"),
+                                                  generation_config=config, tokenizer=tokenizer)
+        if prepared is not None:
+            input_ids, model_kwargs["attention_mask"] = prepared
         _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos)
 
     # ---- expansion for beams / several sequences per prompt

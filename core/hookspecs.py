@@ -156,6 +156,15 @@ def genplug_load_custom_generate(spec, trust_remote_code):
 
 
 @hookspec(firstresult=True)
+def genplug_prepare_prompt(model, input_ids, attention_mask, generation_config, tokenizer):
+    """Rewrite a decoder-only prompt before decoding; return ``(input_ids, attention_mask)`` or None.
+
+    Called once per generate() call, after the inputs are checked and before they are expanded for
+    beams. genplug's token-healing plugin answers when ``token_healing`` is set.
+    """
+
+
+@hookspec(firstresult=True)
 def genplug_adapt_model(model):
     """Return the :class:`genplug.models.ModelAdapter` that drives ``model`` for this call.
 

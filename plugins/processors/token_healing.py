@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List
 
 import torch
 
+from genplug import hookimpl
 from genplug.errors import GenerationConfigError
 
 HEALED_BIAS = 10.0  # bias of every token extending the tail's text
@@ -109,3 +110,12 @@ def heal_tokens(model_or_generate_fn: Any, input_ids: torch.LongTensor, tokenize
         healed = getattr(healed, "sequences", healed)  # generate() may return an output object
         input_ids[row] = healed[0, -row_ids.shape[0]:]
     return input_ids
+
+
+@hookimpl
+def genplug_prepare_prompt(model, input_ids, attention_mask, generation_config, tokenizer):
+    """Heal the prompts when the config sets ``token_healing``."""
+    if not getattr(generation_config, "token_healing", None):
+        return None
+    healed = heal_tokens(model, input_ids, tokenizer)
+    return healed, (healed != tokenizer.pad_token_id).long()
