@@ -24,12 +24,17 @@ def load_local_repository(spec: str, trust_remote_code: Optional[bool]) -> Optio
     """``(generate_function, module_or_None)`` for a local repository; None when ``spec`` is not a directory."""
     root = Path(spec).expanduser()
     if not root.is_dir():
-        if "/" in spec and not spec.startswith((".", "/", "~")) and not root.exists():
-            raise PluginError(
-                f"custom_generate={spec!r} looks like a hub repository id, and genplug never downloads code at "
-                "run time; clone the repository and pass its local path"
-            )
-        raise GenerationInputError(f"custom_generate={spec!r} is not a directory")
+        if _looks_like_hub_id(spec):
+            cached = hub_cache_snapshot(spec)
+            if cached is None:
+                raise PluginError(
+                    f"custom_generate={spec!r} looks like a hub repository id that is not in the local Hugging Face "
+                    "cache, and genplug never downloads code at run time; download it once "
+                    f"(huggingface-cli download {spec}) or clone it and pass its local path"
+                )
+            root = cached
+        else:
+            raise GenerationInputError(f"custom_generate={spec!r} is not a directory")
     script = root / "custom_generate" / "generate.py"
     if not script.is_file():
         raise GenerationInputError(
@@ -48,6 +53,31 @@ def load_local_repository(spec: str, trust_remote_code: Optional[bool]) -> Optio
         raise GenerationInputError(f"{script} defines no top-level generate(model, **kwargs) function")
     has_hooks = any(name.startswith("genplug_") for name in vars(module))
     return function, (module if has_hooks else None)
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
+
+
+def hub_cache_snapshot(repo_id: str) -> Optional[Path]:
+    """The local snapshot of a hub repository already in the Hugging Face cache (no network), or None.
+
+    Reads the cache layout directly (``<cache>/models--org--name/snapshots/<revision>``), preferring the
+    revision ``refs/main`` points at, so huggingface_hub is not needed.
+    """
+    import os
+
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub")
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    main = repo / "refs" / "main"
+    if main.is_file() and (snapshots / main.read_text().strip()).is_dir():
+        return snapshots / main.read_text().strip()
+    candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
 
 
 def check_requirements(path: Path) -> None:

@@ -61,7 +61,8 @@ def test_unmet_requirements_are_named(model, tmp_path):
     assert "torch>=999.0 (installed:" in str(err.value) and "no-such-package-xyz (not installed)" in str(err.value)
 
 
-def test_hub_id_is_never_downloaded(model):
+def test_hub_id_is_never_downloaded(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(PluginError, match="never downloads"):
         genplug.generate(model, torch.tensor([[1, 2]]), custom_generate="someone/some-recipe", trust_remote_code=True)
 
@@ -75,3 +76,17 @@ def test_repository_hooks_apply_for_that_call_only(model):
     assert banned not in out[0, 3:].tolist()
     with pytest.raises(Exception, match="banned_token_id"):
         genplug.generate(model, ids, max_new_tokens=2, banned_token_id=banned)
+
+
+def test_hub_id_already_in_the_local_cache_runs_offline(model, tmp_path, monkeypatch):
+    import shutil
+
+    snapshot = tmp_path / "hub" / "models--someone--entropy" / "snapshots" / "abc123"
+    shutil.copytree(EXAMPLES / "entropy_trace", snapshot)
+    (tmp_path / "hub" / "models--someone--entropy" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--entropy" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    ids = torch.tensor([[4, 5, 6]])
+    out = genplug.generate(model, ids, custom_generate="someone/entropy", trust_remote_code=True,
+                           max_new_tokens=3, eos_token_id=None)
+    assert torch.equal(out["sequences"], recompute_greedy(model, ids, 3))
