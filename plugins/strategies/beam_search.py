@@ -29,8 +29,8 @@ import torch
 from genplug import hookimpl
 from genplug.errors import GenerationConfigError, GenerationInputError
 from genplug.inputs import as_id_list
-from genplug.models import ModelAdapter
 from genplug.loop import DEFAULT_STOP_CHECK_INTERVAL
+from genplug.models import ModelAdapter
 from genplug.step_inputs import StepInputs
 from genplug.stopping import StoppingCriteriaList
 
