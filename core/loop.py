@@ -16,6 +16,7 @@ from .graph_loop import graph_decode, graph_decode_possible
 from .models import ModelAdapter
 from .outputs import GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput
 from .processing import LogitsProcessorList
+from .step_inputs import StepInputs
 from .stopping import StoppingCriteriaList
 
 DEFAULT_STOP_CHECK_INTERVAL = 8
@@ -43,41 +44,19 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
     # Greedy search may skip argmax-invariant warpers unless their scores are returned; sampling needs them.
     processors = logits_processor if (do_sample or want.scores) else logits_processor.without_argmax_invariant()
 
-    # For encoder-decoder models "attention_mask" is the encoder's and stays with the model kwargs.
-    attention_mask = None if adapter.is_encoder_decoder else model_kwargs.pop("attention_mask", None)
     cache = model_kwargs.pop("past_key_values", None)
     use_cache = bool(model_kwargs.pop("use_cache", True))
-    model_kwargs.pop("position_ids", None)
+    step_inputs = StepInputs.take(adapter, model_kwargs, batch, prompt_len, max_length, device)
+    mask = step_inputs.mask
 
     tokens = input_ids.new_full((batch, max_length), pad)
     tokens[:, :prompt_len] = input_ids
-    mask = positions = None
-    if adapter.is_encoder_decoder:
-        decoder_mask = model_kwargs.pop("decoder_attention_mask", None)
-        if decoder_mask is not None:
-            mask = decoder_mask.new_ones((batch, max_length))
-            mask[:, :prompt_len] = decoder_mask
-    elif attention_mask is not None:
-        mask = attention_mask.new_ones((batch, max_length))
-        mask[:, :prompt_len] = attention_mask
-        positions = (mask.long().cumsum(-1) - 1).clamp_min_(0)
-    else:
-        positions = torch.arange(max_length, device=device).expand(batch, -1)
-
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     generated = torch.zeros((), dtype=torch.long, device=device)  # tokens until every row stopped
 
     def forward(start: int, end: int):
-        return adapter.step(
-            tokens[:, start:end],
-            None if mask is None else mask[:, :end],
-            None if positions is None else positions[:, start:end],
-            cache if use_cache else None,
-            model_kwargs,
-            use_cache=use_cache,
-            output_attentions=want.attentions,
-            output_hidden_states=want.hidden_states,
-        )
+        return step_inputs.forward(adapter, tokens, start, end, cache, model_kwargs, use_cache=use_cache,
+                                   output_attentions=want.attentions, output_hidden_states=want.hidden_states)
 
     outputs = forward(0, prompt_len)
     if use_cache and cache is None:  # the model made its own cache
