@@ -72,11 +72,12 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         if not config.return_dict_in_generate:
             return sequences
         return want.output(sequences, n_generated, cache, model_kwargs)
+    per_step_criteria = stopping_criteria.per_step()
     cur = prompt_len
     steps_run = 0
     while True:
         logits = outputs.logits[:, -1, :].to(dtype=torch.float32, device=device, copy=True)
-        scores = processors(tokens[:, :cur], logits)
+        scores = processors(tokens[:, :cur], logits) if processors else logits
         want.record(scores, logits, outputs)
         if do_sample:
             next_tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
@@ -89,16 +90,18 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         steps_run += 1
         if streamer is not None:
             streamer.put(next_tokens.cpu())
-        generated += unfinished.any()
-        unfinished &= ~stopping_criteria(tokens[:, :cur], scores)
+        if per_step_criteria:  # else no row can stop before max_length: nothing to track
+            generated += unfinished.any()
         if cur >= max_length:
             break
-        if steps_run % interval == 0 and _all_finished(unfinished, synced_gpus):
-            break
+        if per_step_criteria:
+            unfinished &= ~per_step_criteria(tokens[:, :cur], scores)
+            if steps_run % interval == 0 and _all_finished(unfinished, synced_gpus):
+                break
         del outputs
         outputs = forward(cur - 1, cur) if use_cache else forward(0, cur)
 
-    n_generated = int(generated)  # the one host read that fixes the output length
+    n_generated = int(generated) if per_step_criteria else steps_run  # the one host read of the length
     end = prompt_len + n_generated
     if steps_run > n_generated and use_cache:
         cache.crop(n_generated - steps_run)  # negative: remove that many; transformers' caches take only this form

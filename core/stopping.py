@@ -44,6 +44,19 @@ class StoppingCriteriaList(list):
                 return criterion.max_length
         return None
 
+    def per_step(self) -> "StoppingCriteriaList":
+        """The criteria a step loop must call each step: those that stop only at max_length are left
+        out (the loop stops there itself) after their up-front context warning."""
+        kept = []
+        for criterion in self:
+            if getattr(criterion, "stops_only_at_max_length", False):
+                warn = getattr(criterion, "warn_if_past_context", None)
+                if warn is not None:
+                    warn(0)
+            else:
+                kept.append(criterion)
+        return StoppingCriteriaList(kept)
+
     @property
     def has_eos(self) -> bool:
         return any(hasattr(c, "eos_token_id") for c in self)

@@ -19,6 +19,10 @@ class MaxLengthCriteria(StoppingCriteria):
     The answer depends only on the shape, so this costs one ``torch.full`` per step.
     """
 
+    # The step loops stop at max_length themselves, so they skip calling this every step (they call
+    # warn_if_past_context() once instead).
+    stops_only_at_max_length = True
+
     def __init__(self, max_length: int, max_position_embeddings: Optional[int] = None):
         self.max_length = max_length
         self.max_position_embeddings = max_position_embeddings
@@ -38,6 +42,18 @@ class MaxLengthCriteria(StoppingCriteria):
                 stacklevel=2,
             )
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+    def warn_if_past_context(self, prompt_length: int) -> None:
+        """Warn once, up front, when generating up to max_length will pass the model's context size."""
+        if self.max_position_embeddings is not None and self.max_length - 1 > self.max_position_embeddings:
+            self._warned = True
+            warnings.warn(
+                f"max_length={self.max_length} goes past the model's max_position_embeddings="
+                f"{self.max_position_embeddings}; the model may produce poor text or fail past it. Lower "
+                "max_length / max_new_tokens to stay within it",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _max_position_embeddings(model) -> Optional[int]:
