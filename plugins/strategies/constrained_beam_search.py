@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-import numpy as np
 import torch
 
 from genplug import hookimpl
@@ -343,7 +342,7 @@ class _ConstrainedSearch:
             counter = counter + 1 if bank == previous else 0
             previous = bank
             turn.append(counter)
-        order = order[torch.from_numpy(np.argsort(turn, kind="mergesort"))][:N].tolist()
+        order = order[torch.sort(torch.tensor(turn), stable=True).indices][:N].tolist()
         return ([all_rows[i] for i in order], [all_tokens[i] for i in order], all_scores[order],
                 [all_states[i] for i in order])
 
