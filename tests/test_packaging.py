@@ -38,3 +38,20 @@ def test_every_plugin_module_is_declared():
             rel = module_file.relative_to(ROOT / "plugins").with_suffix("")
             name = ".".join(["genplug.plugins", *rel.parts]).removesuffix(".__init__")
             assert name in declared, f"{name} has hook implementations but no entry point"
+
+
+def test_builtin_plugins_load_with_only_the_declared_dependencies():
+    """Every built-in plugin loads when packages genplug does not declare (numpy, transformers) are absent."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['numpy'] = None; sys.modules['transformers'] = None\n"
+        "import warnings; warnings.simplefilter('error', RuntimeWarning)\n"
+        "from genplug.plugin_manager import new_plugin_manager\n"
+        "pm = new_plugin_manager(autoload=False)\n"
+        "broken = [i.name for i in pm.plugin_list() if i.status == 'broken']\n"
+        "assert not broken, broken\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
