@@ -37,13 +37,13 @@ def tiny_qwen2(layer_types, window, seed=0):
 def agreement_model():
     """The model of the quantized-cache agreement test.
 
-    A seeded random Llama for now; point ``GENPLUG_CACHE_TEST_MODEL`` at a local transformers
-    checkpoint directory (e.g. genplug's embedded default model, once it exists) to use that instead.
+    genplug's embedded default model (a trained story model, loaded by transformers), or the local
+    checkpoint directory ``GENPLUG_CACHE_TEST_MODEL`` points at.
     """
-    path = os.environ.get("GENPLUG_CACHE_TEST_MODEL")
-    if path:
-        return transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval()
-    return tiny_llama(seed=1)
+    import genplug
+
+    path = os.environ.get("GENPLUG_CACHE_TEST_MODEL") or str(genplug.default_model_path())
+    return transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval()
 
 
 def registry():
