@@ -106,7 +106,7 @@ def genplug_register_model_adapters(register):
 def genplug_register_model_loaders(register):
     """Register loaders of local checkpoints (``genplug generate --model DIR``).
 
-    ``register(name, loader, *, description="")`` where ``loader`` has ``claims(path) -> bool`` and
+    ``register(name, loader, *, priority=0, description="")`` where ``loader`` has ``claims(path) -> bool`` and
     ``load(path, device, dtype) -> (model, tokenizer)``.
     """
 
