@@ -129,3 +129,14 @@ def test_processor_with_unknown_stage_is_refused():
     pm = new_plugin_manager(autoload=False, plugins=[BadStage()])
     with pytest.raises(PluginError, match="stage must be one of"):
         pm.registries
+
+
+def test_candidate_generator_registry_collects_plugin_entries():
+    class Drafts:
+        @genplug.hookimpl
+        def genplug_register_candidate_generators(self, register):
+            register("n_gram_draft", lambda config, context: None, description="test drafter")
+
+    pm = new_plugin_manager(autoload=False, plugins=[Drafts()])
+    entry = pm.registries.candidate_generators.lookup("n_gram_draft")
+    assert entry.options["description"] == "test drafter" and entry.plugin != "greedy"
