@@ -21,7 +21,7 @@ ORDER = [  # transformers' _get_logits_processor order, by config field
 ]
 PROCESSOR_MODULES = sorted(p.stem for p in Path(genplug.plugins.processors.__file__).parent.glob("*.py")
                            if p.stem not in ("__init__", "chaining", "enabling", "masking", "truncation",
-                                             "validation", "token_healing"))
+                                             "validation"))
 
 
 def test_registered_names_and_order():
