@@ -91,6 +91,10 @@ def run(args) -> int:
         for batch in batches:
             encoded = tokenizer(batch, padding=True, return_tensors="pt")
             input_ids = encoded["input_ids"].to(args.device)
+            context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+            if isinstance(context, int) and input_ids.shape[1] >= context:
+                raise ValueError(f"the prompt is {input_ids.shape[1]} tokens long but the model's context is "
+                                 f"{context} tokens; shorten the prompt")
             attention_mask = encoded["attention_mask"].to(args.device)
             timer = _Timer()
             streamer = _Streamer(tokenizer, timer, echo=stream, prompt=batch[0] if encoder_decoder else None)

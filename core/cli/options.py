@@ -30,7 +30,8 @@ def parse_sets(pairs: Optional[List[str]]) -> Dict[str, Any]:
 def add_config_options(parser) -> None:
     parser.add_argument("--config", metavar="FILE", help="a generation_config.json to start from")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
-                        help="set any config field, plugin-owned ones included (repeatable)")
+                        help="set any config field, plugin-owned ones included (repeatable); "
+                             "docs/config.md lists the built-in fields, `genplug explain --fields` the plugins'")
 
 
 def load_config(config_file: Optional[str], overrides: Dict[str, Any]):
