@@ -90,7 +90,8 @@ def _generate(pm, model, custom_callable, call, kwargs):
             "load a transformers config with GenerationConfig.from_dict(cfg.to_dict())"
         )
     model_defaults = _model_generation_defaults(adapter) if use_model_defaults is not False else None
-    has_default_max_length = (kwargs.get("max_length") is None
+    kwargs_max_length = kwargs.get("max_length")
+    has_default_max_length = (kwargs_max_length is None
                               and (passed is None or passed.max_length is None)
                               and (model_defaults is None or model_defaults.max_length is None))
     config = (copy.deepcopy(passed) if passed is not None else GenerationConfig()).resolved(model_defaults)
@@ -139,7 +140,9 @@ def _generate(pm, model, custom_callable, call, kwargs):
         if key != "past_key_values":
             model_kwargs[key] = prep.expand_rows(value, times)
 
-    prep.generated_lengths(config, input_ids.shape[1], has_default_max_length, adapter.max_position_embeddings)
+    user_set_max_length = kwargs_max_length is not None or (passed is not None and passed.max_length is not None)
+    prep.generated_lengths(config, input_ids.shape[1], has_default_max_length, adapter.max_position_embeddings,
+                           user_set_max_length)
 
     # ---- cache
     model_kwargs["past_key_values"] = _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name,

@@ -106,10 +106,11 @@ def expand_rows(value: Any, times: int) -> Any:
     return value
 
 
-def generated_lengths(config, prompt_len: int, has_default_max_length: bool, max_position_embeddings: Optional[int]) -> None:
+def generated_lengths(config, prompt_len: int, has_default_max_length: bool, max_position_embeddings: Optional[int],
+                      user_set_max_length: bool = False) -> None:
     """Turn max_new_tokens / min_new_tokens into absolute lengths, as transformers does (in place)."""
     if config.max_new_tokens is not None:
-        if has_default_max_length is False and config.max_length is not None and getattr(config, "_user_set_max_length", False):
+        if user_set_max_length:
             warnings.warn(
                 f"Both max_new_tokens (={config.max_new_tokens}) and max_length (={config.max_length}) are set; "
                 "max_new_tokens takes precedence.",
