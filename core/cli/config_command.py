@@ -16,23 +16,24 @@ def register(sub) -> None:
 
 def run_validate(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from genplug.config import GenerationConfig
     from genplug.errors import GenerationConfigError
 
-    console = Console()
+    console = Console(soft_wrap=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             config = GenerationConfig.from_pretrained(args.file)
             config.validate(strict=args.strict)
         except (GenerationConfigError, OSError, ValueError) as exc:
-            console.print(f"[red]invalid[/] {args.file}: {exc}", highlight=False)
+            console.print(f"[red]invalid[/] {escape(args.file)}: {escape(str(exc))}", highlight=False)
             return 1
     problems = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     for problem in problems:
-        console.print(f"[yellow]warning[/] {problem}", highlight=False)
+        console.print(f"[yellow]warning[/] {escape(problem)}", highlight=False)
     if args.strict and problems:
         return 1
-    console.print(f"[green]valid[/] {args.file}", highlight=False)
+    console.print(f"[green]valid[/] {escape(args.file)}", highlight=False)
     return 0

@@ -31,8 +31,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except (ValueError, OSError, RuntimeError, ImportError) as exc:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 1
 
 
