@@ -35,10 +35,11 @@ def env(tmp_path_factory):
     sources = home / "src"
     shutil.copytree(ROOT, sources / "genplug", ignore=shutil.ignore_patterns(
         ".git", ".ci-venv", "tests", "bench", "contrib", "*.egg-info", "build", "__pycache__"))
-    for plugin in ("genplug-top-nsigma", "genplug-broken"):
+    for plugin in ("genplug-top-nsigma", "genplug-half-cache", "genplug-broken"):
         shutil.copytree(CONTRIB / plugin, sources / plugin, ignore=shutil.ignore_patterns("*.egg-info", "build"))
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    str(sources / "genplug"), str(sources / "genplug-top-nsigma"), str(sources / "genplug-broken")],
+                    str(sources / "genplug"), str(sources / "genplug-top-nsigma"), str(sources / "genplug-half-cache"),
+                    str(sources / "genplug-broken")],
                    check=True, capture_output=True, text=True, cwd=home)
     return home
 
@@ -110,3 +111,14 @@ def test_processor_off_is_bit_identical_and_on_has_effect(env):
     assert all(n < 64 for n in on["finite"])  # top-nσ removed tokens at every step
     refused = _run(env, [python, "-c", script, "on"], {"GENPLUG_DISABLE_PLUGINS": "top_nsigma"})
     assert refused.returncode != 0 and "top_nsigma" in refused.stderr and "blocked" in refused.stderr
+
+
+def test_third_party_cache_backend_selected_by_name_through_the_cli(env):
+    plugins = _plugins(env)
+    assert plugins["half_cache"]["provides"]["cache_backends"] == ["half_precision"]
+    result = _run(env, [str(env / "bin" / "genplug"), "generate", "Once upon a time", "--cache", "half_precision",
+                        "--max-new-tokens", "8", "--json"])
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["token_ids"]) == 8
+    unknown = _run(env, [str(env / "bin" / "genplug"), "generate", "x", "--cache", "half_precison"])
+    assert unknown.returncode == 1 and "half_precision" in unknown.stderr  # the known names are listed
