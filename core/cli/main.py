@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import List, Optional
+
+# torch's CPU wheels do not depend on numpy, and importing torch without it warns on every run; genplug
+# never needs numpy, so the command line keeps that noise out of the user's terminal.
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 COMMANDS = ("generate", "plugins", "explain", "config")
 
