@@ -12,7 +12,7 @@ it. On a CPU the same step runs eagerly, which is how its logic is tested.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 

@@ -7,7 +7,7 @@ message that names the argument, the value and the fix.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional
 
 import torch
 

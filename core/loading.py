@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default_model"
 

@@ -8,7 +8,7 @@ point where every row finished are cut off afterwards, so the output is the same
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List
 
 import torch
 

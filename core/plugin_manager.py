@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import importlib
 import os
 import warnings
 from importlib import metadata

@@ -31,10 +31,10 @@ from genplug.errors import GenerationConfigError, GenerationInputError
 from genplug.inputs import as_id_list
 from genplug.loop import DEFAULT_STOP_CHECK_INTERVAL
 from genplug.models import ModelAdapter
-from genplug.step_inputs import StepInputs
 from genplug.stopping import StoppingCriteriaList
 
-from .beam_outputs import BeamRecorder, cache_reorderer, fill_token, refuse_streamer, stateful_processors
+from .beam_outputs import fill_token, refuse_streamer
+from .beam_run import BeamModelRun
 
 _NEG = -1.0e9  # transformers' "never pick this" score; kept so scores match it bit for bit
 
@@ -90,23 +90,15 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
     search = BeamSearchState(input_ids, num_beams, max(2, 1 + n_eos) * num_beams, max_length, fill_token(config),
                              config.length_penalty, config.early_stopping)
 
-    recorder = BeamRecorder(config, adapter.is_encoder_decoder)
-    cache = model_kwargs.pop("past_key_values", None)
-    use_cache = bool(model_kwargs.pop("use_cache", True))
-    inputs = StepInputs.take(adapter, model_kwargs, rows, prompt_len, max_length, device)
-    followers = stateful_processors(logits_processor)
+    run = BeamModelRun(adapter, config, logits_processor, model_kwargs, rows, prompt_len, max_length, device)
+    recorder, use_cache = run.recorder, run.use_cache
 
     def forward(start: int, end: int):
-        return inputs.forward(adapter, search.running, start, end, cache, model_kwargs, use_cache=use_cache,
-                              output_attentions=recorder.want_attentions,
-                              output_hidden_states=recorder.want_hidden_states)
+        return run.forward(search.running, start, end)
 
     outputs = forward(0, prompt_len)
-    if use_cache and cache is None:  # the model made its own cache
-        cache = outputs.past_key_values
-    reorder = cache_reorderer(adapter, cache) if use_cache else None
     interval = 1 if synced_gpus else int(getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
-    if use_cache and not adapter.can_crop(cache):
+    if use_cache and not adapter.can_crop(run.cache):
         interval = 1  # steps past the end could not be taken back out of the returned cache
     cur = prompt_len
     over = torch.zeros((), dtype=torch.bool, device=device)  # True once the search has ended
@@ -124,10 +116,7 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
             recorder.record(log_probs, last.to(torch.float32, copy=True) if recorder.want_logits else None, outputs)
         del outputs
         beam_idx = search.step(log_probs, cur, over, stopping_criteria, recorder.scores_so_far(), do_sample)
-        if use_cache:
-            cache = reorder(cache, beam_idx)
-        for processor in followers:
-            processor.reorder(beam_idx)
+        run.reorder(beam_idx)
         steps_past_end += over
         over |= search.ends(cur + 1)
         cur += 1
@@ -136,15 +125,15 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
             break
         if steps_run % interval == 0 and _ended_everywhere(over, synced_gpus):
             break
-        outputs = forward(cur - 1, cur) if use_cache else forward(0, cur)
+        outputs = forward(cur - 1, cur)
 
     steps = steps_run - int(steps_past_end)
     if use_cache and steps_run > steps:
-        cache.crop(steps - steps_run)  # negative: remove that many (the form every cache takes)
+        run.cache.crop(steps - steps_run)  # negative: remove that many (the form every cache takes)
     sequences, scores, beam_indices = search.best(int(config.num_return_sequences or 1))
     if not recorder.return_dict:
         return sequences
-    return recorder.output(sequences, scores, beam_indices, steps, cache if use_cache else None, model_kwargs)
+    return recorder.output(sequences, scores, beam_indices, steps, run.returned_cache, model_kwargs)
 
 
 def _ended_everywhere(over: torch.Tensor, synced_gpus: bool) -> bool:

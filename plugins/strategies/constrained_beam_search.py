@@ -37,10 +37,10 @@ from genplug import hookimpl
 from genplug.errors import GenerationConfigError, GenerationInputError
 from genplug.inputs import as_id_list
 from genplug.models import ModelAdapter
-from genplug.step_inputs import StepInputs
 
 from .beam_hypotheses import FinishedHypotheses, best_hypotheses
-from .beam_outputs import BeamRecorder, cache_reorderer, fill_token, refuse_streamer, stateful_processors
+from .beam_outputs import fill_token, refuse_streamer
+from .beam_run import BeamModelRun
 from .constraints import Constraint, ConstraintListState, DisjunctiveConstraint, PhrasalConstraint
 
 
@@ -153,21 +153,13 @@ def run_constrained_beam_search(model, input_ids: torch.LongTensor, logits_proce
     search = _ConstrainedSearch(input_ids, num_beams, max(2, 1 + len(eos_ids)) * num_beams, max_length, pad,
                                 eos_ids, constraints, config)
 
-    recorder = BeamRecorder(config, adapter.is_encoder_decoder)
-    cache = model_kwargs.pop("past_key_values", None)
-    use_cache = bool(model_kwargs.pop("use_cache", True))
-    inputs = StepInputs.take(adapter, model_kwargs, rows, prompt_len, max_length, device)
-    followers = stateful_processors(logits_processor)
+    run = BeamModelRun(adapter, config, logits_processor, model_kwargs, rows, prompt_len, max_length, device)
+    recorder = run.recorder
 
     def forward(start: int, end: int):
-        return inputs.forward(adapter, search.tokens, start, end, cache, model_kwargs, use_cache=use_cache,
-                              output_attentions=recorder.want_attentions,
-                              output_hidden_states=recorder.want_hidden_states)
+        return run.forward(search.tokens, start, end)
 
     outputs = forward(0, prompt_len)
-    if use_cache and cache is None:
-        cache = outputs.past_key_values
-    reorder = cache_reorderer(adapter, cache) if use_cache else None
     cur = prompt_len
     steps = 0
     stopped_here = False  # with synced_gpus a finished rank keeps running forwards for the others
@@ -177,10 +169,7 @@ def run_constrained_beam_search(model, input_ids: torch.LongTensor, logits_proce
             processed = logits_processor(search.tokens[:, :cur], torch.log_softmax(logits, dim=-1))
             recorder.record(processed, logits, outputs)
             source_rows = search.step(processed, cur)
-            if use_cache:
-                cache = reorder(cache, source_rows)
-            for processor in followers:
-                processor.reorder(source_rows)
+            run.reorder(source_rows)
             cur += 1
             steps += 1
             stopped_here = cur >= max_length or all(search.done) or bool(
@@ -188,13 +177,13 @@ def run_constrained_beam_search(model, input_ids: torch.LongTensor, logits_proce
         del outputs
         if (_stopped_everywhere(stopped_here, device) if synced_gpus else stopped_here):
             break
-        outputs = forward(cur - 1, cur) if use_cache else forward(0, cur)
+        outputs = forward(cur - 1, cur)
 
     search.finish(cur, int(config.num_return_sequences or 1))
     sequences, scores, beam_indices = best_hypotheses([search.finished], int(config.num_return_sequences or 1))
     if not recorder.return_dict:
         return sequences
-    return recorder.output(sequences, scores, beam_indices, steps, cache if use_cache else None, model_kwargs)
+    return recorder.output(sequences, scores, beam_indices, steps, run.returned_cache, model_kwargs)
 
 
 def _stopped_everywhere(stopped_here: bool, device) -> bool:

@@ -38,10 +38,10 @@ from genplug.errors import GenerationConfigError, GenerationInputError
 from genplug.inputs import as_id_list
 from genplug.models import ModelAdapter
 from genplug.processing import LogitsProcessor
-from genplug.step_inputs import StepInputs
 
 from .beam_hypotheses import FinishedHypotheses, best_hypotheses, rows_of_groups
-from .beam_outputs import BeamRecorder, cache_reorderer, fill_token, refuse_streamer, stateful_processors
+from .beam_outputs import fill_token, refuse_streamer
+from .beam_run import BeamModelRun
 
 
 class HammingDiversityLogitsProcessor(LogitsProcessor):
@@ -158,21 +158,13 @@ def run_group_beam_search(model, input_ids: torch.LongTensor, logits_processor, 
     beam_scores[:, ::group_size] = 0  # one live beam per group to start with
     beam_scores = beam_scores.view(-1)
 
-    recorder = BeamRecorder(config, adapter.is_encoder_decoder)
-    cache = model_kwargs.pop("past_key_values", None)
-    use_cache = bool(model_kwargs.pop("use_cache", True))
-    inputs = StepInputs.take(adapter, model_kwargs, rows, prompt_len, max_length, device)
-    followers = stateful_processors(logits_processor)
+    run = BeamModelRun(adapter, config, logits_processor, model_kwargs, rows, prompt_len, max_length, device)
+    recorder = run.recorder
 
     def forward(start: int, end: int):
-        return inputs.forward(adapter, tokens, start, end, cache, model_kwargs, use_cache=use_cache,
-                              output_attentions=recorder.want_attentions,
-                              output_hidden_states=recorder.want_hidden_states)
+        return run.forward(tokens, start, end)
 
     outputs = forward(0, prompt_len)
-    if use_cache and cache is None:
-        cache = outputs.past_key_values
-    reorder = cache_reorderer(adapter, cache) if use_cache else None
     cur = prompt_len
     steps = 0
     stopped_here = False  # with synced_gpus a finished rank keeps running forwards for the others
@@ -183,10 +175,7 @@ def run_group_beam_search(model, input_ids: torch.LongTensor, logits_processor, 
                                                torch.log_softmax(logits, dim=-1), logits_processor, eos, pad,
                                                per_group, prompt_len, recorder.want_scores)
             recorder.record(processed_all, logits, outputs)
-            if use_cache:
-                cache = reorder(cache, source_rows)
-            for processor in followers:
-                processor.reorder(source_rows)
+            run.reorder(source_rows)
             cur += 1
             steps += 1
             stopped_here = cur >= max_length or bool(
@@ -194,7 +183,7 @@ def run_group_beam_search(model, input_ids: torch.LongTensor, logits_processor, 
         del outputs
         if (_stopped_everywhere(stopped_here, device) if synced_gpus else stopped_here):
             break
-        outputs = forward(cur - 1, cur) if use_cache else forward(0, cur)
+        outputs = forward(cur - 1, cur)
 
     # Groups still searching offer their running beams as they stand.
     for g, group_rows in enumerate(groups):
@@ -203,7 +192,7 @@ def run_group_beam_search(model, input_ids: torch.LongTensor, logits_processor, 
     sequences, scores, beam_indices = best_hypotheses(finished, int(config.num_return_sequences or 1))
     if not recorder.return_dict:
         return sequences
-    return recorder.output(sequences, scores, beam_indices, steps, cache if use_cache else None, model_kwargs)
+    return recorder.output(sequences, scores, beam_indices, steps, run.returned_cache, model_kwargs)
 
 
 def _stopped_everywhere(stopped_here: bool, device) -> bool:

@@ -1,0 +1,58 @@
+"""The model side every beam strategy shares: the cache, the per-step inputs, the recorder, reordering.
+
+Beam search, diverse beam search and constrained beam search differ in how they pick beams, not in
+how they run the model; this keeps that part in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+
+from genplug.models import ModelAdapter
+from genplug.step_inputs import StepInputs
+
+from .beam_outputs import BeamRecorder, cache_reorderer, stateful_processors
+
+
+class BeamModelRun:
+    """Runs the model for a beam strategy and follows its beam reorderings.
+
+    Takes ``past_key_values`` / ``use_cache`` / the masks out of ``model_kwargs``; ``cache`` is the
+    live cache (the model's own one after the prefill when none was given).
+    """
+
+    def __init__(self, adapter: ModelAdapter, config, logits_processor, model_kwargs: Dict[str, Any], rows: int,
+                 prompt_len: int, max_length: int, device: torch.device):
+        self.adapter = adapter
+        self.model_kwargs = model_kwargs
+        self.recorder = BeamRecorder(config, adapter.is_encoder_decoder)
+        self.cache = model_kwargs.pop("past_key_values", None)
+        self.use_cache = bool(model_kwargs.pop("use_cache", True))
+        self.inputs = StepInputs.take(adapter, model_kwargs, rows, prompt_len, max_length, device)
+        self.followers = stateful_processors(logits_processor)
+        self._reorder = None
+
+    def forward(self, tokens: torch.Tensor, start: int, end: int):
+        """The model on ``tokens[:, start:end]`` (``start`` is ignored without a cache: all is recomputed)."""
+        outputs = self.inputs.forward(self.adapter, tokens, start if self.use_cache else 0, end, self.cache,
+                                      self.model_kwargs, use_cache=self.use_cache,
+                                      output_attentions=self.recorder.want_attentions,
+                                      output_hidden_states=self.recorder.want_hidden_states)
+        if self.use_cache and self.cache is None:  # the model made its own cache
+            self.cache = outputs.past_key_values
+        return outputs
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Make the cache and stateful processors follow the rows each beam now continues."""
+        if self.use_cache:
+            if self._reorder is None:
+                self._reorder = cache_reorderer(self.adapter, self.cache)
+            self.cache = self._reorder(self.cache, beam_idx)
+        for processor in self.followers:
+            processor.reorder(beam_idx)
+
+    @property
+    def returned_cache(self):
+        return self.cache if self.use_cache else None
