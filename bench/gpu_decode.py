@@ -4,9 +4,11 @@ Builds the model once with transformers (random weights, seeded), saves it to a 
 and loads the same weights into genplug's native model. Measures the device-to-device copy bandwidth
 (the batch-1 limit is bandwidth / weight bytes), then prompt 128 + 256 new tokens for:
 transformers generate (dynamic cache; static cache + its automatic torch.compile) and genplug
-(native model; the same transformers model through the adapter), greedy and sampling, batch 1/16/64.
-Prints one table: tokens/s, % of the bandwidth limit (batch 1), ratio to transformers' best.
-Run on the accelerator: python bench/gpu_decode.py [--quick]
+(native model with the CUDA-graph step, eager kernels or inductor-compiled; the same transformers model
+through the adapter, dynamic cache and static cache with its forward captured as a CUDA graph), greedy
+and sampling, batch 1/16/64. Prints one table: tokens/s, % of the bandwidth limit (batch 1), ratio to
+transformers' best, and the first call's time (compile and capture included).
+Run on the accelerator: python bench/gpu_decode.py [--batches 1,16,64] [--cells substring,...] [--gemv]
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ def timed(fn):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="batch 1 and 16 only, fewer modes")
+    parser.add_argument("--batches", default="1,16,64")
+    parser.add_argument("--cells", default="", help="comma-separated substrings; run only the cells whose name has one")
+    parser.add_argument("--modes", default="greedy,sampling")
+    parser.add_argument("--gemv", action="store_true", help="also time one-token matmuls in both weight layouts")
     parser.add_argument("--layers", type=int, default=16)
     args = parser.parse_args()
     import transformers
@@ -72,11 +77,17 @@ def main():
     print(f"weights {weight_bytes / 1e9:.2f} GB, copy bandwidth {bandwidth / 1e12:.2f} TB/s, "
           f"batch-1 limit {limit:.0f} tokens/s")
 
-    batches = (1, 16) if args.quick else (1, 16, 64)
+    if args.gemv:
+        gemv_layouts(hf.config, bandwidth)
+    batches = tuple(int(b) for b in args.batches.split(","))
+    wanted = [c for c in args.cells.split(",") if c]
+    inductor = genplug.CompileConfig(options={"coordinate_descent_tuning": True})
     rows = []
     for batch in batches:
         ids = torch.randint(3, 128000, (batch, PROMPT), device="cuda")
         for mode, extra in (("greedy", {}), ("sampling", SAMPLING)):
+            if mode not in args.modes.split(","):
+                continue
             # no EOS: every call makes exactly NEW tokens (a min-length processor would read the token
             # count, which the CUDA-graph loop does not take)
             common = dict(max_new_tokens=NEW, eos_token_id=None, **extra)
@@ -85,9 +96,15 @@ def main():
                 "transformers static+compile": lambda: hf.generate(ids, cache_implementation="static", **common),
                 "genplug native (static, graph)": lambda: genplug.generate(native, ids, cache_implementation="static",
                                                                            **common),
+                "genplug native (static, graph+inductor)": lambda: genplug.generate(
+                    native, ids, cache_implementation="static", compile_config=inductor, **common),
                 "genplug adapter (hf model, dynamic)": lambda: genplug.generate(hf, ids, **common),
+                "genplug adapter (hf model, static, graph)": lambda: genplug.generate(
+                    hf, ids, cache_implementation="static", **common),
             }
             for name, fn in cells.items():
+                if wanted and not any(w in name for w in wanted):
+                    continue
                 try:
                     first, _ = timed(fn)
                     seconds, out = timed(fn)
@@ -102,6 +119,9 @@ def main():
     ids = torch.randint(3, 128000, (1, PROMPT), device="cuda")
     graph_out = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=NEW)
     eager_out = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=NEW, disable_compile=True)
+    hf_graph = genplug.generate(hf, ids, cache_implementation="static", max_new_tokens=NEW)
+    hf_eager = genplug.generate(hf, ids, cache_implementation="static", max_new_tokens=NEW, disable_compile=True)
+    print(f"transformers model: greedy graph path == eager path: {torch.equal(hf_graph, hf_eager)}")
     print(f"greedy graph path == eager path (batch 1, {NEW} tokens): {torch.equal(graph_out, eager_out)}; "
           f"graph capture took {graph_loop.LAST_CAPTURE_SECONDS:.2f} s")
     print()
@@ -111,6 +131,32 @@ def main():
                     and r[3] == r[3]), default=float("nan"))
         pct = f"{100 * tps / (limit * batch):7.1f}%" if batch == 1 else "       -"
         print(f"{batch:5d} {mode:9} {name:36} {tps:10.1f} {pct:>8} {tps / best:9.2f}x {first:10.1f}")
+
+
+def gemv_layouts(config, bandwidth):
+    """One-token matmuls of the model's shapes: ``F.linear`` on ``[out, in]`` vs ``x @ w`` on ``[in, out]``."""
+    import torch.nn.functional as F
+
+    hidden, inter, vocab = config.hidden_size, config.intermediate_size, config.vocab_size
+    kv = config.num_key_value_heads * config.head_dim
+    for name, (n_in, n_out) in {"qkv": (hidden, hidden + 2 * kv), "o": (hidden, hidden), "gate_up": (hidden, 2 * inter),
+                                "down": (inter, hidden), "lm_head": (hidden, vocab)}.items():
+        w = torch.randn(n_out, n_in, dtype=torch.bfloat16, device="cuda")
+        w_t = w.t().contiguous()
+        x = torch.randn(1, n_in, dtype=torch.bfloat16, device="cuda")
+        cells = []
+        for fn in (lambda: F.linear(x, w), lambda: x @ w_t):
+            graph = torch.cuda.CUDAGraph()
+            fn()
+            torch.cuda.synchronize()
+            with torch.cuda.graph(graph):
+                for _ in range(50):
+                    fn()
+            graph.replay()
+            seconds, _ = timed(lambda: [graph.replay() for _ in range(10)])
+            cells.append(w.numel() * 2 * 500 / seconds / bandwidth)
+        print(f"  gemv {name:8} {n_in}x{n_out}: F.linear [out,in] {100 * cells[0]:5.1f}% of copy bandwidth, "
+              f"x @ w [in,out] {100 * cells[1]:5.1f}%", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ it. On a CPU the same step runs eagerly, which is how its logic is tested.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Optional
 
 import torch
@@ -29,18 +30,15 @@ RUN_ON_CPU = False  # tests switch this on to check the step logic without CUDA
 
 def graph_decode_possible(adapter, processors, criteria, config, cache, streamer, synced_gpus) -> Optional[str]:
     """None when the graph loop can run this call, else the reason it cannot (for explain/debugging)."""
-    model = adapter.model
-    step = getattr(model, "static_decode_step", None)
     if adapter.device.type != "cuda" and not RUN_ON_CPU:
         return "graphs are captured on CUDA devices only"
-    if step is None:
-        return "the model has no static_decode_step"
     if getattr(config, "disable_compile", None):
         return "disable_compile=True"
     if cache is None or "static_shape" not in getattr(cache, "capabilities", ()):
         return "the cache is not static (cache_implementation='static')"
-    if not model.supports_static_decode(cache):
-        return "the model/cache pair has sliding or non-static layers"
+    reason = adapter.why_no_static_decode(cache)
+    if reason is not None:
+        return reason
     if streamer is not None or synced_gpus:
         return "a streamer or synced_gpus needs a host read every step"
     if config.return_dict_in_generate and (config.output_scores or config.output_logits or config.output_attentions
@@ -64,7 +62,6 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
     "every row finished" flag; steps after the stop are cut off, as in the eager loop.
     """
     global LAST_CAPTURE_SECONDS
-    model = adapter.model
     device = input_ids.device
     batch, prompt_len = input_ids.shape
     pad = config.pad_token_id if config.pad_token_id is not None else 0
@@ -105,7 +102,7 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
         token = tokens.gather(1, slot.expand(batch, 1))
         positions.add_(1)
         valid.index_fill_(1, slot.view(1), True)
-        logits = model.static_decode_step(token, positions, slot, valid, layers)
+        logits = adapter.static_decode_step(token, positions, slot, valid, cache)
         accept(choose(processors(tokens, logits)), slot + 1)
         slot.add_(1)
 
@@ -113,7 +110,15 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
     steps_left = max_length - prompt_len - 1
     use_graph = device.type == "cuda"
     started = time.perf_counter()
-    graph = _capture(compiled, tokens, positions, valid, slot, unfinished, generated, cache) if use_graph and steps_left > 0 else None
+    graph = None
+    if use_graph and steps_left > 0:
+        try:
+            graph = _capture(compiled, tokens, positions, valid, slot, unfinished, generated, cache)
+        except Exception as exc:  # e.g. a model whose forward reads a tensor on the host
+            if isinstance(exc, (torch.cuda.OutOfMemoryError,)):
+                raise
+            warnings.warn(f"genplug: the decode step could not be captured as a CUDA graph ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}); running it step by step instead", RuntimeWarning, stacklevel=3)
     LAST_CAPTURE_SECONDS = time.perf_counter() - started
     flag = torch.zeros((), dtype=torch.bool, pin_memory=use_graph)
     pending = None  # (event, steps_run_when_recorded)
@@ -147,22 +152,27 @@ def _maybe_compile(step, config):
 
 
 def _capture(step, *state):
-    """Warm up on a side stream, then capture one step; the captured buffers are the live state tensors."""
-    saved = [t.clone() for t in state if isinstance(t, torch.Tensor)]
-    layer_state = [(l.keys.clone(), l.values.clone()) for l in state[-1].layers]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
+    """Warm up on a side stream, then capture one step; the captured buffers are the live state tensors.
+
+    Warm-up and capture run the step for real, so every buffer -- the loop state and the cache's keys,
+    values and write counters -- is put back as it was afterwards, also when the capture fails.
+    """
+    live = [t for t in state if isinstance(t, torch.Tensor)]
+    for layer in state[-1].layers:
+        live += [layer.keys, layer.values] + ([layer.position] if getattr(layer, "position", None) is not None else [])
+    saved = [t.clone() for t in live]
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
             step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    # warm-up and capture ran the step for real: put every buffer back as it was
-    for tensor, copy in zip([t for t in state if isinstance(t, torch.Tensor)], saved):
-        tensor.copy_(copy)
-    for layer, (k, v) in zip(state[-1].layers, layer_state):
-        layer.keys.copy_(k)
-        layer.values.copy_(v)
+    finally:
+        torch.cuda.synchronize()
+        for tensor, copy in zip(live, saved):
+            tensor.copy_(copy)
     return graph

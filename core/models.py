@@ -156,6 +156,28 @@ class ModelAdapter:
             raise AttributeError(name)
         return getattr(self.model, name)
 
+    def why_no_static_decode(self, cache: Any) -> Optional[str]:
+        """None when :meth:`static_decode_step` can run over ``cache`` (the CUDA-graph loop), else why not.
+
+        The generic adapter offers it when the model does (genplug's native models): a model class
+        provides ``static_decode_step(token, position_ids, slot, valid, layers)`` and
+        ``supports_static_decode(cache)``.
+        """
+        if getattr(self.model, "static_decode_step", None) is None:
+            return "the model has no static_decode_step"
+        if not self.model.supports_static_decode(cache):
+            return "the model/cache pair has sliding or non-static layers"
+        return None
+
+    def static_decode_step(self, token: torch.Tensor, position_ids: torch.Tensor, slot: torch.Tensor,
+                           valid: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Float32 logits ``[batch, vocab]`` for ``token [batch, 1]`` written at cache slot ``slot`` (a
+        0-d device tensor), attending to the slots where ``valid [batch, max_cache_len]`` is True.
+
+        Shapes never change and nothing is read on the host, so the step can be captured as a CUDA graph.
+        """
+        return self.model.static_decode_step(token, position_ids, slot, valid, cache.layers)
+
     def step(self, input_ids, attention_mask, position_ids, cache, model_kwargs, *,
              use_cache: bool = True, logits_to_keep: int = 1, output_attentions: bool = False, output_hidden_states: bool = False):
         """One forward of the decoding loop: the prompt (prefill) or the newest token(s).

@@ -23,6 +23,8 @@ import inspect
 import sys
 from typing import Any, FrozenSet, Optional
 
+import torch
+
 from genplug import hookimpl
 from genplug.models import ModelAdapter
 
@@ -120,6 +122,37 @@ class TransformersAdapter(ModelAdapter):
                 cache = cache.self_attention_cache
             return bool(getattr(cache, "is_croppable", False)) and not any(getattr(cache, "is_sliding", ()))
         return super().can_crop(cache)
+
+    # ------------------------------------------------------------------ CUDA-graph decode step
+
+    def why_no_static_decode(self, cache: Any) -> Optional[str]:
+        """The transformers forward can be captured as a CUDA graph with a genplug static cache when
+        the model is decoder-only, takes ``position_ids``, and uses SDPA or eager attention (both take a
+        prepared 4-D mask, which transformers passes through untouched). ``cache_position`` is passed
+        where the forward still takes it (transformers before 5.20); genplug's static layers keep their
+        own device-side write counter."""
+        if self.is_encoder_decoder:
+            return "encoder-decoder transformers models decode step by step"
+        if not self.accepts("position_ids"):
+            return "the model's forward takes no position_ids"
+        attention = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
+        if attention not in ("sdpa", "eager"):
+            return f"attention implementation {attention!r} takes no prepared 4-D mask (sdpa or eager needed)"
+        layers = getattr(cache, "layers", None) or ()
+        if not layers or not all(type(layer).__name__ == "StaticLayer" and getattr(layer, "keys", None) is not None
+                                 for layer in layers):
+            return "the cache has sliding or non-static layers"
+        return None
+
+    def static_decode_step(self, token, position_ids, slot, valid, cache):
+        mask = valid[:, None, None, :]
+        if self.model.config._attn_implementation == "eager":  # eager attention adds the mask to its scores
+            dtype = self.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+        extra = {"cache_position": slot.view(1)} if self.accepts("cache_position") else {}
+        out = self.model(input_ids=token, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1, **extra)
+        return out.logits[:, -1].float()
 
     def step(self, input_ids, attention_mask, position_ids, cache, model_kwargs, **options):
         if cache is not None and cache is not self._cache_given:

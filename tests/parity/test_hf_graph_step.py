@@ -1,0 +1,53 @@
+"""transformers models through the CUDA-graph decode loop (``static_decode_step``), run eagerly on the CPU.
+
+The step hands transformers a prepared 4-D mask, ``position_ids`` and ``cache_position`` over a genplug
+static cache; the oracle is transformers' own generate with its static cache, token for token.
+"""
+
+import pytest
+import torch
+
+import genplug
+import genplug.graph_loop as graph_loop
+
+from parity_tools import left_padded, prompt, tiny_model
+
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
+
+
+@pytest.mark.parametrize("name", ["llama", "llama_sdpa", "qwen2"])
+def test_left_padded_greedy_matches_transformers_static_cache(name, on_cpu):
+    model = tiny_model(name)
+    input_ids, mask = left_padded()
+    kwargs = dict(attention_mask=mask, max_new_tokens=12, pad_token_id=0, cache_implementation="static")
+    theirs = model.generate(input_ids, **kwargs)
+    ours = genplug.generate(model, input_ids, **kwargs)
+    assert graph_loop.LAST_CAPTURE_SECONDS is not None  # the static step ran
+    assert torch.equal(ours, theirs)
+
+
+def test_eos_stops_rows_as_transformers_does(on_cpu):
+    model = tiny_model("llama_sdpa")
+    ids = prompt(batch=3, length=5)
+    free = model.generate(ids, max_new_tokens=10, eos_token_id=None)
+    eos = int(free[1, 5 + 3])  # row 1 meets it at its 4th new token
+    kwargs = dict(max_new_tokens=10, eos_token_id=eos, pad_token_id=0, cache_implementation="static")
+    theirs = model.generate(ids, **kwargs)
+    ours = genplug.generate(model, ids, stop_check_interval=4, **kwargs)
+    assert graph_loop.LAST_CAPTURE_SECONDS is not None
+    assert torch.equal(ours, theirs)
+
+
+def test_encoder_decoder_models_use_the_eager_loop(on_cpu):
+    from genplug.plugins.transformers.adapter import TransformersAdapter
+
+    model = tiny_model("t5")
+    assert "encoder-decoder" in TransformersAdapter(model).why_no_static_decode(object())
+    ids = prompt()
+    out = genplug.generate(model, ids, max_new_tokens=6, cache_implementation="static")
+    assert graph_loop.LAST_CAPTURE_SECONDS is None
+    assert torch.equal(out, model.generate(ids, max_new_tokens=6, cache_implementation="static"))
