@@ -101,6 +101,8 @@ def main():
                 "genplug adapter (hf model, dynamic)": lambda: genplug.generate(hf, ids, **common),
                 "genplug adapter (hf model, static, graph)": lambda: genplug.generate(
                     hf, ids, cache_implementation="static", **common),
+                "genplug adapter (hf model, static, graph+inductor)": lambda: genplug.generate(
+                    hf, ids, cache_implementation="static", compile_config=inductor, **common),
             }
             for name, fn in cells.items():
                 if wanted and not any(w in name for w in wanted):
@@ -125,12 +127,12 @@ def main():
     print(f"greedy graph path == eager path (batch 1, {NEW} tokens): {torch.equal(graph_out, eager_out)}; "
           f"graph capture took {graph_loop.LAST_CAPTURE_SECONDS:.2f} s")
     print()
-    print(f"{'batch':>5} {'mode':9} {'implementation':36} {'tokens/s':>10} {'% limit':>8} {'vs HF best':>10} {'1st call s':>10}")
+    print(f"{'batch':>5} {'mode':9} {'implementation':50} {'tokens/s':>10} {'% limit':>8} {'vs HF best':>10} {'1st call s':>10}")
     for batch, mode, name, tps, first in rows:
         best = max((r[3] for r in rows if r[0] == batch and r[1] == mode and r[2].startswith("transformers")
                     and r[3] == r[3]), default=float("nan"))
         pct = f"{100 * tps / (limit * batch):7.1f}%" if batch == 1 else "       -"
-        print(f"{batch:5d} {mode:9} {name:36} {tps:10.1f} {pct:>8} {tps / best:9.2f}x {first:10.1f}")
+        print(f"{batch:5d} {mode:9} {name:50} {tps:10.1f} {pct:>8} {tps / best:9.2f}x {first:10.1f}")
 
 
 def gemv_layouts(config, bandwidth):

@@ -4,9 +4,10 @@ Used by greedy search and sampling when the model offers a ``static_decode_step`
 models do), the cache is static, the processors only look at the *set* of tokens so far (or at no
 history at all), and the only stopping criteria are max length and EOS. Each step -- forward,
 processors, token choice, EOS bookkeeping -- is captured once with ``torch.cuda.CUDAGraph`` and then
-replayed; optionally the step is first compiled with ``torch.compile`` (``compile_config``). The host
-learns that every row finished from a flag copied asynchronously to pinned memory and never waits for
-it. On a CPU the same step runs eagerly, which is how its logic is tested.
+replayed; optionally the model's part of the step is first compiled with ``torch.compile``
+(``compile_config``). The host learns that every row finished from a flag copied asynchronously to
+pinned memory and never waits for it. On a CPU the same step runs eagerly, which is how its logic is
+tested.
 """
 
 from __future__ import annotations
@@ -102,18 +103,19 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
         token = tokens.gather(1, slot.expand(batch, 1))
         positions.add_(1)
         valid.index_fill_(1, slot.view(1), True)
-        logits = adapter.static_decode_step(token, positions, slot, valid, cache)
+        logits = forward(token, positions, slot, valid, cache)
         accept(choose(processors(tokens, logits)), slot + 1)
         slot.add_(1)
 
-    compiled = _maybe_compile(step, config)
+    options = compile_options(config)
+    forward = adapter.static_decode_step if options is None else adapter.compiled_static_decode_step(options)
     steps_left = max_length - prompt_len - 1
     use_graph = device.type == "cuda"
     started = time.perf_counter()
     graph = None
     if use_graph and steps_left > 0:
         try:
-            graph = _capture(compiled, tokens, positions, valid, slot, unfinished, generated, cache)
+            graph = _capture(step, tokens, positions, valid, slot, unfinished, generated, cache)
         except Exception as exc:  # e.g. a model whose forward reads a tensor on the host
             if isinstance(exc, (torch.cuda.OutOfMemoryError,)):
                 raise
@@ -123,7 +125,7 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
     flag = torch.zeros((), dtype=torch.bool, pin_memory=use_graph)
     pending = None  # (event, steps_run_when_recorded)
     for i in range(1, steps_left + 1):
-        graph.replay() if graph is not None else compiled()
+        graph.replay() if graph is not None else step()
         if i % interval == 0:
             if graph is None:
                 if not bool(unfinished.any()):
@@ -141,14 +143,18 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
     return tokens[:, :end], n_generated
 
 
-def _maybe_compile(step, config):
+def compile_options(config) -> Optional[dict]:
+    """The ``torch.compile`` keywords for the model's part of the step, or None to run it uncompiled.
+
+    Taken from ``compile_config``. Its ``mode`` is dropped: the CUDA graph is genplug's, so inductor
+    must not add its own (``reduce-overhead``); the processors are never compiled (they change from call
+    to call, and a compiled region keyed on them would recompile every call).
+    """
     compile_config = getattr(config, "compile_config", None)
     if compile_config is None:
-        return step
+        return None
     options = compile_config.to_dict() if hasattr(compile_config, "to_dict") else dict(compile_config)
-    options.pop("mode", None)  # the CUDA graph is ours: inductor must not add its own
-    options = {k: v for k, v in options.items() if k in ("fullgraph", "dynamic", "backend", "options")}
-    return torch.compile(step, **options)
+    return {k: v for k, v in options.items() if k in ("fullgraph", "dynamic", "backend", "options") and v is not None}
 
 
 def _capture(step, *state):

@@ -9,6 +9,7 @@ is driven by :class:`ModelAdapter` as is. Plugins subclass it for model families
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any, FrozenSet, Optional
 
 import torch
@@ -178,6 +179,16 @@ class ModelAdapter:
         """
         return self.model.static_decode_step(token, position_ids, slot, valid, cache.layers)
 
+    def compiled_static_decode_step(self, options: dict):
+        """:meth:`static_decode_step` compiled with ``torch.compile(**options)``; same signature.
+
+        A model may compile itself its own way (``compiled_static_decode_step(options)`` on the model,
+        e.g. layer by layer); otherwise the model's step is compiled whole, once per model and options.
+        """
+        own = getattr(self.model, "compiled_static_decode_step", None)
+        step = own(options) if own is not None else _compiled(self.model.static_decode_step, options)
+        return lambda token, position_ids, slot, valid, cache: step(token, position_ids, slot, valid, cache.layers)
+
     def step(self, input_ids, attention_mask, position_ids, cache, model_kwargs, *,
              use_cache: bool = True, logits_to_keep: int = 1, output_attentions: bool = False, output_hidden_states: bool = False):
         """One forward of the decoding loop: the prompt (prefill) or the newest token(s).
@@ -204,3 +215,16 @@ class ModelAdapter:
         if output_hidden_states:
             kwargs["output_hidden_states"] = True
         return self.forward(**kwargs)
+
+
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _compiled(function, options: dict):
+    """``torch.compile(function, **options)``, made once per (bound method's object, function, options)."""
+    owner = getattr(function, "__self__", function)
+    per_owner = _COMPILED.setdefault(owner, {})
+    key = (getattr(function, "__name__", ""), repr(sorted(options.items())))
+    if key not in per_owner:
+        per_owner[key] = torch.compile(function, **options)
+    return per_owner[key]

@@ -62,3 +62,24 @@ def test_refusal_reasons_fall_back_to_the_eager_loop(model_and_tokenizer, on_cpu
                            cache_implementation="static", no_repeat_ngram_size=2)
     assert graph_loop.LAST_CAPTURE_SECONDS is None  # n-gram blocking reads the token order: eager loop
     assert out.shape[0] == 2
+
+
+def test_compiled_model_step_equals_eager_and_is_reused_across_calls(model_and_tokenizer, on_cpu):
+    """compile_config compiles the model's part only (per layer): a later call with other processors
+    and a new cache reuses the compiled code instead of recompiling."""
+    from torch._dynamo.utils import counters
+
+    model, tokenizer = model_and_tokenizer
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=16, cache_implementation="static")
+    compiled = genplug.CompileConfig(backend="aot_eager")
+    eager = genplug.generate(model, enc["input_ids"], disable_compile=True, **kw)
+    assert torch.equal(genplug.generate(model, enc["input_ids"], compile_config=compiled, **kw), eager)
+    frames = counters["stats"]["unique_graphs"]
+    sampled = genplug.generate(model, enc["input_ids"], compile_config=compiled, do_sample=True, top_k=1,
+                               repetition_penalty=1.3, **kw)
+    assert counters["stats"]["unique_graphs"] == frames  # nothing was traced again
+    assert graph_loop.LAST_CAPTURE_SECONDS is not None
+    reference = genplug.generate(model, enc["input_ids"], do_sample=True, top_k=1, repetition_penalty=1.3,
+                                 disable_compile=True, **kw)
+    assert torch.equal(sampled, reference)

@@ -145,14 +145,17 @@ class TransformersAdapter(ModelAdapter):
         return None
 
     def static_decode_step(self, token, position_ids, slot, valid, cache):
-        mask = valid[:, None, None, :]
-        if self.model.config._attn_implementation == "eager":  # eager attention adds the mask to its scores
-            dtype = self.dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
-        extra = {"cache_position": slot.view(1)} if self.accepts("cache_position") else {}
-        out = self.model(input_ids=token, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1, **extra)
-        return out.logits[:, -1].float()
+        return decode_step(self.model, self.accepts("cache_position"), token, position_ids, slot, valid, cache)
+
+    def compiled_static_decode_step(self, options: dict):
+        # compiled once per process and options: the model and the cache are arguments, so a new call
+        # (new adapter, new cache, other processors) reuses the compiled code
+        key = repr(sorted(options.items()))
+        if key not in _COMPILED_STEPS:
+            _COMPILED_STEPS[key] = torch.compile(decode_step, **options)
+        compiled, takes_cache_position = _COMPILED_STEPS[key], self.accepts("cache_position")
+        return lambda token, position_ids, slot, valid, cache: compiled(
+            self.model, takes_cache_position, token, position_ids, slot, valid, cache)
 
     def step(self, input_ids, attention_mask, position_ids, cache, model_kwargs, **options):
         if cache is not None and cache is not self._cache_given:
@@ -161,6 +164,25 @@ class TransformersAdapter(ModelAdapter):
         if cache is not None:
             cache = self._cache_converted
         return super().step(input_ids, attention_mask, position_ids, cache, model_kwargs, **options)
+
+
+_COMPILED_STEPS: dict = {}
+
+
+def decode_step(model, takes_cache_position: bool, token, position_ids, slot, valid, cache):
+    """One capturable decode step of a transformers decoder over a genplug static cache: float32 logits.
+
+    The mask is prepared here as 4-D ``[batch, 1, 1, max_cache_len]`` -- boolean for SDPA, additive for
+    eager attention -- so transformers' mask construction (which may read tensors on the host) is skipped.
+    """
+    mask = valid[:, None, None, :]
+    if model.config._attn_implementation == "eager":  # eager attention adds the mask to its scores
+        dtype = model.dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+    extra = {"cache_position": slot.view(1)} if takes_cache_position else {}
+    out = model(input_ids=token, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
+                use_cache=True, logits_to_keep=1, **extra)
+    return out.logits[:, -1].float()
 
 
 def _first_layer_slides_and_not_all(cache: Any) -> bool:

@@ -51,3 +51,17 @@ def test_encoder_decoder_models_use_the_eager_loop(on_cpu):
     out = genplug.generate(model, ids, max_new_tokens=6, cache_implementation="static")
     assert graph_loop.LAST_CAPTURE_SECONDS is None
     assert torch.equal(out, model.generate(ids, max_new_tokens=6, cache_implementation="static"))
+
+
+def test_compiled_transformers_step_matches_and_is_reused(on_cpu):
+    from torch._dynamo.utils import counters
+
+    model = tiny_model("llama_sdpa")
+    input_ids, mask = left_padded()
+    kwargs = dict(attention_mask=mask, max_new_tokens=10, pad_token_id=0, cache_implementation="static")
+    theirs = model.generate(input_ids, **kwargs)
+    compiled = genplug.CompileConfig(backend="aot_eager")
+    assert torch.equal(genplug.generate(model, input_ids, compile_config=compiled, **kwargs), theirs)
+    frames = counters["stats"]["unique_graphs"]
+    assert torch.equal(genplug.generate(model, input_ids, compile_config=compiled, **kwargs), theirs)
+    assert counters["stats"]["unique_graphs"] == frames  # a new call (new cache) reused the compiled step

@@ -15,31 +15,63 @@ from .rope import apply_rotary
 
 
 def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, slot: torch.Tensor,
-                       valid: torch.Tensor, layers) -> torch.Tensor:
+                       valid: torch.Tensor, layers, layer_fn=None, head_fn=None) -> torch.Tensor:
     """Logits ``[batch, vocab]`` (float32) for ``token [batch, 1]``; writes its keys/values at ``slot``.
 
     ``layers`` are the static cache's per-layer objects with ``keys`` / ``values`` buffers
     ``[batch, kv_heads, max_cache_len, head_dim]``. ``valid[b, s]`` says slot ``s`` of row ``b`` may be
-    attended to; the caller marks ``slot`` valid before the step.
+    attended to; the caller marks ``slot`` valid before the step. ``layer_fn`` / ``head_fn`` replace
+    :func:`decode_layer` / :func:`decode_head` (their compiled versions, see :func:`compiled_step_parts`).
     """
     core = model.model
     hidden = core.embed_tokens(token)
     cos, sin = core.rotary_emb(position_ids, hidden.dtype)
     mask = valid[:, None, None, :]
     index = slot.view(1)
-    batch = token.shape[0]
+    layer_fn = layer_fn or decode_layer
     for layer, cache_layer in zip(core.layers, layers):
-        attn = layer.self_attn
-        heads, kv_heads, dim = attn.num_heads, attn.num_kv_heads, attn.head_dim
-        qkv = attn.qkv_proj(layer.input_layernorm(hidden)).view(batch, 1, heads + 2 * kv_heads, dim)
-        qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
-        cache_layer.keys.index_copy_(2, index, qk[:, :, heads:].transpose(1, 2))
-        cache_layer.values.index_copy_(2, index, qkv[:, :, heads + kv_heads:].transpose(1, 2))
-        queries = qk[:, :, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
-        out = F.scaled_dot_product_attention(queries, cache_layer.keys, cache_layer.values, attn_mask=mask)
-        hidden = hidden + attn.o_proj(out.reshape(batch, 1, heads * dim))
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-    return model.lm_head(core.norm(hidden))[:, -1].float()
+        hidden = layer_fn(layer, hidden, cos, sin, mask, index, cache_layer.keys, cache_layer.values)
+    return (head_fn or decode_head)(model, hidden)
+
+
+def decode_layer(layer, hidden, cos, sin, mask, index, keys, values):
+    """One decoder layer for one new token; its keys/values are written into ``keys``/``values`` at ``index``.
+
+    Every layer runs this same function with its own module and buffers, so torch.compile traces it
+    once for all of them (regional compilation: compile time does not grow with depth).
+    """
+    attn = layer.self_attn
+    batch = hidden.shape[0]
+    heads, kv_heads, dim = attn.num_heads, attn.num_kv_heads, attn.head_dim
+    qkv = attn.qkv_proj(layer.input_layernorm(hidden)).view(batch, 1, heads + 2 * kv_heads, dim)
+    qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
+    keys.index_copy_(2, index, qk[:, :, heads:].transpose(1, 2))
+    values.index_copy_(2, index, qkv[:, :, heads + kv_heads:].transpose(1, 2))
+    queries = qk[:, :, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
+    hidden = hidden + attn.o_proj(out.reshape(batch, 1, heads * dim))
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
+def decode_head(model, hidden):
+    """Final norm and output head: float32 logits of the last position."""
+    return model.lm_head(model.model.norm(hidden))[:, -1].float()
+
+
+_COMPILED: dict = {}
+
+
+def compiled_step_parts(options: dict):
+    """``(layer_fn, head_fn)`` compiled with ``torch.compile(**options)``, made once per process and options.
+
+    Only the model's own work is compiled -- the processors around it run as they are, inside the same
+    CUDA graph -- so a new call with other processors, a new cache or another batch size reuses the
+    compiled code (a new shape retraces; nothing else does).
+    """
+    key = repr(sorted(options.items()))
+    if key not in _COMPILED:
+        _COMPILED[key] = (torch.compile(decode_layer, **options), torch.compile(decode_head, **options))
+    return _COMPILED[key]
 
 
 def supports_static_decode(model, cache) -> bool:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import NativeLlamaConfig
-from .graph_step import static_decode_step, supports_static_decode
+from .graph_step import compiled_step_parts, static_decode_step, supports_static_decode
 from .masks import attention_mask_for
 from .rope import RotaryEmbedding, apply_rotary
 
@@ -317,6 +317,11 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
     def static_decode_step(self, token, position_ids, slot, valid, layers):
         """One capturable decode step over a static cache (see :mod:`.graph_step`)."""
         return static_decode_step(self, token, position_ids, slot, valid, layers)
+
+    def compiled_static_decode_step(self, options: dict):
+        """:meth:`static_decode_step` with its per-layer and head parts compiled (regional compilation)."""
+        layer_fn, head_fn = compiled_step_parts(options)
+        return functools.partial(static_decode_step, self, layer_fn=layer_fn, head_fn=head_fn)
 
     def supports_static_decode(self, cache) -> bool:
         return supports_static_decode(self, cache)
