@@ -18,6 +18,8 @@ from typing import Optional
 
 import torch
 
+from .vocab_ops import first_argmax
+
 # How a processor uses input_ids, declared by the processor class as ``history_use``:
 #   "none"     -- does not read input_ids (temperature, top-k, ...)
 #   "set"      -- reads only which tokens occurred (repetition penalty): padding the unfilled part of
@@ -83,10 +85,12 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
 
     def choose(scores):
         if do_sample:
-            probs = torch.softmax(scores, dim=-1)
-            # Exponential-race sampling: graph-safe and exactly a draw from probs.
-            return torch.argmax(probs / torch.empty_like(probs).exponential_(1), dim=-1)
-        return torch.argmax(scores, dim=-1)
+            # Gumbel-max: argmax(scores - log E), E ~ Exp(1), is exactly a draw from softmax(scores),
+            # with no softmax pass and no host read (graph-safe). E is kept above 0 so a -inf score
+            # stays -inf instead of becoming nan.
+            noise = torch.empty_like(scores).exponential_(1).clamp_min_(torch.finfo(scores.dtype).tiny).log_()
+            return first_argmax(scores - noise)
+        return first_argmax(scores)
 
     def accept(next_tokens, column):
         if eos is not None:
@@ -107,7 +111,7 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
         accept(choose(processors(tokens, logits)), slot + 1)
         slot.add_(1)
 
-    options = compile_options(config)
+    options = compile_options(config, adapter)
     forward = adapter.static_decode_step if options is None else adapter.compiled_static_decode_step(options)
     steps_left = max_length - prompt_len - 1
     use_graph = device.type == "cuda"
@@ -143,14 +147,19 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
     return tokens[:, :end], n_generated
 
 
-def compile_options(config) -> Optional[dict]:
+def compile_options(config, adapter=None) -> Optional[dict]:
     """The ``torch.compile`` keywords for the model's part of the step, or None to run it uncompiled.
 
-    Taken from ``compile_config``. Its ``mode`` is dropped: the CUDA graph is genplug's, so inductor
-    must not add its own (``reduce-overhead``); the processors are never compiled (they change from call
-    to call, and a compiled region keyed on them would recompile every call).
+    Taken from ``compile_config``; when it is unset, the adapter decides (``default_compile_config``:
+    transformers models are compiled on CUDA, as transformers itself does with a static cache; genplug's
+    native step is written for the graph and is captured uncompiled, so the first call costs no compile).
+    ``mode`` is dropped: the CUDA graph is genplug's, so inductor must not add its own
+    (``reduce-overhead``). The processors are never compiled: they change from call to call, and a
+    compiled region keyed on them would recompile every call.
     """
     compile_config = getattr(config, "compile_config", None)
+    if compile_config is None and adapter is not None and (adapter.device.type == "cuda"):
+        compile_config = adapter.default_compile_config()
     if compile_config is None:
         return None
     options = compile_config.to_dict() if hasattr(compile_config, "to_dict") else dict(compile_config)

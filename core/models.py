@@ -179,6 +179,11 @@ class ModelAdapter:
         """
         return self.model.static_decode_step(token, position_ids, slot, valid, cache.layers)
 
+    def default_compile_config(self) -> Any:
+        """The ``compile_config`` the CUDA-graph loop uses when the call sets none: None captures the
+        model's step uncompiled (cheap first call); a ``CompileConfig`` runs inductor on it first."""
+        return None
+
     def compiled_static_decode_step(self, options: dict):
         """:meth:`static_decode_step` compiled with ``torch.compile(**options)``; same signature.
 

@@ -22,6 +22,8 @@ from typing import Callable, List, Optional
 
 import torch
 
+from genplug.vocab_ops import count_true
+
 from .chaining import in_place_capable
 from .masking import NEG_INF, MaskingProcessor
 
@@ -105,7 +107,7 @@ class TruncationGroup(MaskingProcessor):
         threshold = values[:, -1:]
         extra = None
         if any(rule.needs_total_mass for rule in self.rules):
-            extra = (scores >= threshold).sum(-1, keepdim=True) - values.shape[-1]
+            extra = count_true(scores >= threshold) - values.shape[-1]
         for rule in self.rules:
             threshold = rule.keep_threshold(values, threshold, extra)
         return scores < threshold

@@ -1,0 +1,56 @@
+"""Which kernels one native decode step launches (batch 1, 1B shape, bf16), from torch.profiler.
+
+Run: python bench/probes/step_kernels.py
+"""
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import gpu_decode  # noqa: E402
+
+import genplug  # noqa: E402
+from genplug.plugins.caches.static import StaticCache  # noqa: E402
+
+
+def main():
+    import transformers
+
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(gpu_decode.one_b_config()).to(torch.bfloat16).cuda().eval()
+    tmp = Path(tempfile.mkdtemp())
+    hf.save_pretrained(tmp)
+    del hf
+    native, _ = genplug.load_model(tmp, device="cuda", dtype="bfloat16")
+    cache = StaticCache(native.config, 384)
+    ids = torch.randint(3, 1000, (1, 128), device="cuda")
+    with torch.no_grad():
+        native(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        token = ids[:, -1:]
+        pos = torch.tensor([[128]], device="cuda")
+        slot = torch.tensor(128, device="cuda")
+        valid = torch.zeros(1, 384, dtype=torch.bool, device="cuda")
+        valid[:, :129] = True
+        for _ in range(3):
+            native.static_decode_step(token, pos, slot, valid, cache.layers)
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            native.static_decode_step(token, pos, slot, valid, cache.layers)
+            torch.cuda.synchronize()
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    print(f"kernels per step: {len(events)}, summed kernel time {sum(e.device_time for e in events):.0f} us")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
+    x = torch.randn(1, 1, 2048, dtype=torch.bfloat16, device="cuda")
+    w = torch.ones(2048, dtype=torch.bfloat16, device="cuda")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        F.rms_norm(x, (2048,), w, 1e-5)
+        torch.cuda.synchronize()
+    print("F.rms_norm on bf16 launches", len([e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]),
+          "kernels")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Row-wise reductions over a large vocabulary that stay fast when there are few rows.
+
+On CUDA, ``torch.argmax`` / ``torch.topk`` / ``sum`` over one 128k-entry row run in very few thread
+blocks: on an H100 an argmax over 128,256 scores takes ~28 us and a top-50 ~62 us, as long as a whole
+decode step's matmuls for a 1B model take a few microseconds each (bench/probes/processor_kernels.py).
+Splitting the row into chunks gives the GPU one row per chunk, then a small second pass combines them.
+The results are exact -- the same values, the first index of a maximum, the same counts -- so the
+eager loop and the CUDA-graph loop agree whichever path a call takes.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+SPLIT_MIN_VOCAB = 32768  # below this one pass is already cheap
+SPLIT_MAX_ROWS = 64  # with many rows the GPU is busy anyway
+MAX_CHUNKS = 256
+MIN_CHUNK = 256
+
+
+def chunk_count(rows: int, width: int, device: torch.device, least: int = 1) -> Optional[int]:
+    """How many equal chunks to split each row into (None: reduce in one pass).
+
+    Only on CUDA, for wide rows and few of them, and only when some chunk count in 2..256 divides the
+    width with chunks of at least ``max(256, least)`` entries.
+    """
+    if device.type != "cuda" or width < SPLIT_MIN_VOCAB or rows > SPLIT_MAX_ROWS:
+        return None
+    return _divisor(width, max(MIN_CHUNK, least))
+
+
+def _divisor(width: int, least_chunk: int) -> Optional[int]:
+    for chunks in range(MAX_CHUNKS, 1, -1):
+        if width % chunks == 0 and width // chunks >= least_chunk:
+            return chunks
+    return None
+
+
+def first_argmax(scores: torch.Tensor, chunks: Optional[int] = None) -> torch.Tensor:
+    """``torch.argmax(scores, -1)`` for a 2-D tensor: the first index of each row's maximum."""
+    rows, width = scores.shape
+    chunks = chunks or chunk_count(rows, width, scores.device)
+    if not chunks:
+        return torch.argmax(scores, dim=-1)
+    split = scores.view(rows, chunks, width // chunks)
+    inner = split.argmax(-1)  # first maximum within each chunk
+    best = split.gather(-1, inner[..., None]).squeeze(-1).argmax(-1, keepdim=True)  # first chunk holding the maximum
+    return best.squeeze(-1) * (width // chunks) + inner.gather(-1, best).squeeze(-1)
+
+
+def top_values(scores: torch.Tensor, k: int, chunks: Optional[int] = None) -> torch.Tensor:
+    """``torch.topk(scores, k, -1).values`` for a 2-D tensor: each row's k highest values, descending."""
+    rows, width = scores.shape
+    k = min(k, width)
+    chunks = chunks or chunk_count(rows, width, scores.device, least=k)
+    if not chunks:
+        return torch.topk(scores, k, dim=-1).values
+    # the k highest of a row are among the k highest of its chunks
+    per_chunk = torch.topk(scores.view(rows, chunks, width // chunks), k, dim=-1).values
+    return torch.topk(per_chunk.reshape(rows, chunks * k), k, dim=-1).values
+
+
+def count_true(mask: torch.Tensor, chunks: Optional[int] = None) -> torch.Tensor:
+    """``mask.sum(-1, keepdim=True)`` (int64) for a 2-D boolean tensor."""
+    rows, width = mask.shape
+    chunks = chunks or chunk_count(rows, width, mask.device)
+    if not chunks:
+        return mask.sum(-1, keepdim=True)
+    return mask.view(rows, chunks, width // chunks).sum(-1).sum(-1, keepdim=True)
