@@ -1,11 +1,11 @@
 """Row-wise reductions over a large vocabulary that stay fast when there are few rows.
 
-On CUDA, ``torch.argmax`` / ``torch.topk`` / ``sum`` over one 128k-entry row run in very few thread
-blocks: on an H100 an argmax over 128,256 scores takes ~28 us and a top-50 ~62 us, as long as a whole
-decode step's matmuls for a 1B model take a few microseconds each (bench/probes/processor_kernels.py).
-Splitting the row into chunks gives the GPU one row per chunk, then a small second pass combines them.
-The results are exact -- the same values, the first index of a maximum, the same counts -- so the
-eager loop and the CUDA-graph loop agree whichever path a call takes.
+On CUDA, ``torch.argmax`` or a ``sum`` over one 128k-entry row runs in very few thread blocks: on an
+H100 an argmax over 128,256 scores takes ~28 us, about as long as the matmul of a 2048x8192 weight
+(bench/probes/processor_kernels.py). Splitting the row into chunks gives the GPU one row per chunk,
+then a small second pass combines them. The results are exact -- the first index of a maximum, the
+same counts -- so the eager loop and the CUDA-graph loop agree whichever path a call takes.
+(``torch.topk`` is not split: a per-chunk top-k and a second one measured slower than one pass.)
 """
 
 from __future__ import annotations
@@ -48,18 +48,6 @@ def first_argmax(scores: torch.Tensor, chunks: Optional[int] = None) -> torch.Te
     inner = split.argmax(-1)  # first maximum within each chunk
     best = split.gather(-1, inner[..., None]).squeeze(-1).argmax(-1, keepdim=True)  # first chunk holding the maximum
     return best.squeeze(-1) * (width // chunks) + inner.gather(-1, best).squeeze(-1)
-
-
-def top_values(scores: torch.Tensor, k: int, chunks: Optional[int] = None) -> torch.Tensor:
-    """``torch.topk(scores, k, -1).values`` for a 2-D tensor: each row's k highest values, descending."""
-    rows, width = scores.shape
-    k = min(k, width)
-    chunks = chunks or chunk_count(rows, width, scores.device, least=k)
-    if not chunks:
-        return torch.topk(scores, k, dim=-1).values
-    # the k highest of a row are among the k highest of its chunks
-    per_chunk = torch.topk(scores.view(rows, chunks, width // chunks), k, dim=-1).values
-    return torch.topk(per_chunk.reshape(rows, chunks * k), k, dim=-1).values
 
 
 def count_true(mask: torch.Tensor, chunks: Optional[int] = None) -> torch.Tensor:
