@@ -103,6 +103,13 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
     # First new token, from the prefill logits (same processors, full-length buffer).
     accept(choose(processors(tokens, first_logits.float())), slot)
 
+    # The model's part of the step: compiled first if asked (or by default); the uncompiled step is the
+    # fallback when compiling or capturing fails (no inductor/triton, a forward that reads on the host).
+    options = compile_options(config, adapter)
+    candidates = ([adapter.compiled_static_decode_step(options)] if options is not None else [])
+    candidates.append(adapter.static_decode_step)
+    forward = candidates[0]
+
     def step():
         token = tokens.gather(1, slot.expand(batch, 1))
         positions.add_(1)
@@ -111,20 +118,21 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
         accept(choose(processors(tokens, logits)), slot + 1)
         slot.add_(1)
 
-    options = compile_options(config, adapter)
-    forward = adapter.static_decode_step if options is None else adapter.compiled_static_decode_step(options)
     steps_left = max_length - prompt_len - 1
     use_graph = device.type == "cuda"
     started = time.perf_counter()
     graph = None
-    if use_graph and steps_left > 0:
+    for forward in candidates if use_graph and steps_left > 0 else ():
         try:
             graph = _capture(step, tokens, positions, valid, slot, unfinished, generated, cache)
-        except Exception as exc:  # e.g. a model whose forward reads a tensor on the host
-            if isinstance(exc, (torch.cuda.OutOfMemoryError,)):
-                raise
-            warnings.warn(f"genplug: the decode step could not be captured as a CUDA graph ({type(exc).__name__}: "
-                          f"{str(exc)[:200]}); running it step by step instead", RuntimeWarning, stacklevel=3)
+            break
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            what = "compiled" if forward is not candidates[-1] else "uncompiled"
+            then = "trying the uncompiled step" if what == "compiled" else "running it step by step"
+            warnings.warn(f"genplug: the {what} decode step could not be captured as a CUDA graph "
+                          f"({type(exc).__name__}: {str(exc)[:200]}); {then}", RuntimeWarning, stacklevel=3)
     LAST_CAPTURE_SECONDS = time.perf_counter() - started
     flag = torch.zeros((), dtype=torch.bool, pin_memory=use_graph)
     pending = None  # (event, steps_run_when_recorded)
@@ -151,8 +159,7 @@ def compile_options(config, adapter=None) -> Optional[dict]:
     """The ``torch.compile`` keywords for the model's part of the step, or None to run it uncompiled.
 
     Taken from ``compile_config``; when it is unset, the adapter decides (``default_compile_config``:
-    transformers models are compiled on CUDA, as transformers itself does with a static cache; genplug's
-    native step is written for the graph and is captured uncompiled, so the first call costs no compile).
+    on CUDA every model's step is compiled, as transformers does with a static cache).
     ``mode`` is dropped: the CUDA graph is genplug's, so inductor must not add its own
     (``reduce-overhead``). The processors are never compiled: they change from call to call, and a
     compiled region keyed on them would recompile every call.

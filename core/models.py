@@ -180,9 +180,15 @@ class ModelAdapter:
         return self.model.static_decode_step(token, position_ids, slot, valid, cache.layers)
 
     def default_compile_config(self) -> Any:
-        """The ``compile_config`` the CUDA-graph loop uses when the call sets none: None captures the
-        model's step uncompiled (cheap first call); a ``CompileConfig`` runs inductor on it first."""
-        return None
+        """The ``compile_config`` the CUDA-graph loop uses on CUDA when the call sets none.
+
+        transformers compiles a static-cache decode step by default; so does genplug: a
+        ``CompileConfig()`` (inductor) is compiled before capture. An adapter may return None to capture
+        its model's step uncompiled; ``disable_compile=True`` turns the whole graph loop off.
+        """
+        from .config import CompileConfig
+
+        return CompileConfig()
 
     def compiled_static_decode_step(self, options: dict):
         """:meth:`static_decode_step` compiled with ``torch.compile(**options)``; same signature.
