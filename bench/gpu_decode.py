@@ -95,8 +95,8 @@ def main():
             cells = {
                 "transformers dynamic": lambda: hf.generate(ids, **common),
                 "transformers static+compile": lambda: hf.generate(ids, cache_implementation="static", **common),
-                "genplug native (static, graph)": lambda: genplug.generate(native, ids, cache_implementation="static",
-                                                                           **common),
+                "genplug native (static; default: graph, uncompiled)": lambda: genplug.generate(
+                    native, ids, cache_implementation="static", **common),
                 "genplug native (static, graph+inductor)": lambda: genplug.generate(
                     native, ids, cache_implementation="static", compile_config=inductor, **common),
                 "genplug adapter (hf model, dynamic)": lambda: genplug.generate(hf, ids, **common),

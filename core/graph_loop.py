@@ -159,7 +159,8 @@ def compile_options(config, adapter=None) -> Optional[dict]:
     """The ``torch.compile`` keywords for the model's part of the step, or None to run it uncompiled.
 
     Taken from ``compile_config``; when it is unset, the adapter decides (``default_compile_config``:
-    on CUDA every model's step is compiled, as transformers does with a static cache).
+    genplug's native step is captured uncompiled, so greedy output equals the eager loop's; transformers
+    models are compiled, as transformers does with a static cache).
     ``mode`` is dropped: the CUDA graph is genplug's, so inductor must not add its own
     (``reduce-overhead``). The processors are never compiled: they change from call to call, and a
     compiled region keyed on them would recompile every call.

@@ -182,13 +182,12 @@ class ModelAdapter:
     def default_compile_config(self) -> Any:
         """The ``compile_config`` the CUDA-graph loop uses on CUDA when the call sets none.
 
-        transformers compiles a static-cache decode step by default; so does genplug: a
-        ``CompileConfig()`` (inductor) is compiled before capture. An adapter may return None to capture
-        its model's step uncompiled; ``disable_compile=True`` turns the whole graph loop off.
+        None (the default here) captures the model's step uncompiled: its greedy output is then
+        identical to the eager loop's, and the first call pays no compile. An adapter may return a
+        ``CompileConfig`` to run inductor on the step before capture (faster, but fused kernels round
+        differently in half precision); transformers models do, as transformers does.
         """
-        from .config import CompileConfig
-
-        return CompileConfig()
+        return None
 
     def compiled_static_decode_step(self, options: dict):
         """:meth:`static_decode_step` compiled with ``torch.compile(**options)``; same signature.

@@ -23,10 +23,13 @@ MIN_CHUNK = 256
 def chunk_count(rows: int, width: int, device: torch.device, least: int = 1) -> Optional[int]:
     """How many equal chunks to split each row into (None: reduce in one pass).
 
-    Only on CUDA, for wide rows and few of them, and only when some chunk count in 2..256 divides the
-    width with chunks of at least ``max(256, least)`` entries.
+    Only while a CUDA graph is being captured (eagerly, the host's cost per launched kernel matters
+    more than the GPU's), for wide rows and few of them, and only when some chunk count in 2..256
+    divides the width with chunks of at least ``max(256, least)`` entries.
     """
     if device.type != "cuda" or width < SPLIT_MIN_VOCAB or rows > SPLIT_MAX_ROWS:
+        return None
+    if not torch.cuda.is_current_stream_capturing():
         return None
     return _divisor(width, max(MIN_CHUNK, least))
 

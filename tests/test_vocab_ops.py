@@ -28,8 +28,11 @@ def test_count_true_is_sum(shape, seed):
     assert torch.equal(count_true(mask, chunks=chunks), mask.sum(-1, keepdim=True))
 
 
-def test_split_only_where_it_pays():
+def test_split_only_where_it_pays(monkeypatch):
     assert chunk_count(1, 128256, torch.device("cpu")) is None  # CPU: one pass
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert chunk_count(1, 128256, torch.device("cuda")) is None  # not capturing a graph: fewer launches win
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     assert chunk_count(1, 128256, torch.device("cuda")) == 256  # 256 chunks of 501
     assert chunk_count(1, 1000, torch.device("cuda")) is None  # small vocabulary
     assert chunk_count(512, 128256, torch.device("cuda")) is None  # many rows

@@ -147,6 +147,13 @@ class TransformersAdapter(ModelAdapter):
     def static_decode_step(self, token, position_ids, slot, valid, cache):
         return decode_step(self.model, self.accepts("cache_position"), token, position_ids, slot, valid, cache)
 
+    def default_compile_config(self):
+        # transformers compiles the forward of a model with a static cache by default; so does genplug
+        # (the captured eager kernels of a transformers forward run no faster than its compiled ones)
+        from genplug.config import CompileConfig
+
+        return CompileConfig()
+
     def compiled_static_decode_step(self, options: dict):
         # compiled once per process and options: the model and the cache are arguments, so a new call
         # (new adapter, new cache, other processors) reuses the compiled code
