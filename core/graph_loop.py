@@ -12,6 +12,7 @@ tested.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from typing import Optional
@@ -29,6 +30,7 @@ GRAPH_HISTORY_USES = ("none", "set")
 
 LAST_CAPTURE_SECONDS: Optional[float] = None  # set by every graph build; benchmarks report it
 RUN_ON_CPU = False  # tests switch this on to check the step logic without CUDA
+TRY_CAPTURE_ON_CPU = False  # tests switch this on (with a fake _capture) to check the fallbacks
 
 
 def graph_decode_possible(adapter, processors, criteria, config, cache, streamer, synced_gpus) -> Optional[str]:
@@ -119,7 +121,7 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
         slot.add_(1)
 
     steps_left = max_length - prompt_len - 1
-    use_graph = device.type == "cuda"
+    use_graph = device.type == "cuda" or TRY_CAPTURE_ON_CPU
     started = time.perf_counter()
     graph = None
     for forward in candidates if use_graph and steps_left > 0 else ():
@@ -134,7 +136,7 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
             warnings.warn(f"genplug: the {what} decode step could not be captured as a CUDA graph "
                           f"({type(exc).__name__}: {str(exc)[:200]}); {then}", RuntimeWarning, stacklevel=3)
     LAST_CAPTURE_SECONDS = time.perf_counter() - started
-    flag = torch.zeros((), dtype=torch.bool, pin_memory=use_graph)
+    flag = torch.zeros((), dtype=torch.bool, pin_memory=device.type == "cuda")
     pending = None  # (event, steps_run_when_recorded)
     for i in range(1, steps_left + 1):
         graph.replay() if graph is not None else step()
@@ -175,16 +177,8 @@ def compile_options(config, adapter=None) -> Optional[dict]:
 
 
 def _capture(step, *state):
-    """Warm up on a side stream, then capture one step; the captured buffers are the live state tensors.
-
-    Warm-up and capture run the step for real, so every buffer -- the loop state and the cache's keys,
-    values and write counters -- is put back as it was afterwards, also when the capture fails.
-    """
-    live = [t for t in state if isinstance(t, torch.Tensor)]
-    for layer in state[-1].layers:
-        live += [layer.keys, layer.values] + ([layer.position] if getattr(layer, "position", None) is not None else [])
-    saved = [t.clone() for t in live]
-    try:
+    """Warm up on a side stream, then capture one step; the captured buffers are the live state tensors."""
+    with restored_afterwards(state):
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -194,8 +188,22 @@ def _capture(step, *state):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             step()
+    return graph
+
+
+@contextlib.contextmanager
+def restored_afterwards(state):
+    """Put every buffer back as it was on leaving -- the loop state tensors and the cache's keys, values
+    and write counters (``state[-1]`` is the cache) -- also when the body fails: warm-up and capture
+    run the step for real."""
+    live = [t for t in state if isinstance(t, torch.Tensor)]
+    for layer in state[-1].layers:
+        live += [layer.keys, layer.values] + ([layer.position] if getattr(layer, "position", None) is not None else [])
+    saved = [t.clone() for t in live]
+    try:
+        yield
     finally:
-        torch.cuda.synchronize()
+        if live[0].is_cuda:
+            torch.cuda.synchronize()
         for tensor, copy in zip(live, saved):
             tensor.copy_(copy)
-    return graph

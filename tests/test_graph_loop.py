@@ -83,3 +83,48 @@ def test_compiled_model_step_equals_eager_and_is_reused_across_calls(model_and_t
     reference = genplug.generate(model, enc["input_ids"], do_sample=True, top_k=1, repetition_penalty=1.3,
                                  disable_compile=True, **kw)
     assert torch.equal(sampled, reference)
+
+
+def test_failed_capture_falls_back_to_uncompiled_then_step_by_step(model_and_tokenizer, on_cpu, monkeypatch):
+    """A compiled step that cannot be captured is retried uncompiled; if that fails too, the step runs
+    uncaptured. Each fallback warns, and the output is the eager loop's."""
+    model, tokenizer = model_and_tokenizer
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=12, cache_implementation="static")
+    eager = genplug.generate(model, enc["input_ids"], disable_compile=True, **kw)
+    attempts = []
+
+    def failing_capture(step, *state):
+        attempts.append(step)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "_capture", failing_capture)
+    with pytest.warns(RuntimeWarning) as caught:
+        out = genplug.generate(model, enc["input_ids"], compile_config=genplug.CompileConfig(backend="eager"), **kw)
+    messages = [str(w.message) for w in caught]
+    assert len(attempts) == 2
+    assert any("compiled decode step" in m and "trying the uncompiled step" in m for m in messages)
+    assert any("uncompiled decode step" in m and "step by step" in m for m in messages)
+    assert torch.equal(out, eager)
+
+
+def test_buffers_are_restored_when_a_capture_fails():
+    class Layer:
+        def __init__(self):
+            self.keys, self.values, self.position = torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor(5)
+
+    class Cache:
+        layers = [Layer(), Layer()]
+
+    cache, slot, tokens = Cache(), torch.tensor(7), torch.arange(6)
+    with pytest.raises(RuntimeError):
+        with graph_loop.restored_afterwards((tokens, slot, cache)):
+            slot.add_(1)
+            tokens.mul_(2)
+            for layer in cache.layers:
+                layer.keys.fill_(1.0)
+                layer.position.add_(1)
+            raise RuntimeError("capture failed")
+    assert int(slot) == 7 and torch.equal(tokens, torch.arange(6))
+    assert all(float(layer.keys.abs().sum()) == 0 and int(layer.position) == 5 for layer in cache.layers)
