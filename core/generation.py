@@ -100,6 +100,7 @@ def _generate(pm, model, custom_callable, call, kwargs):
     extra_custom = _custom_generate_extras(custom_callable, kwargs)
     config.update(**config_kwargs)
     config.validate()
+    adapter.configure(config)
     model_kwargs = kwargs
     _check_model_kwargs(adapter, model_kwargs, field_names)
 

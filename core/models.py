@@ -157,6 +157,10 @@ class ModelAdapter:
             raise AttributeError(name)
         return getattr(self.model, name)
 
+    def configure(self, config: Any) -> None:
+        """Called once per generate() call with the resolved generation config, before any input is
+        prepared: an adapter may choose how it will run the model (the generic adapter has no choice)."""
+
     def why_no_static_decode(self, cache: Any) -> Optional[str]:
         """None when :meth:`static_decode_step` can run over ``cache`` (the CUDA-graph loop), else why not.
 

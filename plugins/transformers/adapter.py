@@ -57,6 +57,30 @@ class TransformersAdapter(ModelAdapter):
         self.generation_config = _genplug_generation_config(getattr(model, "generation_config", None))
         self._cache_given = self._cache_converted = None
         self._built_caches: tuple = ()
+        self.twin = None  # genplug's native model over this model's weights, when it may stand in (configure)
+        self.why_no_twin: Optional[str] = "not configured yet"
+
+    # ------------------------------------------------------------------ native kernels
+
+    def configure(self, config: Any) -> None:
+        """Decide whether the native twin runs this call (see :mod:`.native_twin`)."""
+        from .native_twin import native_twin, why_no_twin
+
+        if not getattr(config, "native_kernels", True):
+            self.twin, self.why_no_twin = None, "native_kernels=False"
+            return
+        self.why_no_twin = why_no_twin(self.model)
+        self.twin = native_twin(self.model) if self.why_no_twin is None else None
+
+    def forward(self, **kwargs: Any) -> Any:
+        """The twin's forward where it takes every argument given and the cache is genplug's, else the model's."""
+        twin = self.twin
+        if twin is not None:
+            cache = kwargs.get("past_key_values")
+            if (cache is None or hasattr(cache, "capabilities")) and all(
+                    value is None or key in _TWIN_ARGUMENTS for key, value in kwargs.items()):
+                return twin(**{k: v for k, v in kwargs.items() if v is not None})
+        return super().forward(**kwargs)
 
     # ------------------------------------------------------------------ keyword checking
 
@@ -126,11 +150,14 @@ class TransformersAdapter(ModelAdapter):
     # ------------------------------------------------------------------ CUDA-graph decode step
 
     def why_no_static_decode(self, cache: Any) -> Optional[str]:
-        """The transformers forward can be captured as a CUDA graph with a genplug static cache when
+        """With a native twin, its hand-written step serves (uncompiled by default, like native models).
+        Else the transformers forward can be captured as a CUDA graph with a genplug static cache when
         the model is decoder-only, takes ``position_ids``, and uses SDPA or eager attention (both take a
         prepared 4-D mask, which transformers passes through untouched). ``cache_position`` is passed
         where the forward still takes it (transformers before 5.20); genplug's static layers keep their
         own device-side write counter."""
+        if self.twin is not None:
+            return None if self.twin.supports_static_decode(cache) else "the cache has sliding or non-static layers"
         if self.is_encoder_decoder:
             return "encoder-decoder transformers models decode step by step"
         if not self.accepts("position_ids"):
@@ -145,9 +172,13 @@ class TransformersAdapter(ModelAdapter):
         return None
 
     def static_decode_step(self, token, position_ids, slot, valid, cache):
+        if self.twin is not None:
+            return self.twin.static_decode_step(token, position_ids, slot, valid, cache.layers)
         return decode_step(self.model, self.accepts("cache_position"), token, position_ids, slot, valid, cache)
 
     def default_compile_config(self):
+        if self.twin is not None:
+            return None  # the native step, captured as it is: greedy output equals the eager loop's
         # transformers compiles the forward of a model with a static cache by default; so does genplug
         # (the captured eager kernels of a transformers forward run no faster than its compiled ones)
         from genplug.config import CompileConfig
@@ -155,6 +186,9 @@ class TransformersAdapter(ModelAdapter):
         return CompileConfig()
 
     def compiled_static_decode_step(self, options: dict):
+        if self.twin is not None:
+            step = self.twin.compiled_static_decode_step(options)
+            return lambda token, position_ids, slot, valid, cache: step(token, position_ids, slot, valid, cache.layers)
         # compiled once per process and options: the model and the cache are arguments, so a new call
         # (new adapter, new cache, other processors) reuses the compiled code
         key = repr(sorted(options.items()))
@@ -174,6 +208,10 @@ class TransformersAdapter(ModelAdapter):
 
 
 _COMPILED_STEPS: dict = {}
+# what the native twin's forward takes (anything else given makes the call run the transformers forward)
+_TWIN_ARGUMENTS = frozenset({"input_ids", "attention_mask", "position_ids", "past_key_values", "use_cache",
+                             "logits_to_keep", "inputs_embeds", "output_hidden_states", "output_attentions",
+                             "return_dict"})
 
 
 def decode_step(model, takes_cache_position: bool, token, position_ids, slot, valid, cache):
@@ -249,6 +287,22 @@ class TransformersAdapterFactory:
     @staticmethod
     def adapt(model) -> ModelAdapter:
         return TransformersAdapter(model)
+
+
+def _bool(value):
+    if not isinstance(value, bool):
+        raise ValueError(f"must be True or False, got {value!r}")
+
+
+@hookimpl
+def genplug_register_config_fields(register):
+    from genplug.config.fields import ConfigField
+
+    register(ConfigField(
+        "native_kernels", default=True, validator=_bool,
+        help="run transformers Llama/Mistral/Qwen2 models on genplug's native kernels over their own weights "
+             "(stock modules, no hooks); False always runs the transformers forward",
+    ))
 
 
 @hookimpl
