@@ -11,7 +11,8 @@ The twin is used only where it computes what the transformers model would:
 * the model is a stock ``LlamaForCausalLM`` / ``MistralForCausalLM`` / ``Qwen2ForCausalLM`` whose
   every submodule is of a class from that model's transformers module, ``torch.nn`` or
   ``transformers.activations`` (a PEFT adapter, a quantized linear or any replaced module disables it);
-* no forward hook or pre-hook is registered, on any module or globally;
+* no forward hook or pre-hook is registered, on any module or globally, and no forward was replaced
+  (on an instance, as accelerate's hooks do, or on a class);
 * unquantized floating-point weights on one device, eval mode, SDPA or eager attention, and a config
   the native family supports (rope types default/llama3/linear/dynamic, no ``pretraining_tp``);
 * per call: the cache is genplug's (or none) and no model argument beyond the native forward's is given.
@@ -54,8 +55,14 @@ def why_no_twin(model: Any) -> Optional[str]:
     for module in model.modules():
         if not type(module).__module__.startswith(allowed):
             return f"submodule {type(module).__name__} ({type(module).__module__}) replaces a stock module"
-        if module._forward_hooks or module._forward_pre_hooks:
+        if any(not _is_output_capturing(hook) for hook in [*module._forward_hooks.values(),
+                                                          *module._forward_pre_hooks.values()]):
             return f"a forward hook is registered on {type(module).__name__}"
+        if "forward" in vars(module) or hasattr(module, "_hf_hook"):  # accelerate hooks replace forward
+            return f"the forward of a {type(module).__name__} was replaced on the instance"
+        forward_home = getattr(type(module).forward, "__module__", "") or ""
+        if not forward_home.startswith((type(module).__module__, "torch.nn.modules.")):
+            return f"{type(module).__name__}.forward was patched (it comes from {forward_home})"
     hooks = sys.modules["torch.nn.modules.module"]
     if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
         return "a global forward hook is registered"
@@ -71,6 +78,13 @@ def why_no_twin(model: Any) -> Optional[str]:
     except Exception as exc:  # the native family refuses what it cannot compute
         return f"the native family does not take this config: {exc}"
     return None
+
+
+def _is_output_capturing(hook) -> bool:
+    """transformers' own hooks that record hidden states / attentions once ``output_*`` was asked for
+    (idle otherwise); the twin returns those outputs itself."""
+    return getattr(hook, "__name__", "") == "output_capturing_hook" and \
+        (getattr(hook, "__module__", "") or "").startswith("transformers.")
 
 
 def native_twin(model: Any):

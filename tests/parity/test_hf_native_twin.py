@@ -1,0 +1,144 @@
+"""The native twin: genplug's native kernels over a transformers model's own weights.
+
+Oracles: transformers' own generate (token for token, scores within 1e-5) and the transformers forward
+(logits); the checks of when the twin must *not* stand in are properties of the model as built here.
+"""
+
+import copy
+
+import pytest
+import torch
+import transformers
+
+import genplug
+import genplug.graph_loop as graph_loop
+from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
+from genplug.plugins.transformers.native_twin import native_twin, why_no_twin
+
+from parity_tools import assert_same, left_padded, prompt, run_both, tiny_model
+
+SCORES = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
+
+
+@pytest.fixture
+def twin_calls(monkeypatch):
+    calls = []
+    original = NativeLlamaForCausalLM.forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(kwargs.get("input_ids"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(NativeLlamaForCausalLM, "forward", counting)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["llama", "llama_sdpa", "qwen2", "mistral"])
+def test_twin_logits_match_the_transformers_forward(name):
+    model = tiny_model(name)
+    assert why_no_twin(model) is None
+    ids = prompt(batch=2, length=9)
+    with torch.no_grad():
+        theirs = model(input_ids=ids).logits
+        ours = native_twin(model)(input_ids=ids, logits_to_keep=0).logits
+    assert (ours - theirs).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("sampling", [False, True])
+def test_generate_through_the_twin_matches_transformers(name, sampling, twin_calls):
+    model = tiny_model(name)
+    input_ids, mask = left_padded()
+    extra = dict(do_sample=True, top_k=20, temperature=0.9) if sampling else {}
+    ours, theirs = run_both(model, seed=0 if sampling else None, input_ids=input_ids, attention_mask=mask,
+                            max_new_tokens=10, pad_token_id=0, **extra, **SCORES)
+    assert twin_calls, "the twin did not run"
+    assert_same(ours, theirs)
+
+
+def test_native_kernels_false_runs_the_transformers_forward(twin_calls):
+    model = tiny_model("llama")
+    ids = prompt()
+    out = genplug.generate(model, ids, max_new_tokens=6, native_kernels=False)
+    assert not twin_calls
+    assert torch.equal(out, model.generate(ids, max_new_tokens=6))
+
+
+def test_a_transformers_cache_from_the_caller_runs_the_transformers_forward(twin_calls):
+    model = tiny_model("llama")
+    ids = prompt()
+    out = genplug.generate(model, ids, max_new_tokens=6, past_key_values=transformers.DynamicCache())
+    assert not twin_calls
+    assert torch.equal(out, model.generate(ids, max_new_tokens=6, past_key_values=transformers.DynamicCache()))
+
+
+def test_the_twin_shares_the_weights_and_follows_in_place_updates():
+    model = copy.deepcopy(tiny_model("llama"))  # the shared tiny models must stay as built
+    twin = native_twin(model)
+    assert twin.lm_head.weight_t.data_ptr() == model.lm_head.weight.data_ptr()
+    assert twin.model.layers[0].self_attn.qkv_proj.weights_t[0].data_ptr() == \
+        model.model.layers[0].self_attn.q_proj.weight.data_ptr()
+    assert sum(p.numel() for p in twin.parameters() if p.is_meta) == 0
+    ids = prompt(batch=1, length=5)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.mul_(3.0)
+        assert (twin(input_ids=ids).logits - model(input_ids=ids).logits).abs().max() <= 1e-5
+    assert native_twin(model) is twin  # same parameters: the twin is reused
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    assert native_twin(model) is not twin  # a replaced parameter: a new twin over the new tensors
+
+
+class _LoggingLinear(torch.nn.Linear):
+    """A user's replacement module: the twin cannot know what it does."""
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda m: m.model.layers[0].register_forward_hook(lambda *a: None), "forward hook"),
+    (lambda m: m.train(), "training mode"),
+    (lambda m: setattr(m.model.layers[0].mlp, "up_proj", _LoggingLinear(32, 64, bias=False)), "replaces a stock module"),
+    (lambda m: m.to(torch.float64), "parameter is Parameter of torch.float64"),
+    (lambda m: setattr(m.model.norm, "forward", lambda x: x), "replaced on the instance"),
+])
+def test_the_twin_stands_aside_when_it_could_differ(change, expected, twin_calls):
+    model = copy.deepcopy(tiny_model("llama"))
+    change(model)
+    assert expected in why_no_twin(model)
+    ids = prompt()
+    if expected in ("forward hook", "replaces a stock module", "replaced on the instance"):
+        out = genplug.generate(model, ids, max_new_tokens=4)
+        assert not twin_calls
+        assert torch.equal(out, model.generate(ids, max_new_tokens=4))
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gpt2", "t5"])
+def test_other_architectures_keep_the_transformers_forward(name):
+    assert "is not a Llama, Mistral or Qwen2" in why_no_twin(tiny_model(name))
+
+
+def test_static_cache_graph_step_through_the_twin(monkeypatch, twin_calls):
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
+    model = tiny_model("llama_sdpa")
+    input_ids, mask = left_padded()
+    kwargs = dict(attention_mask=mask, max_new_tokens=10, pad_token_id=0, cache_implementation="static")
+    theirs = model.generate(input_ids, **kwargs)
+    ours = genplug.generate(model, input_ids, **kwargs)
+    assert graph_loop.LAST_CAPTURE_SECONDS is not None and twin_calls  # prefill by the twin, then its graph step
+    assert torch.equal(ours, theirs)
+
+
+def test_transformers_output_capturing_hooks_do_not_block_the_twin(twin_calls):
+    """transformers installs idle recording hooks the first time hidden states are asked for; the twin
+    still stands in, and returns the same hidden states."""
+    model = copy.deepcopy(tiny_model("llama_sdpa"))
+    ids = prompt()
+    kwargs = dict(max_new_tokens=4, return_dict_in_generate=True, output_hidden_states=True)
+    theirs = model.generate(ids, **kwargs)
+    assert any(m._forward_hooks for m in model.modules())  # transformers' own hooks are in place now
+    assert why_no_twin(model) is None
+    ours = genplug.generate(model, ids, **kwargs)
+    assert twin_calls
+    assert torch.equal(ours.sequences, theirs.sequences)
+    for step_ours, step_theirs in zip(ours.hidden_states, theirs.hidden_states):
+        for a, b in zip(step_ours, step_theirs):
+            assert (a - b).abs().max() <= 1e-5
