@@ -5,7 +5,9 @@ and loads the same weights into genplug's native model. Measures the device-to-d
 (the batch-1 limit is bandwidth / weight bytes), then prompt 128 + 256 new tokens for:
 transformers generate (dynamic cache; static cache + its automatic torch.compile) and genplug
 (native model with the CUDA-graph step, eager kernels or inductor-compiled; the same transformers model
-through the adapter, dynamic cache and static cache with its forward captured as a CUDA graph), greedy
+through the adapter: by default on genplug's native kernels over its own weights, and with
+native_kernels=False on the transformers forward -- dynamic cache, and static cache captured as a CUDA
+graph), greedy
 and sampling, batch 1/16/64. Prints one table: tokens/s, % of the bandwidth limit (batch 1), ratio to
 transformers' best, and the first call's time (compile and capture included).
 Run on the accelerator: python bench/gpu_decode.py [--batches 1,16,64] [--cells substring,...] [--gemv]
@@ -82,7 +84,6 @@ def main():
     batches = tuple(int(b) for b in args.batches.split(","))
     wanted = [c for c in args.cells.split(",") if c]
     inductor = genplug.CompileConfig()  # what transformers compiles with by default
-    uncompiled = genplug.CompileConfig(backend="eager")  # dynamo traces, no inductor: the eager kernels
     rows = []
     for batch in batches:
         ids = torch.randint(3, 128000, (batch, PROMPT), device="cuda")
@@ -99,11 +100,13 @@ def main():
                     native, ids, cache_implementation="static", **common),
                 "genplug native (static, graph+inductor)": lambda: genplug.generate(
                     native, ids, cache_implementation="static", compile_config=inductor, **common),
-                "genplug adapter (hf model, dynamic)": lambda: genplug.generate(hf, ids, **common),
-                "genplug adapter (hf model, static, graph, uncompiled)": lambda: genplug.generate(
-                    hf, ids, cache_implementation="static", compile_config=uncompiled, **common),
-                "genplug adapter (hf model, static; default: graph+inductor)": lambda: genplug.generate(
+                "genplug on hf model (dynamic; default: native kernels)": lambda: genplug.generate(hf, ids, **common),
+                "genplug on hf model (dynamic, native_kernels=False)": lambda: genplug.generate(
+                    hf, ids, native_kernels=False, **common),
+                "genplug on hf model (static; default: native kernels, graph)": lambda: genplug.generate(
                     hf, ids, cache_implementation="static", **common),
+                "genplug on hf model (static, native_kernels=False: graph+inductor)": lambda: genplug.generate(
+                    hf, ids, cache_implementation="static", native_kernels=False, **common),
             }
             for name, fn in cells.items():
                 if wanted and not any(w in name for w in wanted):
@@ -122,18 +125,18 @@ def main():
     ids = torch.randint(3, 128000, (1, PROMPT), device="cuda")
     graph_out = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=NEW)
     eager_out = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=NEW, disable_compile=True)
-    hf_graph = genplug.generate(hf, ids, cache_implementation="static", max_new_tokens=NEW, compile_config=uncompiled)
+    hf_graph = genplug.generate(hf, ids, cache_implementation="static", max_new_tokens=NEW)
     hf_eager = genplug.generate(hf, ids, cache_implementation="static", max_new_tokens=NEW, disable_compile=True)
-    print(f"transformers model, uncompiled: greedy graph path == eager path: {torch.equal(hf_graph, hf_eager)}")
+    print(f"transformers model through the native twin: greedy graph path == eager path: {torch.equal(hf_graph, hf_eager)}")
     print(f"greedy graph path == eager path (batch 1, {NEW} tokens): {torch.equal(graph_out, eager_out)}; "
           f"graph capture took {graph_loop.LAST_CAPTURE_SECONDS:.2f} s")
     print()
-    print(f"{'batch':>5} {'mode':9} {'implementation':50} {'tokens/s':>10} {'% limit':>8} {'vs HF best':>10} {'1st call s':>10}")
+    print(f"{'batch':>5} {'mode':9} {'implementation':64} {'tokens/s':>10} {'% limit':>8} {'vs HF best':>10} {'1st call s':>10}")
     for batch, mode, name, tps, first in rows:
         best = max((r[3] for r in rows if r[0] == batch and r[1] == mode and r[2].startswith("transformers")
                     and r[3] == r[3]), default=float("nan"))
         pct = f"{100 * tps / (limit * batch):7.1f}%" if batch == 1 else "       -"
-        print(f"{batch:5d} {mode:9} {name:50} {tps:10.1f} {pct:>8} {tps / best:9.2f}x {first:10.1f}")
+        print(f"{batch:5d} {mode:9} {name:64} {tps:10.1f} {pct:>8} {tps / best:9.2f}x {first:10.1f}")
 
 
 def gemv_layouts(config, bandwidth):
