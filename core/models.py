@@ -200,7 +200,7 @@ class ModelAdapter:
         e.g. layer by layer); otherwise the model's step is compiled whole, once per model and options.
         """
         own = getattr(self.model, "compiled_static_decode_step", None)
-        step = own(options) if own is not None else _compiled(self.model.static_decode_step, options)
+        step = own(options) if own is not None else compile_once(self.model.static_decode_step, options)
         return lambda token, position_ids, slot, valid, cache: step(token, position_ids, slot, valid, cache.layers)
 
     def step(self, input_ids, attention_mask, position_ids, cache, model_kwargs, *,
@@ -234,8 +234,9 @@ class ModelAdapter:
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _compiled(function, options: dict):
-    """``torch.compile(function, **options)``, made once per (bound method's object, function, options)."""
+def compile_once(function, options: dict):
+    """``torch.compile(function, **options)``, made once per process for each (function -- or bound
+    method's object and name --, options), so that a later generate() call reuses the compiled code."""
     owner = getattr(function, "__self__", function)
     per_owner = _COMPILED.setdefault(owner, {})
     key = (getattr(function, "__name__", ""), repr(sorted(options.items())))

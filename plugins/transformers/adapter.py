@@ -26,7 +26,7 @@ from typing import Any, FrozenSet, Optional
 import torch
 
 from genplug import hookimpl
-from genplug.models import ModelAdapter
+from genplug.models import ModelAdapter, compile_once
 
 # Keywords transformers' generate() lets through whatever the signatures say (``_validate_model_kwargs``).
 _ALWAYS_ALLOWED = frozenset({"debug_io", "mm_encoder_outputs"})
@@ -189,12 +189,9 @@ class TransformersAdapter(ModelAdapter):
         if self.twin is not None:
             step = self.twin.compiled_static_decode_step(options)
             return lambda token, position_ids, slot, valid, cache: step(token, position_ids, slot, valid, cache.layers)
-        # compiled once per process and options: the model and the cache are arguments, so a new call
-        # (new adapter, new cache, other processors) reuses the compiled code
-        key = repr(sorted(options.items()))
-        if key not in _COMPILED_STEPS:
-            _COMPILED_STEPS[key] = torch.compile(decode_step, **options)
-        compiled, takes_cache_position = _COMPILED_STEPS[key], self.accepts("cache_position")
+        # the model and the cache are arguments, so a new call (new adapter, new cache, other
+        # processors) reuses the compiled code
+        compiled, takes_cache_position = compile_once(decode_step, options), self.accepts("cache_position")
         return lambda token, position_ids, slot, valid, cache: compiled(
             self.model, takes_cache_position, token, position_ids, slot, valid, cache)
 
@@ -207,7 +204,6 @@ class TransformersAdapter(ModelAdapter):
         return super().step(input_ids, attention_mask, position_ids, cache, model_kwargs, **options)
 
 
-_COMPILED_STEPS: dict = {}
 # what the native twin's forward takes (anything else given makes the call run the transformers forward)
 _TWIN_ARGUMENTS = frozenset({"input_ids", "attention_mask", "position_ids", "past_key_values", "use_cache",
                              "logits_to_keep", "inputs_embeds", "output_hidden_states", "output_attentions",

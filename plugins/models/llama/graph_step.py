@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from genplug.models import compile_once
+
 from .rope import apply_rotary
 
 
@@ -58,9 +60,6 @@ def decode_head(model, hidden):
     return model.lm_head(model.model.norm(hidden))[:, -1].float()
 
 
-_COMPILED: dict = {}
-
-
 def compiled_step_parts(options: dict):
     """``(layer_fn, head_fn)`` compiled with ``torch.compile(**options)``, made once per process and options.
 
@@ -68,10 +67,7 @@ def compiled_step_parts(options: dict):
     CUDA graph -- so a new call with other processors, a new cache or another batch size reuses the
     compiled code (a new shape retraces; nothing else does).
     """
-    key = repr(sorted(options.items()))
-    if key not in _COMPILED:
-        _COMPILED[key] = (torch.compile(decode_layer, **options), torch.compile(decode_head, **options))
-    return _COMPILED[key]
+    return compile_once(decode_layer, options), compile_once(decode_head, options)
 
 
 def supports_static_decode(model, cache) -> bool:
