@@ -25,8 +25,10 @@ from .vocab_ops import first_argmax
 #   "none"     -- does not read input_ids (temperature, top-k, ...)
 #   "set"      -- reads only which tokens occurred (repetition penalty): padding the unfilled part of
 #                 the buffer with a token that already occurred changes nothing
-#   "sequence" -- reads order or length (n-grams, min length, ...): not allowed here (the default)
-GRAPH_HISTORY_USES = ("none", "set")
+#   "length"   -- reads only how many tokens there are (min length): called through its at_length
+#                 method with the length as a device tensor
+#   "sequence" -- reads the order or more (n-grams, ...): not allowed here (the default)
+GRAPH_HISTORY_USES = ("none", "set", "length")
 
 LAST_CAPTURE_SECONDS: Optional[float] = None  # set by every graph build; benchmarks report it
 RUN_ON_CPU = False  # tests switch this on to check the step logic without CUDA
@@ -50,7 +52,9 @@ def graph_decode_possible(adapter, processors, criteria, config, cache, streamer
                                            or config.output_hidden_states):
         return "per-step outputs were requested"
     for p in processors:
-        if getattr(p, "history_use", "sequence") not in GRAPH_HISTORY_USES or not getattr(p, "compile_safe", False):
+        use = getattr(p, "history_use", "sequence")
+        if use not in GRAPH_HISTORY_USES or not getattr(p, "compile_safe", False) or (
+                use == "length" and not callable(getattr(p, "at_length", None))):
             return f"processor {type(p).__name__} reads the token order or is not compile-safe"
     for c in criteria:
         if type(c).__name__ not in ("MaxLengthCriteria", "EosTokenCriteria"):
@@ -102,8 +106,9 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
         if eos is not None:
             unfinished.logical_and_(~(next_tokens[:, None] == eos[None, :]).any(-1))
 
+    process = graph_processors(processors)
     # First new token, from the prefill logits (same processors, full-length buffer).
-    accept(choose(processors(tokens, first_logits.float())), slot)
+    accept(choose(process(tokens, first_logits.float(), slot)), slot)
 
     # The model's part of the step: compiled first if asked (or by default); the uncompiled step is the
     # fallback when compiling or capturing fails (no inductor/triton, a forward that reads on the host).
@@ -117,7 +122,7 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
         positions.add_(1)
         valid.index_fill_(1, slot.view(1), True)
         logits = forward(token, positions, slot, valid, cache)
-        accept(choose(processors(tokens, logits)), slot + 1)
+        accept(choose(process(tokens, logits, slot + 1)), slot + 1)
         slot.add_(1)
 
     steps_left = max_length - prompt_len - 1
@@ -155,6 +160,38 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
     for layer in layers:  # the cache now holds every token that was fed
         layer.crop_to(end - 1)
     return tokens[:, :end], n_generated
+
+
+def graph_processors(processors):
+    """``(tokens, scores, length) -> scores`` running ``processors`` over the fixed-size token buffer.
+
+    ``length`` (a 0-d device tensor) is how many tokens the sequences have so far; "length" processors
+    get it through ``at_length``, in their place in the order. The others run in unbroken stretches
+    through a LogitsProcessorList, which keeps its fusions (top-k with top-p, in-place chains).
+    """
+    from .processing import LogitsProcessorList
+
+    stretches, current = [], []
+    for processor in processors:
+        if getattr(processor, "history_use", "sequence") == "length":
+            if current:
+                stretches.append(LogitsProcessorList(current))
+                current = []
+            stretches.append(processor)
+        else:
+            current.append(processor)
+    if current:
+        stretches.append(LogitsProcessorList(current))
+
+    def process(tokens, scores, length):
+        for stretch in stretches:
+            if isinstance(stretch, LogitsProcessorList):
+                scores = stretch(tokens, scores)
+            else:
+                scores = stretch.at_length(length, scores)
+        return scores
+
+    return process
 
 
 def compile_options(config, adapter=None) -> Optional[dict]:

@@ -29,9 +29,11 @@ class LogitsProcessor:
 
     compile_safe: bool = True
     argmax_invariant: bool = False
-    # How the processor reads input_ids: "none" (not at all), "set" (only which tokens occurred), or
-    # "sequence" (order or length). The CUDA-graph loop (genplug.graph_loop) feeds "none"/"set"
-    # processors a fixed-size token buffer, so it takes only those.
+    # How the processor reads input_ids: "none" (not at all), "set" (only which tokens occurred),
+    # "length" (only input_ids.shape[-1]; the processor then also offers ``at_length(length, scores)``,
+    # the same with the length as a 0-d device tensor), or "sequence" (order or anything else). The
+    # CUDA-graph loop (genplug.graph_loop) feeds processors a fixed-size token buffer, so it takes the
+    # first three only.
     history_use: str = "sequence"
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:

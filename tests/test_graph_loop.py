@@ -128,3 +128,24 @@ def test_buffers_are_restored_when_a_capture_fails():
             raise RuntimeError("capture failed")
     assert int(slot) == 7 and torch.equal(tokens, torch.arange(6))
     assert all(float(layer.keys.abs().sum()) == 0 and int(layer.position) == 5 for layer in cache.layers)
+
+
+def test_min_new_tokens_and_eos_run_in_the_graph_loop(model_and_tokenizer, on_cpu):
+    """min_length / min_new_tokens read only the length: the graph loop takes them (at_length) and
+    stops exactly where the eager loop does."""
+    model, tokenizer = model_and_tokenizer
+    enc = _batch(tokenizer)
+    free = genplug.generate(model, enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=30)
+    prompt_len = enc["input_ids"].shape[1]
+    eos = int(free[0, prompt_len + 2])  # row 0 would end at its 3rd new token
+    outputs = []
+    for extra in (dict(min_new_tokens=9), dict(min_length=prompt_len + 12), {}):
+        kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=30, eos_token_id=eos, pad_token_id=0, **extra)
+        eager = genplug.generate(model, enc["input_ids"], **kw)
+        outputs.append(eager)
+        graph_loop.LAST_CAPTURE_SECONDS = None
+        graph = genplug.generate(model, enc["input_ids"], cache_implementation="static", **kw)
+        assert graph_loop.LAST_CAPTURE_SECONDS is not None, extra
+        assert torch.equal(graph, eager), extra
+    assert (outputs[0][0, prompt_len:prompt_len + 9] != eos).all()  # the length rule held EOS back...
+    assert int(outputs[2][0, prompt_len + 2]) == eos  # ...where without it row 0 ends

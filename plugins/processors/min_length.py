@@ -20,6 +20,8 @@ def _count(field: str, value) -> int:
 class MinLengthLogitsProcessor(MaskingProcessor):
     """EOS scores are -inf while the sequence, prompt included, is shorter than ``min_length``."""
 
+    history_use = "length"  # reads only input_ids.shape[-1]; at_length is its graph-safe form
+
     def __init__(self, min_length: int, eos_token_id, device: str = "cpu"):
         self.min_length = _count("min_length", min_length)
         self.tokens = TokenSet(token_ids("eos_token_id", eos_token_id, allow_empty=True), device)
@@ -30,10 +32,17 @@ class MinLengthLogitsProcessor(MaskingProcessor):
             return None
         return self.tokens.mask(scores.shape[-1], scores.device)
 
+    def at_length(self, length, scores):
+        """``self(input_ids, scores)`` for input_ids of ``length`` tokens (a 0-d device tensor): no host read."""
+        return scores.masked_fill(self.tokens.mask(scores.shape[-1], scores.device) & (length < self.min_length),
+                                  self.filter_value)
+
 
 @in_place_capable
 class MinNewTokensLengthLogitsProcessor(MaskingProcessor):
     """EOS scores are -inf until ``min_new_tokens`` tokens follow the prompt's ``prompt_length_to_skip``."""
+
+    history_use = "length"  # reads only input_ids.shape[-1]; at_length is its graph-safe form
 
     def __init__(self, prompt_length_to_skip: int, min_new_tokens: int, eos_token_id, device: str = "cpu"):
         self.prompt_length_to_skip = _count("prompt_length_to_skip", prompt_length_to_skip)
@@ -45,6 +54,11 @@ class MinNewTokensLengthLogitsProcessor(MaskingProcessor):
         if input_ids.shape[-1] - self.prompt_length_to_skip >= self.min_new_tokens:
             return None
         return self.tokens.mask(scores.shape[-1], scores.device)
+
+    def at_length(self, length, scores):
+        """``self(input_ids, scores)`` for input_ids of ``length`` tokens (a 0-d device tensor): no host read."""
+        short = length - self.prompt_length_to_skip < self.min_new_tokens
+        return scores.masked_fill(self.tokens.mask(scores.shape[-1], scores.device) & short, self.filter_value)
 
 
 def build_min_length(config, context):

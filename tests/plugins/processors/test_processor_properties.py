@@ -261,7 +261,8 @@ def test_compile_safe_processors_trace_into_one_graph():
 @SETTINGS
 @given(score_rows(vocab=st.integers(2, 30)), st.integers(0, 3), st.integers(1, 6))
 def test_history_use_is_truthful(scores, seed, padding):
-    """"none": the history does not matter; "set": repeating the last token at the end changes nothing.
+    """"none": the history does not matter; "set": repeating the last token at the end changes nothing;
+    "length": only the token count matters, and ``at_length`` gives the same scores for every count.
 
     The CUDA-graph loop relies on this: it feeds such processors a fixed-size token buffer whose unfilled
     part repeats the last prompt token (never one of the ignored leading tokens).
@@ -275,3 +276,13 @@ def test_history_use_is_truthful(scores, seed, padding):
             assert torch.equal(processor(history, scores), processor(other_history, scores)), type(processor).__name__
         elif use == "set":
             assert torch.equal(processor(history, scores), processor(padded, scores)), type(processor).__name__
+        elif use == "length":
+            # only the count matters, and at_length (the graph form) agrees with __call__ at every length
+            same_length = torch.randint(0, scores.shape[-1], history.shape, generator=torch.Generator().manual_seed(3))
+            assert torch.equal(processor(history, scores), processor(same_length, scores)), type(processor).__name__
+            for length in range(history.shape[1] + 3):
+                prefix = padded[:, :length] if length <= padded.shape[1] else torch.zeros(
+                    history.shape[0], length, dtype=torch.long)
+                expected = processor(prefix, scores.clone())
+                assert torch.equal(processor.at_length(torch.tensor(length), scores.clone()), expected), \
+                    type(processor).__name__
