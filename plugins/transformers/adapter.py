@@ -11,7 +11,10 @@ model needs:
   the many v5 models whose ``forward`` takes ``**kwargs`` (otherwise every typo would pass silently);
 * a cache genplug builds is handed over in the shape the model expects: transformers' encoder-decoder
   layers test ``isinstance(cache, transformers.EncoderDecoderCache)``, so a genplug
-  ``EncoderDecoderCache`` is bridged to one (sharing its storage).
+  ``EncoderDecoderCache`` is bridged to one (sharing its storage);
+* stock Llama / Mistral / Qwen2 models run on genplug's native kernels over their own weights
+  (:mod:`.native_twin`, ``native_kernels`` config field);
+* a capturable decode step for genplug's CUDA-graph loop (``static_decode_step``).
 
 transformers is never imported here: the adapter only looks at ``sys.modules``. If transformers was
 not imported, no transformers model can exist, so there is nothing to claim.
