@@ -39,13 +39,17 @@ def graph_decode_possible(adapter, processors, criteria, config, cache, streamer
     """None when the graph loop can run this call, else the reason it cannot (for explain/debugging)."""
     if adapter.device.type != "cuda" and not RUN_ON_CPU:
         return "graphs are captured on CUDA devices only"
-    if getattr(config, "disable_compile", None):
-        return "disable_compile=True"
     if cache is None or "static_shape" not in getattr(cache, "capabilities", ()):
         return "the cache is not static (cache_implementation='static')"
-    reason = adapter.why_no_static_decode(cache)
-    if reason is not None:
-        return reason
+    reason = pipeline_refusal(processors, criteria, config, streamer, synced_gpus)
+    return reason if reason is not None else adapter.why_no_static_decode(cache)
+
+
+def pipeline_refusal(processors, criteria, config, streamer=None, synced_gpus=False) -> Optional[str]:
+    """The part of :func:`graph_decode_possible` that depends on the call's settings only (no model,
+    no cache): what ``genplug explain`` reports."""
+    if getattr(config, "disable_compile", None):
+        return "disable_compile=True"
     if streamer is not None or synced_gpus:
         return "a streamer or synced_gpus needs a host read every step"
     if config.return_dict_in_generate and (config.output_scores or config.output_logits or config.output_attentions

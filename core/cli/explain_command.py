@@ -1,4 +1,5 @@
-"""``genplug explain``: what a config resolves to -- strategy, processors in order, criteria, cache.
+"""``genplug explain``: what a config resolves to -- strategy, processors in order, criteria, cache,
+and whether the CUDA-graph decode loop can take it.
 
 This makes visible what transformers decides inside ``get_generation_mode`` and
 ``_get_logits_processor``, with the plugin that provides each piece.
@@ -50,12 +51,14 @@ def explain(config, vocab_size: int = 32000, prompt_length: int = 8, pm=None) ->
     cache_name = resolved.cache_implementation or "dynamic"
     cache_entry = pm.registries.cache_backends.get(cache_name)
     return {
+        **_graph_loop(strategy, processors, criteria, resolved, cache_entry),
         "strategy": strategy,
         "chosen_by": chooser,
         "strategy_provider": strategy_entry.provider if strategy_entry else None,
         "processors": [{"class": type(p).__name__, "provider": prov,
                         "argmax_invariant": bool(getattr(p, "argmax_invariant", False)),
-                        "compile_safe": bool(getattr(p, "compile_safe", False))}
+                        "compile_safe": bool(getattr(p, "compile_safe", False)),
+                        "history_use": getattr(p, "history_use", "sequence")}
                        for p, prov in zip(processors, providers)],
         "stopping_criteria": [{"class": type(c).__name__, "provider": prov} for c, prov in zip(criteria, criteria_providers)],
         "cache": {"backend": cache_name, "provider": cache_entry.provider if cache_entry else None,
@@ -63,6 +66,20 @@ def explain(config, vocab_size: int = 32000, prompt_length: int = 8, pm=None) ->
         "plugin_fields": {name: {"default": e.obj.default, "help": e.obj.help, "provider": e.provider}
                           for name, e in pm.registries.config_fields.items()},
     }
+
+
+def _graph_loop(strategy, processors, criteria, config, cache_entry) -> dict:
+    """Whether a call with these settings would decode in the CUDA-graph loop (``core/graph_loop.py``),
+    as far as the settings decide it: on CUDA, with a model that offers a static decode step."""
+    from genplug.graph_loop import pipeline_refusal
+
+    if strategy not in ("greedy_search", "sample"):  # the strategies that run core/loop.py
+        reason = f"strategy {strategy!r} runs its own loop"
+    elif cache_entry is None or "static_shape" not in cache_entry.options.get("capabilities", ()):
+        reason = "the cache is not static (cache_implementation='static')"
+    else:
+        reason = pipeline_refusal(processors, criteria, config)
+    return {"cuda_graph_decode": {"possible": reason is None, "reason": reason}}
 
 
 def run(args) -> int:
@@ -80,16 +97,21 @@ def run(args) -> int:
     console.print(f"[bold]strategy[/]: {report['strategy']}  (chosen by {report['chosen_by']}; "
                   f"provided by {report['strategy_provider']})", highlight=False)
     table = Table(title="logits processors, in the order they run")
-    for column in ("#", "processor", "provider", "argmax-invariant", "compile-safe"):
+    for column in ("#", "processor", "provider", "argmax-invariant", "compile-safe", "history"):
         table.add_column(column)
     for i, p in enumerate(report["processors"]):
-        table.add_row(str(i), p["class"], p["provider"], str(p["argmax_invariant"]), str(p["compile_safe"]))
+        table.add_row(str(i), p["class"], p["provider"], str(p["argmax_invariant"]), str(p["compile_safe"]),
+                      p["history_use"])
     console.print(table)
     criteria = ", ".join(f"{c['class']} ({c['provider']})" for c in report["stopping_criteria"]) or "-"
     console.print(f"[bold]stopping criteria[/]: {criteria}", highlight=False)
     cache = report["cache"]
     console.print(f"[bold]cache[/]: {cache['backend']} ({cache['provider']}), capabilities: "
                   f"{', '.join(cache['capabilities']) or '-'}", highlight=False)
+    graph = report["cuda_graph_decode"]
+    verdict = ("yes, on CUDA (native and transformers decoder-only models)" if graph["possible"]
+               else f"no: {graph['reason']}")
+    console.print(f"[bold]CUDA-graph decode loop[/]: {verdict}", highlight=False)
     if args.fields:
         fields = Table(title="plugin-owned config fields")
         for column in ("field", "default", "provider", "help"):

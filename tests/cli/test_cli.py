@@ -54,3 +54,17 @@ def test_config_validate(tmp_path):
 
 def test_unknown_command_exits_2():
     assert genplug("frobnicate").returncode == 2
+
+
+def test_explain_says_whether_the_cuda_graph_loop_takes_the_call():
+    def graph(*sets):
+        args = [a for s in sets for a in ("--set", s)]
+        result = genplug("explain", *args, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["cuda_graph_decode"]
+
+    assert graph("cache_implementation=static", "do_sample=true", "min_new_tokens=4", "eos_token_id=2") == \
+        {"possible": True, "reason": None}
+    assert "not static" in graph("do_sample=true")["reason"]
+    assert "NoRepeatNGram" in graph("cache_implementation=static", "no_repeat_ngram_size=2")["reason"]
+    assert "beam_search" in graph("cache_implementation=static", "num_beams=2")["reason"]
