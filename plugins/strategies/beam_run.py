@@ -56,3 +56,12 @@ class BeamModelRun:
     @property
     def returned_cache(self):
         return self.cache if self.use_cache else None
+
+
+def stopped_everywhere(stopped_here: bool, device) -> bool:
+    """synced_gpus: whether every rank has stopped (every rank calls this at every step)."""
+    import torch.distributed as dist
+
+    running = torch.tensor(0.0 if stopped_here else 1.0, device=device)
+    dist.all_reduce(running, op=dist.ReduceOp.SUM)
+    return running.item() == 0.0

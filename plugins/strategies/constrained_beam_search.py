@@ -40,7 +40,7 @@ from genplug.models import ModelAdapter
 
 from .beam_hypotheses import FinishedHypotheses, best_hypotheses
 from .beam_outputs import fill_token, refuse_streamer
-from .beam_run import BeamModelRun
+from .beam_run import BeamModelRun, stopped_everywhere
 from .constraints import Constraint, ConstraintListState, DisjunctiveConstraint, PhrasalConstraint
 
 
@@ -175,7 +175,7 @@ def run_constrained_beam_search(model, input_ids: torch.LongTensor, logits_proce
             stopped_here = cur >= max_length or all(search.done) or bool(
                 stopping_criteria(search.tokens[:, :cur], recorder.scores_so_far()).all())
         del outputs
-        if (_stopped_everywhere(stopped_here, device) if synced_gpus else stopped_here):
+        if (stopped_everywhere(stopped_here, device) if synced_gpus else stopped_here):
             break
         outputs = forward(cur - 1, cur)
 
@@ -184,14 +184,6 @@ def run_constrained_beam_search(model, input_ids: torch.LongTensor, logits_proce
     if not recorder.return_dict:
         return sequences
     return recorder.output(sequences, scores, beam_indices, steps, run.returned_cache, model_kwargs)
-
-
-def _stopped_everywhere(stopped_here: bool, device) -> bool:
-    import torch.distributed as dist
-
-    running = torch.tensor(0.0 if stopped_here else 1.0, device=device)
-    dist.all_reduce(running, op=dist.ReduceOp.SUM)
-    return running.item() == 0.0
 
 
 class _ConstrainedSearch:

@@ -41,7 +41,7 @@ from genplug.processing import LogitsProcessor
 
 from .beam_hypotheses import FinishedHypotheses, best_hypotheses, rows_of_groups
 from .beam_outputs import fill_token, refuse_streamer
-from .beam_run import BeamModelRun
+from .beam_run import BeamModelRun, stopped_everywhere
 
 
 class HammingDiversityLogitsProcessor(LogitsProcessor):
@@ -181,7 +181,7 @@ def run_group_beam_search(model, input_ids: torch.LongTensor, logits_processor, 
             stopped_here = cur >= max_length or bool(
                 done.all() | stopping_criteria(tokens[:, :cur], recorder.scores_so_far()).all())
         del outputs
-        if (_stopped_everywhere(stopped_here, device) if synced_gpus else stopped_here):
+        if (stopped_everywhere(stopped_here, device) if synced_gpus else stopped_here):
             break
         outputs = forward(cur - 1, cur)
 
@@ -194,14 +194,6 @@ def run_group_beam_search(model, input_ids: torch.LongTensor, logits_processor, 
         return sequences
     return recorder.output(sequences, scores, beam_indices, steps, run.returned_cache, model_kwargs)
 
-
-def _stopped_everywhere(stopped_here: bool, device) -> bool:
-    """synced_gpus: whether every rank has stopped (every rank calls this at every step)."""
-    import torch.distributed as dist
-
-    running = torch.tensor(0.0 if stopped_here else 1.0, device=device)
-    dist.all_reduce(running, op=dist.ReduceOp.SUM)
-    return running.item() == 0.0
 
 
 def _step(tokens, history, beam_scores, done, finished, groups, cur, log_probs, logits_processor, eos, pad,
