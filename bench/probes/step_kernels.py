@@ -1,7 +1,10 @@
-"""Which kernels one native decode step launches (batch 1, 1B shape, bf16), from torch.profiler.
+"""Which kernels one native decode step launches (batch 1, 1B shape, bf16), from torch.profiler,
+and what one step costs replayed as a CUDA graph -- with the fused Triton kernels (default) and
+without them (GENPLUG_DECODE_KERNELS=0, the plain PyTorch step).
 
 Run: python bench/probes/step_kernels.py
 """
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -34,15 +37,19 @@ def main():
         slot = torch.tensor(128, device="cuda")
         valid = torch.zeros(1, 384, dtype=torch.bool, device="cuda")
         valid[:, :129] = True
-        for _ in range(3):
-            native.static_decode_step(token, pos, slot, valid, cache.layers)
-        torch.cuda.synchronize()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            native.static_decode_step(token, pos, slot, valid, cache.layers)
+        for fused in ("1", "0"):
+            os.environ["GENPLUG_DECODE_KERNELS"] = fused
+            for _ in range(3):
+                native.static_decode_step(token, pos, slot, valid, cache.layers)
             torch.cuda.synchronize()
-    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    print(f"kernels per step: {len(events)}, summed kernel time {sum(e.device_time for e in events):.0f} us")
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                native.static_decode_step(token, pos, slot, valid, cache.layers)
+                torch.cuda.synchronize()
+            events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            print(f"fused kernels {'on' if fused == '1' else 'off'}: kernels per step: {len(events)}, "
+                  f"summed kernel time {sum(e.device_time for e in events):.0f} us, "
+                  f"one step as a CUDA graph {graph_step_ms(native, token, pos, slot, valid, cache):.3f} ms")
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
     x = torch.randn(1, 1, 2048, dtype=torch.bfloat16, device="cuda")
     w = torch.ones(2048, dtype=torch.bfloat16, device="cuda")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -50,6 +57,22 @@ def main():
         torch.cuda.synchronize()
     print("F.rms_norm on bf16 launches", len([e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]),
           "kernels")
+
+
+def graph_step_ms(native, token, pos, slot, valid, cache, replays=200):
+    """Milliseconds per step of the step captured once and replayed (what the decode loop runs)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        native.static_decode_step(token, pos, slot, valid, cache.layers)
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / replays
 
 
 if __name__ == "__main__":

@@ -330,6 +330,13 @@ class StaticLayer(CacheLayer):
             self.seen += length
         return self.keys, self.values
 
+    def mark_written(self, length: int) -> None:
+        """Count ``length`` tokens that a model wrote into ``keys``/``values`` itself, at the slots
+        from ``position`` on (a fused decode kernel does the write and the attention in one pass)."""
+        self.get_seq_length()
+        self.position.add_(length)
+        self.seen += length
+
     def get_mask_sizes(self, query_length: int) -> Tuple[int, int]:
         return self.max_cache_len, 0
 

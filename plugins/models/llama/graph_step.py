@@ -4,6 +4,10 @@ Shapes never change from step to step and nothing is read back to the host: the 
 rotary position and the cache slot it writes are device tensors, the keys/values go into the static
 cache's preallocated buffers with ``index_copy_``, and the attention mask is a ``[batch, max_cache_len]``
 bool buffer of the slots that hold real tokens. The same weights serve the eager forward.
+
+On CUDA in half precision the uncompiled step runs the fused Triton kernels of :mod:`.decode_kernels`
+(:func:`fused_decode_hidden`); the model's eager forward takes the same function for a one-token step
+over a static cache, so both paths compute the same bits.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import torch.nn.functional as F
 
 from genplug.models import compile_once
 
+from . import decode_kernels
 from .rope import apply_rotary
 
 
@@ -27,6 +32,9 @@ def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, s
     """
     core = model.model
     hidden = core.embed_tokens(token)
+    if layer_fn is None and decode_kernels.usable(hidden):
+        normed = fused_decode_hidden(model, hidden, position_ids, slot, valid, layers)
+        return model.lm_head(normed)[:, -1].float()
     cos, sin = core.rotary_emb(position_ids, hidden.dtype)
     mask = valid[:, None, None, :]
     index = slot.view(1)
@@ -53,6 +61,46 @@ def decode_layer(layer, hidden, cos, sin, mask, index, keys, values):
     out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
     hidden = hidden + attn.o_proj(out.reshape(batch, 1, heads * dim))
     return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
+def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers) -> torch.Tensor:
+    """The final-normed hidden state ``[batch, 1, hidden]`` of the embedded tokens ``hidden``, through the
+    fused kernels; writes their keys/values at ``slot`` (same arguments as :func:`static_decode_step`).
+
+    Each layer hands on ``(residual, delta)`` unsummed, so every residual add happens inside the next
+    norm's kernel.
+    """
+    core = model.model
+    cos, sin = core.rotary_emb(position_ids, hidden.dtype)
+    delta = None
+    for layer, cache_layer in zip(core.layers, layers):
+        hidden, delta = fused_decode_layer(layer, hidden, delta, cos, sin, slot, valid,
+                                           cache_layer.keys, cache_layer.values)
+    return decode_kernels.add_rms_norm(hidden, delta, core.norm.weight, core.norm.eps)[1]
+
+
+def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, values):
+    """One decoder layer with the fused kernels: ``(residual, delta)`` in, ``(residual, delta)`` out.
+
+    Four matmuls (PyTorch's) and four small kernels: add+norm, RoPE+cache write+attention, add+norm,
+    SiLU*up.
+    """
+    attn, mlp = layer.self_attn, layer.mlp
+    norm = layer.input_layernorm
+    residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.weight, norm.eps)
+    out = decode_kernels.rope_cache_attention(
+        attn.qkv_proj.forward(normed), cos, sin, slot, valid, keys, values,
+        attn.num_heads, attn.num_kv_heads, attn.head_dim,
+    )
+    norm = layer.post_attention_layernorm
+    residual, normed = decode_kernels.add_rms_norm(residual, attn.o_proj.forward(out), norm.weight, norm.eps)
+    gate_up = mlp.gate_up_proj.forward(normed)
+    if mlp.act is F.silu:
+        activated = decode_kernels.silu_mul(gate_up)
+    else:
+        gate, up = gate_up.chunk(2, dim=-1)
+        activated = mlp.act(gate) * up
+    return residual, mlp.down_proj.forward(activated)
 
 
 def decode_head(model, hidden):

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import NativeLlamaConfig
-from .graph_step import compiled_step_parts, static_decode_step, supports_static_decode
+from . import decode_kernels
+from .graph_step import compiled_step_parts, fused_decode_hidden, static_decode_step, supports_static_decode
 from .masks import attention_mask_for
 from .rope import RotaryEmbedding, apply_rotary
 
@@ -331,6 +332,24 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
     def supports_static_decode(self, cache) -> bool:
         return supports_static_decode(self, cache)
 
+    def _fused_static_step(self, hidden, attention_mask, position_ids, cache) -> Optional[torch.Tensor]:
+        """Logits of one new token per row through the fused decode kernels, as the CUDA-graph step
+        computes them (same function, same bits), or None when this cache/mask is not a case for it."""
+        if cache is None or not supports_static_decode(self, cache):
+            return None
+        layers = cache.layers
+        past, max_len = layers[0].get_seq_length(), layers[0].max_cache_len
+        if past + 1 > max_len or (attention_mask is not None and tuple(attention_mask.shape) != (hidden.shape[0], past + 1)):
+            return None  # the general path raises the cache's own error / handles other mask shapes
+        valid = torch.zeros(hidden.shape[0], max_len, dtype=torch.bool, device=hidden.device)
+        valid[:, : past + 1] = True if attention_mask is None else attention_mask.bool()
+        if position_ids is None:
+            position_ids = torch.full((1, 1), past, dtype=torch.long, device=hidden.device)
+        normed = fused_decode_hidden(self, hidden, position_ids, layers[0].position, valid, layers)
+        for layer in layers:
+            layer.mark_written(1)
+        return self.lm_head.forward(normed)
+
     # ------------------------------------------------------------------ running it
 
     def forward(
@@ -369,6 +388,14 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         cache = past_key_values
         if cache is None and use_cache:
             cache = self.new_cache(hidden.shape[0])
+        if (
+            hidden.shape[1] == 1 and num_layers == self.config.num_hidden_layers and isinstance(logits_to_keep, int)
+            and not (output_hidden_states or output_attentions) and decode_kernels.usable(hidden)
+        ):
+            logits = self._fused_static_step(hidden, attention_mask, position_ids, cache)
+            if logits is not None:
+                output = CausalLMOutput(logits=logits, past_key_values=cache if use_cache else None)
+                return output if return_dict else output.to_tuple()
 
         hidden, all_hidden, all_weights = self.model.forward(
             hidden, attention_mask, position_ids, cache, num_layers, output_hidden_states, output_attentions

@@ -1,0 +1,199 @@
+"""Fused Triton kernels for the native model's one-token decode step on CUDA (half precision).
+
+At batch 1 a decode step is bound by reading the weights, and everything between the matmuls is a
+launch of a tiny kernel: with plain PyTorch a Llama layer runs ~25 of them (norm, RoPE's multiplies
+and roll, cache writes, attention, residual adds, SiLU, multiply), each costing a few microseconds
+whatever its size. These three kernels leave four small launches per layer around the four matmuls:
+
+* :func:`add_rms_norm` -- the residual add of the previous block fused with the next RMSNorm;
+* :func:`rope_cache_attention` -- RoPE on the new query and key, the key/value written into the
+  static cache at ``slot``, and attention of the query heads of one key/value head over the cache;
+* :func:`silu_mul` -- ``silu(gate) * up``.
+
+Arithmetic is float32 inside each kernel, rounded once on the way out. The eager forward of a
+one-token step over a static cache runs the same kernels as the captured CUDA graph
+(:mod:`.graph_step`), so greedy outputs of the two paths are identical.
+
+Used only where :func:`usable` says so: Triton importable, CUDA tensors in float16/bfloat16 (or
+CPU tensors through Triton's interpreter when the tests set ``ON_CPU``), ``GENPLUG_DECODE_KERNELS`` not
+set to ``0``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the kernels are an optional speed-up; PyTorch ops do the same work without them
+    triton = None
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter was chosen ...
+ON_CPU = False  # ... and the tests ask for the kernels on CPU tensors through it
+HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def usable(hidden: torch.Tensor) -> bool:
+    """Whether the fused kernels can run the step of ``hidden`` (the embedded new tokens)."""
+    if triton is None or os.environ.get("GENPLUG_DECODE_KERNELS", "1") == "0":
+        return False
+    return hidden.dtype in HALF_TYPES and (hidden.is_cuda or (INTERPRET and ON_CPU))
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+if triton is not None:
+
+    @triton.jit
+    def _add_rms_norm_kernel(x_ptr, delta_ptr, weight_ptr, sum_ptr, norm_ptr, width, eps,
+                             HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        inside = cols < width
+        x = tl.load(x_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
+        if HAS_DELTA:
+            x += tl.load(delta_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
+            x = x.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
+            tl.store(sum_ptr + row * width + cols, x, mask=inside)
+            x = x.to(tl.float32)
+        inverse_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / width + eps)
+        weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
+        tl.store(norm_ptr + row * width + cols, (x * inverse_rms * weight).to(norm_ptr.dtype.element_ty), mask=inside)
+
+    @triton.jit
+    def _silu_mul_kernel(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        inside = cols < width
+        gate = tl.load(gate_up_ptr + row * 2 * width + cols, mask=inside, other=0.0).to(tl.float32)
+        up = tl.load(gate_up_ptr + row * 2 * width + width + cols, mask=inside, other=0.0).to(tl.float32)
+        out = gate / (1.0 + tl.exp(-gate)) * up
+        tl.store(out_ptr + row * width + cols, out.to(out_ptr.dtype.element_ty), mask=inside)
+
+    @triton.jit
+    def _rope_cache_attention_kernel(
+        qkv_ptr, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
+        qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale,
+        HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
+        BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+    ):
+        # One program per (row, key/value head): it is the only writer of that head's new cache
+        # slot, and attends with all GROUPS query heads that share the head.
+        row = tl.program_id(0)
+        head = tl.program_id(1)
+        slot = tl.load(slot_ptr)
+        d = tl.arange(0, BLOCK_D)
+        d_in = d < DIM
+        rolled = (d + DIM // 2) % DIM  # RoPE's rotate-half partner; the sign sits in `sin`
+        cos = tl.load(cos_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
+        sin = tl.load(sin_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
+        qkv = qkv_ptr + row * qkv_row
+
+        new_key = qkv + (HEADS + head) * DIM
+        key = tl.load(new_key + d, mask=d_in, other=0.0).to(tl.float32) * cos \
+            + tl.load(new_key + rolled, mask=d_in, other=0.0).to(tl.float32) * sin
+        value = tl.load(qkv + (HEADS + KV_HEADS + head) * DIM + d, mask=d_in, other=0.0)
+        cache_at = row * cache_batch + head * cache_head
+        tl.store(keys_ptr + cache_at + slot * cache_slot + d, key.to(keys_ptr.dtype.element_ty), mask=d_in)
+        tl.store(values_ptr + cache_at + slot * cache_slot + d, value, mask=d_in)
+
+        g = tl.arange(0, BLOCK_G)
+        q_in = (g < GROUPS)[:, None] & d_in[None, :]
+        q_at = qkv + (head * GROUPS + g)[:, None] * DIM
+        query = tl.load(q_at + d[None, :], mask=q_in, other=0.0).to(tl.float32) * cos[None, :] \
+            + tl.load(q_at + rolled[None, :], mask=q_in, other=0.0).to(tl.float32) * sin[None, :]
+        query = query * scale
+        tl.debug_barrier()  # the new key/value must be visible to every thread before the loop reads it
+
+        best = tl.full([BLOCK_G], float("-inf"), tl.float32)
+        total = tl.zeros([BLOCK_G], tl.float32)
+        acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+        for start in range(0, slot + 1, BLOCK_S):  # slots after `slot` hold nothing yet
+            s = start + tl.arange(0, BLOCK_S)
+            s_in = s <= slot
+            attend = tl.load(valid_ptr + row * valid_row + s, mask=s_in, other=0) != 0
+            kv_in = s_in[:, None] & d_in[None, :]
+            at = cache_at + s[:, None] * cache_slot + d[None, :]
+            k = tl.load(keys_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
+            scores = tl.sum(query[:, None, :] * k[None, :, :], axis=2)
+            scores = tl.where(attend[None, :], scores, float("-inf"))
+            new_best = tl.maximum(best, tl.max(scores, axis=1))
+            shift = tl.where(new_best == float("-inf"), 0.0, new_best)  # a block that is all padding
+            p = tl.exp(scores - shift[:, None])
+            rescale = tl.exp(best - shift)
+            v = tl.load(values_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
+            acc = acc * rescale[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+            total = total * rescale + tl.sum(p, axis=1)
+            best = new_best
+        out = acc / total[:, None]
+        out_at = out_ptr + row * HEADS * DIM + (head * GROUPS + g)[:, None] * DIM + d[None, :]
+        tl.store(out_at, out.to(out_ptr.dtype.element_ty), mask=q_in)
+
+
+def add_rms_norm(x: torch.Tensor, delta: Optional[torch.Tensor], weight: torch.Tensor,
+                 eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(x + delta, rms_norm(x + delta) * weight)``; with ``delta=None`` just ``(x, rms_norm(x) * weight)``.
+
+    ``x``/``delta`` are ``[..., width]``; the sum is rounded to the model dtype before it is normed, as
+    the residual stream is stored.
+    """
+    width = x.shape[-1]
+    x = x.contiguous()
+    rows = x.numel() // width
+    total = torch.empty_like(x) if delta is not None else x
+    normed = torch.empty_like(x)
+    _add_rms_norm_kernel[(rows,)](
+        x, delta.contiguous() if delta is not None else x, weight, total, normed, width, eps,
+        HAS_DELTA=delta is not None, BLOCK=_next_pow2(width), num_warps=_warps_for(width),
+    )
+    return total, normed
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` for ``gate_up = [..., 2 * width]`` holding gate then up."""
+    width = gate_up.shape[-1] // 2
+    gate_up = gate_up.contiguous()
+    rows = gate_up.numel() // (2 * width)
+    out = torch.empty(*gate_up.shape[:-1], width, dtype=gate_up.dtype, device=gate_up.device)
+    block = min(1024, _next_pow2(width))
+    _silu_mul_kernel[(rows, triton.cdiv(width, block))](gate_up, out, width, BLOCK=block, num_warps=4)
+    return out
+
+
+def rope_cache_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor,
+                         valid: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                         heads: int, kv_heads: int, head_dim: int) -> torch.Tensor:
+    """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
+
+    ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` is the fused projection (queries, keys, values,
+    unrotated); ``cos``/``sin`` come from the rotary embedding (``[batch or 1, 1, 1, head_dim]``);
+    ``slot`` (0-d long) is the cache slot of the new token, which this writes in ``keys``/``values``
+    ``[batch, kv_heads, max_cache_len, head_dim]``; ``valid [batch, max_cache_len]`` (bool) marks the
+    slots each row attends to, the new one included.
+    """
+    if keys.stride() != values.stride() or keys.stride(-1) != 1:
+        raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
+    batch = qkv.shape[0]
+    qkv = qkv.contiguous()
+    cos, sin = cos.contiguous(), sin.contiguous()
+    valid = valid.contiguous().view(torch.uint8)
+    out = torch.empty(batch, 1, heads * head_dim, dtype=qkv.dtype, device=qkv.device)
+    groups = heads // kv_heads
+    _rope_cache_attention_kernel[(batch, kv_heads)](
+        qkv, cos, sin, slot, valid, keys, values, out,
+        qkv.shape[-1], head_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
+        keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
+        HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim,
+        BLOCK_G=max(2, _next_pow2(groups)), BLOCK_D=_next_pow2(head_dim), BLOCK_S=32, num_warps=4,
+    )
+    return out
+
+
+def _warps_for(width: int) -> int:
+    return 4 if width <= 2048 else 8 if width <= 8192 else 16

@@ -1,0 +1,179 @@
+"""The fused decode kernels (Triton) against PyTorch: on CUDA when there is one, else on the CPU
+through Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1 before triton is imported).
+
+Oracles: the plain PyTorch decode step of :mod:`graph_step` (norm, RoPE, ``index_copy_``, SDPA) and
+``F.rms_norm`` / ``F.silu``; for whole generations, the eager forward must equal the graph loop (they
+share the kernels) and stay close to the unfused step.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+pytest.importorskip("triton")
+
+from genplug.plugins.models.llama import graph_step  # noqa: E402
+from genplug.plugins.models.llama.rope import apply_rotary  # noqa: E402
+
+from native_llama_fixtures import native_model  # noqa: E402
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    from genplug.plugins.models.llama import decode_kernels
+
+    if DEVICE == "cpu" and not decode_kernels.INTERPRET:
+        pytest.skip("no CUDA and Triton's interpreter was not selected before triton was imported")
+    decode_kernels.ON_CPU = DEVICE == "cpu"
+    yield decode_kernels
+    decode_kernels.ON_CPU = False
+
+
+@settings(max_examples=15, deadline=None)
+@given(rows=st.integers(1, 3), width=st.sampled_from([8, 24, 64, 100]), with_delta=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_add_rms_norm_matches_torch(kernels, rows, width, with_delta, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, delta = (torch.randn(rows, 1, width, generator=g).to(DEVICE) for _ in range(2))
+    weight = (1 + 0.3 * torch.randn(width, generator=g)).to(DEVICE)
+    total, normed = kernels.add_rms_norm(x, delta if with_delta else None, weight, 1e-5)
+    expected_total = x + delta if with_delta else x
+    torch.testing.assert_close(total, expected_total)
+    torch.testing.assert_close(normed, F.rms_norm(expected_total, (width,), weight, 1e-5), rtol=1e-5, atol=1e-5)
+
+
+def test_add_rms_norm_rounds_the_residual_to_the_model_dtype(kernels):
+    x = torch.randn(2, 1, 64).to(DEVICE, torch.bfloat16)
+    delta = torch.randn(2, 1, 64).to(DEVICE, torch.bfloat16)
+    total, normed = kernels.add_rms_norm(x, delta, torch.ones(64, dtype=torch.bfloat16, device=DEVICE), 1e-6)
+    assert total.dtype == normed.dtype == torch.bfloat16
+    if DEVICE == "cuda":
+        assert torch.equal(total, x + delta)  # one fp32 add rounded to nearest, as PyTorch's bf16 add
+    else:  # Triton's interpreter rounds float32 -> bfloat16 toward zero: within one bf16 ulp
+        torch.testing.assert_close(total, x + delta, rtol=2**-7, atol=0)
+    reference = F.rms_norm((x + delta).float(), (64,), None, 1e-6)
+    torch.testing.assert_close(normed.float(), reference, rtol=1e-2, atol=1e-2)
+
+
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, 3), width=st.sampled_from([4, 48, 1500]), seed=st.integers(0, 2**16))
+def test_silu_mul_matches_torch(kernels, rows, width, seed):
+    gate_up = torch.randn(rows, 1, 2 * width, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    gate, up = gate_up.chunk(2, dim=-1)
+    torch.testing.assert_close(kernels.silu_mul(gate_up), F.silu(gate) * up, rtol=1e-5, atol=1e-6)
+
+
+def _reference_attention(qkv, cos, sin, slot, valid, keys, values, heads, kv_heads, dim):
+    """graph_step's unfused ops: rotate, write the cache at ``slot``, SDPA over the valid slots."""
+    batch = qkv.shape[0]
+    qkv = qkv.view(batch, 1, heads + 2 * kv_heads, dim)
+    qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
+    keys.index_copy_(2, slot.view(1), qk[:, :, heads:].transpose(1, 2))
+    values.index_copy_(2, slot.view(1), qkv[:, :, heads + kv_heads:].transpose(1, 2))
+    queries = qk[:, :, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=valid[:, None, None, :])
+    return out.reshape(batch, 1, heads * dim)
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 3), kv_heads=st.integers(1, 3), groups=st.sampled_from([1, 3, 4]),
+       dim=st.sampled_from([8, 16, 24]), max_len=st.integers(1, 80), data=st.data())
+def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, groups, dim, max_len, data):
+    heads = kv_heads * groups
+    slot = data.draw(st.integers(0, max_len - 1), label="slot")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    shared_positions = data.draw(st.booleans(), label="shared_positions")
+    g = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(batch, 1, (heads + 2 * kv_heads) * dim, generator=g)
+    angles = torch.rand(1 if shared_positions else batch, 1, 1, dim // 2, generator=g) * 6.3
+    cos = torch.cat((angles.cos(), angles.cos()), -1)
+    sin = torch.cat((-angles.sin(), angles.sin()), -1)
+    keys = torch.randn(batch, kv_heads, max_len, dim, generator=g)
+    values = torch.randn(batch, kv_heads, max_len, dim, generator=g)
+    valid = torch.rand(batch, max_len, generator=g) < 0.7  # left padding and holes
+    valid[:, slot] = True
+    valid[:, slot + 1:] = False
+    qkv, cos, sin, keys, values, valid = (t.to(DEVICE) for t in (qkv, cos, sin, keys, values, valid))
+    slot_t = torch.tensor(slot, device=DEVICE)
+    ref_keys, ref_values = keys.clone(), values.clone()
+    expected = _reference_attention(qkv, cos, sin, slot_t, valid, ref_keys, ref_values, heads, kv_heads, dim)
+    out = kernels.rope_cache_attention(qkv, cos, sin, slot_t, valid, keys, values, heads, kv_heads, dim)
+    torch.testing.assert_close(keys, ref_keys, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(values, ref_values)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_rope_cache_attention_refuses_mismatched_buffers(kernels):
+    keys = torch.zeros(1, 1, 4, 8)
+    values = torch.zeros(1, 4, 1, 8).transpose(1, 2)
+    with pytest.raises(ValueError, match="contiguous layout"):
+        kernels.rope_cache_attention(torch.zeros(1, 1, 24), torch.ones(1, 1, 1, 8), torch.zeros(1, 1, 1, 8),
+                                     torch.tensor(0), torch.ones(1, 4, dtype=torch.bool), keys, values, 1, 1, 8)
+
+
+@pytest.fixture
+def graph_on_cpu(monkeypatch):
+    import genplug.graph_loop as graph_loop
+
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
+    return graph_loop
+
+
+def test_fused_step_logits_match_the_unfused_step(kernels):
+    import genplug
+
+    model = native_model(seed=3).to(DEVICE, torch.bfloat16)
+    prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)
+    cache = genplug.StaticCache(config=model.config, max_cache_len=12)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    model(prompt, attention_mask=mask, position_ids=positions, past_key_values=cache)
+    unfused_cache = genplug.StaticCache(config=model.config, max_cache_len=12)
+    model(prompt, attention_mask=mask, position_ids=positions, past_key_values=unfused_cache)
+
+    token, slot = torch.tensor([[7], [11]], device=DEVICE), torch.tensor(5, device=DEVICE)
+    valid = torch.zeros(2, 12, dtype=torch.bool, device=DEVICE)
+    valid[:, :6] = torch.cat((mask, torch.ones_like(mask[:, :1])), -1).bool()
+    position = positions[:, -1:] + 1
+    fused = graph_step.static_decode_step(model, token, position, slot, valid, cache.layers)
+    unfused = graph_step.static_decode_step(model, token, position, slot, valid, unfused_cache.layers,
+                                            layer_fn=graph_step.decode_layer)
+    assert fused.dtype == torch.float32 and fused.shape == (2, model.config.vocab_size)
+    torch.testing.assert_close(fused, unfused, rtol=0.05, atol=0.05)  # bf16 noise of different roundings
+    assert (fused.argmax(-1) == unfused.argmax(-1)).all()
+    for mine, theirs in zip(cache.layers, unfused_cache.layers):
+        torch.testing.assert_close(mine.keys.float(), theirs.keys.float(), rtol=0.05, atol=0.05)
+
+
+def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu):
+    """Greedy output of the eager loop (model forward, one token at a time) equals the graph loop's,
+    bit for bit, because both run :func:`graph_step.fused_decode_hidden`; with left padding."""
+    import genplug
+
+    model = native_model(seed=1).to(DEVICE, torch.bfloat16)
+    prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)
+    kw = dict(attention_mask=mask, max_new_tokens=10, cache_implementation="static", pad_token_id=0)
+    graph = genplug.generate(model, prompt, **kw)
+    assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
+    eager = genplug.generate(model, prompt, disable_compile=True, **kw)
+    assert torch.equal(graph, eager)
+    # and the fused eager step is really taken: the static cache's counters advance through mark_written
+    cache = genplug.StaticCache(config=model.config, max_cache_len=16)
+    out = model(prompt[:1], past_key_values=cache)
+    step = model(out.logits[:, -1:].argmax(-1), past_key_values=cache)
+    assert cache.get_seq_length() == 6 and step.logits.shape == (1, 1, model.config.vocab_size)
+    full = model(torch.cat((prompt[:1], out.logits[:, -1:].argmax(-1)), -1), past_key_values=None, use_cache=False)
+    torch.testing.assert_close(step.logits[:, -1].float(), full.logits[:, -1].float(), rtol=0.05, atol=0.05)
+
+
+def test_kernels_stay_off_where_they_do_not_apply(kernels, monkeypatch):
+    assert not kernels.usable(torch.zeros(1, 1, 8, device=DEVICE))  # float32: the PyTorch step, exact
+    assert kernels.usable(torch.zeros(1, 1, 8, dtype=torch.float16, device=DEVICE))
+    monkeypatch.setenv("GENPLUG_DECODE_KERNELS", "0")
+    assert not kernels.usable(torch.zeros(1, 1, 8, dtype=torch.float16, device=DEVICE))
