@@ -51,14 +51,22 @@ def _next_pow2(n: int) -> int:
 if triton is not None:
 
     @triton.jit
-    def _add_rms_norm_kernel(x_ptr, delta_ptr, weight_ptr, sum_ptr, norm_ptr, width, eps,
-                             HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr):
+    def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
+        """``sum_p ptr[p * part_stride + offsets]`` in float32, parts added in a fixed order."""
+        total = tl.load(ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        for p in tl.static_range(1, PARTS):
+            total += tl.load(ptr + p * part_stride + offsets, mask=mask, other=0.0).to(tl.float32)
+        return total
+
+    @triton.jit
+    def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_ptr, norm_ptr, width, eps,
+                             DELTA_PARTS: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         inside = cols < width
         x = tl.load(x_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
-        if HAS_DELTA:
-            x += tl.load(delta_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
+        if DELTA_PARTS > 0:
+            x += _summed(delta_ptr, row * width + cols, inside, DELTA_PARTS, delta_parts_stride)
             x = x.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
             tl.store(sum_ptr + row * width + cols, x, mask=inside)
             x = x.to(tl.float32)
@@ -77,11 +85,42 @@ if triton is not None:
         tl.store(out_ptr + row * width + cols, out.to(out_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
+    def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
+                     k_per_split,
+                     X_PARTS: tl.constexpr, X_SILU: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
+        # With X_SILU, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
+        # x[k] = silu(gate[k]) * up[k], so the activation never makes a trip through memory.
+        pid_n = tl.program_id(0)
+        split = tl.program_id(1)
+        n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_in = n < out_width
+        acc = tl.zeros([BLOCK_N], tl.float32)
+        first = split * k_per_split
+        for start in range(first, first + k_per_split, BLOCK_K):
+            k = start + tl.arange(0, BLOCK_K)
+            k_in = k < in_width
+            if X_SILU:
+                gate = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
+                up = _summed(x_ptr + in_width, k, k_in, X_PARTS, x_parts_stride)
+                x = gate / (1.0 + tl.exp(-gate)) * up
+            else:
+                x = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
+            w = tl.load(w_ptr + k[:, None] * w_stride_k + n[None, :] * w_stride_n,
+                        mask=k_in[:, None] & n_in[None, :], other=0.0)
+            acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
+        if HAS_BIAS:
+            if split == 0:
+                acc += tl.load(bias_ptr + n, mask=n_in, other=0.0).to(tl.float32)
+        tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
+
+    @triton.jit
     def _rope_cache_attention_kernel(
-        qkv_ptr, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
+        qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
         qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale,
         HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
-        BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+        QKV_PARTS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
     ):
         # One program per (row, key/value head): it is the only writer of that head's new cache
         # slot, and attends with all GROUPS query heads that share the head.
@@ -95,19 +134,19 @@ if triton is not None:
         sin = tl.load(sin_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
         qkv = qkv_ptr + row * qkv_row
 
-        new_key = qkv + (HEADS + head) * DIM
-        key = tl.load(new_key + d, mask=d_in, other=0.0).to(tl.float32) * cos \
-            + tl.load(new_key + rolled, mask=d_in, other=0.0).to(tl.float32) * sin
-        value = tl.load(qkv + (HEADS + KV_HEADS + head) * DIM + d, mask=d_in, other=0.0)
+        new_key = (HEADS + head) * DIM
+        key = _summed(qkv, new_key + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
+            + _summed(qkv, new_key + rolled, d_in, QKV_PARTS, qkv_parts_stride) * sin
+        value = _summed(qkv, (HEADS + KV_HEADS + head) * DIM + d, d_in, QKV_PARTS, qkv_parts_stride)
         cache_at = row * cache_batch + head * cache_head
         tl.store(keys_ptr + cache_at + slot * cache_slot + d, key.to(keys_ptr.dtype.element_ty), mask=d_in)
-        tl.store(values_ptr + cache_at + slot * cache_slot + d, value, mask=d_in)
+        tl.store(values_ptr + cache_at + slot * cache_slot + d, value.to(values_ptr.dtype.element_ty), mask=d_in)
 
         g = tl.arange(0, BLOCK_G)
         q_in = (g < GROUPS)[:, None] & d_in[None, :]
-        q_at = qkv + (head * GROUPS + g)[:, None] * DIM
-        query = tl.load(q_at + d[None, :], mask=q_in, other=0.0).to(tl.float32) * cos[None, :] \
-            + tl.load(q_at + rolled[None, :], mask=q_in, other=0.0).to(tl.float32) * sin[None, :]
+        q_at = (head * GROUPS + g)[:, None] * DIM
+        query = _summed(qkv, q_at + d[None, :], q_in, QKV_PARTS, qkv_parts_stride) * cos[None, :] \
+            + _summed(qkv, q_at + rolled[None, :], q_in, QKV_PARTS, qkv_parts_stride) * sin[None, :]
         query = query * scale
         tl.debug_barrier()  # the new key/value must be visible to every thread before the loop reads it
 
@@ -136,21 +175,93 @@ if triton is not None:
         tl.store(out_at, out.to(out_ptr.dtype.element_ty), mask=q_in)
 
 
-def add_rms_norm(x: torch.Tensor, delta: Optional[torch.Tensor], weight: torch.Tensor,
-                 eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+class PartialSums:
+    """A one-row matmul's output left as float32 partial sums ``parts [splits, rows, width]`` (split-K).
+
+    The kernel that consumes it adds the splits up while loading (in a fixed order: deterministic),
+    so the sum never makes its own trip through memory.
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: torch.Tensor):
+        self.parts = parts
+
+    def total(self) -> torch.Tensor:
+        """The summed output ``[rows, 1, width]`` in float32 (for tests and fallbacks)."""
+        return self.parts.sum(0).unsqueeze(1)
+
+
+def _as_parts(x) -> Tuple[torch.Tensor, int, int]:
+    """``(tensor, number of parts, stride between parts)`` of a tensor or :class:`PartialSums`."""
+    if isinstance(x, PartialSums):
+        return x.parts, x.parts.shape[0], x.parts.stride(0)
+    return x.contiguous(), 1, 0
+
+
+def gemv_applies(weight_t: Optional[torch.Tensor]) -> bool:
+    """Whether :func:`gemv` can read ``weight_t [in, out]`` (either dimension contiguous)."""
+    return weight_t is not None and weight_t.dim() == 2 and 1 in weight_t.stride()
+
+
+def gemv(x, weight_t: torch.Tensor, bias: Optional[torch.Tensor] = None, silu_input: bool = False,
+         config: Optional[Tuple[int, int, int, int, int]] = None) -> PartialSums:
+    """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
+
+    ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``silu_input=True`` it is the gate/up
+    projection ``[1, 1, 2 * in]`` and the input is ``silu(gate) * up``, computed while loading.
+    ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
+    """
+    in_width, out_width = weight_t.shape
+    x, x_parts, x_stride = _as_parts(x)
+    block_n, block_k, warps, stages, per_sm = config or _gemv_config(in_width, out_width, weight_t.stride(0) == 1)
+    columns = triton.cdiv(out_width, block_n)
+    splits = max(1, min(triton.cdiv(in_width, block_k), per_sm * _sm_count(weight_t.device) // columns))
+    k_per_split = triton.cdiv(triton.cdiv(in_width, splits), block_k) * block_k
+    splits = triton.cdiv(in_width, k_per_split)
+    out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
+    _gemv_kernel[(columns, splits)](
+        x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
+        in_width, out_width, k_per_split, X_PARTS=x_parts, X_SILU=silu_input, HAS_BIAS=bias is not None,
+        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+    )
+    return PartialSums(out)
+
+
+def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int, int, int, int, int]:
+    """(block_n, block_k, warps, stages, programs per SM), from bench/probes/gemv_configs.py on an H100."""
+    if k_contiguous:  # [out, in] storage (a transformers weight seen transposed)
+        return 32, 256, 4, 3, 4
+    return 64, 64, 4, 3, 4
+
+
+_SM_COUNTS = {}
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # Triton's interpreter: a few splits, so the tests cover split-K
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNTS:
+        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNTS[index]
+
+
+def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(x + delta, rms_norm(x + delta) * weight)``; with ``delta=None`` just ``(x, rms_norm(x) * weight)``.
 
-    ``x``/``delta`` are ``[..., width]``; the sum is rounded to the model dtype before it is normed, as
-    the residual stream is stored.
+    ``x`` is ``[rows, 1, width]``; ``delta`` the same shape or :class:`PartialSums`. The sum is rounded
+    to the model dtype before it is normed, as the residual stream is stored.
     """
     width = x.shape[-1]
     x = x.contiguous()
     rows = x.numel() // width
-    total = torch.empty_like(x) if delta is not None else x
+    delta, delta_parts, delta_stride = _as_parts(delta) if delta is not None else (x, 0, 0)
+    total = torch.empty_like(x) if delta_parts else x
     normed = torch.empty_like(x)
     _add_rms_norm_kernel[(rows,)](
-        x, delta.contiguous() if delta is not None else x, weight, total, normed, width, eps,
-        HAS_DELTA=delta is not None, BLOCK=_next_pow2(width), num_warps=_warps_for(width),
+        x, delta, delta_stride, weight, total, normed, width, eps,
+        DELTA_PARTS=delta_parts, BLOCK=_next_pow2(width), num_warps=_warps_for(width),
     )
     return total, normed
 
@@ -166,30 +277,30 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def rope_cache_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor,
+def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor,
                          valid: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                          heads: int, kv_heads: int, head_dim: int) -> torch.Tensor:
     """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
 
-    ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` is the fused projection (queries, keys, values,
-    unrotated); ``cos``/``sin`` come from the rotary embedding (``[batch or 1, 1, 1, head_dim]``);
-    ``slot`` (0-d long) is the cache slot of the new token, which this writes in ``keys``/``values``
-    ``[batch, kv_heads, max_cache_len, head_dim]``; ``valid [batch, max_cache_len]`` (bool) marks the
-    slots each row attends to, the new one included.
+    ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
+    projection (queries, keys, values, unrotated); ``cos``/``sin`` come from the rotary embedding
+    (``[batch or 1, 1, 1, head_dim]``); ``slot`` (0-d long) is the cache slot of the new token, which
+    this writes in ``keys``/``values`` ``[batch, kv_heads, max_cache_len, head_dim]``;
+    ``valid [batch, max_cache_len]`` (bool) marks the slots each row attends to, the new one included.
     """
     if keys.stride() != values.stride() or keys.stride(-1) != 1:
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
-    batch = qkv.shape[0]
-    qkv = qkv.contiguous()
+    batch = keys.shape[0]
+    qkv, qkv_parts, qkv_stride = _as_parts(qkv)
     cos, sin = cos.contiguous(), sin.contiguous()
     valid = valid.contiguous().view(torch.uint8)
-    out = torch.empty(batch, 1, heads * head_dim, dtype=qkv.dtype, device=qkv.device)
+    out = torch.empty(batch, 1, heads * head_dim, dtype=keys.dtype, device=keys.device)
     groups = heads // kv_heads
     _rope_cache_attention_kernel[(batch, kv_heads)](
-        qkv, cos, sin, slot, valid, keys, values, out,
+        qkv, qkv_stride, cos, sin, slot, valid, keys, values, out,
         qkv.shape[-1], head_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
-        HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim,
+        HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts,
         BLOCK_G=max(2, _next_pow2(groups)), BLOCK_D=_next_pow2(head_dim), BLOCK_S=32, num_warps=4,
     )
     return out

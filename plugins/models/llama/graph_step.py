@@ -82,25 +82,41 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers) -> tor
 def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, values):
     """One decoder layer with the fused kernels: ``(residual, delta)`` in, ``(residual, delta)`` out.
 
-    Four matmuls (PyTorch's) and four small kernels: add+norm, RoPE+cache write+attention, add+norm,
-    SiLU*up.
+    Around the four matmuls run three small kernels: add+norm, RoPE+cache write+attention, add+norm.
+    At batch 1 the matmuls are genplug's split-K GEMV, whose partial sums the next kernel adds up while
+    loading, and the down projection computes SiLU(gate)*up as it reads its input; larger batches use
+    PyTorch's matmuls and one more kernel for SiLU*up.
     """
     attn, mlp = layer.self_attn, layer.mlp
+    one_row = residual.shape[0] == 1
     norm = layer.input_layernorm
     residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.weight, norm.eps)
     out = decode_kernels.rope_cache_attention(
-        attn.qkv_proj.forward(normed), cos, sin, slot, valid, keys, values,
+        _matmul(attn.qkv_proj, normed, one_row), cos, sin, slot, valid, keys, values,
         attn.num_heads, attn.num_kv_heads, attn.head_dim,
     )
     norm = layer.post_attention_layernorm
-    residual, normed = decode_kernels.add_rms_norm(residual, attn.o_proj.forward(out), norm.weight, norm.eps)
-    gate_up = mlp.gate_up_proj.forward(normed)
+    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.weight, norm.eps)
+    gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
+    down = mlp.down_proj
+    if mlp.act is F.silu and one_row and decode_kernels.gemv_applies(getattr(down, "weight_t", None)):
+        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, silu_input=True)
+    if isinstance(gate_up, decode_kernels.PartialSums):
+        gate_up = gate_up.total().to(residual.dtype)
     if mlp.act is F.silu:
         activated = decode_kernels.silu_mul(gate_up)
     else:
         gate, up = gate_up.chunk(2, dim=-1)
         activated = mlp.act(gate) * up
-    return residual, mlp.down_proj.forward(activated)
+    return residual, down.forward(activated)
+
+
+def _matmul(projection, x, one_row: bool):
+    """``projection(x)``: genplug's GEMV for one row when the weight is one matrix, else PyTorch's."""
+    weight = getattr(projection, "weight_t", None)
+    if one_row and decode_kernels.gemv_applies(weight):
+        return decode_kernels.gemv(x, weight, projection.bias)
+    return projection.forward(x)
 
 
 def decode_head(model, hidden):

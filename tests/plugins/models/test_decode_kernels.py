@@ -67,6 +67,45 @@ def test_silu_mul_matches_torch(kernels, rows, width, seed):
     torch.testing.assert_close(kernels.silu_mul(gate_up), F.silu(gate) * up, rtol=1e-5, atol=1e-6)
 
 
+@settings(max_examples=20, deadline=None)
+@given(in_width=st.integers(1, 300), out_width=st.integers(1, 200), with_bias=st.booleans(),
+       k_contiguous=st.booleans(), parts_in=st.integers(0, 3), seed=st.integers(0, 2**16))
+def test_gemv_matches_torch(kernels, in_width, out_width, with_bias, k_contiguous, parts_in, seed):
+    """One-row split-K GEMV over either weight layout, from a tensor or from partial sums, with bias."""
+    g = torch.Generator().manual_seed(seed)
+    weight_t = torch.randn(in_width, out_width, generator=g)
+    if k_contiguous:  # [out, in] storage seen transposed, as a transformers weight
+        weight_t = weight_t.t().contiguous().t()
+    bias = torch.randn(out_width, generator=g) if with_bias else None
+    x = torch.randn(1, 1, in_width, generator=g)
+    expected = x @ weight_t + (bias if with_bias else 0)
+    x_in = x
+    if parts_in:  # the same input split into partial sums
+        pieces = torch.randn(parts_in, 1, in_width, generator=g)
+        pieces[0] += x[0] - pieces.sum(0)
+        x_in = kernels.PartialSums(pieces.to(DEVICE))
+        x = pieces.sum(0, keepdim=True)
+        expected = x @ weight_t + (bias if with_bias else 0)
+    out = kernels.gemv(x_in if parts_in else x.to(DEVICE), weight_t.to(DEVICE),
+                       bias.to(DEVICE) if with_bias else None)
+    assert isinstance(out, kernels.PartialSums) and out.parts.dtype == torch.float32
+    torch.testing.assert_close(out.total().cpu(), expected, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=10, deadline=None)
+@given(in_width=st.integers(1, 200), out_width=st.integers(1, 100), seed=st.integers(0, 2**16))
+def test_gemv_with_silu_input_matches_torch(kernels, in_width, out_width, seed):
+    """The down projection reads silu(gate) * up straight from the gate/up projection's output."""
+    g = torch.Generator().manual_seed(seed)
+    gate_up = torch.randn(1, 1, 2 * in_width, generator=g)
+    weight_t = torch.randn(in_width, out_width, generator=g)
+    gate, up = gate_up.chunk(2, dim=-1)
+    expected = (F.silu(gate) * up) @ weight_t
+    for given_as in (gate_up.to(DEVICE), kernels.PartialSums(torch.stack((gate_up[0], 0 * gate_up[0])).to(DEVICE))):
+        out = kernels.gemv(given_as, weight_t.to(DEVICE), silu_input=True)
+        torch.testing.assert_close(out.total().cpu(), expected, rtol=1e-4, atol=1e-4)
+
+
 def _reference_attention(qkv, cos, sin, slot, valid, keys, values, heads, kv_heads, dim):
     """graph_step's unfused ops: rotate, write the cache at ``slot``, SDPA over the valid slots."""
     batch = qkv.shape[0]
@@ -101,9 +140,11 @@ def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, 
     slot_t = torch.tensor(slot, device=DEVICE)
     ref_keys, ref_values = keys.clone(), values.clone()
     expected = _reference_attention(qkv, cos, sin, slot_t, valid, ref_keys, ref_values, heads, kv_heads, dim)
+    if data.draw(st.booleans(), label="qkv_as_partial_sums"):
+        qkv = kernels.PartialSums(torch.stack((0.25 * qkv[:, 0], 0.75 * qkv[:, 0])))
     out = kernels.rope_cache_attention(qkv, cos, sin, slot_t, valid, keys, values, heads, kv_heads, dim)
     torch.testing.assert_close(keys, ref_keys, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(values, ref_values)
+    torch.testing.assert_close(values, ref_values, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -124,7 +165,8 @@ def graph_on_cpu(monkeypatch):
     return graph_loop
 
 
-def test_fused_step_logits_match_the_unfused_step(kernels):
+@pytest.mark.parametrize("rows", [1, 2], ids=["one row: GEMV kernels", "two rows: PyTorch matmuls"])
+def test_fused_step_logits_match_the_unfused_step(kernels, rows):
     import genplug
 
     model = native_model(seed=3).to(DEVICE, torch.bfloat16)
@@ -140,24 +182,30 @@ def test_fused_step_logits_match_the_unfused_step(kernels):
     valid = torch.zeros(2, 12, dtype=torch.bool, device=DEVICE)
     valid[:, :6] = torch.cat((mask, torch.ones_like(mask[:, :1])), -1).bool()
     position = positions[:, -1:] + 1
+    if rows == 1:  # the second row alone (left padding), over caches of one row
+        for c in (cache, unfused_cache):
+            for layer in c.layers:
+                layer.keys, layer.values = layer.keys[1:].contiguous(), layer.values[1:].contiguous()
+        token, position, valid = token[1:], position[1:], valid[1:]
     fused = graph_step.static_decode_step(model, token, position, slot, valid, cache.layers)
     unfused = graph_step.static_decode_step(model, token, position, slot, valid, unfused_cache.layers,
                                             layer_fn=graph_step.decode_layer)
-    assert fused.dtype == torch.float32 and fused.shape == (2, model.config.vocab_size)
+    assert fused.dtype == torch.float32 and fused.shape == (rows, model.config.vocab_size)
     torch.testing.assert_close(fused, unfused, rtol=0.05, atol=0.05)  # bf16 noise of different roundings
     assert (fused.argmax(-1) == unfused.argmax(-1)).all()
     for mine, theirs in zip(cache.layers, unfused_cache.layers):
         torch.testing.assert_close(mine.keys.float(), theirs.keys.float(), rtol=0.05, atol=0.05)
 
 
-def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu):
+@pytest.mark.parametrize("rows", [1, 2], ids=["one row: GEMV kernels", "two rows: PyTorch matmuls"])
+def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, rows):
     """Greedy output of the eager loop (model forward, one token at a time) equals the graph loop's,
     bit for bit, because both run :func:`graph_step.fused_decode_hidden`; with left padding."""
     import genplug
 
     model = native_model(seed=1).to(DEVICE, torch.bfloat16)
-    prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)
+    prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)[:rows]
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)[:rows]
     kw = dict(attention_mask=mask, max_new_tokens=10, cache_implementation="static", pad_token_id=0)
     graph = genplug.generate(model, prompt, **kw)
     assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
