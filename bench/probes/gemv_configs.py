@@ -41,14 +41,14 @@ def seconds_per_call(fn_list, repeats=5):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--layouts", default="in_out,out_in")
+    parser.add_argument("--layouts", default="out_in,in_out")
     args = parser.parse_args()
-    grid = dict(block_n=(32, 64, 128), block_k=(64, 128, 256), warps=(4, 8), stages=(2, 4), per_sm=(2, 4, 8))
+    grid = dict(block_n=(16, 32, 64, 128), block_k=(64, 128, 256), warps=(4, 8), stages=(2, 4), per_sm=(2, 4, 8))
     if args.quick:
         grid = dict(block_n=(64, 128), block_k=(64, 128), warps=(4,), stages=(3,), per_sm=(4,))
     for layout in args.layouts.split(","):
         for name, (n_in, n_out) in SHAPES.items():
-            if layout == "out_in" and name not in ("o", "down"):
+            if layout == "out_in" and name == "lm_head":
                 continue
             nbytes = n_in * n_out * 2
             weights = [torch.randn(n_in, n_out, dtype=torch.bfloat16, device="cuda") for _ in range(copies_for(nbytes))]

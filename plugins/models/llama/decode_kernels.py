@@ -120,12 +120,14 @@ if triton is not None:
         qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
         qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale,
         HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
-        QKV_PARTS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+        QKV_PARTS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
     ):
-        # One program per (row, key/value head): it is the only writer of that head's new cache
-        # slot, and attends with all GROUPS query heads that share the head.
+        # One program per (row, query head). Every program of a group rotates the new key itself and
+        # takes the new token from registers; the group's first program writes it to the cache, and
+        # nobody reads that slot in this step, so there is no race to order.
         row = tl.program_id(0)
         head = tl.program_id(1)
+        kv_head = head // GROUPS
         slot = tl.load(slot_ptr)
         d = tl.arange(0, BLOCK_D)
         d_in = d < DIM
@@ -134,45 +136,44 @@ if triton is not None:
         sin = tl.load(sin_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
         qkv = qkv_ptr + row * qkv_row
 
-        new_key = (HEADS + head) * DIM
-        key = _summed(qkv, new_key + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
-            + _summed(qkv, new_key + rolled, d_in, QKV_PARTS, qkv_parts_stride) * sin
-        value = _summed(qkv, (HEADS + KV_HEADS + head) * DIM + d, d_in, QKV_PARTS, qkv_parts_stride)
-        cache_at = row * cache_batch + head * cache_head
-        tl.store(keys_ptr + cache_at + slot * cache_slot + d, key.to(keys_ptr.dtype.element_ty), mask=d_in)
-        tl.store(values_ptr + cache_at + slot * cache_slot + d, value.to(values_ptr.dtype.element_ty), mask=d_in)
-
-        g = tl.arange(0, BLOCK_G)
-        q_in = (g < GROUPS)[:, None] & d_in[None, :]
-        q_at = (head * GROUPS + g)[:, None] * DIM
-        query = _summed(qkv, q_at + d[None, :], q_in, QKV_PARTS, qkv_parts_stride) * cos[None, :] \
-            + _summed(qkv, q_at + rolled[None, :], q_in, QKV_PARTS, qkv_parts_stride) * sin[None, :]
+        at_q = head * DIM
+        query = _summed(qkv, at_q + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
+            + _summed(qkv, at_q + rolled, d_in, QKV_PARTS, qkv_parts_stride) * sin
         query = query * scale
-        tl.debug_barrier()  # the new key/value must be visible to every thread before the loop reads it
+        at_k = (HEADS + kv_head) * DIM
+        key = _summed(qkv, at_k + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
+            + _summed(qkv, at_k + rolled, d_in, QKV_PARTS, qkv_parts_stride) * sin
+        value = _summed(qkv, (HEADS + KV_HEADS + kv_head) * DIM + d, d_in, QKV_PARTS, qkv_parts_stride)
+        key = key.to(keys_ptr.dtype.element_ty)  # attend to the key as the cache will hold it
+        value = value.to(values_ptr.dtype.element_ty)
+        cache_at = row * cache_batch + kv_head * cache_head
+        if head % GROUPS == 0:
+            tl.store(keys_ptr + cache_at + slot * cache_slot + d, key, mask=d_in)
+            tl.store(values_ptr + cache_at + slot * cache_slot + d, value, mask=d_in)
 
-        best = tl.full([BLOCK_G], float("-inf"), tl.float32)
-        total = tl.zeros([BLOCK_G], tl.float32)
-        acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-        for start in range(0, slot + 1, BLOCK_S):  # slots after `slot` hold nothing yet
+        # the new token first: it is always attended to (its own slot is valid), so `best` is finite
+        best = tl.sum(query * key.to(tl.float32), axis=0)
+        total = 1.0
+        acc = value.to(tl.float32)
+        for start in range(0, slot, BLOCK_S):  # the cached slots before `slot`
             s = start + tl.arange(0, BLOCK_S)
-            s_in = s <= slot
+            s_in = s < slot
             attend = tl.load(valid_ptr + row * valid_row + s, mask=s_in, other=0) != 0
-            kv_in = s_in[:, None] & d_in[None, :]
             at = cache_at + s[:, None] * cache_slot + d[None, :]
+            kv_in = s_in[:, None] & d_in[None, :]
             k = tl.load(keys_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
-            scores = tl.sum(query[:, None, :] * k[None, :, :], axis=2)
-            scores = tl.where(attend[None, :], scores, float("-inf"))
-            new_best = tl.maximum(best, tl.max(scores, axis=1))
-            shift = tl.where(new_best == float("-inf"), 0.0, new_best)  # a block that is all padding
-            p = tl.exp(scores - shift[:, None])
-            rescale = tl.exp(best - shift)
             v = tl.load(values_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
-            acc = acc * rescale[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
-            total = total * rescale + tl.sum(p, axis=1)
+            scores = tl.where(attend, tl.sum(k * query[None, :], axis=1), float("-inf"))
+            new_best = tl.maximum(best, tl.max(scores, axis=0))
+            p = tl.exp(scores - new_best)
+            rescale = tl.exp(best - new_best)
+            acc = acc * rescale + tl.sum(p[:, None] * v, axis=0)
+            total = total * rescale + tl.sum(p, axis=0)
             best = new_best
-        out = acc / total[:, None]
-        out_at = out_ptr + row * HEADS * DIM + (head * GROUPS + g)[:, None] * DIM + d[None, :]
-        tl.store(out_at, out.to(out_ptr.dtype.element_ty), mask=q_in)
+        tl.store(out_ptr + row * HEADS * DIM + head * DIM + d, (acc / total).to(out_ptr.dtype.element_ty), mask=d_in)
+
+
+MAX_SPLITS = 8
 
 
 class PartialSums:
@@ -216,7 +217,8 @@ def gemv(x, weight_t: torch.Tensor, bias: Optional[torch.Tensor] = None, silu_in
     x, x_parts, x_stride = _as_parts(x)
     block_n, block_k, warps, stages, per_sm = config or _gemv_config(in_width, out_width, weight_t.stride(0) == 1)
     columns = triton.cdiv(out_width, block_n)
-    splits = max(1, min(triton.cdiv(in_width, block_k), per_sm * _sm_count(weight_t.device) // columns))
+    # enough programs to fill the GPU, but few splits: the consumer reads every split's partial sums
+    splits = max(1, min(MAX_SPLITS, triton.cdiv(in_width, block_k), per_sm * _sm_count(weight_t.device) // columns))
     k_per_split = triton.cdiv(triton.cdiv(in_width, splits), block_k) * block_k
     splits = triton.cdiv(in_width, k_per_split)
     out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
@@ -261,7 +263,7 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float) -> Tu
     normed = torch.empty_like(x)
     _add_rms_norm_kernel[(rows,)](
         x, delta, delta_stride, weight, total, normed, width, eps,
-        DELTA_PARTS=delta_parts, BLOCK=_next_pow2(width), num_warps=_warps_for(width),
+        DELTA_PARTS=delta_parts, BLOCK=_next_pow2(width), num_warps=_warps_for(width * max(1, delta_parts)),
     )
     return total, normed
 
@@ -286,7 +288,8 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     projection (queries, keys, values, unrotated); ``cos``/``sin`` come from the rotary embedding
     (``[batch or 1, 1, 1, head_dim]``); ``slot`` (0-d long) is the cache slot of the new token, which
     this writes in ``keys``/``values`` ``[batch, kv_heads, max_cache_len, head_dim]``;
-    ``valid [batch, max_cache_len]`` (bool) marks the slots each row attends to, the new one included.
+    ``valid [batch, max_cache_len]`` (bool) marks the slots each row attends to before ``slot``; the
+    new token itself is always attended to.
     """
     if keys.stride() != values.stride() or keys.stride(-1) != 1:
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
@@ -296,12 +299,12 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     valid = valid.contiguous().view(torch.uint8)
     out = torch.empty(batch, 1, heads * head_dim, dtype=keys.dtype, device=keys.device)
     groups = heads // kv_heads
-    _rope_cache_attention_kernel[(batch, kv_heads)](
+    _rope_cache_attention_kernel[(batch, heads)](
         qkv, qkv_stride, cos, sin, slot, valid, keys, values, out,
         qkv.shape[-1], head_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts,
-        BLOCK_G=max(2, _next_pow2(groups)), BLOCK_D=_next_pow2(head_dim), BLOCK_S=32, num_warps=4,
+        BLOCK_D=_next_pow2(head_dim), BLOCK_S=64, num_warps=4, num_stages=3,
     )
     return out
 

@@ -83,9 +83,9 @@ def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, valu
     """One decoder layer with the fused kernels: ``(residual, delta)`` in, ``(residual, delta)`` out.
 
     Around the four matmuls run three small kernels: add+norm, RoPE+cache write+attention, add+norm.
-    At batch 1 the matmuls are genplug's split-K GEMV, whose partial sums the next kernel adds up while
-    loading, and the down projection computes SiLU(gate)*up as it reads its input; larger batches use
-    PyTorch's matmuls and one more kernel for SiLU*up.
+    At batch 1, projections stored ``[out, in]`` go through genplug's split-K GEMV, whose partial sums
+    the next kernel adds up while loading; the down projection then computes SiLU(gate)*up as it reads
+    its input. Other matmuls are PyTorch's, and SiLU*up is one more small kernel.
     """
     attn, mlp = layer.self_attn, layer.mlp
     one_row = residual.shape[0] == 1
@@ -99,7 +99,7 @@ def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, valu
     residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.weight, norm.eps)
     gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
     down = mlp.down_proj
-    if mlp.act is F.silu and one_row and decode_kernels.gemv_applies(getattr(down, "weight_t", None)):
+    if mlp.act is F.silu and _gemv_takes(down, one_row):
         return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, silu_input=True)
     if isinstance(gate_up, decode_kernels.PartialSums):
         gate_up = gate_up.total().to(residual.dtype)
@@ -111,11 +111,18 @@ def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, valu
     return residual, down.forward(activated)
 
 
-def _matmul(projection, x, one_row: bool):
-    """``projection(x)``: genplug's GEMV for one row when the weight is one matrix, else PyTorch's."""
+def _gemv_takes(projection, one_row: bool) -> bool:
+    """Whether genplug's GEMV runs this projection: one row, and one weight matrix stored ``[out, in]``
+    (where it reads faster than cuBLAS: bench/probes/gemv_configs.py; the loader stores the
+    projections that gain so on CUDA)."""
     weight = getattr(projection, "weight_t", None)
-    if one_row and decode_kernels.gemv_applies(weight):
-        return decode_kernels.gemv(x, weight, projection.bias)
+    return one_row and decode_kernels.gemv_applies(weight) and weight.stride(0) == 1
+
+
+def _matmul(projection, x, one_row: bool):
+    """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so, else PyTorch's matmul."""
+    if _gemv_takes(projection, one_row):
+        return decode_kernels.gemv(x, projection.weight_t, projection.bias)
     return projection.forward(x)
 
 

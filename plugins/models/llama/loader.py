@@ -73,6 +73,8 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
         model = NativeLlamaForCausalLM(config)
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
+    if device.type == "cuda":
+        model.store_for_gpu_decode()
     model.generation_config = read_generation_config(path)
     model.eval()
     return model, read_tokenizer(path)

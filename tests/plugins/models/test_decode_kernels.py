@@ -166,10 +166,11 @@ def graph_on_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize("rows", [1, 2], ids=["one row: GEMV kernels", "two rows: PyTorch matmuls"])
-def test_fused_step_logits_match_the_unfused_step(kernels, rows):
+def test_fused_step_logits_match_the_unfused_step(kernels, rows, monkeypatch):
     import genplug
 
     model = native_model(seed=3).to(DEVICE, torch.bfloat16)
+    model.store_for_gpu_decode()  # o/down through the GEMV kernel at one row
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)
     cache = genplug.StaticCache(config=model.config, max_cache_len=12)
@@ -187,7 +188,13 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows):
             for layer in c.layers:
                 layer.keys, layer.values = layer.keys[1:].contiguous(), layer.values[1:].contiguous()
         token, position, valid = token[1:], position[1:], valid[1:]
+    gemv_calls, real_gemv = [], kernels.gemv
+    monkeypatch.setattr(kernels, "gemv", lambda *a, **k: gemv_calls.append(k) or real_gemv(*a, **k))
     fused = graph_step.static_decode_step(model, token, position, slot, valid, cache.layers)
+    # one row: o and down (SiLU input) of every layer through the GEMV kernel; two rows: none
+    layers = model.config.num_hidden_layers
+    assert len(gemv_calls) == (2 * layers if rows == 1 else 0)
+    assert sum(bool(k.get("silu_input")) for k in gemv_calls) == (layers if rows == 1 else 0)
     unfused = graph_step.static_decode_step(model, token, position, slot, valid, unfused_cache.layers,
                                             layer_fn=graph_step.decode_layer)
     assert fused.dtype == torch.float32 and fused.shape == (rows, model.config.vocab_size)
@@ -204,6 +211,7 @@ def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, r
     import genplug
 
     model = native_model(seed=1).to(DEVICE, torch.bfloat16)
+    model.store_for_gpu_decode()
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)[:rows]
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)[:rows]
     kw = dict(attention_mask=mask, max_new_tokens=10, cache_implementation="static", pad_token_id=0)
