@@ -1,8 +1,12 @@
 """Time one-token attention over a 384-slot static cache (1B shape: 32 query heads in 8 groups, dim 64).
 
-SDPA's default backend, each forced backend, and a hand-written masked softmax; each captured in a CUDA
-graph. Run: python bench/probes/decode_attention.py
+SDPA's default backend, each forced backend, a hand-written masked softmax, and genplug's fused
+RoPE + cache write + attention kernel per (block_s, warps, stages); each captured in a CUDA graph.
+Run: python bench/probes/decode_attention.py [--fused-only]
 """
+import itertools
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -15,7 +19,36 @@ def manual(q, k, v, mask):
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1, dtype=torch.float32).to(q.dtype) @ v
 
 
+def fused(batch, filled):
+    from genplug.plugins.models.llama import decode_kernels as dk
+
+    qkv = torch.randn(batch, 1, 48 * 64, dtype=torch.bfloat16, device="cuda")
+    cos = torch.randn(1, 1, 1, 64, dtype=torch.bfloat16, device="cuda")
+    sin = torch.randn_like(cos)
+    keys = torch.randn(batch, 8, 384, 64, dtype=torch.bfloat16, device="cuda")
+    values = torch.randn_like(keys)
+    valid = torch.ones(batch, 384, dtype=torch.bool, device="cuda")
+    slot = torch.tensor(filled, device="cuda")
+    results = []
+    for config in itertools.product((16, 32, 64, 128), (1, 2, 4, 8), (1, 2, 3)):
+        try:
+            t = graph_time(lambda: dk.rope_cache_attention(qkv, cos, sin, slot, valid, keys, values, 32, 8, 64, config))
+        except Exception as exc:
+            print(f"  fused {config}: {type(exc).__name__}")
+            continue
+        results.append((t, config))
+    results.sort()
+    default = [t for t, c in results if c == dk.ATTENTION_CONFIG]
+    print(f"b{batch} fused, {filled} slots filled: best " + "; ".join(f"{t:.1f} us {c}" for t, c in results[:4])
+          + (f"; default {dk.ATTENTION_CONFIG}: {default[0]:.1f} us" if default else ""), flush=True)
+
+
 def main():
+    for batch in (1, 16):
+        for filled in (128, 383):
+            fused(batch, filled)
+    if "--fused-only" in sys.argv:
+        return
     for batch in (1, 16):
         q = torch.randn(batch, 8, 4, 64, dtype=torch.bfloat16, device="cuda")
         k = torch.randn(batch, 8, 384, 64, dtype=torch.bfloat16, device="cuda")

@@ -174,6 +174,7 @@ if triton is not None:
 
 
 MAX_SPLITS = 8
+ATTENTION_CONFIG = (64, 4, 3)  # (block_s, warps, stages): bench/probes/decode_attention.py
 
 
 class PartialSums:
@@ -231,10 +232,11 @@ def gemv(x, weight_t: torch.Tensor, bias: Optional[torch.Tensor] = None, silu_in
 
 
 def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int, int, int, int, int]:
-    """(block_n, block_k, warps, stages, programs per SM), from bench/probes/gemv_configs.py on an H100."""
-    if k_contiguous:  # [out, in] storage (a transformers weight seen transposed)
-        return 32, 256, 4, 3, 4
-    return 64, 64, 4, 3, 4
+    """(block_n, block_k, warps, stages, programs per SM): the best of bench/probes/gemv_configs.py on an
+    H100 for the 1B shapes (qkv 2048x3072, o 2048x2048, down 8192x2048 stored [out, in])."""
+    if k_contiguous:  # [out, in] storage: each program reads whole rows of k
+        return 16, 256 if in_width >= 4096 or out_width > in_width else 128, 8 if in_width <= 2048 else 4, 2, 8
+    return 64, 256, 4, 4, 8
 
 
 _SM_COUNTS = {}
@@ -281,7 +283,8 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
 
 def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor,
                          valid: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                         heads: int, kv_heads: int, head_dim: int) -> torch.Tensor:
+                         heads: int, kv_heads: int, head_dim: int,
+                         config: Optional[Tuple[int, int, int]] = None) -> torch.Tensor:
     """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
 
     ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
@@ -289,7 +292,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     (``[batch or 1, 1, 1, head_dim]``); ``slot`` (0-d long) is the cache slot of the new token, which
     this writes in ``keys``/``values`` ``[batch, kv_heads, max_cache_len, head_dim]``;
     ``valid [batch, max_cache_len]`` (bool) marks the slots each row attends to before ``slot``; the
-    new token itself is always attended to.
+    new token itself is always attended to. ``config = (block_s, warps, stages)`` overrides the tuned one.
     """
     if keys.stride() != values.stride() or keys.stride(-1) != 1:
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
@@ -299,12 +302,13 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     valid = valid.contiguous().view(torch.uint8)
     out = torch.empty(batch, 1, heads * head_dim, dtype=keys.dtype, device=keys.device)
     groups = heads // kv_heads
+    block_s, warps, stages = config or ATTENTION_CONFIG
     _rope_cache_attention_kernel[(batch, heads)](
         qkv, qkv_stride, cos, sin, slot, valid, keys, values, out,
         qkv.shape[-1], head_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts,
-        BLOCK_D=_next_pow2(head_dim), BLOCK_S=64, num_warps=4, num_stages=3,
+        BLOCK_D=_next_pow2(head_dim), BLOCK_S=block_s, num_warps=warps, num_stages=stages,
     )
     return out
 

@@ -191,9 +191,9 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, monkeypatch):
     gemv_calls, real_gemv = [], kernels.gemv
     monkeypatch.setattr(kernels, "gemv", lambda *a, **k: gemv_calls.append(k) or real_gemv(*a, **k))
     fused = graph_step.static_decode_step(model, token, position, slot, valid, cache.layers)
-    # one row: o and down (SiLU input) of every layer through the GEMV kernel; two rows: none
+    # one row: qkv, o and down (SiLU input) of every layer through the GEMV kernel; two rows: none
     layers = model.config.num_hidden_layers
-    assert len(gemv_calls) == (2 * layers if rows == 1 else 0)
+    assert len(gemv_calls) == (3 * layers if rows == 1 else 0)
     assert sum(bool(k.get("silu_input")) for k in gemv_calls) == (layers if rows == 1 else 0)
     unfused = graph_step.static_decode_step(model, token, position, slot, valid, unfused_cache.layers,
                                             layer_fn=graph_step.decode_layer)
