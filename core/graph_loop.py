@@ -217,18 +217,32 @@ def compile_options(config, adapter=None) -> Optional[dict]:
     return {k: v for k, v in options.items() if k in ("fullgraph", "dynamic", "backend", "options") and v is not None}
 
 
+_CAPTURE_STREAMS = {}
+
+
 def _capture(step, *state):
-    """Warm up on a side stream, then capture one step; the captured buffers are the live state tensors."""
+    """Run one step for real (lazy set-up -- cuBLAS workspaces, kernel compiles -- happens outside the
+    capture), then capture one step; the captured buffers are the live state tensors.
+
+    Warm-up and capture use one side stream per device for the whole process (cuBLAS keeps a
+    workspace per stream), and ``capture_begin`` is called directly: ``torch.cuda.graph`` would also
+    empty the allocator's cache on every call, making the next call's allocations go to the driver.
+    """
+    device = state[0].device
+    stream = _CAPTURE_STREAMS.get(device)
+    if stream is None:
+        stream = _CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
     with restored_afterwards(state):
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
             step()
+            graph = torch.cuda.CUDAGraph()
+            graph.capture_begin()
+            try:
+                step()
+            finally:
+                graph.capture_end()
+        torch.cuda.current_stream(device).wait_stream(stream)
     return graph
 
 

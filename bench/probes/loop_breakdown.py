@@ -3,6 +3,9 @@
 
 Run: python bench/probes/loop_breakdown.py
 """
+import cProfile
+import io
+import pstats
 import sys
 import tempfile
 from pathlib import Path
@@ -42,6 +45,14 @@ def main():
             run(33)
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=60))
+        profile = cProfile.Profile()
+        profile.enable()
+        run(256)
+        torch.cuda.synchronize()
+        profile.disable()
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(45)
+        print("\n".join(line[:150] for line in text.getvalue().splitlines()[:80]))
 
 
 if __name__ == "__main__":

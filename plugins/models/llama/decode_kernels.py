@@ -174,7 +174,7 @@ if triton is not None:
 
 
 MAX_SPLITS = 8
-ATTENTION_CONFIG = (64, 4, 3)  # (block_s, warps, stages): bench/probes/decode_attention.py
+ATTENTION_CONFIG = (128, 4, 2)  # (block_s, warps, stages): bench/probes/decode_attention.py
 
 
 class PartialSums:
