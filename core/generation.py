@@ -340,7 +340,22 @@ def _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name, 
         encoder_length=getattr(encoder_outputs, "last_hidden_state", input_ids).shape[1] if encoder_outputs is not None else 0,
         crop_margin=_steps_past_stop(config),
     )
-    return adapter.wrap_cache(build_cache(registry, name, request), request)
+    # A static cache is kept with the model's last CUDA-graph call; an identical request takes it back
+    # (emptied) so that call's graph can replay over it. Not when the cache is returned to the caller.
+    reusable = name == "static" and not config.return_dict_in_generate and not adapter.is_encoder_decoder
+    request_key = (name, request.batch_size, request.max_cache_len, request.dtype, str(request.device),
+                   repr(sorted(request.cache_config.items())), request.crop_margin)
+    if reusable:
+        from .graph_loop import remember_cache_request, reusable_cache
+
+        kept = reusable_cache(adapter.model, request_key)
+        if kept is not None:
+            return kept
+    built = build_cache(registry, name, request)
+    cache = adapter.wrap_cache(built, request)
+    if reusable and cache is built:
+        remember_cache_request(cache, request_key)
+    return cache
 
 
 def _steps_past_stop(config) -> int:

@@ -13,8 +13,12 @@ tested.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
+import os
 import time
 import warnings
+import weakref
 from typing import Optional
 
 import torch
@@ -30,7 +34,8 @@ from .vocab_ops import first_argmax
 #   "sequence" -- reads the order or more (n-grams, ...): not allowed here (the default)
 GRAPH_HISTORY_USES = ("none", "set", "length")
 
-LAST_CAPTURE_SECONDS: Optional[float] = None  # set by every graph build; benchmarks report it
+LAST_CAPTURE_SECONDS: Optional[float] = None  # set by every graph-loop call (build or reuse); benchmarks report it
+LAST_GRAPH_REUSED: Optional[bool] = None  # whether that call replayed an earlier call's graph
 RUN_ON_CPU = False  # tests switch this on to check the step logic without CUDA
 TRY_CAPTURE_ON_CPU = False  # tests switch this on (with a fake _capture) to check the fallbacks
 
@@ -72,98 +77,217 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
     """Generate after a prefill whose last-position logits are ``first_logits``; returns (sequences, steps).
 
     The cache already holds the prompt. ``interval`` steps run between non-blocking looks at the
-    "every row finished" flag; steps after the stop are cut off, as in the eager loop.
+    "every row finished" flag; steps after the stop are cut off, as in the eager loop. A call that
+    repeats the previous call's settings on the same model and static cache (see
+    :func:`reusable_cache`) refills that call's buffers and replays its graph: no new capture.
     """
-    global LAST_CAPTURE_SECONDS
-    device = input_ids.device
-    batch, prompt_len = input_ids.shape
-    pad = config.pad_token_id if config.pad_token_id is not None else 0
-    eos = next((c.eos_token_id for c in criteria if hasattr(c, "eos_token_id")), None)
-    eos = eos.to(device) if eos is not None else None
-    layers = cache.layers
-    max_cache_len = layers[0].keys.shape[2]
-
-    # Token buffer: unfilled columns repeat each row's last prompt token ("set" processors see no change).
-    tokens = input_ids[:, -1:].repeat(1, max_length)
-    tokens[:, :prompt_len] = input_ids
-    valid = torch.zeros(batch, max_cache_len, dtype=torch.bool, device=device)
-    valid[:, :prompt_len] = True if prompt_mask is None else prompt_mask[:, :prompt_len].bool()
-    positions = (valid[:, :prompt_len].long().cumsum(-1)[:, -1:] - 1)  # rotary position of the last prompt token
-    slot = torch.tensor(prompt_len, dtype=torch.long, device=device)  # cache slot of the token fed next
-    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    generated = torch.zeros((), dtype=torch.long, device=device)
-
-    def choose(scores):
-        if do_sample:
-            # Gumbel-max: argmax(scores - log E), E ~ Exp(1), is exactly a draw from softmax(scores),
-            # with no softmax pass and no host read (graph-safe). E is kept above 0 so a -inf score
-            # stays -inf instead of becoming nan.
-            noise = torch.empty_like(scores).exponential_(1).clamp_min_(torch.finfo(scores.dtype).tiny).log_()
-            return first_argmax(scores - noise)
-        return first_argmax(scores)
-
-    def accept(next_tokens, column):
-        if eos is not None:
-            next_tokens = torch.where(unfinished, next_tokens, pad)
-        tokens.index_copy_(1, column.view(1), next_tokens[:, None])
-        generated.add_(unfinished.any().long())
-        if eos is not None:
-            unfinished.logical_and_(~(next_tokens[:, None] == eos[None, :]).any(-1))
-
-    process = graph_processors(processors)
-    # First new token, from the prefill logits (same processors, full-length buffer).
-    accept(choose(process(tokens, first_logits.float(), slot)), slot)
-
-    # The model's part of the step: compiled first if asked (or by default); the uncompiled step is the
-    # fallback when compiling or capturing fails (no inductor/triton, a forward that reads on the host).
-    options = compile_options(config, adapter)
-    candidates = ([adapter.compiled_static_decode_step(options)] if options is not None else [])
-    candidates.append(adapter.static_decode_step)
-    forward = candidates[0]
-
-    def step():
-        token = tokens.gather(1, slot.expand(batch, 1))
-        positions.add_(1)
-        valid.index_fill_(1, slot.view(1), True)
-        logits = forward(token, positions, slot, valid, cache)
-        accept(choose(process(tokens, logits, slot + 1)), slot + 1)
-        slot.add_(1)
-
-    steps_left = max_length - prompt_len - 1
-    use_graph = device.type == "cuda" or TRY_CAPTURE_ON_CPU
+    global LAST_CAPTURE_SECONDS, LAST_GRAPH_REUSED
     started = time.perf_counter()
-    graph = None
-    for forward in candidates if use_graph and steps_left > 0 else ():
-        try:
-            graph = _capture(step, tokens, positions, valid, slot, unfinished, generated, cache)
-            break
-        except torch.cuda.OutOfMemoryError:
-            raise
-        except Exception as exc:
-            what = "compiled" if forward is not candidates[-1] else "uncompiled"
-            then = "trying the uncompiled step" if what == "compiled" else "running it step by step"
-            warnings.warn(f"genplug: the {what} decode step could not be captured as a CUDA graph "
-                          f"({type(exc).__name__}: {str(exc)[:200]}); {then}", RuntimeWarning, stacklevel=3)
-    LAST_CAPTURE_SECONDS = time.perf_counter() - started
-    flag = torch.zeros((), dtype=torch.bool, pin_memory=device.type == "cuda")
-    pending = None  # (event, steps_run_when_recorded)
-    for i in range(1, steps_left + 1):
-        graph.replay() if graph is not None else step()
-        if i % interval == 0:
-            if graph is None:
-                if not bool(unfinished.any()):
+    key = _session_key(adapter, processors, criteria, config, do_sample, input_ids, max_length)
+    session = _SESSIONS.get(adapter.model) if key is not None else None
+    reuse = session is not None and session.key == key and session.cache is cache
+    if not reuse:
+        session = _Session(key, adapter, processors, criteria, config, cache, do_sample, input_ids, max_length)
+    session.fill(input_ids, prompt_mask)
+    session.first_token(first_logits)
+    if not reuse:
+        session.capture()
+        if key is not None and (session.graph is not None or RUN_ON_CPU):
+            _SESSIONS[adapter.model] = session
+    LAST_CAPTURE_SECONDS, LAST_GRAPH_REUSED = time.perf_counter() - started, reuse
+    sequences, n_generated = session.run(max_length - input_ids.shape[1] - 1, interval)
+    for layer in cache.layers:  # the cache now holds every token that was fed
+        layer.crop_to(input_ids.shape[1] + n_generated - 1)
+    return sequences, n_generated
+
+
+# The latest graph-loop state of each model, kept for a later call with the same settings.
+_SESSIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_CACHE_REQUESTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # static cache -> what it was built for
+
+
+def remember_cache_request(cache, request_key) -> None:
+    """Note what a static cache was built for (by generate(), so that :func:`reusable_cache` can match it)."""
+    try:
+        _CACHE_REQUESTS[cache] = request_key
+    except TypeError:  # not weak-referenceable: never reused
+        pass
+
+
+def reusable_cache(model, request_key):
+    """The static cache of ``model``'s last graph-loop call, emptied, if it was built for ``request_key``
+    (batch, length, dtype, device, options); else None. Reusing it lets that call's CUDA graph -- which
+    reads and writes those very buffers -- serve again. transformers keeps its static cache the same way."""
+    session = _SESSIONS.get(model)
+    if session is None or _CACHE_REQUESTS.get(session.cache) != request_key:
+        return None
+    session.cache.reset()
+    return session.cache
+
+
+def release(model) -> None:
+    """Drop the graph, buffers and static cache kept for ``model`` (they hold device memory)."""
+    _SESSIONS.pop(model, None)
+
+
+def _session_key(adapter, processors, criteria, config, do_sample, input_ids, max_length):
+    """What must be equal for a later call to replay this call's graph, or None (never reuse).
+
+    The graph bakes in the processors' settings and reads their tensors, the EOS ids, the model's
+    parameters (by address) and the buffer shapes; the values of all of these are compared.
+    """
+    try:
+        return (
+            _fingerprint(list(processors)), _fingerprint(list(criteria)), config.pad_token_id, bool(do_sample),
+            tuple(input_ids.shape[:1]), max_length, input_ids.dtype, str(input_ids.device),
+            repr(compile_options(config, adapter)), os.environ.get("GENPLUG_DECODE_KERNELS"),
+            tuple(p.data_ptr() for p in adapter.model.parameters()),
+        )
+    except _NotComparable:
+        return None
+
+
+class _NotComparable(Exception):
+    pass
+
+
+def _fingerprint(value, depth: int = 0):
+    """A comparable summary of a processor's (or criterion's) settings: numbers, strings, small tensors'
+    contents, nested objects' attributes. Anything else (functions, large tensors) makes the call
+    non-reusable."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if depth > 8:
+        raise _NotComparable
+    if isinstance(value, torch.Tensor):
+        if value.numel() > 4096:
+            raise _NotComparable
+        return ("tensor", tuple(value.shape), value.dtype, str(value.device), tuple(value.flatten().tolist()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_fingerprint(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _fingerprint(v, depth + 1)) for k, v in value.items()))
+    if isinstance(value, (type, functools.partial)) or inspect.isroutine(value):
+        raise _NotComparable  # code: two calls may pass different functions with equal names
+    fields = dict(getattr(value, "__dict__", {}))
+    for name in getattr(type(value), "__slots__", ()):
+        if hasattr(value, name):
+            fields[name] = getattr(value, name)
+    if not fields and not hasattr(value, "__dict__"):
+        raise _NotComparable
+    return (f"{type(value).__module__}.{type(value).__qualname__}", _fingerprint(fields, depth + 1))
+
+
+class _Session:
+    """The state of one graph-loop call -- token buffer, valid-slot mask, positions, cache slot, row
+    flags -- the step over it and the CUDA graph of that step; refilled in place by a later call."""
+
+    def __init__(self, key, adapter, processors, criteria, config, cache, do_sample, input_ids, max_length):
+        self.key, self.adapter, self.cache, self.graph = key, adapter, cache, None
+        self.config = config
+        device = self.device = input_ids.device
+        batch = self.batch = input_ids.shape[0]
+        pad = config.pad_token_id if config.pad_token_id is not None else 0
+        eos = next((c.eos_token_id for c in criteria if hasattr(c, "eos_token_id")), None)
+        eos = self.eos = eos.to(device) if eos is not None else None
+        max_cache_len = cache.layers[0].keys.shape[2]
+        tokens = self.tokens = torch.empty(batch, max_length, dtype=input_ids.dtype, device=device)
+        valid = self.valid = torch.zeros(batch, max_cache_len, dtype=torch.bool, device=device)
+        positions = self.positions = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        slot = self.slot = torch.zeros((), dtype=torch.long, device=device)  # cache slot of the token fed next
+        unfinished = self.unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+        generated = self.generated = torch.zeros((), dtype=torch.long, device=device)
+
+        def choose(scores):
+            if do_sample:
+                # Gumbel-max: argmax(scores - log E), E ~ Exp(1), is exactly a draw from softmax(scores),
+                # with no softmax pass and no host read (graph-safe). E is kept above 0 so a -inf score
+                # stays -inf instead of becoming nan.
+                noise = torch.empty_like(scores).exponential_(1).clamp_min_(torch.finfo(scores.dtype).tiny).log_()
+                return first_argmax(scores - noise)
+            return first_argmax(scores)
+
+        def accept(next_tokens, column):
+            if eos is not None:
+                next_tokens = torch.where(unfinished, next_tokens, pad)
+            tokens.index_copy_(1, column.view(1), next_tokens[:, None])
+            generated.add_(unfinished.any().long())
+            if eos is not None:
+                unfinished.logical_and_(~(next_tokens[:, None] == eos[None, :]).any(-1))
+
+        process = graph_processors(processors)
+        self.first_token = lambda logits: accept(choose(process(tokens, logits.float(), slot)), slot)
+
+        # The model's part of the step: compiled first if asked (or by default); the uncompiled step is
+        # the fallback when compiling or capturing fails (no inductor/triton, a forward that reads on the host).
+        options = compile_options(config, adapter)
+        self.candidates = ([adapter.compiled_static_decode_step(options)] if options is not None else [])
+        self.candidates.append(adapter.static_decode_step)
+        self.forward = self.candidates[0]
+
+        def step():
+            token = tokens.gather(1, slot.expand(batch, 1))
+            positions.add_(1)
+            valid.index_fill_(1, slot.view(1), True)
+            logits = self.forward(token, positions, slot, valid, cache)
+            accept(choose(process(tokens, logits, slot + 1)), slot + 1)
+            slot.add_(1)
+
+        self.step = step
+
+    def fill(self, input_ids, prompt_mask) -> None:
+        """Load a prompt into the buffers (in place: a captured graph reads these very tensors).
+
+        Unfilled token columns repeat each row's last prompt token ("set" processors see no change)."""
+        prompt_len = self.prompt_len = input_ids.shape[1]
+        self.tokens.copy_(input_ids[:, -1:].expand_as(self.tokens))
+        self.tokens[:, :prompt_len] = input_ids
+        self.valid.zero_()
+        self.valid[:, :prompt_len] = True if prompt_mask is None else prompt_mask[:, :prompt_len].bool()
+        # rotary position of the last prompt token
+        self.positions.copy_(self.valid[:, :prompt_len].long().cumsum(-1)[:, -1:] - 1)
+        self.slot.fill_(prompt_len)
+        self.unfinished.fill_(True)
+        self.generated.zero_()
+
+    def capture(self) -> None:
+        """Capture the step (compiled first when asked; on failure the next candidate, then none)."""
+        if not (self.device.type == "cuda" or TRY_CAPTURE_ON_CPU):
+            return
+        state = (self.tokens, self.positions, self.valid, self.slot, self.unfinished, self.generated, self.cache)
+        for forward in self.candidates:
+            self.forward = forward
+            try:
+                self.graph = _capture(self.step, *state)
+                return
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as exc:
+                what = "compiled" if forward is not self.candidates[-1] else "uncompiled"
+                then = "trying the uncompiled step" if what == "compiled" else "running it step by step"
+                warnings.warn(f"genplug: the {what} decode step could not be captured as a CUDA graph "
+                              f"({type(exc).__name__}: {str(exc)[:200]}); {then}", RuntimeWarning, stacklevel=4)
+
+    def run(self, steps_left: int, interval: int):
+        """Replay (or run) up to ``steps_left`` steps; ``(sequences, tokens generated)``."""
+        graph, unfinished = self.graph, self.unfinished
+        flag = torch.zeros((), dtype=torch.bool, pin_memory=self.device.type == "cuda")
+        pending = None  # event recorded after the flag's copy
+        for i in range(1, steps_left + 1):
+            graph.replay() if graph is not None else self.step()
+            if i % interval == 0:
+                if graph is None:
+                    if not bool(unfinished.any()):
+                        break
+                    continue
+                if pending is not None and pending.query() and not bool(flag):
                     break
-                continue
-            if pending is not None and pending.query() and not bool(flag):
-                break
-            flag.copy_(unfinished.any(), non_blocking=True)
-            pending = torch.cuda.Event()
-            pending.record()
-    n_generated = int(generated)
-    end = prompt_len + n_generated
-    for layer in layers:  # the cache now holds every token that was fed
-        layer.crop_to(end - 1)
-    return tokens[:, :end], n_generated
+                flag.copy_(unfinished.any(), non_blocking=True)
+                pending = torch.cuda.Event()
+                pending.record()
+        n_generated = int(self.generated)
+        # a copy: the buffer is refilled by the next call that reuses this session
+        return self.tokens[:, : self.prompt_len + n_generated].clone(), n_generated
 
 
 def graph_processors(processors):

@@ -149,3 +149,61 @@ def test_min_new_tokens_and_eos_run_in_the_graph_loop(model_and_tokenizer, on_cp
         assert torch.equal(graph, eager), extra
     assert (outputs[0][0, prompt_len:prompt_len + 9] != eos).all()  # the length rule held EOS back...
     assert int(outputs[2][0, prompt_len + 2]) == eos  # ...where without it row 0 ends
+
+
+def test_a_repeated_call_reuses_the_buffers_graph_and_cache(model_and_tokenizer, on_cpu):
+    """Same settings on the same model: the second call refills the first call's buffers (and takes
+    its static cache back); outputs equal a fresh call's, and the first result is not overwritten."""
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=12, cache_implementation="static",
+              do_sample=True, top_k=5, temperature=0.8)
+    torch.manual_seed(0)
+    first = genplug.generate(model, enc["input_ids"], **kw)
+    assert graph_loop.LAST_GRAPH_REUSED is False
+    kept = first.clone()
+    other = tokenizer(["A little cat sat on the", "Why is the sky so very"], padding=True, return_tensors="pt")
+    assert other["input_ids"].shape == enc["input_ids"].shape
+    torch.manual_seed(1)
+    second = genplug.generate(model, other["input_ids"], **{**kw, "attention_mask": other["attention_mask"]})
+    assert graph_loop.LAST_GRAPH_REUSED is True
+    assert torch.equal(first, kept)  # the returned sequences are copies
+    graph_loop.release(model)
+    torch.manual_seed(1)
+    fresh = genplug.generate(model, other["input_ids"], **{**kw, "attention_mask": other["attention_mask"]})
+    assert graph_loop.LAST_GRAPH_REUSED is False
+    assert torch.equal(second, fresh)
+
+
+@pytest.mark.parametrize("change", [dict(top_k=6), dict(temperature=0.7), dict(max_new_tokens=13),
+                                    dict(eos_token_id=3), dict(do_sample=False)])
+def test_any_changed_setting_builds_a_new_graph(model_and_tokenizer, on_cpu, change):
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=12, cache_implementation="static",
+              do_sample=True, top_k=5, temperature=0.8)
+    genplug.generate(model, enc["input_ids"], **kw)
+    torch.manual_seed(2)
+    changed = genplug.generate(model, enc["input_ids"], **{**kw, **change})
+    assert graph_loop.LAST_GRAPH_REUSED is False
+    graph_loop.release(model)
+    torch.manual_seed(2)
+    assert torch.equal(changed, genplug.generate(model, enc["input_ids"], **{**kw, **change}))
+
+
+def test_the_cache_is_not_taken_back_when_it_was_returned(model_and_tokenizer, on_cpu):
+    """A cache handed to the caller (return_dict_in_generate) is never emptied by a later call."""
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=6, cache_implementation="static")
+    genplug.generate(model, enc["input_ids"], **kw)
+    out = genplug.generate(model, enc["input_ids"], return_dict_in_generate=True, **kw)
+    assert graph_loop.LAST_GRAPH_REUSED is False  # a new cache, so a new graph
+    returned_keys = out.past_key_values.layers[0].keys.clone()
+    again = genplug.generate(model, enc["input_ids"], **kw)
+    assert graph_loop.LAST_GRAPH_REUSED is False
+    assert torch.equal(out.past_key_values.layers[0].keys, returned_keys)
+    assert torch.equal(again, out.sequences)

@@ -37,10 +37,11 @@ def main():
         run(256)
         one, _ = gpu_decode.timed(lambda: run(1))
         full, _ = gpu_decode.timed(lambda: run(256))
-        capture = graph_loop.LAST_CAPTURE_SECONDS
+        capture, reused = graph_loop.LAST_CAPTURE_SECONDS, graph_loop.LAST_GRAPH_REUSED
         per_token = (full - one - capture) / 255
         print(f"{mode}: 256 tokens {1000 * full:.1f} ms ({256 / full:.0f} tokens/s); set-up + prefill + first "
-              f"token {1000 * one:.1f} ms; capture {1000 * capture:.1f} ms; per decoded token {1000 * per_token:.3f} ms")
+              f"token {1000 * one:.1f} ms; capture or reuse {1000 * capture:.1f} ms (graph reused: {reused}); "
+              f"per decoded token {1000 * per_token:.3f} ms")
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             run(33)
             torch.cuda.synchronize()
