@@ -90,12 +90,13 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
         session = _Session(key, adapter, processors, criteria, config, cache, do_sample, input_ids, max_length)
     session.fill(input_ids, prompt_mask)
     session.first_token(first_logits)
-    if not reuse:
+    steps_left = max_length - input_ids.shape[1] - 1
+    if not reuse and steps_left > 0:  # (capturing runs a step, which needs a free cache slot)
         session.capture()
         if key is not None and (session.graph is not None or RUN_ON_CPU):
             _SESSIONS[adapter.model] = session
     LAST_CAPTURE_SECONDS, LAST_GRAPH_REUSED = time.perf_counter() - started, reuse
-    sequences, n_generated = session.run(max_length - input_ids.shape[1] - 1, interval)
+    sequences, n_generated = session.run(steps_left, interval)
     for layer in cache.layers:  # the cache now holds every token that was fed
         layer.crop_to(input_ids.shape[1] + n_generated - 1)
     return sequences, n_generated

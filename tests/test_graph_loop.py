@@ -207,3 +207,18 @@ def test_the_cache_is_not_taken_back_when_it_was_returned(model_and_tokenizer, o
     assert graph_loop.LAST_GRAPH_REUSED is False
     assert torch.equal(out.past_key_values.layers[0].keys, returned_keys)
     assert torch.equal(again, out.sequences)
+
+
+def test_one_new_token_captures_nothing(model_and_tokenizer, on_cpu, monkeypatch):
+    """With max_new_tokens=1 the prefill's token is the whole answer: no step is run or captured (a
+    capture would run one, and the cache has no slot left for it)."""
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=1, cache_implementation="static")
+    attempts = []
+    monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "_capture", lambda step, *state: attempts.append(step))
+    out = genplug.generate(model, enc["input_ids"], **kw)
+    assert attempts == [] and graph_loop.LAST_CAPTURE_SECONDS is not None
+    assert torch.equal(out, genplug.generate(model, enc["input_ids"], disable_compile=True, **kw))
