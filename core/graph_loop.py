@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-from .vocab_ops import first_argmax
+from .vocab_ops import first_argmax, gumbel_sample
 
 # How a processor uses input_ids, declared by the processor class as ``history_use``:
 #   "none"     -- does not read input_ids (temperature, top-k, ...)
@@ -184,7 +184,7 @@ class _Session:
     flags -- the step over it and the CUDA graph of that step; refilled in place by a later call."""
 
     def __init__(self, key, adapter, processors, criteria, config, cache, do_sample, input_ids, max_length):
-        self.key, self.adapter, self.cache, self.graph = key, adapter, cache, None
+        self.key, self.adapter, self.cache, self.graph, self.do_sample = key, adapter, cache, None, do_sample
         self.config = config
         device = self.device = input_ids.device
         batch = self.batch = input_ids.shape[0]
@@ -199,14 +199,12 @@ class _Session:
         unfinished = self.unfinished = torch.ones(batch, dtype=torch.bool, device=device)
         generated = self.generated = torch.zeros((), dtype=torch.long, device=device)
 
-        def choose(scores):
-            if do_sample:
-                # Gumbel-max: argmax(scores - log E), E ~ Exp(1), is exactly a draw from softmax(scores),
-                # with no softmax pass and no host read (graph-safe). E is kept above 0 so a -inf score
-                # stays -inf instead of becoming nan.
-                noise = torch.empty_like(scores).exponential_(1).clamp_min_(torch.finfo(scores.dtype).tiny).log_()
-                return first_argmax(scores - noise)
-            return first_argmax(scores)
+        seed = self.seed = torch.zeros((), dtype=torch.long, device=device)
+
+        def choose(scores, column):
+            # sampling draws with the Gumbel-max trick (no softmax pass, no host read); the column being
+            # written picks a fresh random stream for each step
+            return gumbel_sample(scores, seed, column) if do_sample else first_argmax(scores)
 
         def accept(next_tokens, column):
             if eos is not None:
@@ -217,7 +215,7 @@ class _Session:
                 unfinished.logical_and_(~(next_tokens[:, None] == eos[None, :]).any(-1))
 
         process = graph_processors(processors)
-        self.first_token = lambda logits: accept(choose(process(tokens, logits.float(), slot)), slot)
+        self.first_token = lambda logits: accept(choose(process(tokens, logits.float(), slot), slot), slot)
 
         # The model's part of the step: compiled first if asked (or by default); the uncompiled step is
         # the fallback when compiling or capturing fails (no inductor/triton, a forward that reads on the host).
@@ -231,7 +229,8 @@ class _Session:
             positions.add_(1)
             valid.index_fill_(1, slot.view(1), True)
             logits = self.forward(token, positions, slot, valid, cache)
-            accept(choose(process(tokens, logits, slot + 1)), slot + 1)
+            column = slot + 1
+            accept(choose(process(tokens, logits, column), column), column)
             slot.add_(1)
 
         self.step = step
@@ -248,6 +247,8 @@ class _Session:
         # rotary position of the last prompt token
         self.positions.copy_(self.valid[:, :prompt_len].long().cumsum(-1)[:, -1:] - 1)
         self.slot.fill_(prompt_len)
+        if self.do_sample:  # the kernel's random stream, drawn from torch's generator: seeded runs repeat
+            self.seed.copy_(torch.randint(0, 2**31 - 1, (), device=self.device))
         self.unfinished.fill_(True)
         self.generated.zero_()
 

@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from . import vocab_kernels
+
 SPLIT_MIN_VOCAB = 32768  # below this one pass is already cheap
 SPLIT_MAX_ROWS = 64  # with many rows the GPU is busy anyway
 MAX_CHUNKS = 256
@@ -44,6 +46,8 @@ def _divisor(width: int, least_chunk: int) -> Optional[int]:
 def first_argmax(scores: torch.Tensor, chunks: Optional[int] = None) -> torch.Tensor:
     """``torch.argmax(scores, -1)`` for a 2-D tensor: the first index of each row's maximum."""
     rows, width = scores.shape
+    if chunks is None and _fused(scores):
+        return vocab_kernels.chunked_choice(scores)
     chunks = chunks or chunk_count(rows, width, scores.device)
     if not chunks:
         return torch.argmax(scores, dim=-1)
@@ -51,6 +55,28 @@ def first_argmax(scores: torch.Tensor, chunks: Optional[int] = None) -> torch.Te
     inner = split.argmax(-1)  # first maximum within each chunk
     best = split.gather(-1, inner[..., None]).squeeze(-1).argmax(-1, keepdim=True)  # first chunk holding the maximum
     return best.squeeze(-1) * (width // chunks) + inner.gather(-1, best).squeeze(-1)
+
+
+def gumbel_sample(scores: torch.Tensor, seed: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """One draw per row from ``softmax(scores)`` with no host read: the Gumbel-max trick,
+    ``argmax(scores - log E)`` with ``E ~ Exp(1)``. ``seed`` and ``step`` (0-d int64 device tensors)
+    choose the fused kernel's random stream; PyTorch's generator draws the noise without the kernel."""
+    if vocab_kernels.usable(scores):
+        return vocab_kernels.chunked_choice(scores, seed, step)
+    # E is kept above 0 so that a -inf score stays -inf instead of becoming nan
+    noise = torch.empty_like(scores).exponential_(1).clamp_min_(torch.finfo(scores.dtype).tiny).log_()
+    return first_argmax(scores - noise)
+
+
+def _fused(scores: torch.Tensor) -> bool:
+    """Whether :func:`first_argmax` takes the fused kernels: while capturing a CUDA graph, for a wide
+    row and few of them (the tests' interpreter: always)."""
+    if not vocab_kernels.usable(scores):
+        return False
+    if not scores.is_cuda:
+        return True
+    rows, width = scores.shape
+    return width >= SPLIT_MIN_VOCAB and rows <= SPLIT_MAX_ROWS and torch.cuda.is_current_stream_capturing()
 
 
 def count_true(mask: torch.Tensor, chunks: Optional[int] = None) -> torch.Tensor:

@@ -1,0 +1,81 @@
+"""Token choice over a large vocabulary in two fused Triton kernels, for the CUDA-graph loop.
+
+``torch.argmax`` over one 128k-entry row runs in a handful of thread blocks, and Gumbel-max sampling
+in PyTorch is five passes over the row (noise, clamp, log, subtract, argmax) before that. Here a first
+kernel gives each 1,024-entry chunk of a row its own program -- drawing the Gumbel noise in registers
+(Philox, ``tl.rand``) when sampling -- and writes the chunk's best value and index; a second kernel
+picks the best chunk. Ties go to the lowest index at both levels, so :func:`first_argmax` is exactly
+``torch.argmax``'s first maximum.
+
+Used where :func:`usable` says so (Triton importable, CUDA tensors, or the tests' interpreter);
+:mod:`.vocab_ops` falls back to PyTorch otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # optional: PyTorch ops do the same work
+    triton = None
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+ON_CPU = False  # the tests run the kernels on CPU tensors through Triton's interpreter
+CHUNK = 1024
+
+
+def usable(scores: torch.Tensor) -> bool:
+    if triton is None or os.environ.get("GENPLUG_DECODE_KERNELS", "1") == "0":
+        return False
+    return scores.dtype == torch.float32 and scores.dim() == 2 and (scores.is_cuda or (INTERPRET and ON_CPU))
+
+
+if triton is not None:
+
+    @triton.jit
+    def _chunk_best_kernel(scores_ptr, width, chunks, seed_ptr, step_ptr, best_ptr, index_ptr,
+                           GUMBEL: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        chunk = tl.program_id(1)
+        cols = chunk * BLOCK + tl.arange(0, BLOCK)
+        inside = cols < width
+        scores = tl.load(scores_ptr + row * width + cols, mask=inside, other=float("-inf"))
+        if GUMBEL:
+            # argmax(score - log E), E = -log U ~ Exp(1): an exact draw from softmax(scores). A new
+            # stream each step (seed + step); -inf scores stay -inf whatever the noise.
+            seed = tl.load(seed_ptr) + tl.load(step_ptr) * 1000003
+            uniform = tl.rand(seed.to(tl.int32), row * width + cols)
+            noisy = scores - tl.log(-tl.log(uniform))
+            scores = tl.where(scores == float("-inf"), float("-inf"), noisy)
+        best = tl.max(scores, axis=0)
+        index = tl.argmax(scores, axis=0, tie_break_left=True)
+        tl.store(best_ptr + row * chunks + chunk, best)
+        tl.store(index_ptr + row * chunks + chunk, chunk * BLOCK + index)
+
+    @triton.jit
+    def _best_chunk_kernel(best_ptr, index_ptr, chunks, out_ptr, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        c = tl.arange(0, BLOCK)
+        best = tl.load(best_ptr + row * chunks + c, mask=c < chunks, other=float("-inf"))
+        winner = tl.argmax(best, axis=0, tie_break_left=True)
+        tl.store(out_ptr + row, tl.load(index_ptr + row * chunks + winner).to(tl.int64))
+
+
+def chunked_choice(scores: torch.Tensor, seed: torch.Tensor = None, step: torch.Tensor = None) -> torch.Tensor:
+    """Per row: the first index of the maximum of ``scores [rows, vocab]`` (float32), or with ``seed``
+    and ``step`` (0-d int64 device tensors) a Gumbel-max draw from ``softmax(scores)``."""
+    rows, width = scores.shape
+    scores = scores.contiguous()
+    chunks = triton.cdiv(width, CHUNK)
+    best = torch.empty(rows, chunks, dtype=torch.float32, device=scores.device)
+    index = torch.empty(rows, chunks, dtype=torch.int32, device=scores.device)
+    out = torch.empty(rows, dtype=torch.int64, device=scores.device)
+    gumbel = seed is not None
+    _chunk_best_kernel[(rows, chunks)](scores, width, chunks, seed if gumbel else out, step if gumbel else out,
+                                       best, index, GUMBEL=gumbel, BLOCK=CHUNK, num_warps=4)
+    _best_chunk_kernel[(rows,)](best, index, chunks, out, BLOCK=max(16, 1 << (chunks - 1).bit_length()), num_warps=4)
+    return out

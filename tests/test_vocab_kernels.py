@@ -1,0 +1,64 @@
+"""The fused token-choice kernels (core/vocab_kernels.py) against PyTorch: exact first argmax, and
+Gumbel-max draws distributed as softmax. On CUDA when there is one, else through Triton's interpreter."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+pytest.importorskip("triton")
+
+from genplug import vocab_kernels, vocab_ops  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels_on():
+    if DEVICE == "cpu" and not vocab_kernels.INTERPRET:
+        pytest.skip("no CUDA and Triton's interpreter was not selected before triton was imported")
+    vocab_kernels.ON_CPU = DEVICE == "cpu"
+    yield
+    vocab_kernels.ON_CPU = False
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 3), width=st.integers(1, 3000), levels=st.integers(1, 6), seed=st.integers(0, 2**16),
+       masked=st.floats(0, 1))
+def test_first_argmax_is_torch_argmax_with_ties_and_masks(rows, width, levels, seed, masked):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, levels, (rows, width), generator=g).float()  # few levels: many ties
+    scores[torch.rand(rows, width, generator=g) < masked] = float("-inf")  # whole rows may be -inf
+    out = vocab_kernels.chunked_choice(scores.to(DEVICE)).cpu()
+    assert torch.equal(out, torch.argmax(scores, dim=-1))
+    assert torch.equal(vocab_ops.first_argmax(scores.to(DEVICE)).cpu(), out)
+
+
+def test_gumbel_draws_follow_softmax_and_skip_masked_tokens():
+    """500 draws (rows of one launch) over 5 tokens, one masked: frequencies within 4.5 standard
+    deviations of softmax, the masked token never drawn; another step or seed gives other draws.
+    (Few draws: Triton's interpreter runs each row's program in Python.)"""
+    n = 500
+    logits = torch.tensor([[0.0, 1.0, -1.0, float("-inf"), 0.5]]).repeat(n, 1).to(DEVICE)
+    probabilities = torch.softmax(logits[0], -1).cpu()
+    seed, step = torch.tensor(1234, device=DEVICE), torch.tensor(5, device=DEVICE)
+    draws = vocab_kernels.chunked_choice(logits, seed, step).cpu()
+    counts = torch.bincount(draws, minlength=5).float()
+    assert counts[3] == 0
+    expected = n * probabilities
+    spread = torch.sqrt(n * probabilities * (1 - probabilities))
+    assert torch.all((counts - expected).abs() <= 4.5 * spread + 1e-6), (counts, expected)
+    few = logits[:60]
+    assert not torch.equal(vocab_kernels.chunked_choice(few, seed, step + 1).cpu(), draws[:60])
+    assert not torch.equal(vocab_kernels.chunked_choice(few, seed + 1, step).cpu(), draws[:60])
+    assert torch.equal(vocab_kernels.chunked_choice(few, seed, step).cpu(), draws[:60])  # same stream, same draws
+
+
+def test_gumbel_rows_draw_independently_over_a_wide_vocabulary():
+    """Two rows with one dominant token each, in different chunks of a 5,000-token row."""
+    scores = torch.full((2, 5000), -30.0)
+    scores[0, 17], scores[1, 4321] = 10.0, 10.0
+    out = vocab_ops.gumbel_sample(scores.to(DEVICE), torch.tensor(7, device=DEVICE), torch.tensor(3, device=DEVICE))
+    assert out.tolist() == [17, 4321]
+    assert math.isfinite(float(scores.max()))
