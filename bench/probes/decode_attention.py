@@ -19,10 +19,12 @@ def manual(q, k, v, mask):
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1, dtype=torch.float32).to(q.dtype) @ v
 
 
-def fused(batch, filled):
+def fused(batch, filled, parts=0):
     from genplug.plugins.models.llama import decode_kernels as dk
 
     qkv = torch.randn(batch, 1, 48 * 64, dtype=torch.bfloat16, device="cuda")
+    if parts:  # as the split-K GEMV hands it over: float32 partial sums
+        qkv = dk.PartialSums(torch.randn(parts, batch, 48 * 64, device="cuda"))
     cos = torch.randn(1, 1, 1, 64, dtype=torch.bfloat16, device="cuda")
     sin = torch.randn_like(cos)
     keys = torch.randn(batch, 8, 384, 64, dtype=torch.bfloat16, device="cuda")
@@ -30,7 +32,7 @@ def fused(batch, filled):
     valid = torch.ones(batch, 384, dtype=torch.bool, device="cuda")
     slot = torch.tensor(filled, device="cuda")
     results = []
-    for config in itertools.product((16, 32, 64, 128), (1, 2, 4, 8), (1, 2, 3)):
+    for config in itertools.product((64, 128, 256), (2, 4, 8), (1, 2)):
         try:
             t = graph_time(lambda: dk.rope_cache_attention(qkv, cos, sin, slot, valid, keys, values, 32, 8, 64, config))
         except Exception as exc:
@@ -39,14 +41,15 @@ def fused(batch, filled):
         results.append((t, config))
     results.sort()
     default = [t for t, c in results if c == dk.ATTENTION_CONFIG]
-    print(f"b{batch} fused, {filled} slots filled: best " + "; ".join(f"{t:.1f} us {c}" for t, c in results[:4])
+    print(f"b{batch} fused, qkv in {parts or 'no'} partial sums, {filled} slots filled: best " + "; ".join(f"{t:.1f} us {c}" for t, c in results[:4])
           + (f"; default {dk.ATTENTION_CONFIG}: {default[0]:.1f} us" if default else ""), flush=True)
 
 
 def main():
     for batch in (1, 16):
         for filled in (128, 383):
-            fused(batch, filled)
+            for parts in ((0, 1, 4) if batch == 1 else (0,)):
+                fused(batch, filled, parts)
     if "--fused-only" in sys.argv:
         return
     for batch in (1, 16):

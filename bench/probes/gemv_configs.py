@@ -42,13 +42,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--layouts", default="out_in,in_out")
+    parser.add_argument("--shapes", default=",".join(SHAPES))
     args = parser.parse_args()
-    grid = dict(block_n=(16, 32, 64, 128), block_k=(64, 128, 256), warps=(4, 8), stages=(2, 4), per_sm=(2, 4, 8))
+    grid = dict(block_n=(16, 32, 64, 128), block_k=(64, 128, 256), warps=(4, 8), stages=(2, 4), per_sm=(1, 2, 4, 8))
     if args.quick:
         grid = dict(block_n=(64, 128), block_k=(64, 128), warps=(4,), stages=(3,), per_sm=(4,))
     for layout in args.layouts.split(","):
         for name, (n_in, n_out) in SHAPES.items():
-            if layout == "out_in" and name == "lm_head":
+            if (layout == "out_in" and name == "lm_head") or name not in args.shapes.split(","):
                 continue
             nbytes = n_in * n_out * 2
             weights = [torch.randn(n_in, n_out, dtype=torch.bfloat16, device="cuda") for _ in range(copies_for(nbytes))]
