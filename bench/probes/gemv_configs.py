@@ -73,6 +73,9 @@ def main():
             results.sort(reverse=True)
             print(f"{layout:6} {name:8} {n_in}x{n_out}: cuBLAS {nbytes / cublas / 1e9:7.0f} GB/s; best Triton:",
                   "; ".join(f"{gbs:.0f} GB/s {cfg}" for gbs, cfg in results[:4]), flush=True)
+            few = [r for r in results if r[1][4] == 1]
+            if few:
+                print(f"       best with per_sm=1 (fewest splits): {few[0][0]:.0f} GB/s {few[0][1]}")
             default = dk._gemv_config(n_in, n_out, layout == "out_in")
             mine = [r for r in results if r[1] == default]
             if mine:
