@@ -40,9 +40,10 @@ def fused(batch, filled, parts=0):
             continue
         results.append((t, config))
     results.sort()
-    default = [t for t, c in results if c == dk.ATTENTION_CONFIG]
+    tuned = dk.ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
+    default = [t for t, c in results if c == tuned]
     print(f"b{batch} fused, qkv in {parts or 'no'} partial sums, {filled} slots filled: best " + "; ".join(f"{t:.1f} us {c}" for t, c in results[:4])
-          + (f"; default {dk.ATTENTION_CONFIG}: {default[0]:.1f} us" if default else ""), flush=True)
+          + (f"; default {tuned}: {default[0]:.1f} us" if default else ""), flush=True)
 
 
 def main():

@@ -174,7 +174,9 @@ if triton is not None:
 
 
 MAX_SPLITS = 8
-ATTENTION_CONFIG = (128, 4, 2)  # (block_s, warps, stages): bench/probes/decode_attention.py
+# (block_s, warps, stages), from bench/probes/decode_attention.py on an H100: one row's query heads
+# read the projection as partial sums (more loads per program: 8 warps); many rows read it plain.
+ATTENTION_CONFIG = {"one row": (128, 8, 1), "rows": (128, 2, 2)}
 
 
 class PartialSums:
@@ -302,7 +304,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     valid = valid.contiguous().view(torch.uint8)
     out = torch.empty(batch, 1, heads * head_dim, dtype=keys.dtype, device=keys.device)
     groups = heads // kv_heads
-    block_s, warps, stages = config or ATTENTION_CONFIG
+    block_s, warps, stages = config or ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
     _rope_cache_attention_kernel[(batch, heads)](
         qkv, qkv_stride, cos, sin, slot, valid, keys, values, out,
         qkv.shape[-1], head_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
