@@ -5,7 +5,8 @@ in PyTorch is five passes over the row (noise, clamp, log, subtract, argmax) bef
 kernel gives each 1,024-entry chunk of a row its own program -- drawing the Gumbel noise in registers
 (Philox, ``tl.rand``) when sampling -- and writes the chunk's best value and index; a second kernel
 picks the best chunk. Ties go to the lowest index at both levels, so :func:`first_argmax` is exactly
-``torch.argmax``'s first maximum.
+``torch.argmax``'s first maximum. :func:`top_values` finds the k highest scores the same way (each
+chunk sorts itself, a small ``torch.topk`` merges) for top-k / top-p sampling.
 
 Used where :func:`usable` says so (Triton importable, CUDA tensors, or the tests' interpreter);
 :mod:`.vocab_ops` falls back to PyTorch otherwise.
@@ -57,12 +58,39 @@ if triton is not None:
         tl.store(index_ptr + row * chunks + chunk, chunk * BLOCK + index)
 
     @triton.jit
+    def _chunk_top_kernel(scores_ptr, width, chunks, out_ptr, K: tl.constexpr, BLOCK: tl.constexpr):
+        # each chunk's K highest scores, sorted (padding past the row's end is -inf)
+        row = tl.program_id(0)
+        chunk = tl.program_id(1)
+        cols = chunk * BLOCK + tl.arange(0, BLOCK)
+        scores = tl.load(scores_ptr + row * width + cols, mask=cols < width, other=float("-inf"))
+        ranked = tl.sort(scores, descending=True)
+        i = tl.arange(0, BLOCK)
+        tl.store(out_ptr + (row * chunks + chunk) * K + i, ranked, mask=i < K)
+
+    @triton.jit
     def _best_chunk_kernel(best_ptr, index_ptr, chunks, out_ptr, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         c = tl.arange(0, BLOCK)
         best = tl.load(best_ptr + row * chunks + c, mask=c < chunks, other=float("-inf"))
         winner = tl.argmax(best, axis=0, tie_break_left=True)
         tl.store(out_ptr + row, tl.load(index_ptr + row * chunks + winner).to(tl.int64))
+
+
+MAX_TOP_K = 256
+
+
+def top_values(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """``torch.topk(scores, k).values`` for ``scores [rows, vocab]`` (float32, k <= MAX_TOP_K): each
+    1,024-entry chunk's k best, sorted in its own program, then one small ``torch.topk`` over those.
+    The k highest values of a row are the k highest of its chunks' candidates, so the result is
+    exactly torch's (values only; which of tied entries were picked does not show)."""
+    rows, width = scores.shape
+    scores = scores.contiguous()
+    chunks = triton.cdiv(width, CHUNK)
+    candidates = torch.empty(rows, chunks * k, dtype=torch.float32, device=scores.device)
+    _chunk_top_kernel[(rows, chunks)](scores, width, chunks, candidates, K=k, BLOCK=CHUNK, num_warps=4)
+    return torch.topk(candidates, k, dim=-1).values
 
 
 def chunked_choice(scores: torch.Tensor, seed: torch.Tensor = None, step: torch.Tensor = None) -> torch.Tensor:

@@ -62,3 +62,17 @@ def test_gumbel_rows_draw_independently_over_a_wide_vocabulary():
     out = vocab_ops.gumbel_sample(scores.to(DEVICE), torch.tensor(7, device=DEVICE), torch.tensor(3, device=DEVICE))
     assert out.tolist() == [17, 4321]
     assert math.isfinite(float(scores.max()))
+
+
+@settings(max_examples=4, deadline=None)  # Triton's interpreter sorts slowly: few, small cases
+@given(rows=st.just(1), width=st.integers(1, 1600), k=st.integers(1, 64), levels=st.integers(1, 50),
+       masked=st.floats(0, 1), seed=st.integers(0, 2**16))
+def test_top_values_are_torch_topk_values(rows, width, k, levels, masked, seed):
+    """The chunked top-k gives exactly torch.topk's values, ties and -inf (fewer finite scores than k) included."""
+    k = min(k, width)
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, levels, (rows, width), generator=g).float() / 7
+    scores[torch.rand(rows, width, generator=g) < masked] = float("-inf")
+    out = vocab_kernels.top_values(scores.to(DEVICE), k).cpu()
+    assert torch.equal(out, torch.topk(scores, k, dim=-1).values)
+    assert torch.equal(vocab_ops.top_values(scores.to(DEVICE), k).cpu(), out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from genplug import hookimpl
+from genplug.vocab_ops import top_values
 
 from . import enabling
 from .chaining import in_place_capable
@@ -30,7 +31,7 @@ class TopKLogitsWarper(MaskingProcessor):
 
     def kth_scores(self, scores: torch.FloatTensor) -> torch.FloatTensor:
         """The k highest scores of each row, in descending order: (batch, k)."""
-        return torch.topk(scores, min(self.top_k, scores.shape[-1]), dim=-1).values
+        return top_values(scores, min(self.top_k, scores.shape[-1]))
 
     def removal_mask(self, input_ids, scores):
         return scores < self.kth_scores(scores)[:, -1:]
