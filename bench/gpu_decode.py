@@ -35,6 +35,21 @@ def one_b_config(layers=16):
                        pad_token_id=0, torch_dtype="bfloat16")
 
 
+def native_one_b(layers: int = 16):
+    """genplug's native model of the random 1B shape on CUDA in bf16, loaded from a transformers
+    checkpoint as users load one (the probes' model)."""
+    import transformers
+
+    import genplug
+
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(one_b_config(layers)).to(torch.bfloat16).cuda().eval()
+    tmp = Path(tempfile.mkdtemp())
+    hf.save_pretrained(tmp)
+    del hf
+    return genplug.load_model(tmp, device="cuda", dtype="bfloat16")[0]
+
+
 def copy_bandwidth() -> float:
     x = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
     y = torch.empty_like(x)

@@ -7,7 +7,6 @@ import cProfile
 import io
 import pstats
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,14 +19,7 @@ import genplug.graph_loop as graph_loop  # noqa: E402
 
 
 def main():
-    import transformers
-
-    torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(gpu_decode.one_b_config()).to(torch.bfloat16).cuda().eval()
-    tmp = Path(tempfile.mkdtemp())
-    hf.save_pretrained(tmp)
-    del hf
-    native, _ = genplug.load_model(tmp, device="cuda", dtype="bfloat16")
+    native = gpu_decode.native_one_b()
     ids = torch.randint(3, 128000, (1, gpu_decode.PROMPT), device="cuda")
     for mode, extra in (("greedy", {}), ("sampling", gpu_decode.SAMPLING)):
         def run(new):

@@ -6,7 +6,6 @@ Run: python bench/probes/step_kernels.py
 """
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,19 +14,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gpu_decode  # noqa: E402
 
-import genplug  # noqa: E402
+from processor_kernels import graph_time  # noqa: E402
+
 from genplug.plugins.caches.static import StaticCache  # noqa: E402
 
 
 def main():
-    import transformers
-
-    torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(gpu_decode.one_b_config()).to(torch.bfloat16).cuda().eval()
-    tmp = Path(tempfile.mkdtemp())
-    hf.save_pretrained(tmp)
-    del hf
-    native, _ = genplug.load_model(tmp, device="cuda", dtype="bfloat16")
+    native = gpu_decode.native_one_b()
     cache = StaticCache(native.config, 384)
     ids = torch.randint(3, 1000, (1, 128), device="cuda")
     with torch.no_grad():
@@ -59,20 +52,9 @@ def main():
           "kernels")
 
 
-def graph_step_ms(native, token, pos, slot, valid, cache, replays=200):
+def graph_step_ms(native, token, pos, slot, valid, cache):
     """Milliseconds per step of the step captured once and replayed (what the decode loop runs)."""
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        native.static_decode_step(token, pos, slot, valid, cache.layers)
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(replays):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / replays
+    return graph_time(lambda: native.static_decode_step(token, pos, slot, valid, cache.layers)) / 1000
 
 
 if __name__ == "__main__":
