@@ -2,12 +2,13 @@
 
 Each cell runs the matmul over enough weight copies (> 4x the L2 cache) that every call reads its
 weights from memory, as in a decode step, captured in one CUDA graph; prints GB/s read per config and
-the best per shape. Run: python bench/probes/gemv_configs.py [--quick]
+the best per shape. Run from bench/probes: python gemv_configs.py [--quick] [--layouts ...] [--shapes ...]
 """
 import argparse
 import itertools
 
 import torch
+from processor_kernels import graph_time
 
 from genplug.plugins.models.llama import decode_kernels as dk
 
@@ -20,22 +21,8 @@ def copies_for(nbytes: int) -> int:
 
 
 def seconds_per_call(fn_list, repeats=5):
-    graph = torch.cuda.CUDAGraph()
-    for fn in fn_list[:2]:
-        fn()
-    torch.cuda.synchronize()
-    with torch.cuda.graph(graph):
-        for fn in fn_list:
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / 1e3 / repeats / len(fn_list)
+    """Seconds per call of the calls in ``fn_list``, all captured in one CUDA graph and replayed."""
+    return graph_time(lambda: [fn() for fn in fn_list], reps=repeats) / 1e6 / len(fn_list)
 
 
 def main():
