@@ -184,8 +184,9 @@ class _Session:
     flags -- the step over it and the CUDA graph of that step; refilled in place by a later call."""
 
     def __init__(self, key, adapter, processors, criteria, config, cache, do_sample, input_ids, max_length):
-        self.key, self.adapter, self.cache, self.graph, self.do_sample = key, adapter, cache, None, do_sample
-        self.config = config
+        # Nothing kept after a capture may refer to the model: sessions are values of a dict keyed
+        # weakly by the model, which would otherwise never be freed (see capture()).
+        self.key, self.cache, self.graph, self.do_sample = key, cache, None, do_sample
         device = self.device = input_ids.device
         batch = self.batch = input_ids.shape[0]
         pad = config.pad_token_id if config.pad_token_id is not None else 0
@@ -261,6 +262,7 @@ class _Session:
             self.forward = forward
             try:
                 self.graph = _capture(self.step, *state)
+                self.step = self.forward = self.candidates = None  # the graph replays without them
                 return
             except torch.cuda.OutOfMemoryError:
                 raise

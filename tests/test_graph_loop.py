@@ -222,3 +222,29 @@ def test_one_new_token_captures_nothing(model_and_tokenizer, on_cpu, monkeypatch
     out = genplug.generate(model, enc["input_ids"], **kw)
     assert attempts == [] and graph_loop.LAST_CAPTURE_SECONDS is not None
     assert torch.equal(out, genplug.generate(model, enc["input_ids"], disable_compile=True, **kw))
+
+
+def test_a_kept_graph_does_not_keep_its_model_alive(monkeypatch):
+    """Sessions are held weakly by model: once captured, nothing in one refers to the model."""
+    import gc
+    import weakref
+
+    from genplug.plugins.models.llama.config import NativeLlamaConfig
+    from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
+
+    class ReplayNothing:
+        def replay(self):
+            pass
+
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "_capture", lambda step, *state: ReplayNothing())
+    model = NativeLlamaForCausalLM(NativeLlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                                     num_hidden_layers=1, num_attention_heads=2,
+                                                     num_key_value_heads=1, head_dim=8, max_position_embeddings=32)).eval()
+    genplug.generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=4, cache_implementation="static")
+    assert model in graph_loop._SESSIONS
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
