@@ -24,6 +24,7 @@ import torch
 
 from genplug.vocab_ops import count_true
 
+from . import truncation_kernels
 from .chaining import in_place_capable
 from .masking import NEG_INF, MaskingProcessor
 
@@ -59,8 +60,11 @@ def nucleus_threshold(values: torch.FloatTensor, threshold: Optional[torch.Float
     ``values`` are descending scores (the whole row, or top-k candidates); ``extra`` counts further
     tokens tied with the last candidate that are not among ``values`` (None: there are none). A token
     is kept when the mass of the tokens before it is below ``top_p`` of the total: the smallest prefix
-    with mass >= top_p, then at least ``min_keep`` tokens.
+    with mass >= top_p, then at least ``min_keep`` tokens. While a CUDA graph is captured this runs as
+    one kernel (:mod:`.truncation_kernels`, same arithmetic) instead of ~24 small ones.
     """
+    if truncation_kernels.usable(values):
+        return truncation_kernels.nucleus_threshold(values, threshold, extra, top_p, min_keep, MASS_SCALE)
     mass = integer_mass(relative_probabilities(values, values[:, :1]))
     if threshold is not None:
         mass = mass.masked_fill(values < threshold, 0)
