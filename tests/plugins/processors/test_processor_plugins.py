@@ -20,7 +20,7 @@ ORDER = [  # transformers' _get_logits_processor order, by config field
     "epsilon_cutoff", "eta_cutoff", "renormalize_logits",
 ]
 PROCESSOR_MODULES = sorted(p.stem for p in Path(genplug.plugins.processors.__file__).parent.glob("*.py")
-                           if p.stem not in ("__init__", "chaining", "enabling", "masking", "truncation",
+                           if p.stem not in ("__init__", "chaining", "enabling", "masking", "truncation", "truncation_kernels",
                                              "validation"))
 
 
