@@ -343,11 +343,11 @@ def _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name, 
     # A static cache is kept with the model's last CUDA-graph call; an identical request takes it back
     # (emptied) so that call's graph can replay over it. Not when the cache is returned to the caller.
     reusable = name == "static" and not config.return_dict_in_generate and not adapter.is_encoder_decoder
-    request_key = (name, request.batch_size, request.max_cache_len, request.dtype, str(request.device),
-                   repr(sorted(request.cache_config.items())), request.crop_margin)
     if reusable:
         from .graph_loop import remember_cache_request, reusable_cache
 
+        request_key = (name, request.batch_size, request.max_cache_len, request.dtype, str(request.device),
+                       repr(sorted(request.cache_config.items())), request.crop_margin)
         kept = reusable_cache(adapter.model, request_key)
         if kept is not None:
             return kept

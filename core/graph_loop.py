@@ -188,10 +188,10 @@ class _Session:
         # weakly by the model, which would otherwise never be freed (see capture()).
         self.key, self.cache, self.graph, self.do_sample = key, cache, None, do_sample
         device = self.device = input_ids.device
-        batch = self.batch = input_ids.shape[0]
+        batch = input_ids.shape[0]
         pad = config.pad_token_id if config.pad_token_id is not None else 0
         eos = next((c.eos_token_id for c in criteria if hasattr(c, "eos_token_id")), None)
-        eos = self.eos = eos.to(device) if eos is not None else None
+        eos = self.eos = eos.to(device) if eos is not None else None  # kept: the graph reads it
         max_cache_len = cache.layers[0].keys.shape[2]
         tokens = self.tokens = torch.empty(batch, max_length, dtype=input_ids.dtype, device=device)
         valid = self.valid = torch.zeros(batch, max_cache_len, dtype=torch.bool, device=device)

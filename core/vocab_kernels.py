@@ -8,73 +8,57 @@ picks the best chunk. Ties go to the lowest index at both levels, so :func:`firs
 ``torch.argmax``'s first maximum. :func:`top_values` finds the k highest scores the same way (each
 chunk sorts itself, a small ``torch.topk`` merges) for top-k / top-p sampling.
 
-Used where :func:`usable` says so (Triton importable, CUDA tensors, or the tests' interpreter);
-:mod:`.vocab_ops` falls back to PyTorch otherwise.
+Imported by :mod:`.vocab_ops` only where :func:`.triton_support.runs_on` says a kernel can run;
+it uses PyTorch otherwise.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
+import triton
+import triton.language as tl
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # optional: PyTorch ops do the same work
-    triton = None
-
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-ON_CPU = False  # the tests run the kernels on CPU tensors through Triton's interpreter
 CHUNK = 1024
 
 
-def usable(scores: torch.Tensor) -> bool:
-    if triton is None or os.environ.get("GENPLUG_DECODE_KERNELS", "1") == "0":
-        return False
-    return scores.dtype == torch.float32 and scores.dim() == 2 and (scores.is_cuda or (INTERPRET and ON_CPU))
+@triton.jit
+def _chunk_best_kernel(scores_ptr, width, chunks, seed_ptr, step_ptr, best_ptr, index_ptr,
+                       GUMBEL: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    chunk = tl.program_id(1)
+    cols = chunk * BLOCK + tl.arange(0, BLOCK)
+    inside = cols < width
+    scores = tl.load(scores_ptr + row * width + cols, mask=inside, other=float("-inf"))
+    if GUMBEL:
+        # argmax(score - log E), E = -log U ~ Exp(1): an exact draw from softmax(scores). A new
+        # stream each step (seed + step); -inf scores stay -inf whatever the noise.
+        seed = tl.load(seed_ptr) + tl.load(step_ptr) * 1000003
+        uniform = tl.rand(seed.to(tl.int32), row * width + cols)
+        noisy = scores - tl.log(-tl.log(uniform))
+        scores = tl.where(scores == float("-inf"), float("-inf"), noisy)
+    best = tl.max(scores, axis=0)
+    index = tl.argmax(scores, axis=0, tie_break_left=True)
+    tl.store(best_ptr + row * chunks + chunk, best)
+    tl.store(index_ptr + row * chunks + chunk, chunk * BLOCK + index)
 
+@triton.jit
+def _chunk_top_kernel(scores_ptr, width, chunks, out_ptr, K: tl.constexpr, BLOCK: tl.constexpr):
+    # each chunk's K highest scores, sorted (padding past the row's end is -inf)
+    row = tl.program_id(0)
+    chunk = tl.program_id(1)
+    cols = chunk * BLOCK + tl.arange(0, BLOCK)
+    scores = tl.load(scores_ptr + row * width + cols, mask=cols < width, other=float("-inf"))
+    ranked = tl.sort(scores, descending=True)
+    i = tl.arange(0, BLOCK)
+    tl.store(out_ptr + (row * chunks + chunk) * K + i, ranked, mask=i < K)
 
-if triton is not None:
-
-    @triton.jit
-    def _chunk_best_kernel(scores_ptr, width, chunks, seed_ptr, step_ptr, best_ptr, index_ptr,
-                           GUMBEL: tl.constexpr, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        chunk = tl.program_id(1)
-        cols = chunk * BLOCK + tl.arange(0, BLOCK)
-        inside = cols < width
-        scores = tl.load(scores_ptr + row * width + cols, mask=inside, other=float("-inf"))
-        if GUMBEL:
-            # argmax(score - log E), E = -log U ~ Exp(1): an exact draw from softmax(scores). A new
-            # stream each step (seed + step); -inf scores stay -inf whatever the noise.
-            seed = tl.load(seed_ptr) + tl.load(step_ptr) * 1000003
-            uniform = tl.rand(seed.to(tl.int32), row * width + cols)
-            noisy = scores - tl.log(-tl.log(uniform))
-            scores = tl.where(scores == float("-inf"), float("-inf"), noisy)
-        best = tl.max(scores, axis=0)
-        index = tl.argmax(scores, axis=0, tie_break_left=True)
-        tl.store(best_ptr + row * chunks + chunk, best)
-        tl.store(index_ptr + row * chunks + chunk, chunk * BLOCK + index)
-
-    @triton.jit
-    def _chunk_top_kernel(scores_ptr, width, chunks, out_ptr, K: tl.constexpr, BLOCK: tl.constexpr):
-        # each chunk's K highest scores, sorted (padding past the row's end is -inf)
-        row = tl.program_id(0)
-        chunk = tl.program_id(1)
-        cols = chunk * BLOCK + tl.arange(0, BLOCK)
-        scores = tl.load(scores_ptr + row * width + cols, mask=cols < width, other=float("-inf"))
-        ranked = tl.sort(scores, descending=True)
-        i = tl.arange(0, BLOCK)
-        tl.store(out_ptr + (row * chunks + chunk) * K + i, ranked, mask=i < K)
-
-    @triton.jit
-    def _best_chunk_kernel(best_ptr, index_ptr, chunks, out_ptr, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        c = tl.arange(0, BLOCK)
-        best = tl.load(best_ptr + row * chunks + c, mask=c < chunks, other=float("-inf"))
-        winner = tl.argmax(best, axis=0, tie_break_left=True)
-        tl.store(out_ptr + row, tl.load(index_ptr + row * chunks + winner).to(tl.int64))
+@triton.jit
+def _best_chunk_kernel(best_ptr, index_ptr, chunks, out_ptr, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    c = tl.arange(0, BLOCK)
+    best = tl.load(best_ptr + row * chunks + c, mask=c < chunks, other=float("-inf"))
+    winner = tl.argmax(best, axis=0, tie_break_left=True)
+    tl.store(out_ptr + row, tl.load(index_ptr + row * chunks + winner).to(tl.int64))
 
 
 MAX_TOP_K = 256
@@ -105,5 +89,5 @@ def chunked_choice(scores: torch.Tensor, seed: torch.Tensor = None, step: torch.
     gumbel = seed is not None
     _chunk_best_kernel[(rows, chunks)](scores, width, chunks, seed if gumbel else out, step if gumbel else out,
                                        best, index, GUMBEL=gumbel, BLOCK=CHUNK, num_warps=4)
-    _best_chunk_kernel[(rows,)](best, index, chunks, out, BLOCK=max(16, 1 << (chunks - 1).bit_length()), num_warps=4)
+    _best_chunk_kernel[(rows,)](best, index, chunks, out, BLOCK=max(16, triton.next_power_of_2(chunks)), num_warps=4)
     return out

@@ -6,7 +6,7 @@ H100 an argmax over 128,256 scores takes ~28 us, about as long as the matmul of 
 then a small second pass combines them. The results are exact -- the first index of a maximum, the
 same counts -- so the eager loop and the CUDA-graph loop agree whichever path a call takes.
 (A per-chunk ``torch.topk`` and a second one measured slower than one pass; :func:`top_values`
-instead sorts each chunk in one Triton program.)
+instead sorts each chunk in one Triton program, :mod:`.vocab_kernels`.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from . import vocab_kernels
+from . import triton_support
 
 SPLIT_MIN_VOCAB = 32768  # below this one pass is already cheap
 SPLIT_MAX_ROWS = 64  # with many rows the GPU is busy anyway
@@ -48,7 +48,7 @@ def first_argmax(scores: torch.Tensor, chunks: Optional[int] = None) -> torch.Te
     """``torch.argmax(scores, -1)`` for a 2-D tensor: the first index of each row's maximum."""
     rows, width = scores.shape
     if chunks is None and _fused(scores):
-        return vocab_kernels.chunked_choice(scores)
+        return _kernels().chunked_choice(scores)
     chunks = chunks or chunk_count(rows, width, scores.device)
     if not chunks:
         return torch.argmax(scores, dim=-1)
@@ -62,8 +62,8 @@ def gumbel_sample(scores: torch.Tensor, seed: torch.Tensor, step: torch.Tensor) 
     """One draw per row from ``softmax(scores)`` with no host read: the Gumbel-max trick,
     ``argmax(scores - log E)`` with ``E ~ Exp(1)``. ``seed`` and ``step`` (0-d int64 device tensors)
     choose the fused kernel's random stream; PyTorch's generator draws the noise without the kernel."""
-    if vocab_kernels.usable(scores):
-        return vocab_kernels.chunked_choice(scores, seed, step)
+    if _kernels_run_on(scores):
+        return _kernels().chunked_choice(scores, seed, step)
     # E is kept above 0 so that a -inf score stays -inf instead of becoming nan
     noise = torch.empty_like(scores).exponential_(1).clamp_min_(torch.finfo(scores.dtype).tiny).log_()
     return first_argmax(scores - noise)
@@ -71,22 +71,33 @@ def gumbel_sample(scores: torch.Tensor, seed: torch.Tensor, step: torch.Tensor) 
 
 def top_values(scores: torch.Tensor, k: int) -> torch.Tensor:
     """``torch.topk(scores, k, dim=-1).values`` for a 2-D tensor (descending). While capturing a CUDA
-    graph, a wide row's search runs chunked (:func:`vocab_kernels.top_values`; same values):
+    graph, a wide row's search runs chunked (``vocab_kernels.top_values``; same values):
     ``torch.topk``'s radix select over 128k entries is ~45 us per call on an H100."""
-    if k <= vocab_kernels.MAX_TOP_K and _fused(scores):
-        return vocab_kernels.top_values(scores, k)
+    if _fused(scores) and k <= _kernels().MAX_TOP_K:
+        return _kernels().top_values(scores, k)
     return torch.topk(scores, k, dim=-1).values
 
 
 def _fused(scores: torch.Tensor) -> bool:
     """Whether :func:`first_argmax` takes the fused kernels: while capturing a CUDA graph, for a wide
     row and few of them (the tests' interpreter: always)."""
-    if not vocab_kernels.usable(scores):
+    if not _kernels_run_on(scores):
         return False
     if not scores.is_cuda:
         return True
     rows, width = scores.shape
     return width >= SPLIT_MIN_VOCAB and rows <= SPLIT_MAX_ROWS and torch.cuda.is_current_stream_capturing()
+
+
+def _kernels_run_on(scores: torch.Tensor) -> bool:
+    return scores.dim() == 2 and triton_support.runs_on(scores, (torch.float32,))
+
+
+def _kernels():
+    """:mod:`.vocab_kernels`, imported on first use (it imports Triton)."""
+    from . import vocab_kernels
+
+    return vocab_kernels
 
 
 def count_true(mask: torch.Tensor, chunks: Optional[int] = None) -> torch.Tensor:

@@ -12,6 +12,23 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(scope="module")
+def triton_kernels_on():
+    """"cuda", or "cpu" with genplug's Triton kernels run on CPU tensors through Triton's interpreter
+    (``genplug.triton_support.ON_CPU``); skips where neither can run them."""
+    pytest.importorskip("triton")
+    from genplug import triton_support
+
+    if torch.cuda.is_available():
+        yield "cuda"
+        return
+    if not triton_support.INTERPRET:
+        pytest.skip("no CUDA and Triton's interpreter was not selected before triton was imported")
+    triton_support.ON_CPU = True
+    yield "cpu"
+    triton_support.ON_CPU = False
+
+
 @pytest.fixture
 def pm():
     """An isolated plugin manager with genplug's built-in plugins only."""

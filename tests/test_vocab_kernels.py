@@ -14,13 +14,7 @@ from genplug import vocab_kernels, vocab_ops  # noqa: E402
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kernels_on():
-    if DEVICE == "cpu" and not vocab_kernels.INTERPRET:
-        pytest.skip("no CUDA and Triton's interpreter was not selected before triton was imported")
-    vocab_kernels.ON_CPU = DEVICE == "cpu"
-    yield
-    vocab_kernels.ON_CPU = False
+pytestmark = pytest.mark.usefixtures("triton_kernels_on")
 
 
 @settings(max_examples=25, deadline=None)

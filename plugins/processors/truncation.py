@@ -22,9 +22,9 @@ from typing import Callable, List, Optional
 
 import torch
 
+from genplug import triton_support
 from genplug.vocab_ops import count_true
 
-from . import truncation_kernels
 from .chaining import in_place_capable
 from .masking import NEG_INF, MaskingProcessor
 
@@ -63,7 +63,9 @@ def nucleus_threshold(values: torch.FloatTensor, threshold: Optional[torch.Float
     with mass >= top_p, then at least ``min_keep`` tokens. While a CUDA graph is captured this runs as
     one kernel (:mod:`.truncation_kernels`, same arithmetic) instead of ~24 small ones.
     """
-    if truncation_kernels.usable(values):
+    if _kernel_applies(values):
+        from . import truncation_kernels  # imports Triton: only where it runs
+
         return truncation_kernels.nucleus_threshold(values, threshold, extra, top_p, min_keep, MASS_SCALE)
     mass = integer_mass(relative_probabilities(values, values[:, :1]))
     if threshold is not None:
@@ -80,6 +82,19 @@ def nucleus_threshold(values: torch.FloatTensor, threshold: Optional[torch.Float
     count = count.clamp(min=min_keep, max=values.shape[-1])
     found = values.gather(-1, count - 1)
     return found if threshold is None else torch.maximum(threshold, found)
+
+
+KERNEL_MAX_CANDIDATES = 1024
+
+
+def _kernel_applies(values: torch.FloatTensor) -> bool:
+    """Whether :func:`nucleus_threshold` runs as one Triton kernel: while a CUDA graph is captured
+    (eagerly, PyTorch's ops), for at most KERNEL_MAX_CANDIDATES candidates."""
+    if values.dim() != 2 or values.shape[-1] > KERNEL_MAX_CANDIDATES:
+        return False
+    if not triton_support.runs_on(values, (torch.float32,)):
+        return False
+    return not values.is_cuda or torch.cuda.is_current_stream_capturing()
 
 
 def min_p_threshold(values: torch.FloatTensor, threshold: Optional[torch.FloatTensor], min_p: float,

@@ -5,71 +5,50 @@ masses, a cumulative sum, a gather...): each a kernel launch of a few microsecon
 bytes, run every sampled token. Here one program per row does the same arithmetic -- ``exp(v - max)``
 with CUDA's ``expf`` (libdevice, as PyTorch's kernels), masses scaled by 2**40 and truncated to
 integers, the float64 limit ``ceil(total * top_p)`` -- so it decides exactly as the PyTorch version.
-Used while a CUDA graph is captured, for k <= 1,024 (Triton's interpreter in the tests, with its own
-``exp``).
+:func:`.truncation.nucleus_threshold` imports and uses it while a CUDA graph is captured, for
+k <= 1,024 (Triton's interpreter in the tests, with its own ``exp``).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
-
-try:
-    import triton
-    import triton.language as tl
-    from triton.language.extra import libdevice
-except ImportError:  # optional: the PyTorch arithmetic does the same
-    triton = None
-
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-ON_CPU = False  # tests: run on CPU tensors through the interpreter
-MAX_CANDIDATES = 1024
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
 
 
-def usable(values: torch.Tensor) -> bool:
-    if triton is None or os.environ.get("GENPLUG_DECODE_KERNELS", "1") == "0":
-        return False
-    if values.dtype != torch.float32 or values.dim() != 2 or values.shape[-1] > MAX_CANDIDATES:
-        return False
-    if values.is_cuda:
-        return torch.cuda.is_current_stream_capturing()
-    return INTERPRET and ON_CPU
-
-
-if triton is not None:
-
-    @triton.jit
-    def _nucleus_kernel(values_ptr, threshold_ptr, extra_ptr, top_p_ptr, out_ptr, k, min_keep, mass_scale,
-                        HAS_THRESHOLD: tl.constexpr, HAS_EXTRA: tl.constexpr, ACCURATE_EXP: tl.constexpr,
-                        BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        i = tl.arange(0, BLOCK)
-        inside = i < k
-        values = tl.load(values_ptr + row * k + i, mask=inside, other=float("-inf"))
-        top = tl.load(values_ptr + row * k)
-        top = tl.where(top == float("-inf"), 0.0, top)  # an all -inf row gives zero masses, not nan
-        if ACCURATE_EXP:
-            relative = libdevice.exp(values - top)
-        else:
-            relative = tl.exp(values - top)
-        mass = (relative * mass_scale).to(tl.int64)
-        if HAS_THRESHOLD:
-            threshold = tl.load(threshold_ptr + row)
-            mass = tl.where(values < threshold, 0, mass)
-        mass = tl.where(inside, mass, 0)
-        total = tl.sum(mass, axis=0)
-        if HAS_EXTRA:
-            total += tl.load(extra_ptr + row) * tl.sum(tl.where(i == k - 1, mass, 0), axis=0)
-        limit = tl.ceil(total.to(tl.float64) * tl.load(top_p_ptr)).to(tl.int64)
-        before = tl.cumsum(mass, axis=0) - mass
-        count = tl.sum(tl.where(inside & (before < limit), 1, 0), axis=0)
-        count = tl.minimum(tl.maximum(count, min_keep), k)
-        found = tl.sum(tl.where(i == count - 1, values, 0.0), axis=0)
-        if HAS_THRESHOLD:
-            found = tl.maximum(threshold, found)
-        tl.store(out_ptr + row, found)
+@triton.jit
+def _nucleus_kernel(values_ptr, threshold_ptr, extra_ptr, top_p_ptr, out_ptr, k, min_keep, mass_scale,
+                    HAS_THRESHOLD: tl.constexpr, HAS_EXTRA: tl.constexpr, ACCURATE_EXP: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    i = tl.arange(0, BLOCK)
+    inside = i < k
+    values = tl.load(values_ptr + row * k + i, mask=inside, other=float("-inf"))
+    top = tl.load(values_ptr + row * k)
+    top = tl.where(top == float("-inf"), 0.0, top)  # an all -inf row gives zero masses, not nan
+    if ACCURATE_EXP:
+        relative = libdevice.exp(values - top)
+    else:
+        relative = tl.exp(values - top)
+    mass = (relative * mass_scale).to(tl.int64)
+    if HAS_THRESHOLD:
+        threshold = tl.load(threshold_ptr + row)
+        mass = tl.where(values < threshold, 0, mass)
+    mass = tl.where(inside, mass, 0)
+    total = tl.sum(mass, axis=0)
+    if HAS_EXTRA:
+        total += tl.load(extra_ptr + row) * tl.sum(tl.where(i == k - 1, mass, 0), axis=0)
+    limit = tl.ceil(total.to(tl.float64) * tl.load(top_p_ptr)).to(tl.int64)
+    before = tl.cumsum(mass, axis=0) - mass
+    count = tl.sum(tl.where(inside & (before < limit), 1, 0), axis=0)
+    count = tl.minimum(tl.maximum(count, min_keep), k)
+    found = tl.sum(tl.where(i == count - 1, values, 0.0), axis=0)
+    if HAS_THRESHOLD:
+        found = tl.maximum(threshold, found)
+    tl.store(out_ptr + row, found)
 
 
 def nucleus_threshold(values: torch.Tensor, threshold: Optional[torch.Tensor], extra: Optional[torch.Tensor],
@@ -83,6 +62,6 @@ def nucleus_threshold(values: torch.Tensor, threshold: Optional[torch.Tensor], e
         values, threshold.contiguous() if threshold is not None else out,
         extra.contiguous() if extra is not None else out, top_p_tensor, out, k, min_keep, mass_scale,
         HAS_THRESHOLD=threshold is not None, HAS_EXTRA=extra is not None, ACCURATE_EXP=values.is_cuda,
-        BLOCK=max(16, 1 << (k - 1).bit_length()), num_warps=4,
+        BLOCK=max(16, triton.next_power_of_2(k)), num_warps=4,
     )
     return out

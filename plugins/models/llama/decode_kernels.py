@@ -3,174 +3,155 @@
 At batch 1 a decode step is bound by reading the weights, and everything between the matmuls is a
 launch of a tiny kernel: with plain PyTorch a Llama layer runs ~25 of them (norm, RoPE's multiplies
 and roll, cache writes, attention, residual adds, SiLU, multiply), each costing a few microseconds
-whatever its size. These three kernels leave four small launches per layer around the four matmuls:
+whatever its size. With these, :mod:`.fused_step` runs four small launches per layer around the matmuls:
 
 * :func:`add_rms_norm` -- the residual add of the previous block fused with the next RMSNorm;
 * :func:`rope_cache_attention` -- RoPE on the new query and key, the key/value written into the
-  static cache at ``slot``, and attention of the query heads of one key/value head over the cache;
-* :func:`silu_mul` -- ``silu(gate) * up``.
+  static cache at ``slot``, and attention of each query head over the cache;
+* :func:`gemv` -- one-row split-K matmul whose :class:`PartialSums` the next kernel adds up while
+  loading (the down projection computes SiLU(gate)*up as it reads its input);
+* :func:`silu_mul` -- ``silu(gate) * up``, for more than one row.
 
 Arithmetic is float32 inside each kernel, rounded once on the way out. The eager forward of a
-one-token step over a static cache runs the same kernels as the captured CUDA graph
-(:mod:`.graph_step`), so greedy outputs of the two paths are identical.
-
-Used only where :func:`usable` says so: Triton importable, CUDA tensors in float16/bfloat16 (or
-CPU tensors through Triton's interpreter when the tests set ``ON_CPU``), ``GENPLUG_DECODE_KERNELS`` not
-set to ``0``.
+one-token step over a static cache runs the same kernels as the captured CUDA graph, so greedy
+outputs of the two paths are identical. This module imports Triton: it is imported only where
+:func:`.graph_step.fused_kernels_apply` says the kernels can run.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Optional, Tuple
 
 import torch
+import triton
+import triton.language as tl
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # the kernels are an optional speed-up; PyTorch ops do the same work without them
-    triton = None
+from .graph_step import fused_kernels_apply
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter was chosen ...
-ON_CPU = False  # ... and the tests ask for the kernels on CPU tensors through it
-HALF_TYPES = (torch.float16, torch.bfloat16)
+usable = fused_kernels_apply  # the rule for whether these kernels run, next to them
 
 
-def usable(hidden: torch.Tensor) -> bool:
-    """Whether the fused kernels can run the step of ``hidden`` (the embedded new tokens)."""
-    if triton is None or os.environ.get("GENPLUG_DECODE_KERNELS", "1") == "0":
-        return False
-    return hidden.dtype in HALF_TYPES and (hidden.is_cuda or (INTERPRET and ON_CPU))
+@triton.jit
+def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
+    """``sum_p ptr[p * part_stride + offsets]`` in float32, parts added in a fixed order."""
+    total = tl.load(ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    for p in tl.static_range(1, PARTS):
+        total += tl.load(ptr + p * part_stride + offsets, mask=mask, other=0.0).to(tl.float32)
+    return total
 
+@triton.jit
+def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_ptr, norm_ptr, width, eps,
+                         DELTA_PARTS: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    inside = cols < width
+    x = tl.load(x_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
+    if DELTA_PARTS > 0:
+        x += _summed(delta_ptr, row * width + cols, inside, DELTA_PARTS, delta_parts_stride)
+        x = x.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
+        tl.store(sum_ptr + row * width + cols, x, mask=inside)
+        x = x.to(tl.float32)
+    inverse_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / width + eps)
+    weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
+    tl.store(norm_ptr + row * width + cols, (x * inverse_rms * weight).to(norm_ptr.dtype.element_ty), mask=inside)
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
+@triton.jit
+def _silu_mul_kernel(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    inside = cols < width
+    gate = tl.load(gate_up_ptr + row * 2 * width + cols, mask=inside, other=0.0).to(tl.float32)
+    up = tl.load(gate_up_ptr + row * 2 * width + width + cols, mask=inside, other=0.0).to(tl.float32)
+    out = gate / (1.0 + tl.exp(-gate)) * up
+    tl.store(out_ptr + row * width + cols, out.to(out_ptr.dtype.element_ty), mask=inside)
 
+@triton.jit
+def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
+                 k_per_split,
+                 X_PARTS: tl.constexpr, X_SILU: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
+    # With X_SILU, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
+    # x[k] = silu(gate[k]) * up[k], so the activation never makes a trip through memory.
+    pid_n = tl.program_id(0)
+    split = tl.program_id(1)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_in = n < out_width
+    acc = tl.zeros([BLOCK_N], tl.float32)
+    first = split * k_per_split
+    for start in range(first, first + k_per_split, BLOCK_K):
+        k = start + tl.arange(0, BLOCK_K)
+        k_in = k < in_width
+        if X_SILU:
+            gate = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
+            up = _summed(x_ptr + in_width, k, k_in, X_PARTS, x_parts_stride)
+            x = gate / (1.0 + tl.exp(-gate)) * up
+        else:
+            x = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
+        w = tl.load(w_ptr + k[:, None] * w_stride_k + n[None, :] * w_stride_n,
+                    mask=k_in[:, None] & n_in[None, :], other=0.0)
+        acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
+    if HAS_BIAS:
+        if split == 0:
+            acc += tl.load(bias_ptr + n, mask=n_in, other=0.0).to(tl.float32)
+    tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
 
-if triton is not None:
+@triton.jit
+def _rope_cache_attention_kernel(
+    qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
+    qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale,
+    HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
+    QKV_PARTS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    # One program per (row, query head). Every program of a group rotates the new key itself and
+    # takes the new token from registers; the group's first program writes it to the cache, and
+    # nobody reads that slot in this step, so there is no race to order.
+    row = tl.program_id(0)
+    head = tl.program_id(1)
+    kv_head = head // GROUPS
+    slot = tl.load(slot_ptr)
+    d = tl.arange(0, BLOCK_D)
+    d_in = d < DIM
+    rolled = (d + DIM // 2) % DIM  # RoPE's rotate-half partner; the sign sits in `sin`
+    cos = tl.load(cos_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
+    sin = tl.load(sin_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
+    qkv = qkv_ptr + row * qkv_row
 
-    @triton.jit
-    def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
-        """``sum_p ptr[p * part_stride + offsets]`` in float32, parts added in a fixed order."""
-        total = tl.load(ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-        for p in tl.static_range(1, PARTS):
-            total += tl.load(ptr + p * part_stride + offsets, mask=mask, other=0.0).to(tl.float32)
-        return total
+    at_q = head * DIM
+    query = _summed(qkv, at_q + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
+        + _summed(qkv, at_q + rolled, d_in, QKV_PARTS, qkv_parts_stride) * sin
+    query = query * scale
+    at_k = (HEADS + kv_head) * DIM
+    key = _summed(qkv, at_k + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
+        + _summed(qkv, at_k + rolled, d_in, QKV_PARTS, qkv_parts_stride) * sin
+    value = _summed(qkv, (HEADS + KV_HEADS + kv_head) * DIM + d, d_in, QKV_PARTS, qkv_parts_stride)
+    key = key.to(keys_ptr.dtype.element_ty)  # attend to the key as the cache will hold it
+    value = value.to(values_ptr.dtype.element_ty)
+    cache_at = row * cache_batch + kv_head * cache_head
+    if head % GROUPS == 0:
+        tl.store(keys_ptr + cache_at + slot * cache_slot + d, key, mask=d_in)
+        tl.store(values_ptr + cache_at + slot * cache_slot + d, value, mask=d_in)
 
-    @triton.jit
-    def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_ptr, norm_ptr, width, eps,
-                             DELTA_PARTS: tl.constexpr, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        cols = tl.arange(0, BLOCK)
-        inside = cols < width
-        x = tl.load(x_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
-        if DELTA_PARTS > 0:
-            x += _summed(delta_ptr, row * width + cols, inside, DELTA_PARTS, delta_parts_stride)
-            x = x.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
-            tl.store(sum_ptr + row * width + cols, x, mask=inside)
-            x = x.to(tl.float32)
-        inverse_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / width + eps)
-        weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
-        tl.store(norm_ptr + row * width + cols, (x * inverse_rms * weight).to(norm_ptr.dtype.element_ty), mask=inside)
-
-    @triton.jit
-    def _silu_mul_kernel(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        inside = cols < width
-        gate = tl.load(gate_up_ptr + row * 2 * width + cols, mask=inside, other=0.0).to(tl.float32)
-        up = tl.load(gate_up_ptr + row * 2 * width + width + cols, mask=inside, other=0.0).to(tl.float32)
-        out = gate / (1.0 + tl.exp(-gate)) * up
-        tl.store(out_ptr + row * width + cols, out.to(out_ptr.dtype.element_ty), mask=inside)
-
-    @triton.jit
-    def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
-                     k_per_split,
-                     X_PARTS: tl.constexpr, X_SILU: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
-        # With X_SILU, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
-        # x[k] = silu(gate[k]) * up[k], so the activation never makes a trip through memory.
-        pid_n = tl.program_id(0)
-        split = tl.program_id(1)
-        n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_in = n < out_width
-        acc = tl.zeros([BLOCK_N], tl.float32)
-        first = split * k_per_split
-        for start in range(first, first + k_per_split, BLOCK_K):
-            k = start + tl.arange(0, BLOCK_K)
-            k_in = k < in_width
-            if X_SILU:
-                gate = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
-                up = _summed(x_ptr + in_width, k, k_in, X_PARTS, x_parts_stride)
-                x = gate / (1.0 + tl.exp(-gate)) * up
-            else:
-                x = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
-            w = tl.load(w_ptr + k[:, None] * w_stride_k + n[None, :] * w_stride_n,
-                        mask=k_in[:, None] & n_in[None, :], other=0.0)
-            acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
-        if HAS_BIAS:
-            if split == 0:
-                acc += tl.load(bias_ptr + n, mask=n_in, other=0.0).to(tl.float32)
-        tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
-
-    @triton.jit
-    def _rope_cache_attention_kernel(
-        qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
-        qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale,
-        HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
-        QKV_PARTS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
-    ):
-        # One program per (row, query head). Every program of a group rotates the new key itself and
-        # takes the new token from registers; the group's first program writes it to the cache, and
-        # nobody reads that slot in this step, so there is no race to order.
-        row = tl.program_id(0)
-        head = tl.program_id(1)
-        kv_head = head // GROUPS
-        slot = tl.load(slot_ptr)
-        d = tl.arange(0, BLOCK_D)
-        d_in = d < DIM
-        rolled = (d + DIM // 2) % DIM  # RoPE's rotate-half partner; the sign sits in `sin`
-        cos = tl.load(cos_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
-        sin = tl.load(sin_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
-        qkv = qkv_ptr + row * qkv_row
-
-        at_q = head * DIM
-        query = _summed(qkv, at_q + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
-            + _summed(qkv, at_q + rolled, d_in, QKV_PARTS, qkv_parts_stride) * sin
-        query = query * scale
-        at_k = (HEADS + kv_head) * DIM
-        key = _summed(qkv, at_k + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
-            + _summed(qkv, at_k + rolled, d_in, QKV_PARTS, qkv_parts_stride) * sin
-        value = _summed(qkv, (HEADS + KV_HEADS + kv_head) * DIM + d, d_in, QKV_PARTS, qkv_parts_stride)
-        key = key.to(keys_ptr.dtype.element_ty)  # attend to the key as the cache will hold it
-        value = value.to(values_ptr.dtype.element_ty)
-        cache_at = row * cache_batch + kv_head * cache_head
-        if head % GROUPS == 0:
-            tl.store(keys_ptr + cache_at + slot * cache_slot + d, key, mask=d_in)
-            tl.store(values_ptr + cache_at + slot * cache_slot + d, value, mask=d_in)
-
-        # the new token first: it is always attended to (its own slot is valid), so `best` is finite
-        best = tl.sum(query * key.to(tl.float32), axis=0)
-        total = 1.0
-        acc = value.to(tl.float32)
-        for start in range(0, slot, BLOCK_S):  # the cached slots before `slot`
-            s = start + tl.arange(0, BLOCK_S)
-            s_in = s < slot
-            attend = tl.load(valid_ptr + row * valid_row + s, mask=s_in, other=0) != 0
-            at = cache_at + s[:, None] * cache_slot + d[None, :]
-            kv_in = s_in[:, None] & d_in[None, :]
-            k = tl.load(keys_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
-            v = tl.load(values_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
-            scores = tl.where(attend, tl.sum(k * query[None, :], axis=1), float("-inf"))
-            new_best = tl.maximum(best, tl.max(scores, axis=0))
-            p = tl.exp(scores - new_best)
-            rescale = tl.exp(best - new_best)
-            acc = acc * rescale + tl.sum(p[:, None] * v, axis=0)
-            total = total * rescale + tl.sum(p, axis=0)
-            best = new_best
-        tl.store(out_ptr + row * HEADS * DIM + head * DIM + d, (acc / total).to(out_ptr.dtype.element_ty), mask=d_in)
+    # the new token first: it is always attended to (its own slot is valid), so `best` is finite
+    best = tl.sum(query * key.to(tl.float32), axis=0)
+    total = 1.0
+    acc = value.to(tl.float32)
+    for start in range(0, slot, BLOCK_S):  # the cached slots before `slot`
+        s = start + tl.arange(0, BLOCK_S)
+        s_in = s < slot
+        attend = tl.load(valid_ptr + row * valid_row + s, mask=s_in, other=0) != 0
+        at = cache_at + s[:, None] * cache_slot + d[None, :]
+        kv_in = s_in[:, None] & d_in[None, :]
+        k = tl.load(keys_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
+        v = tl.load(values_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
+        scores = tl.where(attend, tl.sum(k * query[None, :], axis=1), float("-inf"))
+        new_best = tl.maximum(best, tl.max(scores, axis=0))
+        p = tl.exp(scores - new_best)
+        rescale = tl.exp(best - new_best)
+        acc = acc * rescale + tl.sum(p[:, None] * v, axis=0)
+        total = total * rescale + tl.sum(p, axis=0)
+        best = new_best
+    tl.store(out_ptr + row * HEADS * DIM + head * DIM + d, (acc / total).to(out_ptr.dtype.element_ty), mask=d_in)
 
 
 MAX_SPLITS = 8
@@ -267,7 +248,7 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float) -> Tu
     normed = torch.empty_like(x)
     _add_rms_norm_kernel[(rows,)](
         x, delta, delta_stride, weight, total, normed, width, eps,
-        DELTA_PARTS=delta_parts, BLOCK=_next_pow2(width), num_warps=_warps_for(width * max(1, delta_parts)),
+        DELTA_PARTS=delta_parts, BLOCK=triton.next_power_of_2(width), num_warps=_warps_for(width * max(1, delta_parts)),
     )
     return total, normed
 
@@ -278,7 +259,7 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     gate_up = gate_up.contiguous()
     rows = gate_up.numel() // (2 * width)
     out = torch.empty(*gate_up.shape[:-1], width, dtype=gate_up.dtype, device=gate_up.device)
-    block = min(1024, _next_pow2(width))
+    block = min(1024, triton.next_power_of_2(width))
     _silu_mul_kernel[(rows, triton.cdiv(width, block))](gate_up, out, width, BLOCK=block, num_warps=4)
     return out
 
@@ -310,7 +291,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         qkv.shape[-1], head_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts,
-        BLOCK_D=_next_pow2(head_dim), BLOCK_S=block_s, num_warps=warps, num_stages=stages,
+        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_S=block_s, num_warps=warps, num_stages=stages,
     )
     return out
 

@@ -5,9 +5,9 @@ rotary position and the cache slot it writes are device tensors, the keys/values
 cache's preallocated buffers with ``index_copy_``, and the attention mask is a ``[batch, max_cache_len]``
 bool buffer of the slots that hold real tokens. The same weights serve the eager forward.
 
-On CUDA in half precision the uncompiled step runs the fused Triton kernels of :mod:`.decode_kernels`
-(:func:`fused_decode_hidden`); the model's eager forward takes the same function for a one-token step
-over a static cache, so both paths compute the same bits.
+On CUDA in half precision the uncompiled step runs the fused Triton kernels instead
+(:func:`.fused_step.fused_decode_hidden`, where :func:`fused_kernels_apply`); the model's eager forward
+takes the same function for a one-token step over a static cache, so both paths compute the same bits.
 """
 
 from __future__ import annotations
@@ -15,10 +15,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from genplug import triton_support
 from genplug.models import compile_once
 
-from . import decode_kernels
 from .rope import apply_rotary
+
+HALF_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def fused_kernels_apply(hidden: torch.Tensor) -> bool:
+    """Whether the step of ``hidden`` (the embedded new tokens) runs the fused Triton kernels:
+    half precision on CUDA, Triton installed, ``GENPLUG_DECODE_KERNELS`` not ``0`` (no Triton import)."""
+    return triton_support.runs_on(hidden, HALF_PRECISION)
 
 
 def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, slot: torch.Tensor,
@@ -32,7 +40,9 @@ def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, s
     """
     core = model.model
     hidden = core.embed_tokens(token)
-    if layer_fn is None and decode_kernels.usable(hidden):
+    if layer_fn is None and fused_kernels_apply(hidden):
+        from .fused_step import fused_decode_hidden  # imports Triton: only where it runs
+
         normed = fused_decode_hidden(model, hidden, position_ids, slot, valid, layers)
         return model.lm_head(normed)[:, -1].float()
     cos, sin = core.rotary_emb(position_ids, hidden.dtype)
@@ -61,69 +71,6 @@ def decode_layer(layer, hidden, cos, sin, mask, index, keys, values):
     out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
     hidden = hidden + attn.o_proj(out.reshape(batch, 1, heads * dim))
     return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-
-
-def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers) -> torch.Tensor:
-    """The final-normed hidden state ``[batch, 1, hidden]`` of the embedded tokens ``hidden``, through the
-    fused kernels; writes their keys/values at ``slot`` (same arguments as :func:`static_decode_step`).
-
-    Each layer hands on ``(residual, delta)`` unsummed, so every residual add happens inside the next
-    norm's kernel.
-    """
-    core = model.model
-    cos, sin = core.rotary_emb(position_ids, hidden.dtype)
-    delta = None
-    for layer, cache_layer in zip(core.layers, layers):
-        hidden, delta = fused_decode_layer(layer, hidden, delta, cos, sin, slot, valid,
-                                           cache_layer.keys, cache_layer.values)
-    return decode_kernels.add_rms_norm(hidden, delta, core.norm.weight, core.norm.eps)[1]
-
-
-def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, values):
-    """One decoder layer with the fused kernels: ``(residual, delta)`` in, ``(residual, delta)`` out.
-
-    Around the four matmuls run three small kernels: add+norm, RoPE+cache write+attention, add+norm.
-    At batch 1, projections stored ``[out, in]`` go through genplug's split-K GEMV, whose partial sums
-    the next kernel adds up while loading; the down projection then computes SiLU(gate)*up as it reads
-    its input. Other matmuls are PyTorch's, and SiLU*up is one more small kernel.
-    """
-    attn, mlp = layer.self_attn, layer.mlp
-    one_row = residual.shape[0] == 1
-    norm = layer.input_layernorm
-    residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.weight, norm.eps)
-    out = decode_kernels.rope_cache_attention(
-        _matmul(attn.qkv_proj, normed, one_row), cos, sin, slot, valid, keys, values,
-        attn.num_heads, attn.num_kv_heads, attn.head_dim,
-    )
-    norm = layer.post_attention_layernorm
-    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.weight, norm.eps)
-    gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
-    down = mlp.down_proj
-    if mlp.act is F.silu and _gemv_takes(down, one_row):
-        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, silu_input=True)
-    if isinstance(gate_up, decode_kernels.PartialSums):
-        gate_up = gate_up.total().to(residual.dtype)
-    if mlp.act is F.silu:
-        activated = decode_kernels.silu_mul(gate_up)
-    else:
-        gate, up = gate_up.chunk(2, dim=-1)
-        activated = mlp.act(gate) * up
-    return residual, down.forward(activated)
-
-
-def _gemv_takes(projection, one_row: bool) -> bool:
-    """Whether genplug's GEMV runs this projection: one row, and one weight matrix stored ``[out, in]``
-    (where it reads faster than cuBLAS: bench/probes/gemv_configs.py; the loader stores the
-    projections that gain so on CUDA)."""
-    weight = getattr(projection, "weight_t", None)
-    return one_row and decode_kernels.gemv_applies(weight) and weight.stride(0) == 1
-
-
-def _matmul(projection, x, one_row: bool):
-    """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so, else PyTorch's matmul."""
-    if _gemv_takes(projection, one_row):
-        return decode_kernels.gemv(x, projection.weight_t, projection.bias)
-    return projection.forward(x)
 
 
 def decode_head(model, hidden):

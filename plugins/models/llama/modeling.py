@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import NativeLlamaConfig
-from . import decode_kernels
-from .graph_step import compiled_step_parts, fused_decode_hidden, static_decode_step, supports_static_decode
+from .graph_step import compiled_step_parts, fused_kernels_apply, static_decode_step, supports_static_decode
 from .masks import attention_mask_for
 from .rope import RotaryEmbedding, apply_rotary
 
@@ -358,6 +357,8 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         valid[:, : past + 1] = True if attention_mask is None else attention_mask.bool()
         if position_ids is None:
             position_ids = torch.full((1, 1), past, dtype=torch.long, device=hidden.device)
+        from .fused_step import fused_decode_hidden  # imports Triton: only where the kernels run
+
         normed = fused_decode_hidden(self, hidden, position_ids, layers[0].position, valid, layers)
         for layer in layers:
             layer.mark_written(1)
@@ -403,7 +404,7 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
             cache = self.new_cache(hidden.shape[0])
         if (
             hidden.shape[1] == 1 and num_layers == self.config.num_hidden_layers and isinstance(logits_to_keep, int)
-            and not (output_hidden_states or output_attentions) and decode_kernels.usable(hidden)
+            and not (output_hidden_states or output_attentions) and fused_kernels_apply(hidden)
         ):
             logits = self._fused_static_step(hidden, attention_mask, position_ids, cache)
             if logits is not None:

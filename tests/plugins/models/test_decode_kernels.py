@@ -23,14 +23,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(scope="module")
-def kernels():
+def kernels(triton_kernels_on):
     from genplug.plugins.models.llama import decode_kernels
 
-    if DEVICE == "cpu" and not decode_kernels.INTERPRET:
-        pytest.skip("no CUDA and Triton's interpreter was not selected before triton was imported")
-    decode_kernels.ON_CPU = DEVICE == "cpu"
-    yield decode_kernels
-    decode_kernels.ON_CPU = False
+    return decode_kernels
 
 
 @settings(max_examples=15, deadline=None)

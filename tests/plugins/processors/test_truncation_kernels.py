@@ -9,27 +9,20 @@ from hypothesis import given, settings, strategies as st
 
 pytest.importorskip("triton")
 
-from genplug.plugins.processors import truncation, truncation_kernels  # noqa: E402
+from genplug import triton_support  # noqa: E402
+from genplug.plugins.processors import truncation  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kernels_on():
-    if DEVICE == "cpu" and not truncation_kernels.INTERPRET:
-        pytest.skip("no CUDA and Triton's interpreter was not selected before triton was imported")
-    truncation_kernels.ON_CPU = DEVICE == "cpu"
-    yield
-    truncation_kernels.ON_CPU = False
+pytestmark = pytest.mark.usefixtures("triton_kernels_on")
 
 
 def _reference(values, threshold, extra, top_p, min_keep):
-    truncation_kernels.ON_CPU = False
+    on_cpu, triton_support.ON_CPU = triton_support.ON_CPU, False
     try:
         return truncation.nucleus_threshold(values.cpu(), None if threshold is None else threshold.cpu(),
                                             None if extra is None else extra.cpu(), top_p, min_keep)
     finally:
-        truncation_kernels.ON_CPU = DEVICE == "cpu"
+        triton_support.ON_CPU = on_cpu
 
 
 @settings(max_examples=25, deadline=None)
