@@ -17,6 +17,7 @@ import torch
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter was chosen ...
 ON_CPU = False  # ... and the tests ask for the kernels on CPU tensors through it
 _IMPORTABLE: Optional[bool] = None
+_DEPENDENT_LAUNCH = {}  # device index -> whether kernels there may launch before their predecessor ends
 
 
 def runs_on(tensor: torch.Tensor, dtypes: Optional[Tuple[torch.dtype, ...]] = None) -> bool:
@@ -40,3 +41,26 @@ def _triton_importable() -> bool:
         except ImportError:
             _IMPORTABLE = False
     return _IMPORTABLE
+
+
+def dependent_launch(device: torch.device) -> bool:
+    """Whether kernels on ``device`` use programmatic dependent launch (PDL): ``GENPLUG_PDL=1``, Hopper
+    or newer, compiled (not interpreted), Triton with grid-dependency control.
+
+    With PDL a kernel starts while its predecessor is still finishing; it reads only weights until
+    ``gdc_wait`` returns, so in a chain of weight-bound decode kernels the next one's weight reads
+    overlap the previous one's tail instead of waiting for a full launch. Opt-in until
+    bench/probes/step_variants.py has measured it on a GPU (the CPU tests cannot run it).
+    """
+    if device.type != "cuda" or INTERPRET or os.environ.get("GENPLUG_PDL", "0") != "1":
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _DEPENDENT_LAUNCH:
+        try:
+            from triton.language.extra import cuda as triton_cuda
+
+            has_gdc = hasattr(triton_cuda, "gdc_wait")
+        except ImportError:
+            has_gdc = False
+        _DEPENDENT_LAUNCH[index] = has_gdc and torch.cuda.get_device_capability(index)[0] >= 9
+    return _DEPENDENT_LAUNCH[index]

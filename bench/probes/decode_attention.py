@@ -1,7 +1,8 @@
 """Time one-token attention over a 384-slot static cache (1B shape: 32 query heads in 8 groups, dim 64).
 
 SDPA's default backend, each forced backend, a hand-written masked softmax, and genplug's fused
-RoPE + cache write + attention kernel per (block_s, warps, stages); each captured in a CUDA graph.
+RoPE + cache write + attention kernel per (splits, query heads per program, block_s, warps, stages);
+each captured in a CUDA graph.
 Run: python bench/probes/decode_attention.py [--fused-only]
 """
 import itertools
@@ -32,7 +33,8 @@ def fused(batch, filled, parts=0):
     valid = torch.ones(batch, 384, dtype=torch.bool, device="cuda")
     slot = torch.tensor(filled, device="cuda")
     results = []
-    for config in itertools.product((64, 128, 256), (2, 4, 8), (1, 2)):
+    for config in itertools.product((1, 4, 8, 16) if batch == 1 else (1, 2), (1, 4), (16, 32, 64, 128), (2, 4, 8),
+                                    (1,) if batch == 1 else (1, 2)):
         try:
             t = graph_time(lambda: dk.rope_cache_attention(qkv, cos, sin, slot, valid, keys, values, 32, 8, 64, config))
         except Exception as exc:
@@ -49,7 +51,7 @@ def fused(batch, filled, parts=0):
 def main():
     for batch in (1, 16):
         for filled in (128, 383):
-            for parts in ((0, 1, 4) if batch == 1 else (0,)):
+            for parts in ((4,) if batch == 1 else (0,)):
                 fused(batch, filled, parts)
     if "--fused-only" in sys.argv:
         return

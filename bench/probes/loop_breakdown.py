@@ -34,6 +34,12 @@ def main():
         print(f"{mode}: 256 tokens {1000 * full:.1f} ms ({256 / full:.0f} tokens/s); set-up + prefill + first "
               f"token {1000 * one:.1f} ms; capture or reuse {1000 * capture:.1f} ms (graph reused: {reused}); "
               f"per decoded token {1000 * per_token:.3f} ms")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            run(1)
+            torch.cuda.synchronize()
+        print("one-token call (set-up + prefill + first token):")
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60))
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             run(33)
             torch.cuda.synchronize()

@@ -26,10 +26,20 @@ import torch
 import triton
 import triton.language as tl
 
+from genplug import triton_support
+
 from .graph_step import fused_kernels_apply
 
 usable = fused_kernels_apply  # the rule for whether these kernels run, next to them
 
+
+@triton.jit
+def _after_previous_kernel(PDL: tl.constexpr):
+    """Wait for the previous kernel's writes (programmatic dependent launch), then let the next kernel
+    start. Everything a kernel reads before this must be weights: nothing in the step writes them."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
 
 @triton.jit
 def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
@@ -41,10 +51,12 @@ def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
 
 @triton.jit
 def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_ptr, norm_ptr, width, eps,
-                         DELTA_PARTS: tl.constexpr, BLOCK: tl.constexpr):
+                         DELTA_PARTS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     inside = cols < width
+    weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
+    _after_previous_kernel(PDL)
     x = tl.load(x_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
     if DELTA_PARTS > 0:
         x += _summed(delta_ptr, row * width + cols, inside, DELTA_PARTS, delta_parts_stride)
@@ -52,7 +64,6 @@ def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_p
         tl.store(sum_ptr + row * width + cols, x, mask=inside)
         x = x.to(tl.float32)
     inverse_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / width + eps)
-    weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
     tl.store(norm_ptr + row * width + cols, (x * inverse_rms * weight).to(norm_ptr.dtype.element_ty), mask=inside)
 
 @triton.jit
@@ -66,10 +77,19 @@ def _silu_mul_kernel(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr):
     tl.store(out_ptr + row * width + cols, out.to(out_ptr.dtype.element_ty), mask=inside)
 
 @triton.jit
+def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr, X_SILU: tl.constexpr):
+    """The GEMV's input at ``k`` in float32: summed partial sums, or SiLU(gate) * up of them."""
+    if X_SILU:
+        gate = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
+        up = _summed(x_ptr + in_width, k, k_in, X_PARTS, x_parts_stride)
+        return gate / (1.0 + tl.exp(-gate)) * up
+    return _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
+
+@triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split,
                  X_PARTS: tl.constexpr, X_SILU: tl.constexpr, HAS_BIAS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_SILU, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = silu(gate[k]) * up[k], so the activation never makes a trip through memory.
@@ -77,20 +97,32 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     split = tl.program_id(1)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_in = n < out_width
-    acc = tl.zeros([BLOCK_N], tl.float32)
     first = split * k_per_split
-    for start in range(first, first + k_per_split, BLOCK_K):
-        k = start + tl.arange(0, BLOCK_K)
-        k_in = k < in_width
-        if X_SILU:
-            gate = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
-            up = _summed(x_ptr + in_width, k, k_in, X_PARTS, x_parts_stride)
-            x = gate / (1.0 + tl.exp(-gate)) * up
-        else:
-            x = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
+    last = tl.minimum(first + k_per_split, in_width)
+    acc = tl.zeros([BLOCK_N], tl.float32)
+    if PDL:
+        # each weight tile is loaded one iteration ahead, the first before waiting for the previous
+        # kernel: it streams while that kernel finishes (same arithmetic, same order)
+        k = first + tl.arange(0, BLOCK_K)
         w = tl.load(w_ptr + k[:, None] * w_stride_k + n[None, :] * w_stride_n,
-                    mask=k_in[:, None] & n_in[None, :], other=0.0)
-        acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
+                    mask=(k < last)[:, None] & n_in[None, :], other=0.0)
+        _after_previous_kernel(PDL)
+        for start in range(first, last, BLOCK_K):
+            k = start + tl.arange(0, BLOCK_K)
+            ahead = k + BLOCK_K
+            w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + n[None, :] * w_stride_n,
+                              mask=(ahead < last)[:, None] & n_in[None, :], other=0.0)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_SILU)
+            acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
+            w = w_ahead
+    else:
+        for start in range(first, last, BLOCK_K):
+            k = start + tl.arange(0, BLOCK_K)
+            k_in = k < last
+            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_SILU)
+            w = tl.load(w_ptr + k[:, None] * w_stride_k + n[None, :] * w_stride_n,
+                        mask=k_in[:, None] & n_in[None, :], other=0.0)
+            acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
     if HAS_BIAS:
         if split == 0:
             acc += tl.load(bias_ptr + n, mask=n_in, other=0.0).to(tl.float32)
@@ -99,27 +131,38 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
 @triton.jit
 def _rope_cache_attention_kernel(
     qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
+    partial_ptr, arrivals_ptr,
     qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
-    QKV_PARTS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+    QKV_PARTS: tl.constexpr, QUERIES: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
 ):
-    # One program per (row, query head). Every program of a group rotates the new key itself and
-    # takes the new token from registers; the group's first program writes it to the cache, and
-    # nobody reads that slot in this step, so there is no race to order.
+    # One program per (row, QUERIES query heads of one key/value group, split of the cached slots):
+    # its query heads read each cached key and value once. Every program rotates its new queries and
+    # key itself; the group's first program writes the new key/value into the cache (nobody reads that
+    # slot in this step) and the last split attends to the new token, from registers. With several
+    # splits each leaves its softmax state (running max, sum, weighted values) in `partial`, and the
+    # last to arrive merges them.
     row = tl.program_id(0)
-    head = tl.program_id(1)
-    kv_head = head // GROUPS
+    team = tl.program_id(1)  # which QUERIES query heads
+    split = tl.program_id(2)
+    TEAMS: tl.constexpr = HEADS // QUERIES
+    kv_head = team * QUERIES // GROUPS
+    _after_previous_kernel(PDL)
     slot = tl.load(slot_ptr)
     d = tl.arange(0, BLOCK_D)
     d_in = d < DIM
     rolled = (d + DIM // 2) % DIM  # RoPE's rotate-half partner; the sign sits in `sin`
+    g = tl.arange(0, BLOCK_G)
+    g_in = g < QUERIES
     cos = tl.load(cos_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
     sin = tl.load(sin_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
     qkv = qkv_ptr + row * qkv_row
 
-    at_q = head * DIM
-    query = _summed(qkv, at_q + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
-        + _summed(qkv, at_q + rolled, d_in, QKV_PARTS, qkv_parts_stride) * sin
+    head = team * QUERIES + g  # this program's query heads
+    gd_in = g_in[:, None] & d_in[None, :]
+    query = _summed(qkv, head[:, None] * DIM + d[None, :], gd_in, QKV_PARTS, qkv_parts_stride) * cos[None, :] \
+        + _summed(qkv, head[:, None] * DIM + rolled[None, :], gd_in, QKV_PARTS, qkv_parts_stride) * sin[None, :]
     query = query * scale
     at_k = (HEADS + kv_head) * DIM
     key = _summed(qkv, at_k + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
@@ -128,37 +171,67 @@ def _rope_cache_attention_kernel(
     key = key.to(keys_ptr.dtype.element_ty)  # attend to the key as the cache will hold it
     value = value.to(values_ptr.dtype.element_ty)
     cache_at = row * cache_batch + kv_head * cache_head
-    if head % GROUPS == 0:
+    if (split == 0) & (team * QUERIES % GROUPS == 0):
         tl.store(keys_ptr + cache_at + slot * cache_slot + d, key, mask=d_in)
         tl.store(values_ptr + cache_at + slot * cache_slot + d, value, mask=d_in)
 
-    # the new token first: it is always attended to (its own slot is valid), so `best` is finite
-    best = tl.sum(query * key.to(tl.float32), axis=0)
-    total = 1.0
-    acc = value.to(tl.float32)
-    for start in range(0, slot, BLOCK_S):  # the cached slots before `slot`
+    # softmax state per query head; the last split starts from the new token (always attended to),
+    # the others from nothing (a finite floor for the max keeps empty splits free of inf - inf)
+    own = split == SPLITS - 1
+    best = tl.where(own, tl.sum(query * key.to(tl.float32)[None, :], axis=1), -1.0e30)
+    total = tl.where(own, 1.0, 0.0) + tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.where(own, 1.0, 0.0) * value.to(tl.float32)[None, :] + tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    chunk = tl.cdiv(tl.cdiv(slot, SPLITS), BLOCK_S) * BLOCK_S
+    begin = split * chunk
+    end = tl.minimum(begin + chunk, slot)
+    for start in range(begin, end, BLOCK_S):  # this split's cached slots before `slot`
         s = start + tl.arange(0, BLOCK_S)
-        s_in = s < slot
+        s_in = s < end
         attend = tl.load(valid_ptr + row * valid_row + s, mask=s_in, other=0) != 0
         at = cache_at + s[:, None] * cache_slot + d[None, :]
         kv_in = s_in[:, None] & d_in[None, :]
         k = tl.load(keys_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
         v = tl.load(values_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
-        scores = tl.where(attend, tl.sum(k * query[None, :], axis=1), float("-inf"))
-        new_best = tl.maximum(best, tl.max(scores, axis=0))
-        p = tl.exp(scores - new_best)
+        scores = tl.sum(query[:, None, :] * k[None, :, :], axis=2)  # [groups, slots]
+        scores = tl.where(attend[None, :], scores, float("-inf"))
+        new_best = tl.maximum(best, tl.max(scores, axis=1))
+        p = tl.exp(scores - new_best[:, None])
         rescale = tl.exp(best - new_best)
-        acc = acc * rescale + tl.sum(p[:, None] * v, axis=0)
-        total = total * rescale + tl.sum(p, axis=0)
+        acc = acc * rescale[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+        total = total * rescale + tl.sum(p, axis=1)
         best = new_best
-    tl.store(out_ptr + row * HEADS * DIM + head * DIM + d, (acc / total).to(out_ptr.dtype.element_ty), mask=d_in)
+    out_at = out_ptr + row * HEADS * DIM + head[:, None] * DIM + d[None, :]
+    if SPLITS == 1:
+        tl.store(out_at, (acc / total[:, None]).to(out_ptr.dtype.element_ty), mask=gd_in)
+    else:
+        # partial [rows, teams, splits, BLOCK_G, BLOCK_D + 2]: weighted values, then max and sum
+        state = BLOCK_G * (BLOCK_D + 2)
+        group_at = (row * TEAMS + team) * SPLITS
+        mine = partial_ptr + (group_at + split) * state
+        tl.store(mine + g[:, None] * BLOCK_D + d[None, :], acc)
+        tl.store(mine + BLOCK_G * BLOCK_D + g, best)
+        tl.store(mine + BLOCK_G * (BLOCK_D + 1) + g, total)
+        tl.debug_barrier()  # every thread's stores precede the release below
+        arrived = tl.atomic_add(arrivals_ptr + row * TEAMS + team, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLITS - 1:  # the last of the group: merge in split order (deterministic)
+            sp = tl.arange(0, SPLITS)
+            states = partial_ptr + (group_at + sp) * state
+            bests = tl.load(states[:, None] + BLOCK_G * BLOCK_D + g[None, :], cache_modifier=".cg")
+            totals = tl.load(states[:, None] + BLOCK_G * (BLOCK_D + 1) + g[None, :], cache_modifier=".cg")
+            accs = tl.load(states[:, None, None] + g[None, :, None] * BLOCK_D + d[None, None, :], cache_modifier=".cg")
+            top = tl.max(bests, axis=0)
+            weights = tl.exp(bests - top[None, :])  # [splits, groups]
+            merged = tl.sum(weights[:, :, None] * accs, axis=0) / tl.sum(weights * totals, axis=0)[:, None]
+            tl.store(out_at, merged.to(out_ptr.dtype.element_ty), mask=gd_in)
+            tl.store(arrivals_ptr + row * TEAMS + team, 0)  # ready for the next step
 
 
 MAX_SPLITS = 8
-# (block_s, warps, stages), from bench/probes/decode_attention.py on an H100: one row's query heads
-# read the projection as partial sums (more loads per program: 8 warps); many rows read it plain.
-ATTENTION_CONFIG = {"one row": (128, 8, 1), "rows": (128, 2, 2)}
-
+# (splits, query heads per program, block_s, warps, stages) of the attention kernel, from
+# bench/probes/decode_attention.py on an H100 with one program per query head and no split (one row's
+# query heads read the projection as partial sums: more loads per program, 8 warps). Splitting the
+# slots among programs and grouping query heads are measured by the same probe.
+ATTENTION_CONFIG = {"one row": (1, 1, 128, 8, 1), "rows": (1, 1, 128, 2, 2)}
 
 class PartialSums:
     """A one-row matmul's output left as float32 partial sums ``parts [splits, rows, width]`` (split-K).
@@ -206,10 +279,11 @@ def gemv(x, weight_t: torch.Tensor, bias: Optional[torch.Tensor] = None, silu_in
     k_per_split = triton.cdiv(triton.cdiv(in_width, splits), block_k) * block_k
     splits = triton.cdiv(in_width, k_per_split)
     out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
+    pdl = triton_support.dependent_launch(weight_t.device)
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
         in_width, out_width, k_per_split, X_PARTS=x_parts, X_SILU=silu_input, HAS_BIAS=bias is not None,
-        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+        BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return PartialSums(out)
 
@@ -246,9 +320,11 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float) -> Tu
     delta, delta_parts, delta_stride = _as_parts(delta) if delta is not None else (x, 0, 0)
     total = torch.empty_like(x) if delta_parts else x
     normed = torch.empty_like(x)
+    pdl = triton_support.dependent_launch(x.device)
     _add_rms_norm_kernel[(rows,)](
         x, delta, delta_stride, weight, total, normed, width, eps,
-        DELTA_PARTS=delta_parts, BLOCK=triton.next_power_of_2(width), num_warps=_warps_for(width * max(1, delta_parts)),
+        DELTA_PARTS=delta_parts, BLOCK=triton.next_power_of_2(width), PDL=pdl,
+        num_warps=_warps_for(width * max(1, delta_parts)), launch_pdl=pdl,
     )
     return total, normed
 
@@ -267,7 +343,8 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
 def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor,
                          valid: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                          heads: int, kv_heads: int, head_dim: int,
-                         config: Optional[Tuple[int, int, int]] = None) -> torch.Tensor:
+                         config: Optional[Tuple[int, int, int, int, int]] = None,
+                         arrivals: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
 
     ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
@@ -275,25 +352,44 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     (``[batch or 1, 1, 1, head_dim]``); ``slot`` (0-d long) is the cache slot of the new token, which
     this writes in ``keys``/``values`` ``[batch, kv_heads, max_cache_len, head_dim]``;
     ``valid [batch, max_cache_len]`` (bool) marks the slots each row attends to before ``slot``; the
-    new token itself is always attended to. ``config = (block_s, warps, stages)`` overrides the tuned one.
+    new token itself is always attended to. ``config = (splits, query heads per program, block_s,
+    warps, stages)`` overrides the tuned one: ``splits`` (a power of two) programs share each query
+    head's cached slots and the last to finish merges their softmax states, counting arrivals in
+    ``arrivals`` (:func:`new_arrivals`; left zero, so the calls of one step may share it).
     """
     if keys.stride() != values.stride() or keys.stride(-1) != 1:
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
     batch = keys.shape[0]
+    groups = heads // kv_heads
+    splits, queries, block_s, warps, stages = config or ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
+    if groups % queries or splits & (splits - 1):
+        raise ValueError(f"attention config {config}: query heads per program must divide the group size "
+                         f"({groups}) and splits must be a power of two")
     qkv, qkv_parts, qkv_stride = _as_parts(qkv)
     cos, sin = cos.contiguous(), sin.contiguous()
     valid = valid.contiguous().view(torch.uint8)
     out = torch.empty(batch, 1, heads * head_dim, dtype=keys.dtype, device=keys.device)
-    groups = heads // kv_heads
-    block_s, warps, stages = config or ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
-    _rope_cache_attention_kernel[(batch, heads)](
-        qkv, qkv_stride, cos, sin, slot, valid, keys, values, out,
+    block_g, block_d = triton.next_power_of_2(queries), triton.next_power_of_2(head_dim)
+    partial = counters = out  # not read with one split
+    if splits > 1:
+        partial = torch.empty(batch * heads // queries * splits * block_g * (block_d + 2), dtype=torch.float32,
+                              device=keys.device)
+        counters = arrivals if arrivals is not None else new_arrivals(batch, heads, keys.device)
+    pdl = triton_support.dependent_launch(keys.device)
+    _rope_cache_attention_kernel[(batch, heads // queries, splits)](
+        qkv, qkv_stride, cos, sin, slot, valid, keys, values, out, partial, counters,
         qkv.shape[-1], head_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
-        HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts,
-        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_S=block_s, num_warps=warps, num_stages=stages,
+        HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts, QUERIES=queries,
+        SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, PDL=pdl,
+        num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out
+
+
+def new_arrivals(batch: int, heads: int, device: torch.device) -> torch.Tensor:
+    """Zeroed counters for :func:`rope_cache_attention`'s split merge (it leaves them zero)."""
+    return torch.zeros(batch * heads, dtype=torch.int32, device=device)
 
 
 def _warps_for(width: int) -> int:

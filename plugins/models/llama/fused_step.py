@@ -22,14 +22,18 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers) -> tor
     """
     core = model.model
     cos, sin = core.rotary_emb(position_ids, hidden.dtype)
+    # one set of zeroed counters for every layer's attention: each call leaves them zero again
+    arrivals = None
+    if decode_kernels.ATTENTION_CONFIG["one row" if hidden.shape[0] == 1 else "rows"][0] > 1:
+        arrivals = decode_kernels.new_arrivals(hidden.shape[0], model.config.num_attention_heads, hidden.device)
     delta = None
     for layer, cache_layer in zip(core.layers, layers):
         hidden, delta = fused_decode_layer(layer, hidden, delta, cos, sin, slot, valid,
-                                           cache_layer.keys, cache_layer.values)
+                                           cache_layer.keys, cache_layer.values, arrivals)
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.weight, core.norm.eps)[1]
 
 
-def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, values):
+def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, values, arrivals=None):
     """One decoder layer with the fused kernels: ``(residual, delta)`` in, ``(residual, delta)`` out.
 
     Around the four matmuls run three small kernels: add+norm, RoPE+cache write+attention, add+norm.
@@ -43,7 +47,7 @@ def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, valu
     residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.weight, norm.eps)
     out = decode_kernels.rope_cache_attention(
         _matmul(attn.qkv_proj, normed, one_row), cos, sin, slot, valid, keys, values,
-        attn.num_heads, attn.num_kv_heads, attn.head_dim,
+        attn.num_heads, attn.num_kv_heads, attn.head_dim, arrivals=arrivals,
     )
     norm = layer.post_attention_layernorm
     residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.weight, norm.eps)

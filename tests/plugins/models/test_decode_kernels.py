@@ -138,10 +138,26 @@ def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, 
     expected = _reference_attention(qkv, cos, sin, slot_t, valid, ref_keys, ref_values, heads, kv_heads, dim)
     if data.draw(st.booleans(), label="qkv_as_partial_sums"):
         qkv = kernels.PartialSums(torch.stack((0.25 * qkv[:, 0], 0.75 * qkv[:, 0])))
-    out = kernels.rope_cache_attention(qkv, cos, sin, slot_t, valid, keys, values, heads, kv_heads, dim)
+    # the cached slots split among 1-8 programs (some with no slot at all); 1 to all query heads of a
+    # group per program
+    queries = data.draw(st.sampled_from([q for q in (1, 2, 3, 4) if groups % q == 0]), label="queries")
+    config = (data.draw(st.sampled_from([1, 2, 4, 8]), label="splits"), queries,
+              data.draw(st.sampled_from([16, 32]), label="block_s"), 4, 1)
+    arrivals = kernels.new_arrivals(batch, heads, DEVICE)
+    out = kernels.rope_cache_attention(qkv, cos, sin, slot_t, valid, keys, values, heads, kv_heads, dim,
+                                       config=config, arrivals=arrivals)
+    assert not arrivals.any()  # left zero for the next call
     torch.testing.assert_close(keys, ref_keys, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(values, ref_values, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_rope_cache_attention_refuses_a_config_it_cannot_run(kernels):
+    args = (torch.zeros(1, 1, 48), torch.ones(1, 1, 1, 8), torch.zeros(1, 1, 1, 8), torch.tensor(0),
+            torch.ones(1, 4, dtype=torch.bool), torch.zeros(1, 1, 4, 8), torch.zeros(1, 1, 4, 8), 4, 1, 8)
+    for bad in ((1, 3, 16, 4, 1), (3, 1, 16, 4, 1)):  # 3 heads per program of a group of 4; 3 splits
+        with pytest.raises(ValueError, match="attention config"):
+            kernels.rope_cache_attention(*args, config=bad)
 
 
 def test_rope_cache_attention_refuses_mismatched_buffers(kernels):

@@ -1,0 +1,71 @@
+"""Batch-1 greedy decode of the native 1B model under variants of the fused step: programmatic
+dependent launch (GENPLUG_PDL=1), the attention's cached slots split among programs with a group's
+query heads together (decode_kernels.ATTENTION_CONFIG), and the gate/up projection through genplug's
+GEMV (stored [out, in]) instead of cuBLAS. Prints tokens/s (best of 3 calls of 256 new tokens) and
+whether the graph loop equals the eager path under the same variant.
+
+Run: python bench/probes/step_variants.py
+"""
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import gpu_decode  # noqa: E402
+
+import genplug  # noqa: E402
+import genplug.graph_loop as graph_loop  # noqa: E402
+from genplug import triton_support  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels  # noqa: E402
+
+SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
+VARIANTS = [  # (name, PDL, attention config, gate/up through the GEMV)
+    ("as shipped", "0", SHIPPED_ATTENTION, False),
+    ("PDL", "1", SHIPPED_ATTENTION, False),
+    ("attention 8 splits x 4 heads", "0", (8, 4, 32, 4, 1), False),
+    ("attention 16 splits x 4 heads", "0", (16, 4, 16, 4, 1), False),
+    ("attention 4 splits x 1 head", "0", (4, 1, 32, 4, 1), False),
+    ("PDL + attention 8x4", "1", (8, 4, 32, 4, 1), False),
+    ("PDL + attention 8x4 + gate/up GEMV", "1", (8, 4, 32, 4, 1), True),
+    ("gate/up GEMV", "0", SHIPPED_ATTENTION, True),
+]
+
+
+def gate_up_storage(model, through_gemv: bool):
+    for layer in model.model.layers:
+        projection = layer.mlp.gate_up_proj
+        weight = projection.weight_t.detach()
+        if (weight.stride(0) == 1) != through_gemv:
+            stored = weight.t().contiguous().t() if through_gemv else weight.contiguous()
+            projection.weight_t = nn.Parameter(stored, requires_grad=False)
+
+
+def main():
+    native = gpu_decode.native_one_b()
+    ids = torch.randint(3, 128000, (1, gpu_decode.PROMPT), device="cuda")
+    for name, pdl, attention, gemv_gate_up in VARIANTS:
+        os.environ["GENPLUG_PDL"] = pdl
+        triton_support._DEPENDENT_LAUNCH.clear()
+        decode_kernels.ATTENTION_CONFIG["one row"] = attention
+        gate_up_storage(native, gemv_gate_up)
+        graph_loop.release(native)
+
+        def run(**extra):
+            return genplug.generate(native, ids, cache_implementation="static", max_new_tokens=gpu_decode.NEW,
+                                    eos_token_id=None, **extra)
+
+        try:
+            eager = run(disable_compile=True)
+            first, out = gpu_decode.timed(run)
+            best = min(gpu_decode.timed(run)[0] for _ in range(3))
+            print(f"{name:40} {gpu_decode.NEW / best:7.1f} tokens/s (first call {first:.2f} s); "
+                  f"graph == eager {torch.equal(out, eager)}", flush=True)
+        except Exception as exc:  # one broken variant must not hide the others
+            print(f"{name:40} {type(exc).__name__}: {exc}"[:300], flush=True)
+
+
+if __name__ == "__main__":
+    main()
