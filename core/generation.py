@@ -102,6 +102,10 @@ def _generate(pm, model, custom_callable, call, kwargs):
     config.validate()
     adapter.configure(config)
     model_kwargs = kwargs
+    if "cache" in model_kwargs:  # transformers >= 5.24 names the cache argument `cache`
+        if model_kwargs.get("past_key_values") is not None:
+            raise GenerationInputError("both cache and past_key_values were given; they are the same argument")
+        model_kwargs["past_key_values"] = model_kwargs.pop("cache")
     _check_model_kwargs(adapter, model_kwargs, field_names)
 
     # ---- strategy

@@ -13,7 +13,7 @@ from typing import Any, List
 import torch
 
 from .graph_loop import graph_decode, graph_decode_possible
-from .models import ModelAdapter
+from .models import ModelAdapter, returned_cache
 from .outputs import GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput
 from .processing import LogitsProcessorList
 from .step_inputs import StepInputs
@@ -60,7 +60,7 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
 
     outputs = forward(0, prompt_len)
     if use_cache and cache is None:  # the model made its own cache
-        cache = outputs.past_key_values
+        cache = returned_cache(outputs)
     interval = 1 if (streamer is not None or synced_gpus) else int(
         getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
     if use_cache and not adapter.can_crop(cache):

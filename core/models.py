@@ -23,6 +23,12 @@ def _config_get(config: Any, name: str, default: Any = None) -> Any:
     return getattr(config, name, default)
 
 
+def returned_cache(outputs: Any) -> Any:
+    """The cache a model's forward returned: ``past_key_values``, or ``cache`` (transformers >= 5.24)."""
+    cache = getattr(outputs, "past_key_values", None)
+    return cache if cache is not None else getattr(outputs, "cache", None)
+
+
 class ModelAdapter:
     """Drives one model: calls its forward with only the arguments it takes, and runs its encoder.
 
@@ -43,6 +49,9 @@ class ModelAdapter:
             n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
         )
         self.forward_takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
+        # transformers >= 5.24 renamed the forward's `past_key_values` to `cache`; the core says
+        # past_key_values throughout and renames it at the call
+        self.cache_argument = "cache" if "cache" in params and "past_key_values" not in params else "past_key_values"
 
     # ------------------------------------------------------------------ facts about the model
 
@@ -124,7 +133,7 @@ class ModelAdapter:
     def encode(self, inputs_tensor: torch.Tensor, model_kwargs: dict) -> Any:
         """Run the encoder once (encoder-decoder models); returns its outputs."""
         encoder = self.get_encoder()
-        skip = ("decoder_", "cross_attn", "use_cache", "past_key_values", "cache_params")
+        skip = ("decoder_", "cross_attn", "use_cache", "past_key_values", "cache_params", "cache")
         kwargs = {k: v for k, v in model_kwargs.items() if not k.startswith(skip) and v is not None}
         params = inspect.signature(encoder.forward).parameters
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
@@ -143,6 +152,8 @@ class ModelAdapter:
 
     def forward(self, **kwargs: Any) -> Any:
         """Call the model with the arguments it takes; None values are dropped."""
+        if self.cache_argument != "past_key_values" and "past_key_values" in kwargs:
+            kwargs[self.cache_argument] = kwargs.pop("past_key_values")
         if not self.forward_takes_kwargs:
             kwargs = {k: v for k, v in kwargs.items() if k in self.forward_params}
         return self.model(**{k: v for k, v in kwargs.items() if v is not None})

@@ -10,7 +10,7 @@ from typing import Any, Dict
 
 import torch
 
-from genplug.models import ModelAdapter
+from genplug.models import ModelAdapter, returned_cache
 from genplug.step_inputs import StepInputs
 
 from .beam_outputs import BeamRecorder, cache_reorderer, stateful_processors
@@ -41,7 +41,7 @@ class BeamModelRun:
                                       output_attentions=self.recorder.want_attentions,
                                       output_hidden_states=self.recorder.want_hidden_states)
         if self.use_cache and self.cache is None:  # the model made its own cache
-            self.cache = outputs.past_key_values
+            self.cache = returned_cache(outputs)
         return outputs
 
     def reorder(self, beam_idx: torch.Tensor) -> None:

@@ -177,7 +177,8 @@ class TransformersAdapter(ModelAdapter):
     def static_decode_step(self, token, position_ids, slot, valid, cache):
         if self.twin is not None:
             return self.twin.static_decode_step(token, position_ids, slot, valid, cache.layers)
-        return decode_step(self.model, self.accepts("cache_position"), token, position_ids, slot, valid, cache)
+        return decode_step(self.model, self.accepts("cache_position"), self.cache_argument, token, position_ids, slot,
+                           valid, cache)
 
     def default_compile_config(self):
         if self.twin is not None:
@@ -196,7 +197,7 @@ class TransformersAdapter(ModelAdapter):
         # processors) reuses the compiled code
         compiled, takes_cache_position = compile_once(decode_step, options), self.accepts("cache_position")
         return lambda token, position_ids, slot, valid, cache: compiled(
-            self.model, takes_cache_position, token, position_ids, slot, valid, cache)
+            self.model, takes_cache_position, self.cache_argument, token, position_ids, slot, valid, cache)
 
     def step(self, input_ids, attention_mask, position_ids, cache, model_kwargs, **options):
         if cache is not None and cache is not self._cache_given:
@@ -213,7 +214,7 @@ _TWIN_ARGUMENTS = frozenset({"input_ids", "attention_mask", "position_ids", "pas
                              "return_dict"})
 
 
-def decode_step(model, takes_cache_position: bool, token, position_ids, slot, valid, cache):
+def decode_step(model, takes_cache_position: bool, cache_argument: str, token, position_ids, slot, valid, cache):
     """One capturable decode step of a transformers decoder over a genplug static cache: float32 logits.
 
     The mask is prepared here as 4-D ``[batch, 1, 1, max_cache_len]`` -- boolean for SDPA, additive for
@@ -224,8 +225,9 @@ def decode_step(model, takes_cache_position: bool, token, position_ids, slot, va
         dtype = model.dtype
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
     extra = {"cache_position": slot.view(1)} if takes_cache_position else {}
-    out = model(input_ids=token, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
-                use_cache=True, logits_to_keep=1, **extra)
+    extra[cache_argument] = cache
+    out = model(input_ids=token, attention_mask=mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
+                **extra)
     return out.logits[:, -1].float()
 
 
