@@ -47,6 +47,11 @@ class _Output:
     def get(self, key, default=None):
         return dict(self._items()).get(key, default)
 
+    @property
+    def cache(self) -> Any:
+        """``past_key_values`` under transformers 5.24's name for it (an alias, not a key of its own)."""
+        return self.past_key_values
+
 
 @dataclasses.dataclass
 class GenerateDecoderOnlyOutput(_Output):

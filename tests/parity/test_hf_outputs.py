@@ -61,6 +61,9 @@ def test_output_access_by_key_and_index_like_transformers():
                             return_dict_in_generate=True, output_scores=True)
     assert list(ours.keys()) == list(theirs.keys())
     assert torch.equal(ours[0], theirs[0]) and torch.equal(ours["sequences"], theirs["sequences"])
+    # transformers 5.24 calls the cache `cache`, with `past_key_values` an alias: both names read it
+    assert ours.cache is ours.past_key_values is not None
+    assert "cache" not in ours.keys() or "past_key_values" not in ours.keys()
 
 
 def test_scores_and_logits_when_rows_stop_at_different_steps():
