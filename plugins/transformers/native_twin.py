@@ -1,4 +1,4 @@
-"""Run a transformers Llama / Mistral / Qwen2 model on genplug's native kernels, sharing its weights.
+"""Run a transformers Llama / Mistral / Qwen2 / Qwen3 model on genplug's native kernels, sharing its weights.
 
 transformers' modules cost most of a decode step wherever the model is small or the GPU is fed one
 kernel at a time: on one CPU thread, a tiny Llama's forward is ~2 ms of Python per token, and on a GPU
@@ -8,7 +8,8 @@ model's own tensors -- nothing is copied, so it follows in-place weight updates 
 
 The twin is used only where it computes what the transformers model would:
 
-* the model is a stock ``LlamaForCausalLM`` / ``MistralForCausalLM`` / ``Qwen2ForCausalLM`` whose
+* the model is a stock ``LlamaForCausalLM`` / ``MistralForCausalLM`` / ``Qwen2ForCausalLM`` /
+  ``Qwen3ForCausalLM`` whose
   every submodule is of a class from that model's transformers module, ``torch.nn`` or
   ``transformers.activations`` (a PEFT adapter, a quantized linear or any replaced module disables it);
 * no forward hook or pre-hook is registered, on any module or globally, and no forward was replaced
@@ -29,7 +30,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-_SUPPORTED = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
+_SUPPORTED = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
+              "Qwen3ForCausalLM": "qwen3"}
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 _TWINS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (fingerprint, twin)
 
@@ -38,7 +40,7 @@ def why_no_twin(model: Any) -> Optional[str]:
     """None when :func:`native_twin` can stand in for ``model``, else the reason it cannot."""
     name = type(model).__name__
     if name not in _SUPPORTED:
-        return f"{name} is not a Llama, Mistral or Qwen2 causal LM"
+        return f"{name} is not a Llama, Mistral, Qwen2 or Qwen3 causal LM"
     home = type(model).__module__
     if not home.startswith("transformers.models."):
         return f"{name} comes from {home}, not from transformers"
@@ -147,6 +149,9 @@ def _build(model):
         mine.input_layernorm.weight = their.input_layernorm.weight
         mine.post_attention_layernorm.weight = their.post_attention_layernorm.weight
         mine.self_attn.qkv_proj = ConcatProjection([attention.q_proj, attention.k_proj, attention.v_proj])
+        if config.qk_norm:
+            mine.self_attn.q_norm.weight = attention.q_norm.weight
+            mine.self_attn.k_norm.weight = attention.k_norm.weight
         mine.self_attn.o_proj.weight_t = _view_of(attention.o_proj)
         mine.self_attn.o_proj.bias = attention.o_proj.bias
         mine.mlp.gate_up_proj = ConcatProjection([mlp.gate_proj, mlp.up_proj])

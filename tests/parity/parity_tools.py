@@ -30,6 +30,10 @@ _DECODER_ONLY = {
     "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         vocab_size=VOCAB, attn_implementation="eager")),
+    # per-head RMSNorm of queries and keys before RoPE
+    "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=8, vocab_size=VOCAB, attn_implementation="eager")),
     # every layer slides, with a window shorter than the generations
     "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

@@ -33,7 +33,7 @@ def twin_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("name", ["llama", "llama_sdpa", "qwen2", "mistral"])
+@pytest.mark.parametrize("name", ["llama", "llama_sdpa", "qwen2", "qwen3", "mistral"])
 def test_twin_logits_match_the_transformers_forward(name):
     model = tiny_model(name)
     assert why_no_twin(model) is None
@@ -44,7 +44,7 @@ def test_twin_logits_match_the_transformers_forward(name):
     assert (ours - theirs).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "mistral"])
 @pytest.mark.parametrize("sampling", [False, True])
 def test_generate_through_the_twin_matches_transformers(name, sampling, twin_calls):
     model = tiny_model(name)
@@ -54,6 +54,20 @@ def test_generate_through_the_twin_matches_transformers(name, sampling, twin_cal
                             max_new_tokens=10, pad_token_id=0, **extra, **SCORES)
     assert twin_calls, "the twin did not run"
     assert_same(ours, theirs)
+
+
+def test_the_twin_uses_qwen3s_own_query_and_key_norm_weights():
+    model = copy.deepcopy(tiny_model("qwen3"))  # the shared tiny models must stay as built
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # transformers initialises the norms to ones: make each one visible
+        for layer in model.model.layers:
+            for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm):
+                norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape, generator=generator))
+    ids = prompt(batch=2, length=9)
+    with torch.no_grad():
+        theirs = model(input_ids=ids).logits
+        ours = native_twin(model)(input_ids=ids, logits_to_keep=0).logits
+    assert (ours - theirs).abs().max() <= 1e-5
 
 
 def test_native_kernels_false_runs_the_transformers_forward(twin_calls):
@@ -112,7 +126,7 @@ def test_the_twin_stands_aside_when_it_could_differ(change, expected, twin_calls
 
 @pytest.mark.parametrize("name", ["gemma2", "gpt2", "t5"])
 def test_other_architectures_keep_the_transformers_forward(name):
-    assert "is not a Llama, Mistral or Qwen2" in why_no_twin(tiny_model(name))
+    assert "is not a Llama, Mistral, Qwen2 or Qwen3" in why_no_twin(tiny_model(name))
 
 
 def test_static_cache_graph_step_through_the_twin(monkeypatch, twin_calls):

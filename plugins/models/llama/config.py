@@ -1,7 +1,8 @@
 """The configuration of a native Llama-family model, read from (and written as) transformers' config.json.
 
-One class covers Llama 2/3, Mistral, Qwen2, SmolLM and TinyLlama: they differ only in a few switches
-(biases on the q/k/v projections, a sliding attention window, tied embeddings, RoPE scaling). Keys this
+One class covers Llama 2/3, Mistral, Qwen2, Qwen3, SmolLM and TinyLlama: they differ only in a few
+switches (biases on the projections, RMSNorm of each query and key head, a sliding attention window, tied
+embeddings, RoPE scaling). Keys this
 class does not model are kept in ``extra`` so that a config read and written again loses nothing.
 """
 
@@ -15,7 +16,7 @@ import attrs
 
 from .errors import CheckpointError
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 SUPPORTED_ACTIVATIONS = ("silu", "swish", "gelu", "gelu_pytorch_tanh", "relu")
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
@@ -36,8 +37,9 @@ _CONSUMED_KEYS = frozenset(
 class NativeLlamaConfig:
     """Shapes and switches of a Llama-family decoder (the fields transformers' configs use, same names).
 
-    ``qkv_bias`` / ``output_bias`` say which attention projections carry a bias (Llama's
-    ``attention_bias`` sets both, Qwen2 has q/k/v biases only). ``layer_types[i]`` is
+    ``qkv_bias`` / ``output_bias`` say which attention projections carry a bias (Llama's and Qwen3's
+    ``attention_bias`` sets both, Qwen2 has q/k/v biases only). ``qk_norm``: every query and key head
+    is RMS-normed (own weights over ``head_dim``) before RoPE, as in Qwen3. ``layer_types[i]`` is
     ``"sliding_attention"`` where layer ``i`` attends to the last ``sliding_window`` tokens only.
     """
 
@@ -56,6 +58,7 @@ class NativeLlamaConfig:
     qkv_bias: bool = False
     output_bias: bool = False
     mlp_bias: bool = False
+    qk_norm: bool = False
     tie_word_embeddings: bool = False
     sliding_window: Optional[int] = None
     layer_types: List[str] = attrs.field(factory=list)
@@ -134,7 +137,7 @@ class NativeLlamaConfig:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], source: str = "config.json") -> "NativeLlamaConfig":
-        """Build a config from the dict transformers writes to config.json (any of the three model types)."""
+        """Build a config from the dict transformers writes to config.json (any supported model type)."""
         model_type = data.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise CheckpointError(
@@ -171,8 +174,9 @@ class NativeLlamaConfig:
             rope_parameters=rope,
             hidden_act=data.get("hidden_act", "silu"),
             qkv_bias=True if model_type == "qwen2" else attention_bias,
-            output_bias=attention_bias if model_type == "llama" else False,
+            output_bias=attention_bias if model_type in ("llama", "qwen3") else False,
             mlp_bias=bool(data.get("mlp_bias", False)) if model_type == "llama" else False,
+            qk_norm=model_type == "qwen3",
             tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
             sliding_window=sliding_window,
             layer_types=layer_types,
@@ -202,7 +206,7 @@ class NativeLlamaConfig:
         return cls.from_dict(data, source=path)
 
     def to_dict(self) -> Dict[str, Any]:
-        """The config.json dict transformers reads back into LlamaConfig / MistralConfig / Qwen2Config."""
+        """The config.json dict transformers reads back into LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config."""
         data: Dict[str, Any] = dict(self.extra)
         data.update(
             model_type=self.model_type,
@@ -227,7 +231,9 @@ class NativeLlamaConfig:
             data.update(attention_bias=self.qkv_bias, mlp_bias=self.mlp_bias)
         else:
             data.update(sliding_window=self.sliding_window)
-        if self.model_type == "qwen2":
+        if self.model_type == "qwen3":
+            data.update(attention_bias=self.qkv_bias)
+        if self.model_type in ("qwen2", "qwen3"):
             data.update(use_sliding_window=self.sliding_window is not None, layer_types=list(self.layer_types))
         if self.dtype:
             data["dtype"] = self.dtype
@@ -237,7 +243,8 @@ class NativeLlamaConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
-_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                  "qwen3": "Qwen3ForCausalLM"}
 
 
 def _attention_layout(data: Dict[str, Any], model_type: str, num_layers: int) -> Tuple[Optional[int], List[str]]:
@@ -245,7 +252,7 @@ def _attention_layout(data: Dict[str, Any], model_type: str, num_layers: int) ->
     if model_type == "llama":  # Llama has no sliding window, whatever the file says
         return None, [FULL_ATTENTION] * num_layers
     window = data.get("sliding_window")
-    if model_type == "qwen2" and not data.get("use_sliding_window", False):
+    if model_type in ("qwen2", "qwen3") and not data.get("use_sliding_window", False):
         window = None
     if model_type == "mistral":  # one window for every layer
         kind = SLIDING_ATTENTION if window else FULL_ATTENTION

@@ -131,11 +131,11 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
 @triton.jit
 def _rope_cache_attention_kernel(
     qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
-    partial_ptr, arrivals_ptr,
+    partial_ptr, arrivals_ptr, q_norm_ptr, k_norm_ptr, norm_eps,
     qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
     QKV_PARTS: tl.constexpr, QUERIES: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, QK_NORM: tl.constexpr, PDL: tl.constexpr,
 ):
     # One program per (row, QUERIES query heads of one key/value group, split of the cached slots):
     # its query heads read each cached key and value once. Every program rotates its new queries and
@@ -161,12 +161,20 @@ def _rope_cache_attention_kernel(
 
     head = team * QUERIES + g  # this program's query heads
     gd_in = g_in[:, None] & d_in[None, :]
-    query = _summed(qkv, head[:, None] * DIM + d[None, :], gd_in, QKV_PARTS, qkv_parts_stride) * cos[None, :] \
-        + _summed(qkv, head[:, None] * DIM + rolled[None, :], gd_in, QKV_PARTS, qkv_parts_stride) * sin[None, :]
-    query = query * scale
+    query = _summed(qkv, head[:, None] * DIM + d[None, :], gd_in, QKV_PARTS, qkv_parts_stride)
+    query_rolled = _summed(qkv, head[:, None] * DIM + rolled[None, :], gd_in, QKV_PARTS, qkv_parts_stride)
     at_k = (HEADS + kv_head) * DIM
-    key = _summed(qkv, at_k + d, d_in, QKV_PARTS, qkv_parts_stride) * cos \
-        + _summed(qkv, at_k + rolled, d_in, QKV_PARTS, qkv_parts_stride) * sin
+    key = _summed(qkv, at_k + d, d_in, QKV_PARTS, qkv_parts_stride)
+    key_rolled = _summed(qkv, at_k + rolled, d_in, QKV_PARTS, qkv_parts_stride)
+    if QK_NORM:  # Qwen3: each query and key head RMS-normed (own weights) before RoPE
+        q_scale = 1.0 / tl.sqrt(tl.sum(query * query, axis=1) / DIM + norm_eps)
+        k_scale = 1.0 / tl.sqrt(tl.sum(key * key, axis=0) / DIM + norm_eps)
+        query_rolled *= q_scale[:, None] * tl.load(q_norm_ptr + rolled, mask=d_in, other=0.0).to(tl.float32)[None, :]
+        query *= q_scale[:, None] * tl.load(q_norm_ptr + d, mask=d_in, other=0.0).to(tl.float32)[None, :]
+        key_rolled *= k_scale * tl.load(k_norm_ptr + rolled, mask=d_in, other=0.0).to(tl.float32)
+        key *= k_scale * tl.load(k_norm_ptr + d, mask=d_in, other=0.0).to(tl.float32)
+    query = (query * cos[None, :] + query_rolled * sin[None, :]) * scale
+    key = key * cos + key_rolled * sin
     value = _summed(qkv, (HEADS + KV_HEADS + kv_head) * DIM + d, d_in, QKV_PARTS, qkv_parts_stride)
     key = key.to(keys_ptr.dtype.element_ty)  # attend to the key as the cache will hold it
     value = value.to(values_ptr.dtype.element_ty)
@@ -344,7 +352,8 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                          valid: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                          heads: int, kv_heads: int, head_dim: int,
                          config: Optional[Tuple[int, int, int, int, int]] = None,
-                         arrivals: Optional[torch.Tensor] = None) -> torch.Tensor:
+                         arrivals: Optional[torch.Tensor] = None,
+                         qk_norm: Optional[Tuple[torch.Tensor, torch.Tensor, float]] = None) -> torch.Tensor:
     """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
 
     ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
@@ -356,6 +365,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     warps, stages)`` overrides the tuned one: ``splits`` (a power of two) programs share each query
     head's cached slots and the last to finish merges their softmax states, counting arrivals in
     ``arrivals`` (:func:`new_arrivals`; left zero, so the calls of one step may share it).
+    ``qk_norm = (query weight, key weight, eps)`` RMS-norms each query and key head before RoPE (Qwen3).
     """
     if keys.stride() != values.stride() or keys.stride(-1) != 1:
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
@@ -378,10 +388,11 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     pdl = triton_support.dependent_launch(keys.device)
     _rope_cache_attention_kernel[(batch, heads // queries, splits)](
         qkv, qkv_stride, cos, sin, slot, valid, keys, values, out, partial, counters,
+        *(qk_norm if qk_norm is not None else (out, out, 0.0)),
         qkv.shape[-1], head_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts, QUERIES=queries,
-        SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, PDL=pdl,
+        SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None, PDL=pdl,
         num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out

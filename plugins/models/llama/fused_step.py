@@ -48,6 +48,7 @@ def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, valu
     out = decode_kernels.rope_cache_attention(
         _matmul(attn.qkv_proj, normed, one_row), cos, sin, slot, valid, keys, values,
         attn.num_heads, attn.num_kv_heads, attn.head_dim, arrivals=arrivals,
+        qk_norm=None if attn.q_norm is None else (attn.q_norm.weight, attn.k_norm.weight, attn.q_norm.eps),
     )
     norm = layer.post_attention_layernorm
     residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.weight, norm.eps)

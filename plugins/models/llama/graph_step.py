@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from genplug import triton_support
 from genplug.models import compile_once
 
-from .rope import apply_rotary
 
 HALF_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -64,7 +63,7 @@ def decode_layer(layer, hidden, cos, sin, mask, index, keys, values):
     batch = hidden.shape[0]
     heads, kv_heads, dim = attn.num_heads, attn.num_kv_heads, attn.head_dim
     qkv = attn.qkv_proj(layer.input_layernorm(hidden)).view(batch, 1, heads + 2 * kv_heads, dim)
-    qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
+    qk = attn.rotated_queries_keys(qkv, cos, sin)
     keys.index_copy_(2, index, qk[:, :, heads:].transpose(1, 2))
     values.index_copy_(2, index, qkv[:, :, heads + kv_heads:].transpose(1, 2))
     queries = qk[:, :, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)

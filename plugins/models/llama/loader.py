@@ -199,6 +199,9 @@ def transformers_shapes(config: NativeLlamaConfig) -> Dict[str, Tuple[int, ...]]
                 shapes[layer + name + ".bias"] = shape[:1]
         shapes[layer + "input_layernorm.weight"] = (hidden,)
         shapes[layer + "post_attention_layernorm.weight"] = (hidden,)
+        if config.qk_norm:
+            shapes[layer + "self_attn.q_norm.weight"] = (config.head_dim,)
+            shapes[layer + "self_attn.k_norm.weight"] = (config.head_dim,)
     return shapes
 
 
@@ -256,7 +259,9 @@ def to_native_state_dict(
             state[f"{layer}{target}.weight_t"] = torch.cat([tensors[f"{layer}{p}.weight"] for p in parts], dim=0).t()
             if f"{layer}{parts[0]}.bias" in tensors:
                 state[f"{layer}{target}.bias"] = torch.cat([tensors[f"{layer}{p}.bias"] for p in parts], dim=0)
-        for norm in ("input_layernorm", "post_attention_layernorm"):
+        norms = ("input_layernorm", "post_attention_layernorm") + (
+            ("self_attn.q_norm", "self_attn.k_norm") if config.qk_norm else ())
+        for norm in norms:
             state[f"{layer}{norm}.weight"] = tensors[f"{layer}{norm}.weight"]
     return state
 

@@ -110,7 +110,7 @@ class TokenEmbedding(nn.Module):
 
 
 class Attention(nn.Module):
-    """Grouped-query self-attention with one fused q/k/v projection."""
+    """Grouped-query self-attention with one fused q/k/v projection (and Qwen3's per-head q/k norms)."""
 
     def __init__(self, config: NativeLlamaConfig, layer_idx: int):
         super().__init__()
@@ -122,12 +122,24 @@ class Attention(nn.Module):
         width = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
         self.qkv_proj = Projection(config.hidden_size, width, bias=config.qkv_bias)
         self.o_proj = Projection(self.num_heads * self.head_dim, config.hidden_size, bias=config.output_bias)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
+
+    def rotated_queries_keys(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """The query and key heads of ``qkv [batch, length, heads + 2 kv_heads, dim]``, normed (Qwen3)
+        and rotated: ``[batch, length, heads + kv_heads, dim]``."""
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        if self.q_norm is None:
+            return apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)  # queries and keys rotated together
+        queries = self.q_norm.forward(qkv[:, :, :heads])
+        keys = self.k_norm.forward(qkv[:, :, heads: heads + kv_heads])
+        return apply_rotary(torch.cat((queries, keys), dim=2), cos, sin)
 
     def forward(self, x, cos, sin, mask, is_causal, cache, return_weights=False):
         batch, length, _ = x.shape
         heads, kv_heads = self.num_heads, self.num_kv_heads
         qkv = self.qkv_proj.forward(x).view(batch, length, heads + 2 * kv_heads, self.head_dim)
-        qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)  # queries and keys rotated together
+        qk = self.rotated_queries_keys(qkv, cos, sin)
         keys = qk[:, :, heads:].transpose(1, 2)
         values = qkv[:, :, heads + kv_heads :].transpose(1, 2)
         if cache is not None:

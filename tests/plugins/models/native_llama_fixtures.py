@@ -26,13 +26,16 @@ def randomize(model, seed: int = 0):
 
 
 def transformers_model(family: str, seed: int = 0, **overrides):
-    """A random transformers model of ``family`` (llama, mistral, qwen2) with TINY_SHAPE plus overrides."""
+    """A random transformers model of ``family`` (llama, mistral, qwen2, qwen3) with TINY_SHAPE plus overrides."""
     transformers = pytest.importorskip("transformers")
     config_cls, model_cls = {
         "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
         "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
         "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
     }[family]
+    if family == "qwen3":  # Qwen3Config's own head_dim default (128) does not fit TINY_SHAPE
+        overrides = {"head_dim": TINY_SHAPE["hidden_size"] // TINY_SHAPE["num_attention_heads"], **overrides}
     config = config_cls(**{**TINY_SHAPE, **overrides})
     torch.manual_seed(seed)
     return randomize(model_cls(config), seed).eval()

@@ -102,11 +102,16 @@ def test_gemv_with_silu_input_matches_torch(kernels, in_width, out_width, seed):
         torch.testing.assert_close(out.total().cpu(), expected, rtol=1e-4, atol=1e-4)
 
 
-def _reference_attention(qkv, cos, sin, slot, valid, keys, values, heads, kv_heads, dim):
-    """graph_step's unfused ops: rotate, write the cache at ``slot``, SDPA over the valid slots."""
+def _reference_attention(qkv, cos, sin, slot, valid, keys, values, heads, kv_heads, dim, qk_norm=None):
+    """graph_step's unfused ops: (norm the heads,) rotate, write the cache at ``slot``, SDPA over the valid slots."""
     batch = qkv.shape[0]
     qkv = qkv.view(batch, 1, heads + 2 * kv_heads, dim)
-    qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)
+    qk = qkv[:, :, : heads + kv_heads]
+    if qk_norm is not None:
+        q_weight, k_weight, eps = qk_norm
+        qk = torch.cat((F.rms_norm(qk[:, :, :heads], (dim,), q_weight, eps),
+                        F.rms_norm(qk[:, :, heads:], (dim,), k_weight, eps)), dim=2)
+    qk = apply_rotary(qk, cos, sin)
     keys.index_copy_(2, slot.view(1), qk[:, :, heads:].transpose(1, 2))
     values.index_copy_(2, slot.view(1), qkv[:, :, heads + kv_heads:].transpose(1, 2))
     queries = qk[:, :, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
@@ -132,10 +137,14 @@ def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, 
     valid = torch.rand(batch, max_len, generator=g) < 0.7  # left padding and holes
     valid[:, slot] = True
     valid[:, slot + 1:] = False
+    qk_norm = None
+    if data.draw(st.booleans(), label="qk_norm"):  # Qwen3's per-head norms of queries and keys
+        qk_norm = ((1 + 0.3 * torch.randn(dim, generator=g)).to(DEVICE), (1 + 0.3 * torch.randn(dim, generator=g)).to(DEVICE),
+                   1e-6)
     qkv, cos, sin, keys, values, valid = (t.to(DEVICE) for t in (qkv, cos, sin, keys, values, valid))
     slot_t = torch.tensor(slot, device=DEVICE)
     ref_keys, ref_values = keys.clone(), values.clone()
-    expected = _reference_attention(qkv, cos, sin, slot_t, valid, ref_keys, ref_values, heads, kv_heads, dim)
+    expected = _reference_attention(qkv, cos, sin, slot_t, valid, ref_keys, ref_values, heads, kv_heads, dim, qk_norm)
     if data.draw(st.booleans(), label="qkv_as_partial_sums"):
         qkv = kernels.PartialSums(torch.stack((0.25 * qkv[:, 0], 0.75 * qkv[:, 0])))
     # the cached slots split among 1-8 programs (some with no slot at all); 1 to all query heads of a
@@ -145,7 +154,7 @@ def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, 
               data.draw(st.sampled_from([16, 32]), label="block_s"), 4, 1)
     arrivals = kernels.new_arrivals(batch, heads, DEVICE)
     out = kernels.rope_cache_attention(qkv, cos, sin, slot_t, valid, keys, values, heads, kv_heads, dim,
-                                       config=config, arrivals=arrivals)
+                                       config=config, arrivals=arrivals, qk_norm=qk_norm)
     assert not arrivals.any()  # left zero for the next call
     torch.testing.assert_close(keys, ref_keys, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(values, ref_values, rtol=1e-6, atol=1e-6)
@@ -177,11 +186,12 @@ def graph_on_cpu(monkeypatch):
     return graph_loop
 
 
+@pytest.mark.parametrize("qk_norm", [False, True], ids=["llama", "qwen3 norms"])
 @pytest.mark.parametrize("rows", [1, 2], ids=["one row: GEMV kernels", "two rows: PyTorch matmuls"])
-def test_fused_step_logits_match_the_unfused_step(kernels, rows, monkeypatch):
+def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkeypatch):
     import genplug
 
-    model = native_model(seed=3).to(DEVICE, torch.bfloat16)
+    model = native_model(seed=3, qk_norm=qk_norm).to(DEVICE, torch.bfloat16)
     model.store_for_gpu_decode()  # o/down through the GEMV kernel at one row
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)

@@ -115,7 +115,9 @@ def test_dtype_and_device_arguments(checkpoint):
 
 
 @pytest.mark.parametrize("overrides", [{}, {"tie_word_embeddings": True, "qkv_bias": True, "model_type": "qwen2"},
-                                       {"sliding_window": 4, "model_type": "mistral"}], ids=["llama", "qwen2", "mistral"])
+                                       {"sliding_window": 4, "model_type": "mistral"},
+                                       {"qk_norm": True, "qkv_bias": True, "output_bias": True, "model_type": "qwen3"}],
+                         ids=["llama", "qwen2", "mistral", "qwen3"])
 def test_save_then_load_round_trip(tmp_path, overrides):
     model = native_model(**overrides)
     save_model(model, tmp_path, generation_config={"eos_token_id": 2})
@@ -128,13 +130,15 @@ def test_save_then_load_round_trip(tmp_path, overrides):
 
 
 @pytest.mark.parity
-def test_transformers_loads_what_save_model_writes(tmp_path):
+@pytest.mark.parametrize("family, overrides", [("qwen2", dict(qkv_bias=True)),
+                                               ("qwen3", dict(qk_norm=True, qkv_bias=True, output_bias=True))])
+def test_transformers_loads_what_save_model_writes(tmp_path, family, overrides):
     transformers = pytest.importorskip("transformers")
-    model = native_model(qkv_bias=True, model_type="qwen2", sliding_window=6, layer_types=[
-        "full_attention", "sliding_attention", "sliding_attention"])
+    model = native_model(model_type=family, sliding_window=6, layer_types=[
+        "full_attention", "sliding_attention", "sliding_attention"], **overrides)
     save_model(model, tmp_path)
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    assert type(reference).__name__ == "Qwen2ForCausalLM"
+    assert type(reference).__name__ == {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[family]
     input_ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert model(input_ids=input_ids).logits.sub(reference(input_ids=input_ids).logits).abs().max() <= 1e-4

@@ -29,6 +29,10 @@ CASES = {
     "mistral-no-window": ("mistral", {"sliding_window": None}),
     "qwen2": ("qwen2", {}),
     "qwen2-sliding-layers": ("qwen2", {"use_sliding_window": True, "sliding_window": 6, "max_window_layers": 1}),
+    "qwen3": ("qwen3", {}),
+    "qwen3-biases-tied": ("qwen3", {"attention_bias": True, "tie_word_embeddings": True}),
+    "qwen3-head-dim": ("qwen3", {"head_dim": 16}),
+    "qwen3-sliding-layers": ("qwen3", {"use_sliding_window": True, "sliding_window": 6, "max_window_layers": 1}),
 }
 
 
