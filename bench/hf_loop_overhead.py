@@ -14,7 +14,8 @@ shows. Both libraries run in this process, on one thread, for 256 new tokens wit
   through the same kind of cache, i.e. what the loop itself costs per step (native_kernels=False).
 
 Targets: ratio <= 0.8 for greedy, <= 0.6 for sampling. ``--profile`` prints what dominates genplug's
-loop (cProfile). Run: ``python bench/hf_loop_overhead.py [--runs 7] [--profile]``.
+loop (cProfile). ``--family qwen3`` measures a tiny Qwen3 instead (per-head q/k norms).
+Run: ``python bench/hf_loop_overhead.py [--runs 7] [--profile] [--family llama|qwen3]``.
 """
 
 from __future__ import annotations
@@ -39,14 +40,16 @@ MODES = {
 }
 
 
-def build_model():
+def build_model(family: str = "llama"):
     import transformers
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, vocab_size=128, eos_token_id=EOS, bos_token_id=1)
-    return transformers.LlamaForCausalLM(config).eval()
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=128, eos_token_id=EOS, bos_token_id=1)
+    if family == "qwen3":
+        return transformers.Qwen3ForCausalLM(transformers.Qwen3Config(head_dim=8, **shape)).eval()
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**shape)).eval()
 
 
 def call_kwargs(mode):
@@ -93,6 +96,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs per measurement (median reported)")
     parser.add_argument("--profile", action="store_true", help="cProfile genplug's sampling run")
+    parser.add_argument("--family", choices=("llama", "qwen3"), default="llama")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
@@ -101,7 +105,7 @@ def main(argv=None):
 
     from genplug.plugins.caches.dynamic import DynamicCache as GenplugDynamicCache
 
-    model = build_model()
+    model = build_model(args.family)
     ids = torch.randint(4, 128, (1, PROMPT_LENGTH), generator=torch.Generator().manual_seed(0))
     for mode in MODES:  # the two libraries must agree before their speed means anything
         assert torch.equal(run_genplug(model, ids, mode), run_transformers(model, ids, mode)), mode
@@ -115,7 +119,7 @@ def main(argv=None):
         **{f"{mode} genplug hf-forward": (lambda mode=mode: run_genplug(model, ids, mode, False)) for mode in MODES},
     }, args.runs)
     per_step = {name: 1e3 * seconds / NEW_TOKENS for name, seconds in measured.items()}  # ms per step
-    print(f"tiny transformers Llama, 1 thread, {NEW_TOKENS} new tokens, prompt {PROMPT_LENGTH}, "
+    print(f"tiny transformers {args.family}, 1 thread, {NEW_TOKENS} new tokens, prompt {PROMPT_LENGTH}, "
           f"median of {args.runs} interleaved runs, ms per step; torch {torch.__version__}, "
           f"transformers {transformers.__version__}")
     print(f"bare forwards: transformers' DynamicCache {per_step['bare transformers']:.3f}, "
