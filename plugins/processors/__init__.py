@@ -31,4 +31,5 @@ PUBLIC_CLASSES = {  # public name -> module, importable as genplug.<name>
     "InfNanRemoveLogitsProcessor": _MODULE + "remove_invalid",
     "LogitNormalization": _MODULE + "renormalize",
     "PrefixConstrainedLogitsProcessor": _MODULE + "prefix_allowed",
+    "WatermarkLogitsProcessor": _MODULE + "watermark",
 }
