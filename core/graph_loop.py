@@ -31,8 +31,11 @@ from .vocab_ops import first_argmax, gumbel_sample
 #                 the buffer with a token that already occurred changes nothing
 #   "length"   -- reads only how many tokens there are (min length): called through its at_length
 #                 method with the length as a device tensor
-#   "sequence" -- reads the order or more (n-grams, ...): not allowed here (the default)
-GRAPH_HISTORY_USES = ("none", "set", "length")
+#   "prefix"   -- reads the tokens so far in order (n-grams, bad words): called through its
+#                 at_prefix method with the whole fixed-size buffer and the length as a device tensor
+#   "sequence" -- reads the order in a way it offers no buffer form for: not allowed here (the default)
+GRAPH_HISTORY_USES = ("none", "set", "length", "prefix")
+_BUFFER_FORMS = {"length": "at_length", "prefix": "at_prefix"}  # the method each of those uses needs
 
 LAST_CAPTURE_SECONDS: Optional[float] = None  # set by every graph-loop call (build or reuse); benchmarks report it
 LAST_GRAPH_REUSED: Optional[bool] = None  # whether that call replayed an earlier call's graph
@@ -63,7 +66,7 @@ def pipeline_refusal(processors, criteria, config, streamer=None, synced_gpus=Fa
     for p in processors:
         use = getattr(p, "history_use", "sequence")
         if use not in GRAPH_HISTORY_USES or not getattr(p, "compile_safe", False) or (
-                use == "length" and not callable(getattr(p, "at_length", None))):
+                use in _BUFFER_FORMS and not callable(getattr(p, _BUFFER_FORMS[use], None))):
             return f"processor {type(p).__name__} reads the token order or is not compile-safe"
     for c in criteria:
         if type(c).__name__ not in ("MaxLengthCriteria", "EosTokenCriteria"):
@@ -154,8 +157,9 @@ class _NotComparable(Exception):
 
 def _fingerprint(value, depth: int = 0):
     """A comparable summary of a processor's (or criterion's) settings: numbers, strings, small tensors'
-    contents, nested objects' attributes. Anything else (functions, large tensors) makes the call
-    non-reusable."""
+    contents, nested objects' attributes -- or what an object's ``graph_key()`` returns, for objects
+    whose large tensors follow from a few settings. Anything else (functions, large tensors) makes the
+    call non-reusable."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if depth > 8:
@@ -170,6 +174,9 @@ def _fingerprint(value, depth: int = 0):
         return tuple(sorted((str(k), _fingerprint(v, depth + 1)) for k, v in value.items()))
     if isinstance(value, (type, functools.partial)) or inspect.isroutine(value):
         raise _NotComparable  # code: two calls may pass different functions with equal names
+    graph_key = getattr(value, "graph_key", None)
+    if callable(graph_key):  # settings that determine every tensor the object holds (vocabulary masks...)
+        return (f"{type(value).__module__}.{type(value).__qualname__}", _fingerprint(graph_key(), depth + 1))
     fields = dict(getattr(value, "__dict__", {}))
     for name in getattr(type(value), "__slots__", ()):
         if hasattr(value, name):
@@ -298,14 +305,15 @@ def graph_processors(processors):
     """``(tokens, scores, length) -> scores`` running ``processors`` over the fixed-size token buffer.
 
     ``length`` (a 0-d device tensor) is how many tokens the sequences have so far; "length" processors
-    get it through ``at_length``, in their place in the order. The others run in unbroken stretches
-    through a LogitsProcessorList, which keeps its fusions (top-k with top-p, in-place chains).
+    get it through ``at_length``, "prefix" ones the buffer and it through ``at_prefix``, in their
+    place in the order. The others run in unbroken stretches through a LogitsProcessorList, which
+    keeps its fusions (top-k with top-p, in-place chains).
     """
     from .processing import LogitsProcessorList
 
     stretches, current = [], []
     for processor in processors:
-        if getattr(processor, "history_use", "sequence") == "length":
+        if getattr(processor, "history_use", "sequence") in _BUFFER_FORMS:
             if current:
                 stretches.append(LogitsProcessorList(current))
                 current = []
@@ -319,6 +327,8 @@ def graph_processors(processors):
         for stretch in stretches:
             if isinstance(stretch, LogitsProcessorList):
                 scores = stretch(tokens, scores)
+            elif stretch.history_use == "prefix":
+                scores = stretch.at_prefix(tokens, length, scores)
             else:
                 scores = stretch.at_length(length, scores)
         return scores

@@ -31,9 +31,10 @@ class LogitsProcessor:
     argmax_invariant: bool = False
     # How the processor reads input_ids: "none" (not at all), "set" (only which tokens occurred),
     # "length" (only input_ids.shape[-1]; the processor then also offers ``at_length(length, scores)``,
-    # the same with the length as a 0-d device tensor), or "sequence" (order or anything else). The
-    # CUDA-graph loop (genplug.graph_loop) feeds processors a fixed-size token buffer, so it takes the
-    # first three only.
+    # the same with the length as a 0-d device tensor), "prefix" (the tokens in order; it also offers
+    # ``at_prefix(tokens, length, scores)``: the same over a fixed-size buffer whose first ``length``
+    # columns are the tokens, with no host read), or "sequence" (anything else). The CUDA-graph loop
+    # (genplug.graph_loop) feeds processors a fixed-size token buffer, so it takes all but "sequence".
     history_use: str = "sequence"
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:

@@ -59,8 +59,8 @@ def test_refusal_reasons_fall_back_to_the_eager_loop(model_and_tokenizer, on_cpu
     model, tokenizer = model_and_tokenizer
     enc = _batch(tokenizer)
     out = genplug.generate(model, enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=8,
-                           cache_implementation="static", no_repeat_ngram_size=2)
-    assert graph_loop.LAST_CAPTURE_SECONDS is None  # n-gram blocking reads the token order: eager loop
+                           cache_implementation="static", prefix_allowed_tokens_fn=lambda row, ids: list(range(300)))
+    assert graph_loop.LAST_CAPTURE_SECONDS is None  # a Python callback per row and step: eager loop
     assert out.shape[0] == 2
 
 
@@ -248,3 +248,82 @@ def test_a_kept_graph_does_not_keep_its_model_alive(monkeypatch):
     del model
     gc.collect()
     assert alive() is None
+
+
+# processors that read the tokens in order ("prefix") or the length: the graph loop runs them over its
+# fixed-size buffer (at_prefix / at_length) and must give the eager loop's tokens
+BUFFER_FORM_CASES = {
+    "no_repeat_ngram_size": dict(no_repeat_ngram_size=2),
+    "no_repeat_ngram_size=1": dict(no_repeat_ngram_size=1),
+    "encoder_no_repeat_ngram_size": dict(encoder_no_repeat_ngram_size=1),
+    "bad_words_ids": dict(bad_words_ids="ROW0"),
+    "sequence_bias": dict(sequence_bias="ROW0"),
+    "forced_bos_and_eos": dict(forced_bos_token_id=5, forced_eos_token_id=7),
+    "begin_suppress_tokens": dict(begin_suppress_tokens="FIRST"),
+    "exponential_decay_length_penalty": dict(exponential_decay_length_penalty=(4, 1.6), eos_token_id="EOS"),
+    "sampling with n-grams and bad words": dict(do_sample=True, top_k=8, no_repeat_ngram_size=3, bad_words_ids="ROW0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUFFER_FORM_CASES))
+def test_processors_reading_the_tokens_run_in_the_graph_loop(model_and_tokenizer, on_cpu, case):
+    model, tokenizer = model_and_tokenizer
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=40, pad_token_id=0)
+    free = genplug.generate(model, enc["input_ids"], **kw)  # what the rows generate unconstrained
+    prompt_len = enc["input_ids"].shape[1]
+    first, second, third = (int(free[0, prompt_len + i]) for i in range(3))
+    settings = dict(BUFFER_FORM_CASES[case])
+    for name, value in list(settings.items()):
+        if value == "ROW0":  # the words row 0 would produce: a single token and a two-token sequence
+            settings[name] = [[second], [first, third]] if name == "bad_words_ids" else {(second,): -2.0,
+                                                                                          (first, third): 3.5}
+        elif value == "FIRST":
+            settings[name] = [first]
+        elif value == "EOS":
+            settings[name] = int(free[1, prompt_len + 9])
+    if settings.get("do_sample"):
+        torch.manual_seed(0)
+    eager = genplug.generate(model, enc["input_ids"], **kw, **settings)
+    graph_loop.LAST_CAPTURE_SECONDS = None
+    if settings.get("do_sample"):
+        torch.manual_seed(0)
+    graph = genplug.generate(model, enc["input_ids"], cache_implementation="static", **kw, **settings)
+    assert graph_loop.LAST_CAPTURE_SECONDS is not None, "the graph loop refused the call"
+    if settings.get("do_sample"):  # the graph loop draws with Gumbel noise: the rules must hold all the same
+        new = graph[:, prompt_len:]
+        assert not (new == second).any()  # the banned single token
+        assert not ((graph[:, prompt_len - 1:-1] == first) & (new == third)).any()  # the banned pair
+        for row, valid in zip(graph.tolist(), enc["attention_mask"].tolist()):
+            tokens = row[len(valid) - sum(valid):]  # (the left padding is part of the sequence, but all pads)
+            trigrams = [tuple(tokens[i:i + 3]) for i in range(len(tokens) - 2)]
+            assert len(trigrams) == len(set(trigrams)) or 0 in sum(trigrams, ())
+    else:
+        assert torch.equal(graph, eager), case
+    assert not torch.equal(eager, free)  # the processor acted
+
+
+@pytest.mark.parametrize("settings", [dict(min_new_tokens=5, eos_token_id=2), dict(suppress_tokens=[4]),
+                                      dict(bad_words_ids=[[5], [6, 7]]), dict(sequence_bias={(5,): -1.0}),
+                                      dict(forced_eos_token_id=2), dict(begin_suppress_tokens=[5])],
+                         ids=lambda s: next(iter(s)))
+def test_vocabulary_sized_masks_do_not_prevent_reuse(on_cpu, settings):
+    """Processors holding (vocab,) masks built from their settings declare ``graph_key``: with a
+    vocabulary too large to compare tensor by tensor, a repeated call still replays the kept graph --
+    and a changed setting still builds a new one."""
+    from genplug.plugins.models.llama.config import NativeLlamaConfig
+    from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = NativeLlamaForCausalLM(NativeLlamaConfig(vocab_size=6000, hidden_size=16, intermediate_size=32,
+                                                     num_hidden_layers=1, num_attention_heads=2,
+                                                     num_key_value_heads=1, head_dim=8)).eval()
+    ids = torch.randint(10, 6000, (1, 6), generator=torch.Generator().manual_seed(0))
+    kw = dict(cache_implementation="static", max_new_tokens=8, pad_token_id=0)
+    first = genplug.generate(model, ids, **kw, **settings)
+    again = genplug.generate(model, ids, **kw, **settings)
+    assert graph_loop.LAST_GRAPH_REUSED and torch.equal(first, again)
+    changed = {name: (value + 1 if isinstance(value, int) else {(9,): -1.0} if isinstance(value, dict) else [[9]]
+                      if name == "bad_words_ids" else [9]) for name, value in settings.items()}
+    genplug.generate(model, ids, **kw, **changed)
+    assert graph_loop.LAST_GRAPH_REUSED is False

@@ -48,6 +48,14 @@ class NoBadWordsLogitsProcessor(SequenceBiasLogitsProcessor):
     def __call__(self, input_ids, scores):
         return self.apply_(input_ids, scores.clone())
 
+    def at_prefix(self, tokens, length, scores):
+        """``self(tokens[:, :length], scores)`` over the graph loop's buffer (no host read)."""
+        self._ready(scores)
+        scores = scores.masked_fill(self._banned_single, NEG_INF)
+        if self.last_tokens.numel():
+            ban_tokens_(scores, self.last_tokens.expand(scores.shape[0], -1), self.completing(tokens, length))
+        return scores
+
 
 def build(config, context):
     bad_words_ids = getattr(config, "bad_words_ids", None)

@@ -19,6 +19,8 @@ class ExponentialDecayLengthPenalty(ChainableProcessor):
     EOS becomes more likely smoothly instead of at a hard cut-off.
     """
 
+    history_use = "length"  # see genplug.processing.LogitsProcessor.history_use
+
     def __init__(self, exponential_decay_length_penalty, eos_token_id, input_ids_seq_length: int):
         value = exponential_decay_length_penalty
         if (not isinstance(value, (list, tuple)) or len(value) != 2 or not is_int(value[0]) or value[0] < 0
@@ -34,6 +36,7 @@ class ExponentialDecayLengthPenalty(ChainableProcessor):
         self.regulation_start = int(value[0]) + input_ids_seq_length
         self.regulation_factor = float(value[1])
         self.eos_token_id = torch.tensor(eos, dtype=torch.long)
+        self._factor = torch.tensor(self.regulation_factor, dtype=torch.float64)  # for at_length
 
     def apply_(self, input_ids, scores):
         cur_len = input_ids.shape[-1]
@@ -51,6 +54,21 @@ class ExponentialDecayLengthPenalty(ChainableProcessor):
         if input_ids.shape[-1] <= self.regulation_start:
             return scores
         return self.apply_(input_ids, scores.clone())
+
+    def at_length(self, length, scores):
+        """``self(input_ids, scores)`` for input_ids of ``length`` tokens (a 0-d device tensor): no host read.
+
+        The growth ``factor ** n - 1`` is computed in float64 and rounded once, as the host computes it."""
+        if self._factor.device != scores.device:  # on the first step, which is not captured
+            self.eos_token_id = self.eos_token_id.to(scores.device)
+            self._factor = self._factor.to(scores.device)
+        past = (length - self.regulation_start).clamp_min(0)
+        growth = (self._factor.pow(past) - 1).to(scores.dtype)
+        eos_scores = scores[:, self.eos_token_id]
+        boost = (eos_scores.abs() * growth).masked_fill(~torch.isfinite(eos_scores), 0.0)
+        boosted = scores.clone()
+        boosted[:, self.eos_token_id] = eos_scores + boost
+        return torch.where(length > self.regulation_start, boosted, scores)
 
 
 def build(config, context):

@@ -15,8 +15,15 @@ from .validation import eos_list, fail, is_int, token_ids, within_vocab
 class _ForceTokens(ChainableProcessor):
     """At one sequence length, every score becomes -inf except the forced tokens', which become 0."""
 
+    history_use = "length"  # see genplug.processing.LogitsProcessor.history_use
+    at: int  # the sequence length at which the tokens are forced
+
     def _active(self, input_ids) -> bool:
-        raise NotImplementedError
+        return input_ids.shape[-1] == self.at
+
+    def at_length(self, length, scores):
+        """``self(input_ids, scores)`` for input_ids of ``length`` tokens (a 0-d device tensor): no host read."""
+        return torch.where(length == self.at, self._forced(scores), scores)
 
     def _forced(self, scores):
         allowed = self.tokens.mask(scores.shape[-1], scores.device)
@@ -42,9 +49,7 @@ class ForcedBOSTokenLogitsProcessor(_ForceTokens):
             fail("forced_bos_token_id", bos_token_id, "is not a token id (an int >= 0)", "use a token id")
         self.bos_token_id = int(bos_token_id)
         self.tokens = TokenSet([self.bos_token_id])
-
-    def _active(self, input_ids) -> bool:
-        return input_ids.shape[-1] == 1
+        self.at = 1
 
 
 @in_place_capable
@@ -57,9 +62,7 @@ class ForcedEOSTokenLogitsProcessor(_ForceTokens):
         self.max_length = int(max_length)
         self.tokens = TokenSet(token_ids("forced_eos_token_id", eos_token_id), device)
         self.eos_token_id = self.tokens.ids
-
-    def _active(self, input_ids) -> bool:
-        return input_ids.shape[-1] == self.max_length - 1
+        self.at = self.max_length - 1
 
 
 def build_forced_bos(config, context):

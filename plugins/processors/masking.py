@@ -21,8 +21,13 @@ class TokenSet:
     """A fixed set of token ids and, built once per (vocab size, device), its boolean vocabulary mask."""
 
     def __init__(self, ids: Sequence[int], device: Any = None):
-        self.ids = torch.tensor(list(ids), dtype=torch.long, device=device)
+        self._id_values = tuple(int(i) for i in ids)
+        self.ids = torch.tensor(self._id_values, dtype=torch.long, device=device)
         self._masks: Dict[Tuple[int, torch.device], torch.BoolTensor] = {}
+
+    def graph_key(self) -> Tuple[int, ...]:
+        """What the masks follow from (for the graph loop's reuse check; no device read)."""
+        return self._id_values
 
     def mask(self, vocab_size: int, device: torch.device) -> torch.BoolTensor:
         """(vocab_size,) bool, True at the set's ids; ids outside the vocabulary are ignored."""

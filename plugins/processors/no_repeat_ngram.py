@@ -15,6 +15,7 @@ from genplug import hookimpl
 
 from . import enabling
 from .chaining import ChainableProcessor, in_place_capable
+from .history import tail
 from .masking import ban_tokens_
 from .validation import fail, positive_int
 
@@ -37,8 +38,22 @@ def ban_repeated_ngrams_(scores: torch.FloatTensor, ngrams: torch.LongTensor, in
 class NoRepeatNGramLogitsProcessor(ChainableProcessor):
     """Every n-gram of size ``ngram_size`` may occur only once in the sequence (prompt included)."""
 
+    history_use = "prefix"  # see genplug.processing.LogitsProcessor.history_use
+
     def __init__(self, ngram_size: int):
         self.ngram_size = _ngram_size("no_repeat_ngram_size", ngram_size)
+
+    def at_prefix(self, tokens, length, scores):
+        """``self(tokens[:, :length], scores)`` over the graph loop's buffer: n-grams that end past
+        ``length`` never match."""
+        n = self.ngram_size
+        if tokens.shape[1] < n:
+            return scores
+        ngrams = tokens.unfold(dimension=1, size=n, step=1)
+        suffix = tail(tokens, length, n - 1, before_start=-1)
+        inside = torch.arange(ngrams.shape[1], device=tokens.device) <= length - n
+        completes = (ngrams[..., :-1] == suffix[:, None, :]).all(dim=-1) & inside
+        return ban_tokens_(scores.clone(), ngrams[..., -1], completes)
 
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] < self.ngram_size:  # no complete n-gram yet
@@ -59,6 +74,8 @@ class EncoderNoRepeatNGramLogitsProcessor(ChainableProcessor):
     The encoder's n-grams are unfolded once, at construction; hypotheses map to their encoder row by
     ``row // (batch / encoder batch)`` (beams and returned sequences are interleaved).
     """
+
+    history_use = "prefix"  # see genplug.processing.LogitsProcessor.history_use
 
     def __init__(self, encoder_ngram_size: int, encoder_input_ids: torch.LongTensor):
         self.ngram_size = _ngram_size("encoder_no_repeat_ngram_size", encoder_ngram_size)
@@ -90,6 +107,16 @@ class EncoderNoRepeatNGramLogitsProcessor(ChainableProcessor):
             return scores
         ngrams = self._ngrams_per_row(scores.shape[0], scores.device)
         return ban_repeated_ngrams_(scores, ngrams, input_ids, self.ngram_size)
+
+    def at_prefix(self, tokens, length, scores):
+        """``self(tokens[:, :length], scores)`` over the graph loop's buffer (no host read)."""
+        if self.ngrams is None:
+            return scores
+        n = self.ngram_size
+        ngrams = self._ngrams_per_row(scores.shape[0], scores.device)
+        suffix = tail(tokens, length, n - 1, before_start=-1)
+        completes = (ngrams[..., :-1] == suffix[:, None, :]).all(dim=-1) & (length >= n - 1)
+        return ban_tokens_(scores.clone(), ngrams[..., -1], completes)
 
 
 def build_no_repeat_ngram(config, context):

@@ -14,6 +14,7 @@ import torch
 from genplug import hookimpl
 
 from .chaining import ChainableProcessor, in_place_capable
+from .history import tail
 from .validation import fail, is_number, token_ids, within_vocab
 
 _WILDCARD = -1  # prefix padding: matches any token
@@ -58,6 +59,7 @@ class SequenceBiasLogitsProcessor(ChainableProcessor):
     """
 
     field = "sequence_bias"
+    history_use = "prefix"  # see genplug.processing.LogitsProcessor.history_use
 
     def __init__(self, sequence_bias: Any):
         pairs = _bias_pairs(self.field, sequence_bias)
@@ -84,6 +86,11 @@ class SequenceBiasLogitsProcessor(ChainableProcessor):
         self.biased_ids = sorted({i for ids, _ in pairs for i in ids})
         self._dense_single: Optional[torch.Tensor] = None
 
+    def graph_key(self):
+        """What every tensor here follows from (for the graph loop's reuse check)."""
+        vocab = None if self._dense_single is None else (self._dense_single.shape[0], str(self._dense_single.device))
+        return tuple(sorted(self.sequence_bias.items())), vocab
+
     def prepare(self, vocab_size: int, device: Any) -> None:
         """Check the ids against the vocabulary and move the tensors to ``device`` (once)."""
         within_vocab(self.field, self._field_value, self.biased_ids, vocab_size)
@@ -101,23 +108,21 @@ class SequenceBiasLogitsProcessor(ChainableProcessor):
         if dense is None or dense.shape[0] != scores.shape[-1] or dense.device != scores.device:
             self.prepare(scores.shape[-1], scores.device)
 
-    def completing(self, input_ids: torch.LongTensor) -> torch.BoolTensor:
-        """(batch, sequences): which multi-token sequences the next token would complete."""
-        width = self.longest_prefix
-        if input_ids.shape[1] >= width:
-            tail = input_ids[:, input_ids.shape[1] - width:]
-        else:
-            tail = torch.nn.functional.pad(input_ids, (width - input_ids.shape[1], 0), value=_BEFORE_START)
-        same = (tail[:, None, :] == self.prefixes[None]) | self.wildcards[None]
+    def completing(self, input_ids: torch.LongTensor, length=None) -> torch.BoolTensor:
+        """(batch, sequences): which multi-token sequences the next token would complete, after the
+        first ``length`` tokens of ``input_ids`` (default: all of them)."""
+        length = input_ids.shape[1] if length is None else length
+        recent = tail(input_ids, length, self.longest_prefix, before_start=_BEFORE_START)
+        same = (recent[:, None, :] == self.prefixes[None]) | self.wildcards[None]
         return same.all(dim=-1)
 
-    def bias(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        """The (batch, vocab) bias to add this step."""
+    def bias(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, length=None) -> torch.FloatTensor:
+        """The (batch, vocab) bias to add this step (after the first ``length`` tokens)."""
         self._ready(scores)
         bias = torch.zeros_like(scores)
         bias += self._dense_single
         if self.last_tokens.numel():
-            matched = torch.where(self.completing(input_ids), self.biases, 0.0).to(bias.dtype)
+            matched = torch.where(self.completing(input_ids, length), self.biases, 0.0).to(bias.dtype)
             bias.index_add_(1, self.last_tokens, matched)
         return bias
 
@@ -126,6 +131,10 @@ class SequenceBiasLogitsProcessor(ChainableProcessor):
 
     def apply_(self, input_ids, scores):
         return scores.add_(self.bias(input_ids, scores))
+
+    def at_prefix(self, tokens, length, scores):
+        """``self(tokens[:, :length], scores)`` over the graph loop's buffer (no host read)."""
+        return scores + self.bias(tokens, scores, length)
 
 
 def build(config, context):

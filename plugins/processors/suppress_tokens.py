@@ -31,6 +31,8 @@ class SuppressTokensAtBeginLogitsProcessor(MaskingProcessor):
     That is the first generated position; generate() adds one when a forced BOS takes it.
     """
 
+    history_use = "length"  # see genplug.processing.LogitsProcessor.history_use
+
     def __init__(self, begin_suppress_tokens, begin_index: int, device: str = "cpu"):
         self.tokens = TokenSet(token_ids("begin_suppress_tokens", begin_suppress_tokens, allow_empty=True), device)
         self.begin_suppress_tokens = self.tokens.ids
@@ -45,6 +47,11 @@ class SuppressTokensAtBeginLogitsProcessor(MaskingProcessor):
         if input_ids.shape[-1] != self.begin_index:
             return None
         return self.tokens.mask(scores.shape[-1], scores.device)
+
+    def at_length(self, length, scores):
+        """``self(input_ids, scores)`` for input_ids of ``length`` tokens (a 0-d device tensor): no host read."""
+        at_begin = length == self.begin_index
+        return scores.masked_fill(self.tokens.mask(scores.shape[-1], scores.device) & at_begin, self.filter_value)
 
 
 def build_suppress(config, context):

@@ -66,5 +66,6 @@ def test_explain_says_whether_the_cuda_graph_loop_takes_the_call():
     assert graph("cache_implementation=static", "do_sample=true", "min_new_tokens=4", "eos_token_id=2") == \
         {"possible": True, "reason": None}
     assert "not static" in graph("do_sample=true")["reason"]
-    assert "NoRepeatNGram" in graph("cache_implementation=static", "no_repeat_ngram_size=2")["reason"]
+    assert graph("cache_implementation=static", "no_repeat_ngram_size=2")["possible"]  # at_prefix over the buffer
+    assert "Watermark" in graph("cache_implementation=static", 'watermarking_config={"greenlist_ratio": 0.25}')["reason"]
     assert "beam_search" in graph("cache_implementation=static", "num_beams=2")["reason"]

@@ -262,7 +262,8 @@ def test_compile_safe_processors_trace_into_one_graph():
 @given(score_rows(vocab=st.integers(2, 30)), st.integers(0, 3), st.integers(1, 6))
 def test_history_use_is_truthful(scores, seed, padding):
     """"none": the history does not matter; "set": repeating the last token at the end changes nothing;
-    "length": only the token count matters, and ``at_length`` gives the same scores for every count.
+    "length": only the token count matters, and ``at_length`` gives the same scores for every count;
+    "prefix": ``at_prefix`` over a longer buffer gives the call's scores on its first ``length`` tokens.
 
     The CUDA-graph loop relies on this: it feeds such processors a fixed-size token buffer whose unfilled
     part repeats the last prompt token (never one of the ignored leading tokens).
@@ -286,3 +287,11 @@ def test_history_use_is_truthful(scores, seed, padding):
                 expected = processor(prefix, scores.clone())
                 assert torch.equal(processor.at_length(torch.tensor(length), scores.clone()), expected), \
                     type(processor).__name__
+        elif use == "prefix":
+            buffer = torch.cat([padded, other_history], dim=1)
+            for length in range(buffer.shape[1] + 1):
+                expected = processor(buffer[:, :length], scores.clone())
+                got = processor.at_prefix(buffer, torch.tensor(length), scores.clone())
+                assert torch.equal(got, expected), (type(processor).__name__, length)
+        else:
+            assert use == "sequence", (type(processor).__name__, use)
