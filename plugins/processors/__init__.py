@@ -32,4 +32,5 @@ PUBLIC_CLASSES = {  # public name -> module, importable as genplug.<name>
     "LogitNormalization": _MODULE + "renormalize",
     "PrefixConstrainedLogitsProcessor": _MODULE + "prefix_allowed",
     "WatermarkLogitsProcessor": _MODULE + "watermark",
+    "SynthIDTextWatermarkLogitsProcessor": _MODULE + "synthid",
 }

@@ -17,7 +17,8 @@ ORDER = [  # transformers' _get_logits_processor order, by config field
     "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens", "prefix_allowed_tokens_fn",
     "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty",
     "suppress_tokens", "begin_suppress_tokens", "temperature", "top_h", "top_k", "top_p", "min_p", "typical_p",
-    "epsilon_cutoff", "eta_cutoff", "watermarking_config", "renormalize_logits",
+    "epsilon_cutoff", "eta_cutoff", "synthid_watermarking", "watermarking_config",
+    "renormalize_logits",
 ]
 PROCESSOR_MODULES = sorted(p.stem for p in Path(genplug.plugins.processors.__file__).parent.glob("*.py")
                            if p.stem not in ("__init__", "chaining", "enabling", "history", "masking", "truncation",
