@@ -20,6 +20,9 @@ _LAZY = {
     "WatermarkingConfig": "genplug.config",
     "SynthIDTextWatermarkingConfig": "genplug.config",
     "CompileConfig": "genplug.config",
+    # watermark detection
+    "WatermarkDetector": "genplug.plugins.processors.watermark_detector",
+    "WatermarkDetectorOutput": "genplug.plugins.processors.watermark_detector",
     "ConfigField": "genplug.config.fields",
     # errors
     "GenerationConfigError": "genplug.errors",

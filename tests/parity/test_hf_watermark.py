@@ -54,3 +54,27 @@ def test_a_ratio_with_no_red_or_no_green_token_is_refused(ratio):
         genplug.generate(model, left_padded()[0], max_new_tokens=2, watermarking_config={"greenlist_ratio": ratio})
     with pytest.raises(ValueError):
         transformers.WatermarkLogitsProcessor(vocab_size=10, device="cpu", greenlist_ratio=ratio)
+
+
+@pytest.mark.parametrize("scheme", ["lefthash", "selfhash"])
+@pytest.mark.parametrize("ignore_repeated_ngrams", [False, True])
+def test_the_detector_gives_transformers_scores(scheme, ignore_repeated_ngrams):
+    model = tiny_model("llama")
+    ids, mask = left_padded(pads=(0, 0, 0))
+    settings = dict(greenlist_ratio=0.25, bias=6.0, seeding_scheme=scheme, context_width=2)
+    common = dict(attention_mask=mask, max_new_tokens=30, min_new_tokens=30, do_sample=True, top_k=0)
+    marked = genplug.generate(model, ids, watermarking_config=settings, **common)
+    plain = genplug.generate(model, ids, **common)
+    texts = torch.cat((marked, plain))
+    ours = genplug.WatermarkDetector(model.config, "cpu", settings, ignore_repeated_ngrams=ignore_repeated_ngrams)
+    theirs = transformers.WatermarkDetector(model.config, "cpu", transformers.WatermarkingConfig(**settings),
+                                            ignore_repeated_ngrams=ignore_repeated_ngrams)
+    mine, reference = ours(texts, return_dict=True), theirs(texts, return_dict=True)
+    for field in ("num_tokens_scored", "num_green_tokens", "green_fraction", "z_score", "p_value", "confidence"):
+        torch.testing.assert_close(getattr(mine, field), torch.as_tensor(getattr(reference, field)), rtol=1e-12,
+                                   atol=1e-12, msg=field)
+    assert mine.prediction.tolist() == list(reference.prediction)
+    assert mine.z_score[:3].min() > mine.z_score[3:].max()  # the marked texts score higher
+    with pytest.raises(ValueError, match="BOS"):
+        bos = model.config.bos_token_id
+        ours(torch.tensor([[bos, 5, 6, 7], [4, 5, 6, 7]]))
