@@ -33,4 +33,5 @@ PUBLIC_CLASSES = {  # public name -> module, importable as genplug.<name>
     "PrefixConstrainedLogitsProcessor": _MODULE + "prefix_allowed",
     "WatermarkLogitsProcessor": _MODULE + "watermark",
     "SynthIDTextWatermarkLogitsProcessor": _MODULE + "synthid",
+    "UnbatchedClassifierFreeGuidanceLogitsProcessor": _MODULE + "guidance",
 }

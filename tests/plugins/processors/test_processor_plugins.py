@@ -13,7 +13,7 @@ from genplug.plugins.processors import PUBLIC_CLASSES
 from processor_testing import build_all, config, context, registry
 
 ORDER = [  # transformers' _get_logits_processor order, by config field
-    "sequence_bias", "encoder_repetition_penalty", "repetition_penalty", "no_repeat_ngram_size",
+    "guidance_scale", "sequence_bias", "encoder_repetition_penalty", "repetition_penalty", "no_repeat_ngram_size",
     "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens", "prefix_allowed_tokens_fn",
     "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty",
     "suppress_tokens", "begin_suppress_tokens", "temperature", "top_h", "top_k", "top_p", "min_p", "typical_p",
