@@ -176,8 +176,17 @@ def _generate(pm, model, custom_callable, call, kwargs):
 
     run = custom_callable if custom_callable is not None else strategy_entry.obj
     target = model if custom_callable is not None else adapter
+    if custom_callable is None and call["assistant_model"] is not None and _takes(run, "assistant_model"):
+        extra_custom = {**extra_custom, "assistant_model": call["assistant_model"]}
     return run(target, input_ids, logits_processor=processors, stopping_criteria=criteria, generation_config=config,
                synced_gpus=synced_gpus, streamer=streamer, **extra_custom, **model_kwargs)
+
+
+def _takes(function, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 # ------------------------------------------------------------------------------------------- helpers

@@ -52,10 +52,11 @@ class StepInputs:
 
     def forward(self, adapter: ModelAdapter, tokens: torch.Tensor, start: int, end: int, cache: Any,
                 model_kwargs: Dict[str, Any], *, use_cache: bool, output_attentions: bool = False,
-                output_hidden_states: bool = False):
-        """Run the model on ``tokens[:, start:end]`` (the prompt, or the newest token through the cache).
+                output_hidden_states: bool = False, logits_to_keep: int = 1):
+        """Run the model on ``tokens[:, start:end]`` (the prompt, or the newest token(s) through the cache).
 
         Without a cache (``use_cache=False``) the caller passes ``start=0`` to recompute everything.
+        ``logits_to_keep`` positions at the end get logits (assisted decoding verifies several).
         """
         return adapter.step(
             tokens[:, start:end],
@@ -66,4 +67,5 @@ class StepInputs:
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            logits_to_keep=logits_to_keep,
         )

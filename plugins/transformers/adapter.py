@@ -85,6 +85,12 @@ class TransformersAdapter(ModelAdapter):
                 return twin(**{k: v for k, v in kwargs.items() if v is not None})
         return super().forward(**kwargs)
 
+    def accepts(self, name: str) -> bool:
+        """As the generic adapter; ``exit_layer`` (early-exit drafting) only through the native twin."""
+        if name == "exit_layer":
+            return self.twin is not None
+        return super().accepts(name)
+
     # ------------------------------------------------------------------ keyword checking
 
     def accepts_any_model_kwarg(self) -> bool:
@@ -209,7 +215,7 @@ class TransformersAdapter(ModelAdapter):
 
 
 # what the native twin's forward takes (anything else given makes the call run the transformers forward)
-_TWIN_ARGUMENTS = frozenset({"input_ids", "attention_mask", "position_ids", "past_key_values", "use_cache",
+_TWIN_ARGUMENTS = frozenset({"input_ids", "attention_mask", "position_ids", "past_key_values", "use_cache", "exit_layer",
                              "logits_to_keep", "inputs_embeds", "output_hidden_states", "output_attentions",
                              "return_dict"})
 

@@ -1,0 +1,144 @@
+"""Where assisted decoding's candidate tokens come from: the prompt itself (prompt lookup) or a smaller
+draft model (including the target's own first layers: early exit).
+
+A generator proposes up to ``k`` tokens that the target model then checks in one forward
+(:mod:`.assisted`); it hears back how many were accepted so it can drop what it computed past them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from genplug.models import ModelAdapter, returned_cache
+from genplug.step_inputs import StepInputs
+
+Candidates = Tuple[torch.LongTensor, Optional[torch.FloatTensor]]  # ([1, k] ids, [1, k, vocab] draft scores or None)
+
+
+class PromptLookupCandidates:
+    """Continue the longest recent n-gram (up to ``max_matching_ngram_size`` tokens) that occurred before
+    in the sequence with what followed it there (Saxena, 2023): free candidates for input-grounded tasks.
+
+    As in transformers: the earliest occurrence wins, at most ``num_output_tokens`` tokens are taken
+    (never past ``max_length``), a candidate the processors would forbid ends the run, and so does an EOS.
+    """
+
+    def __init__(self, eos_token_ids, num_output_tokens: int, max_matching_ngram_size: int, max_length: int,
+                 processors=None, vocab_size: Optional[int] = None):
+        if num_output_tokens <= 0 or max_matching_ngram_size <= 0:
+            raise ValueError("prompt_lookup_num_tokens and max_matching_ngram_size must be positive")
+        self.eos_token_ids = eos_token_ids
+        self.num_output_tokens = num_output_tokens
+        self.max_matching_ngram_size = max_matching_ngram_size
+        self.max_length = max_length
+        self.processors = processors
+        self.vocab_size = vocab_size
+
+    def candidates(self, tokens: torch.LongTensor) -> Candidates:
+        length = tokens.shape[1]
+        none = tokens[:, :0]
+        if self.max_length == length + 1:
+            return none, None
+        for size in range(min(self.max_matching_ngram_size, length - 1), 0, -1):
+            windows = tokens.unfold(1, size, 1)
+            starts = (windows == tokens[0, -size:]).all(dim=2)[0].nonzero().flatten().tolist()
+            for start in starts:
+                begin = start + size
+                end = min(begin + self.num_output_tokens, length, self.max_length)
+                if begin >= end:
+                    continue
+                chosen = self._allowed_prefix(tokens, tokens[0, begin:end])
+                if chosen.numel() == 0:
+                    continue
+                if self.eos_token_ids is not None:
+                    is_eos = torch.isin(chosen, self.eos_token_ids.to(chosen.device)).nonzero()
+                    if is_eos.numel():
+                        chosen = chosen[: int(is_eos[0])]
+                return (chosen[None, :], None) if chosen.numel() else (none, None)
+        return none, None
+
+    def _allowed_prefix(self, tokens, chosen):
+        """``chosen`` up to the first token the processors would set to -inf (or the lowest float)."""
+        if not self.processors:
+            return chosen
+        ones = torch.ones(tokens.shape[0], self.vocab_size, dtype=torch.float32, device=tokens.device)
+        for i, token in enumerate(chosen.tolist()):
+            score = float(self.processors(torch.cat((tokens, chosen[None, :i]), dim=1), ones.clone())[0, token])
+            if score in (float("-inf"), torch.finfo(torch.float32).min):
+                return chosen[:i]
+        return chosen
+
+    def accepted(self, length: int) -> None:
+        """Nothing to undo: the candidates cost no computation."""
+
+    def update(self, n_matches: int, n_candidates: int) -> None:
+        """Prompt lookup has no schedule."""
+
+
+class DraftModelCandidates:
+    """Let a draft model (a smaller one sharing the vocabulary, or the target's first ``exit_layer``
+    layers) propose up to ``num_tokens`` tokens, greedily or by sampling with the same processors.
+
+    The draft keeps its own cache across rounds, cropped back to the accepted tokens. Drafting stops
+    early at an EOS or once the draft's probability of its own token falls below
+    ``confidence_threshold``. ``schedule`` ``"heuristic"`` / ``"heuristic_transient"`` grows the number
+    of tokens by 2 after a fully accepted round and shrinks it by 1 otherwise (as transformers does).
+    """
+
+    def __init__(self, adapter: ModelAdapter, step_inputs: StepInputs, processors, do_sample: bool, eos_token_ids,
+                 num_tokens: float, schedule: str, confidence_threshold: Optional[float], max_length: int,
+                 exit_layer: Optional[int] = None):
+        self.adapter, self.inputs, self.processors = adapter, step_inputs, processors
+        self.do_sample, self.eos_token_ids = do_sample, eos_token_ids
+        self.num_tokens, self.schedule = float(num_tokens), schedule
+        self.confidence_threshold = confidence_threshold
+        self.max_length = max_length
+        self.extra = {} if exit_layer is None else {"exit_layer": exit_layer}
+        self.cache = None
+        self.seen = 0  # tokens of the sequence the draft's cache holds
+
+    def _forward(self, tokens: torch.LongTensor, start: int, end: int):
+        out = self.inputs.forward(self.adapter, tokens, start, end, self.cache, dict(self.extra), use_cache=True)
+        if self.cache is None:
+            self.cache = returned_cache(out)
+        self.seen = end
+        return out.logits[:, -1, :].float()
+
+    def candidates(self, tokens: torch.LongTensor) -> Candidates:
+        length = tokens.shape[1]
+        budget = min(int(self.num_tokens), self.max_length - length - 1)
+        if budget <= 0:
+            return tokens[:, :0], None
+        buffer = torch.cat((tokens, tokens.new_zeros(1, budget)), dim=1)
+        logits = self._forward(buffer, self.seen, length)
+        drafted, draft_scores = [], []
+        for i in range(budget):
+            scores = self.processors(buffer[:, :length + i], logits) if self.processors else logits
+            probs = torch.softmax(scores, dim=-1)
+            token = torch.multinomial(probs, 1)[:, 0] if self.do_sample else scores.argmax(dim=-1)
+            buffer[:, length + i] = token
+            drafted.append(token)
+            draft_scores.append(scores)
+            if self.eos_token_ids is not None and bool(torch.isin(token, self.eos_token_ids.to(token.device)).any()):
+                break
+            if self.confidence_threshold is not None and float(probs[0, token[0]]) < self.confidence_threshold:
+                break
+            if i + 1 < budget:
+                logits = self._forward(buffer, length + i, length + i + 1)
+        return torch.stack(drafted, dim=1), torch.stack(draft_scores, dim=1)
+
+    def accepted(self, length: int) -> None:
+        """The sequence now has ``length`` tokens, the last one new to the draft: drop the rest."""
+        keep = min(self.seen, length - 1)  # >= 1: the draft has seen the prompt
+        if self.cache is not None and keep < self.seen:
+            self.cache.crop(keep)  # keep the first tokens (layers an early exit skipped hold none: untouched)
+        self.seen = keep
+
+    def update(self, n_matches: int, n_candidates: int) -> None:
+        if self.schedule in ("heuristic", "heuristic_transient"):
+            if n_matches == n_candidates:
+                self.num_tokens += 2.0
+            else:
+                self.num_tokens = max(1.0, self.num_tokens - 1.0)
