@@ -73,13 +73,19 @@ def _run_custom_repository(pm, model, spec: str, call: Dict[str, Any], kwargs: D
     return function(model=model, **call, **kwargs)
 
 
+# Decoding modes transformers 5 moved out of its core into hub repositories, loaded as custom_generate.
+HUB_STRATEGIES = {"contrastive_search": "transformers-community/contrastive-search",
+                  "dola_generation": "transformers-community/dola"}
+
+
 def _generate(pm, model, custom_callable, call, kwargs):
     from .config import GenerationConfig
 
+    as_given = dict(kwargs)  # for a hand-over to a hub strategy
     adapter: ModelAdapter = pm.hook.genplug_adapt_model(model=model)
     tokenizer = kwargs.pop("tokenizer", None)
     kwargs.pop("assistant_tokenizer", None)
-    kwargs.pop("trust_remote_code", None)
+    trust_remote_code = kwargs.pop("trust_remote_code", None)
     use_model_defaults = kwargs.pop("use_model_defaults", True)
 
     # ---- configuration: passed config, then the model's defaults, then global defaults, then kwargs
@@ -112,6 +118,14 @@ def _generate(pm, model, custom_callable, call, kwargs):
     strategy_entry = None
     if custom_callable is None:
         strategy_name = pm.hook.genplug_resolve_strategy(generation_config=config, assistant_model=call["assistant_model"])
+        if strategy_name in HUB_STRATEGIES and strategy_name not in pm.registries.strategies:
+            repository = HUB_STRATEGIES[strategy_name]
+            if not trust_remote_code:
+                raise GenerationInputError(
+                    f"{strategy_name} is not part of genplug's (or transformers 5's) core: it lives in the hub "
+                    f"repository {repository}; pass custom_generate={repository!r}, trust_remote_code=True to run "
+                    "its code (or install a genplug plugin that registers the strategy)")
+            return _run_custom_repository(pm, model, repository, call, {**as_given, "trust_remote_code": True})
         strategy_entry = pm.registries.strategies.lookup(strategy_name, asked_by="the generation config")
     else:
         strategy_name = "custom_generate"

@@ -90,3 +90,20 @@ def test_hub_id_already_in_the_local_cache_runs_offline(model, tmp_path, monkeyp
     out = genplug.generate(model, ids, custom_generate="someone/entropy", trust_remote_code=True,
                            max_new_tokens=3, eos_token_id=None)
     assert torch.equal(out["sequences"], recompute_greedy(model, ids, 3))
+
+
+def test_modes_transformers_moved_to_the_hub_are_run_from_there(model, tmp_path, monkeypatch):
+    """Contrastive search and DoLa left transformers 5's core for hub repositories: genplug says so,
+    and with trust_remote_code=True runs the repository (here a stand-in in the local hub cache)."""
+    import shutil
+
+    ids = torch.tensor([[4, 5, 6]])
+    with pytest.raises(GenerationInputError, match="transformers-community/contrastive-search"):
+        genplug.generate(model, ids, penalty_alpha=0.6, top_k=4, max_new_tokens=3)
+    repo = tmp_path / "hub" / "models--transformers-community--dola"
+    shutil.copytree(EXAMPLES / "entropy_trace", repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    out = genplug.generate(model, ids, dola_layers="low", trust_remote_code=True, max_new_tokens=3, eos_token_id=None)
+    assert torch.equal(out["sequences"], recompute_greedy(model, ids, 3))  # the stand-in decodes greedily
