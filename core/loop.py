@@ -58,7 +58,9 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         return step_inputs.forward(adapter, tokens, start, end, cache, model_kwargs, use_cache=use_cache,
                                    output_attentions=want.attentions, output_hidden_states=want.hidden_states)
 
-    outputs = forward(0, prompt_len)
+    outputs = step_inputs.prefill(adapter, tokens, prompt_len, cache, model_kwargs, use_cache=use_cache,
+                                  chunk_size=getattr(config, "prefill_chunk_size", None),
+                                  output_attentions=want.attentions, output_hidden_states=want.hidden_states)
     if use_cache and cache is None:  # the model made its own cache
         cache = returned_cache(outputs)
     interval = 1 if (streamer is not None or synced_gpus) else int(

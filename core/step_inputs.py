@@ -69,3 +69,20 @@ class StepInputs:
             output_hidden_states=output_hidden_states,
             logits_to_keep=logits_to_keep,
         )
+
+    def prefill(self, adapter: ModelAdapter, tokens: torch.Tensor, end: int, cache: Any, model_kwargs: Dict[str, Any],
+                *, use_cache: bool, chunk_size: Optional[int] = None, **options: Any):
+        """``forward`` over the prompt ``tokens[:, :end]``; with ``chunk_size`` (``prefill_chunk_size``)
+        in pieces of that many tokens through the cache, so that a long prompt's activations never
+        exist all at once. The last piece's outputs are returned."""
+        if not chunk_size or end <= chunk_size:
+            return self.forward(adapter, tokens, 0, end, cache, model_kwargs, use_cache=use_cache, **options)
+        if not use_cache or cache is None:
+            from .errors import GenerationInputError
+
+            raise GenerationInputError("prefill_chunk_size feeds the prompt through the cache piece by piece; it "
+                                       "needs use_cache=True")
+        for start in range(0, end, chunk_size):
+            outputs = self.forward(adapter, tokens, start, min(start + chunk_size, end), cache, model_kwargs,
+                                   use_cache=True, **options)
+        return outputs

@@ -129,6 +129,10 @@ def speculative_sampling(candidates: torch.LongTensor, draft_scores: torch.Float
 
 
 def _candidate_generator(adapter, assistant_model, config, processors, eos, max_length, prompt_mask, device):
+    if config.use_mtp or config.speculation_type is not None:
+        raise GenerationInputError(
+            "use_mtp / speculation_type ask for drafting variants genplug does not provide (multi-token-prediction "
+            "heads, DFlash); use assistant_model, prompt_lookup_num_tokens or assistant_early_exit")
     if config.prompt_lookup_num_tokens is not None:
         return PromptLookupCandidates(eos, config.prompt_lookup_num_tokens, config.max_matching_ngram_size or 2,
                                       max_length, processors, adapter.vocab_size)

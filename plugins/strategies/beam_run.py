@@ -31,15 +31,20 @@ class BeamModelRun:
         self.cache = model_kwargs.pop("past_key_values", None)
         self.use_cache = bool(model_kwargs.pop("use_cache", True))
         self.inputs = StepInputs.take(adapter, model_kwargs, rows, prompt_len, max_length, device)
+        self.prefill_chunk_size = getattr(config, "prefill_chunk_size", None)
         self.followers = stateful_processors(logits_processor)
         self._reorder = None
 
     def forward(self, tokens: torch.Tensor, start: int, end: int):
         """The model on ``tokens[:, start:end]`` (``start`` is ignored without a cache: all is recomputed)."""
-        outputs = self.inputs.forward(self.adapter, tokens, start if self.use_cache else 0, end, self.cache,
-                                      self.model_kwargs, use_cache=self.use_cache,
-                                      output_attentions=self.recorder.want_attentions,
-                                      output_hidden_states=self.recorder.want_hidden_states)
+        options = dict(output_attentions=self.recorder.want_attentions,
+                       output_hidden_states=self.recorder.want_hidden_states)
+        if start == 0 and self.use_cache:  # the prompt: in pieces with prefill_chunk_size
+            outputs = self.inputs.prefill(self.adapter, tokens, end, self.cache, self.model_kwargs, use_cache=True,
+                                          chunk_size=self.prefill_chunk_size, **options)
+        else:
+            outputs = self.inputs.forward(self.adapter, tokens, start if self.use_cache else 0, end, self.cache,
+                                          self.model_kwargs, use_cache=self.use_cache, **options)
         if self.use_cache and self.cache is None:  # the model made its own cache
             self.cache = returned_cache(outputs)
         return outputs

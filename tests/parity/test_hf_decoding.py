@@ -142,3 +142,30 @@ def transformers_generation_config(**fields):
     import transformers
 
     return transformers.GenerationConfig(**fields)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(do_sample=True, top_k=10), dict(num_beams=3)],
+                         ids=["greedy", "sampling", "beam search"])
+@pytest.mark.parametrize("chunk", [1, 3, 5])
+def test_chunked_prefill_matches_transformers(options, chunk):
+    """prefill_chunk_size feeds the prompt through the cache in pieces: same tokens and scores."""
+    model = tiny_model("llama_sdpa")
+    ids = prompt(batch=1, length=11)
+    ours, theirs = run_both(model, seed=0, input_ids=ids, max_new_tokens=6, prefill_chunk_size=chunk,
+                            return_dict_in_generate=True, output_scores=True, **options)
+    check = ("scores", "sequences_scores") if options.get("num_beams") else ("scores",)
+    assert_same(ours, theirs, check=check)
+    plain = genplug.generate(model, ids, max_new_tokens=6, **({} if options.get("do_sample") else options))
+    if not options.get("do_sample"):
+        assert torch.equal(ours.sequences, plain)
+
+
+def test_chunked_prefill_feeds_the_prompt_in_pieces():
+    import copy
+
+    model = copy.deepcopy(tiny_model("llama_sdpa"))  # a hook keeps the shared model's twin off
+    fed = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: fed.append(kwargs["input_ids"].shape[1]),
+                                    with_kwargs=True)
+    genplug.generate(model, prompt(batch=1, length=11), max_new_tokens=3, prefill_chunk_size=5)
+    assert fed == [5, 5, 1, 1, 1]
