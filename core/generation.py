@@ -84,7 +84,7 @@ def _generate(pm, model, custom_callable, call, kwargs):
     as_given = dict(kwargs)  # for a hand-over to a hub strategy
     adapter: ModelAdapter = pm.hook.genplug_adapt_model(model=model)
     tokenizer = kwargs.pop("tokenizer", None)
-    kwargs.pop("assistant_tokenizer", None)
+    assistant_tokenizer = kwargs.pop("assistant_tokenizer", None)
     trust_remote_code = kwargs.pop("trust_remote_code", None)
     use_model_defaults = kwargs.pop("use_model_defaults", True)
 
@@ -192,6 +192,8 @@ def _generate(pm, model, custom_callable, call, kwargs):
     target = model if custom_callable is not None else adapter
     if custom_callable is None and call["assistant_model"] is not None and _takes(run, "assistant_model"):
         extra_custom = {**extra_custom, "assistant_model": call["assistant_model"]}
+        if assistant_tokenizer is not None and _takes(run, "assistant_tokenizer"):
+            extra_custom.update(tokenizer=tokenizer, assistant_tokenizer=assistant_tokenizer)
     return run(target, input_ids, logits_processor=processors, stopping_criteria=criteria, generation_config=config,
                synced_gpus=synced_gpus, streamer=streamer, **extra_custom, **model_kwargs)
 

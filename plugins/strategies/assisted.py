@@ -21,13 +21,15 @@ from genplug.models import ModelAdapter
 from genplug.outputs import GenerateDecoderOnlyOutput
 from genplug.step_inputs import StepInputs
 
-from .candidates import DraftModelCandidates, PromptLookupCandidates
+from .candidates import DraftModelCandidates, OtherTokenizerDraftCandidates, PromptLookupCandidates
 
 
 @torch.no_grad()
 def assisted_generation(model, input_ids, logits_processor, stopping_criteria, generation_config,
-                        synced_gpus=False, streamer=None, assistant_model=None, **model_kwargs):
-    """Generate for one row with candidates from ``assistant_model`` or from the prompt (prompt lookup)."""
+                        synced_gpus=False, streamer=None, assistant_model=None, tokenizer=None,
+                        assistant_tokenizer=None, **model_kwargs):
+    """Generate for one row with candidates from ``assistant_model`` (with its own ``assistant_tokenizer``
+    when the vocabularies differ: then ``tokenizer`` is the model's), the prompt, or early exit."""
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
     config = generation_config
     _check(adapter, input_ids, config, model_kwargs)
@@ -43,7 +45,7 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
     inputs = StepInputs.take(adapter, model_kwargs, 1, prompt_len, max_length, input_ids.device)
     eos = _eos_ids(stopping_criteria)
     generator = _candidate_generator(adapter, assistant_model, config, logits_processor, eos, max_length,
-                                     prompt_mask, input_ids.device)
+                                     prompt_mask, input_ids.device, tokenizer, assistant_tokenizer)
 
     tokens = input_ids
     scores, raw_logits = [], []
@@ -91,7 +93,7 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
         done = tokens.shape[1] >= max_length or bool(stopping_criteria(tokens, scores[-1]).all())
     if streamer is not None:
         streamer.end()
-    if isinstance(generator, DraftModelCandidates) and generator.schedule == "heuristic" and assistant_model is not None:
+    if getattr(generator, "schedule", None) == "heuristic" and assistant_model is not None:
         _remember_num_tokens(assistant_model, generator.num_tokens)
     if not config.return_dict_in_generate:
         return tokens
@@ -128,7 +130,8 @@ def speculative_sampling(candidates: torch.LongTensor, draft_scores: torch.Float
     return torch.cat((candidates[:, :kept], last), dim=1)
 
 
-def _candidate_generator(adapter, assistant_model, config, processors, eos, max_length, prompt_mask, device):
+def _candidate_generator(adapter, assistant_model, config, processors, eos, max_length, prompt_mask, device,
+                         tokenizer=None, assistant_tokenizer=None):
     if config.use_mtp or config.speculation_type is not None:
         raise GenerationInputError(
             "use_mtp / speculation_type ask for drafting variants genplug does not provide (multi-token-prediction "
@@ -141,11 +144,21 @@ def _candidate_generator(adapter, assistant_model, config, processors, eos, max_
         from genplug.plugin_manager import get_plugin_manager
 
         draft = get_plugin_manager().hook.genplug_adapt_model(model=assistant_model)
+        if assistant_tokenizer is not None or tokenizer is not None:
+            if assistant_tokenizer is None or tokenizer is None:
+                raise GenerationInputError("assisted generation with the assistant's own tokenizer needs both "
+                                           "tokenizer= (the model's) and assistant_tokenizer=")
+            own = getattr(assistant_model, "generation_config", None)
+            return OtherTokenizerDraftCandidates(
+                draft, tokenizer, assistant_tokenizer, bool(config.do_sample),
+                _first_set(getattr(own, "num_assistant_tokens", None), config.num_assistant_tokens, 20),
+                _first_set(getattr(own, "num_assistant_tokens_schedule", None), config.num_assistant_tokens_schedule,
+                           "constant"), max_length, device)
         if draft.vocab_size is not None and adapter.vocab_size is not None and draft.vocab_size != adapter.vocab_size:
             raise GenerationInputError(
                 f"the assistant model's vocabulary ({draft.vocab_size}) differs from the model's "
-                f"({adapter.vocab_size}); assisted generation with different tokenizers is not supported -- use "
-                "an assistant of the same family or prompt_lookup_num_tokens")
+                f"({adapter.vocab_size}); pass tokenizer= and assistant_tokenizer= to draft across tokenizers, or "
+                "use an assistant of the same family or prompt_lookup_num_tokens")
     elif exit_layer is not None:
         draft = adapter  # self-speculation: the target's own first layers draft
         if not adapter.accepts("exit_layer"):

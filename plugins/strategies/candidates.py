@@ -137,8 +137,99 @@ class DraftModelCandidates:
         self.seen = keep
 
     def update(self, n_matches: int, n_candidates: int) -> None:
-        if self.schedule in ("heuristic", "heuristic_transient"):
-            if n_matches == n_candidates:
-                self.num_tokens += 2.0
+        self.num_tokens = scheduled(self.num_tokens, self.schedule, n_matches, n_candidates)
+
+
+def scheduled(num_tokens: float, schedule: str, n_matches: int, n_candidates: int) -> float:
+    """The next round's draft length: +2 after a fully accepted round, -1 (at least 1) otherwise, under
+    the "heuristic" schedules; unchanged under "constant"."""
+    if schedule not in ("heuristic", "heuristic_transient"):
+        return num_tokens
+    return num_tokens + 2.0 if n_matches == n_candidates else max(1.0, num_tokens - 1.0)
+
+
+class OtherTokenizerDraftCandidates:
+    """A draft model with its own tokenizer (universal assisted decoding): the draft reads the text so far
+    in its own tokens, drafts ``num_tokens`` of them, and the text they add becomes the candidates in the
+    target's tokens.
+
+    Each round the target's text is re-encoded for the draft and the draft's cache is kept for the
+    longest prefix it shares with what it saw before. The draft runs greedily (or samples with
+    ``do_sample``) without the call's processors, which speak the target's vocabulary; candidates come
+    without draft probabilities, so sampling keeps the target-sampled tokens that match them. Greedy
+    verification makes the result plain greedy search's whatever the draft proposes.
+    """
+
+    def __init__(self, adapter: ModelAdapter, target_tokenizer, draft_tokenizer, do_sample: bool,
+                 num_tokens: float, schedule: str, max_length: int, device):
+        self.adapter, self.target_tokenizer, self.draft_tokenizer = adapter, target_tokenizer, draft_tokenizer
+        self.do_sample, self.num_tokens, self.schedule, self.max_length = do_sample, float(num_tokens), schedule, max_length
+        self.device = device
+        self.cache = None
+        self.seen = torch.zeros(1, 0, dtype=torch.long, device=device)  # the draft tokens its cache holds
+        self.draft_eos = getattr(draft_tokenizer, "eos_token_id", None)
+
+    def _encode(self, tokenizer, text: str, special: bool) -> torch.LongTensor:
+        ids = tokenizer(text, add_special_tokens=special, return_tensors="pt")["input_ids"]
+        return torch.as_tensor(ids, dtype=torch.long).reshape(1, -1).to(self.device)
+
+    def _step(self, ids: torch.LongTensor, start: int):
+        """Draft logits after ``ids``, feeding ``ids[:, start:]`` through the draft's cache."""
+        positions = torch.arange(start, ids.shape[1], device=self.device)[None, :]
+        out = self.adapter.step(ids[:, start:], None, positions, self.cache, {}, use_cache=True)
+        if self.cache is None:
+            from genplug.models import returned_cache
+
+            self.cache = returned_cache(out)
+        return out.logits[:, -1, :].float()
+
+    def candidates(self, tokens: torch.LongTensor) -> Candidates:
+        budget = min(int(self.num_tokens), self.max_length - tokens.shape[1] - 1)
+        none = tokens[:, :0]
+        if budget <= 0:
+            return none, None
+        text = self.target_tokenizer.decode(tokens[0].tolist(), skip_special_tokens=True)
+        ids = self._encode(self.draft_tokenizer, text, special=True)
+        shared = _common_prefix(self.seen, ids)
+        shared = min(shared, ids.shape[1] - 1)  # feed at least one token, for the next logits
+        if self.cache is not None and shared < self.seen.shape[1]:
+            if shared == 0:
+                self.cache = None
             else:
-                self.num_tokens = max(1.0, self.num_tokens - 1.0)
+                self.cache.crop(shared)
+        logits = self._step(ids, shared)
+        fed = ids.shape[1]  # how many of ids the draft's cache holds
+        drafted = []
+        for i in range(budget):
+            token = (torch.multinomial(torch.softmax(logits, -1), 1)[:, 0] if self.do_sample
+                     else logits.argmax(dim=-1))
+            if self.draft_eos is not None and int(token) == self.draft_eos:
+                break
+            drafted.append(token)
+            ids = torch.cat((ids, token[:, None]), dim=1)
+            if i + 1 < budget:
+                logits = self._step(ids, ids.shape[1] - 1)
+                fed = ids.shape[1]
+        self.seen = ids[:, :fed]
+        if not drafted:
+            return none, None
+        prefix = self.draft_tokenizer.decode(ids[0, : ids.shape[1] - len(drafted)].tolist(), skip_special_tokens=True)
+        full = self.draft_tokenizer.decode(ids[0].tolist(), skip_special_tokens=True)
+        added = full[len(prefix):] if full.startswith(prefix) else self.draft_tokenizer.decode(
+            [int(t) for t in drafted], skip_special_tokens=True)
+        candidates = self._encode(self.target_tokenizer, added, special=False)[:, :budget]
+        return candidates.to(tokens.device), None
+
+    def accepted(self, length: int) -> None:
+        """The draft's cache is matched against the re-encoded text next round."""
+
+    def update(self, n_matches: int, n_candidates: int) -> None:
+        self.num_tokens = scheduled(self.num_tokens, self.schedule, n_matches, n_candidates)
+
+
+def _common_prefix(a: torch.LongTensor, b: torch.LongTensor) -> int:
+    n = min(a.shape[1], b.shape[1])
+    if n == 0:
+        return 0
+    differs = (a[0, :n] != b[0, :n]).nonzero()
+    return int(differs[0]) if differs.numel() else n
