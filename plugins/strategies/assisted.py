@@ -48,11 +48,17 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
                                      prompt_mask, input_ids.device, tokenizer, assistant_tokenizer)
 
     tokens = input_ids
-    scores, raw_logits = [], []
+    scores, raw_logits = [], []  # kept only when asked for
     first, done = True, False
     while not done:
         cur = tokens.shape[1]
         candidates, draft_scores = generator.candidates(tokens)
+        # verify no more than can be kept, the last kept token being the target's own (never fed: a static
+        # cache holds max_length - 1 tokens); transformers verifies all candidates, then drops the excess
+        room = max_length - cur - 1
+        if candidates.shape[1] > room:
+            candidates = candidates[:, :room]
+            draft_scores = None if draft_scores is None else draft_scores[:, :room]
         k = candidates.shape[1]
         proposal = torch.cat((tokens, candidates), dim=1)
         out = inputs.forward(adapter, proposal, 0 if first else cur - 1, cur + k, cache, model_kwargs,
@@ -87,10 +93,12 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
         cache.crop(n_matches - k)  # the target saw all k candidates; keep the n accepted ones
         generator.accepted(tokens.shape[1])
         generator.update(n_matches, k)
-        scores.extend(processed[:, i] for i in range(n_matches + 1))
-        raw_logits.extend(logits[:, i] for i in range(n_matches + 1))
+        if config.return_dict_in_generate and config.output_scores:
+            scores.extend(processed[:, i] for i in range(n_matches + 1))
+        if config.return_dict_in_generate and config.output_logits:
+            raw_logits.extend(logits[:, i] for i in range(n_matches + 1))
         first = False
-        done = tokens.shape[1] >= max_length or bool(stopping_criteria(tokens, scores[-1]).all())
+        done = tokens.shape[1] >= max_length or bool(stopping_criteria(tokens, processed[:, n_matches]).all())
     if streamer is not None:
         streamer.end()
     if getattr(generator, "schedule", None) == "heuristic" and assistant_model is not None:

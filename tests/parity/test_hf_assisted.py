@@ -140,3 +140,16 @@ def test_what_assisted_generation_refuses():
         genplug.generate(model, ids, max_new_tokens=4, assistant_model=other)
     with pytest.raises(GenerationInputError, match="exit_layer"):
         genplug.generate(model, ids, max_new_tokens=4, assistant_early_exit=1, native_kernels=False)
+
+
+def test_prompt_lookup_near_the_length_limit_verifies_only_what_can_be_kept():
+    """More candidates than tokens left: the result is still plain greedy search's (a static cache,
+    sized for max_length, takes it too)."""
+    model = tiny_model("llama")
+    ids = repetitive_prompt(length=20)
+    for new in (1, 2, 3):
+        plain = genplug.generate(model, ids, max_new_tokens=new)
+        for cache in ("dynamic", "static"):
+            out = genplug.generate(model, ids, max_new_tokens=new, prompt_lookup_num_tokens=10,
+                                   cache_implementation=cache)
+            assert torch.equal(out, plain), (new, cache)
