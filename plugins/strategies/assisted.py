@@ -152,6 +152,7 @@ def _candidate_generator(adapter, assistant_model, config, processors, eos, max_
         from genplug.plugin_manager import get_plugin_manager
 
         draft = get_plugin_manager().hook.genplug_adapt_model(model=assistant_model)
+        draft.configure(config)  # e.g. a transformers draft runs on its native twin, as the target does
         if assistant_tokenizer is not None or tokenizer is not None:
             if assistant_tokenizer is None or tokenizer is None:
                 raise GenerationInputError("assisted generation with the assistant's own tokenizer needs both "
