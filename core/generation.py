@@ -194,6 +194,8 @@ def _generate(pm, model, custom_callable, call, kwargs):
         extra_custom = {**extra_custom, "assistant_model": call["assistant_model"]}
         if assistant_tokenizer is not None and _takes(run, "assistant_tokenizer"):
             extra_custom.update(tokenizer=tokenizer, assistant_tokenizer=assistant_tokenizer)
+        if adapter.is_encoder_decoder and _takes(run, "inputs_tensor"):  # the draft runs its own encoder on it
+            extra_custom["inputs_tensor"] = encoder_input_ids
     return run(target, input_ids, logits_processor=processors, stopping_criteria=criteria, generation_config=config,
                synced_gpus=synced_gpus, streamer=streamer, **extra_custom, **model_kwargs)
 

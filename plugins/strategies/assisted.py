@@ -5,8 +5,8 @@ own first layers) proposes ``k`` tokens; one target forward over them gives ``k 
 Greedy search keeps the candidates up to the first one the target would not have chosen, plus the
 target's own next token; sampling with a draft model uses speculative sampling (Leviathan et al.,
 2023), which keeps the target's distribution exactly; prompt lookup samples each position from the
-target and keeps the matching prefix. Rejected positions are cropped off the caches. One row only,
-decoder-only models, as in transformers.
+target and keeps the matching prefix. Rejected positions are cropped off the caches. One row only, as
+in transformers; encoder-decoder models draft decoder tokens (a draft model runs its own encoder once).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from genplug import hookimpl
 from genplug.errors import GenerationInputError
 from genplug.models import ModelAdapter
-from genplug.outputs import GenerateDecoderOnlyOutput
+from genplug.outputs import GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput
 from genplug.step_inputs import StepInputs
 
 from .candidates import DraftModelCandidates, OtherTokenizerDraftCandidates, PromptLookupCandidates
@@ -27,12 +27,14 @@ from .candidates import DraftModelCandidates, OtherTokenizerDraftCandidates, Pro
 @torch.no_grad()
 def assisted_generation(model, input_ids, logits_processor, stopping_criteria, generation_config,
                         synced_gpus=False, streamer=None, assistant_model=None, tokenizer=None,
-                        assistant_tokenizer=None, **model_kwargs):
+                        assistant_tokenizer=None, inputs_tensor=None, **model_kwargs):
     """Generate for one row with candidates from ``assistant_model`` (with its own ``assistant_tokenizer``
     when the vocabularies differ: then ``tokenizer`` is the model's), the prompt, or early exit."""
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
     config = generation_config
     _check(adapter, input_ids, config, model_kwargs)
+    if adapter.is_encoder_decoder:
+        prompt_mask = None  # model_kwargs' attention_mask is the encoder's
     if config.output_attentions or config.output_hidden_states:
         raise GenerationInputError("assisted generation returns scores and logits, not attentions or hidden "
                                    "states; unset output_attentions / output_hidden_states")
@@ -45,7 +47,8 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
     inputs = StepInputs.take(adapter, model_kwargs, 1, prompt_len, max_length, input_ids.device)
     eos = _eos_ids(stopping_criteria)
     generator = _candidate_generator(adapter, assistant_model, config, logits_processor, eos, max_length,
-                                     prompt_mask, input_ids.device, tokenizer, assistant_tokenizer)
+                                     prompt_mask, input_ids.device, tokenizer, assistant_tokenizer,
+                                     encoder_inputs=(inputs_tensor, model_kwargs.get("attention_mask")))
 
     tokens = input_ids
     scores, raw_logits = [], []  # kept only when asked for
@@ -105,9 +108,9 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
         _remember_num_tokens(assistant_model, generator.num_tokens)
     if not config.return_dict_in_generate:
         return tokens
-    return GenerateDecoderOnlyOutput(sequences=tokens, scores=tuple(scores) if config.output_scores else None,
-                                     logits=tuple(raw_logits) if config.output_logits else None,
-                                     past_key_values=cache)
+    output = GenerateEncoderDecoderOutput if adapter.is_encoder_decoder else GenerateDecoderOnlyOutput
+    return output(sequences=tokens, scores=tuple(scores) if config.output_scores else None,
+                  logits=tuple(raw_logits) if config.output_logits else None, past_key_values=cache)
 
 
 def speculative_sampling(candidates: torch.LongTensor, draft_scores: torch.FloatTensor,
@@ -139,7 +142,7 @@ def speculative_sampling(candidates: torch.LongTensor, draft_scores: torch.Float
 
 
 def _candidate_generator(adapter, assistant_model, config, processors, eos, max_length, prompt_mask, device,
-                         tokenizer=None, assistant_tokenizer=None):
+                         tokenizer=None, assistant_tokenizer=None, encoder_inputs=(None, None)):
     if config.use_mtp or config.speculation_type is not None:
         raise GenerationInputError(
             "use_mtp / speculation_type ask for drafting variants genplug does not provide (multi-token-prediction "
@@ -168,8 +171,12 @@ def _candidate_generator(adapter, assistant_model, config, processors, eos, max_
                 f"the assistant model's vocabulary ({draft.vocab_size}) differs from the model's "
                 f"({adapter.vocab_size}); pass tokenizer= and assistant_tokenizer= to draft across tokenizers, or "
                 "use an assistant of the same family or prompt_lookup_num_tokens")
+        if draft.is_encoder_decoder != adapter.is_encoder_decoder:
+            raise GenerationInputError("the assistant model must be encoder-decoder exactly when the model is")
     elif exit_layer is not None:
         draft = adapter  # self-speculation: the target's own first layers draft
+        if adapter.is_encoder_decoder:
+            raise GenerationInputError("assistant_early_exit is supported for decoder-only models only")
         if not adapter.accepts("exit_layer"):
             raise GenerationInputError(
                 f"assistant_early_exit needs a model whose forward can stop after a few layers (exit_layer): "
@@ -186,13 +193,18 @@ def _candidate_generator(adapter, assistant_model, config, processors, eos, max_
     threshold = _first_set(getattr(own, "assistant_confidence_threshold", None), config.assistant_confidence_threshold)
     inputs = StepInputs.take(draft, {"attention_mask": prompt_mask} if prompt_mask is not None else {}, 1,
                              prompt_mask.shape[1] if prompt_mask is not None else 0, max_length, device)
+    extra = {"exit_layer": exit_layer} if assistant_model is None and exit_layer is not None else {}
+    if draft.is_encoder_decoder:  # the draft's own encoder, run once on the call's encoder input
+        encoder_ids, encoder_mask = encoder_inputs
+        if encoder_ids is None:
+            raise GenerationInputError("an encoder-decoder draft needs the encoder input ids of the call")
+        extra = {"encoder_outputs": draft.encode(encoder_ids, {"attention_mask": encoder_mask}),
+                 "attention_mask": encoder_mask}
     return DraftModelCandidates(draft, inputs, processors, bool(config.do_sample), eos, num_tokens, schedule,
-                                threshold or None, max_length, exit_layer=exit_layer if assistant_model is None else None)
+                                threshold or None, max_length, extra=extra)
 
 
 def _check(adapter, input_ids, config, model_kwargs) -> None:
-    if adapter.is_encoder_decoder:
-        raise GenerationInputError("assisted generation is supported for decoder-only models only")
     if input_ids.shape[0] != 1:
         raise GenerationInputError(
             f"assisted generation handles one row at a time (got a batch of {input_ids.shape[0]}, "

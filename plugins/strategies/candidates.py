@@ -89,13 +89,13 @@ class DraftModelCandidates:
 
     def __init__(self, adapter: ModelAdapter, step_inputs: StepInputs, processors, do_sample: bool, eos_token_ids,
                  num_tokens: float, schedule: str, confidence_threshold: Optional[float], max_length: int,
-                 exit_layer: Optional[int] = None):
+                 extra: Optional[dict] = None):
         self.adapter, self.inputs, self.processors = adapter, step_inputs, processors
         self.do_sample, self.eos_token_ids = do_sample, eos_token_ids
         self.num_tokens, self.schedule = float(num_tokens), schedule
         self.confidence_threshold = confidence_threshold
         self.max_length = max_length
-        self.extra = {} if exit_layer is None else {"exit_layer": exit_layer}
+        self.extra = dict(extra or {})  # model arguments of every draft step: exit_layer, encoder outputs
         self.cache = None
         self.seen = 0  # tokens of the sequence the draft's cache holds
 

@@ -153,3 +153,39 @@ def test_prompt_lookup_near_the_length_limit_verifies_only_what_can_be_kept():
             out = genplug.generate(model, ids, max_new_tokens=new, prompt_lookup_num_tokens=10,
                                    cache_implementation=cache)
             assert torch.equal(out, plain), (new, cache)
+
+
+def perturbed_copy(model, scale=0.05, seed=0):
+    """A draft for an encoder-decoder model: the same architecture with noisy weights (own encoder)."""
+    draft = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in draft.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=g))
+    return draft
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_encoder_decoder_assisted_greedy_matches_transformers_and_plain_greedy(name):
+    from parity_tools import prompt
+
+    model = tiny_model(name)
+    ids = prompt(batch=1, length=10)
+    plain = genplug.generate(model, ids, max_new_tokens=12)
+    for settings in (dict(prompt_lookup_num_tokens=3), dict(assistant_model=perturbed_copy(model), num_assistant_tokens=4)):
+        ours = genplug.generate(model, ids, max_new_tokens=12, **settings)
+        theirs = model.generate(ids, max_new_tokens=12, **settings)
+        assert torch.equal(ours, theirs) and torch.equal(ours, plain), list(settings)
+
+
+def test_encoder_decoder_prompt_lookup_sampling_matches_transformers():
+    from parity_tools import prompt
+
+    model = tiny_model("bart")
+    ids = prompt(batch=1, length=10)
+    torch.manual_seed(0)
+    ours = genplug.generate(model, ids, max_new_tokens=10, do_sample=True, prompt_lookup_num_tokens=2, **SCORES)
+    torch.manual_seed(0)
+    theirs = model.generate(ids, max_new_tokens=10, do_sample=True, prompt_lookup_num_tokens=2, **SCORES)
+    assert_same(ours, theirs, check=("scores", "logits"))
+    assert type(ours).__name__ == type(theirs).__name__ == "GenerateEncoderDecoderOutput"
