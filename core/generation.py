@@ -104,8 +104,7 @@ def _generate(pm, model, custom_callable, call, kwargs):
     field_names = _config_field_names(pm)
     config_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in field_names}
     extra_custom = _custom_generate_extras(custom_callable, kwargs)
-    config.update(**config_kwargs)
-    config.validate()
+    config.update(**config_kwargs)  # validates (once: a second validate() would repeat its warnings)
     adapter.configure(config)
     model_kwargs = kwargs
     if "cache" in model_kwargs:  # transformers >= 5.24 names the cache argument `cache`

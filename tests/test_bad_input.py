@@ -69,3 +69,16 @@ def test_processor_of_a_type_the_config_builds_is_refused(model):
 def test_no_prompt_and_no_bos(model):
     with pytest.raises(GenerationInputError, match="bos_token_id"):
         genplug.generate(model, max_new_tokens=2)
+
+
+def test_an_ignored_flag_is_reported_once_per_call():
+    import warnings
+
+    import genplug
+
+    model, tokenizer = genplug.load_model()
+    ids = tokenizer(["Once upon a time"], return_tensors="pt")["input_ids"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        genplug.generate(model, ids, max_new_tokens=2, top_k=4)
+    assert sum("will be ignored" in str(w.message) for w in caught) == 1
