@@ -189,21 +189,22 @@ def _generate(pm, model, custom_callable, call, kwargs):
 
     run = custom_callable if custom_callable is not None else strategy_entry.obj
     target = model if custom_callable is not None else adapter
-    if custom_callable is None and call["assistant_model"] is not None and _takes(run, "assistant_model"):
+    takes = _parameter_names(run) if custom_callable is None and call["assistant_model"] is not None else ()
+    if "assistant_model" in takes:
         extra_custom = {**extra_custom, "assistant_model": call["assistant_model"]}
-        if assistant_tokenizer is not None and _takes(run, "assistant_tokenizer"):
+        if assistant_tokenizer is not None and "assistant_tokenizer" in takes:
             extra_custom.update(tokenizer=tokenizer, assistant_tokenizer=assistant_tokenizer)
-        if adapter.is_encoder_decoder and _takes(run, "inputs_tensor"):  # the draft runs its own encoder on it
+        if adapter.is_encoder_decoder and "inputs_tensor" in takes:  # the draft runs its own encoder on it
             extra_custom["inputs_tensor"] = encoder_input_ids
     return run(target, input_ids, logits_processor=processors, stopping_criteria=criteria, generation_config=config,
                synced_gpus=synced_gpus, streamer=streamer, **extra_custom, **model_kwargs)
 
 
-def _takes(function, name: str) -> bool:
+def _parameter_names(function) -> frozenset:
     try:
-        return name in inspect.signature(function).parameters
+        return frozenset(inspect.signature(function).parameters)
     except (TypeError, ValueError):
-        return False
+        return frozenset()
 
 
 # ------------------------------------------------------------------------------------------- helpers

@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 
+from .stopping import StoppingCriteriaList
 from .vocab_ops import first_argmax, gumbel_sample
 
 # How a processor uses input_ids, declared by the processor class as ``history_use``:
@@ -197,7 +198,7 @@ class _Session:
         device = self.device = input_ids.device
         batch = input_ids.shape[0]
         pad = config.pad_token_id if config.pad_token_id is not None else 0
-        eos = next((c.eos_token_id for c in criteria if hasattr(c, "eos_token_id")), None)
+        eos = StoppingCriteriaList(criteria).eos_token_ids
         eos = self.eos = eos.to(device) if eos is not None else None  # kept: the graph reads it
         max_cache_len = cache.layers[0].keys.shape[2]
         tokens = self.tokens = torch.empty(batch, max_length, dtype=input_ids.dtype, device=device)

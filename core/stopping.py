@@ -60,3 +60,12 @@ class StoppingCriteriaList(list):
     @property
     def has_eos(self) -> bool:
         return any(hasattr(c, "eos_token_id") for c in self)
+
+    @property
+    def eos_token_ids(self) -> Optional[torch.Tensor]:
+        """The EOS ids (1-D) of the first criterion that stops on them, or None."""
+        for criterion in self:
+            ids = getattr(criterion, "eos_token_id", None)
+            if ids is not None:
+                return torch.as_tensor(ids).flatten()
+        return None

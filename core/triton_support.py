@@ -50,12 +50,17 @@ def dependent_launch(device: torch.device) -> bool:
     With PDL a kernel starts while its predecessor is still finishing; it reads only weights until
     ``gdc_wait`` returns, so in a chain of weight-bound decode kernels the next one's weight reads
     overlap the previous one's tail instead of waiting for a full launch. Opt-in until
-    bench/probes/step_variants.py has measured it on a GPU (the CPU tests cannot run it).
+    bench/probes/step_variants.py has measured it on a GPU (the CPU tests cannot run it). Decided
+    once per device (this runs at every kernel launch): clear ``_DEPENDENT_LAUNCH`` after changing
+    ``GENPLUG_PDL`` in a running process.
     """
-    if device.type != "cuda" or INTERPRET or os.environ.get("GENPLUG_PDL", "0") != "1":
+    if device.type != "cuda" or INTERPRET:
         return False
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _DEPENDENT_LAUNCH:
+        if os.environ.get("GENPLUG_PDL", "0") != "1":
+            _DEPENDENT_LAUNCH[index] = False
+            return False
         try:
             from triton.language.extra import cuda as triton_cuda
 

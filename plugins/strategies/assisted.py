@@ -33,8 +33,6 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
     config = generation_config
     _check(adapter, input_ids, config, model_kwargs)
-    if adapter.is_encoder_decoder:
-        prompt_mask = None  # model_kwargs' attention_mask is the encoder's
     if config.output_attentions or config.output_hidden_states:
         raise GenerationInputError("assisted generation returns scores and logits, not attentions or hidden "
                                    "states; unset output_attentions / output_hidden_states")
@@ -43,9 +41,10 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
     cache = model_kwargs.pop("past_key_values")
     model_kwargs.pop("use_cache", None)
     prompt_len = input_ids.shape[1]
-    prompt_mask = model_kwargs.get("attention_mask")
+    # for an encoder-decoder model the attention_mask is the encoder's: it stays in model_kwargs
+    prompt_mask = None if adapter.is_encoder_decoder else model_kwargs.get("attention_mask")
     inputs = StepInputs.take(adapter, model_kwargs, 1, prompt_len, max_length, input_ids.device)
-    eos = _eos_ids(stopping_criteria)
+    eos = stopping_criteria.eos_token_ids
     generator = _candidate_generator(adapter, assistant_model, config, logits_processor, eos, max_length,
                                      prompt_mask, input_ids.device, tokenizer, assistant_tokenizer,
                                      encoder_inputs=(inputs_tensor, model_kwargs.get("attention_mask")))
@@ -151,6 +150,13 @@ def _candidate_generator(adapter, assistant_model, config, processors, eos, max_
         return PromptLookupCandidates(eos, config.prompt_lookup_num_tokens, config.max_matching_ngram_size or 2,
                                       max_length, processors, adapter.vocab_size)
     exit_layer = config.assistant_early_exit
+    # the drafting settings: the assistant's own generation config first (where transformers reads
+    # them), then this call's (which holds the defaults: 20 tokens, constant, threshold 0.4)
+    own = getattr(assistant_model, "generation_config", None) if assistant_model is not None else None
+    num_tokens = _first_set(getattr(own, "num_assistant_tokens", None), config.num_assistant_tokens, 20)
+    schedule = _first_set(getattr(own, "num_assistant_tokens_schedule", None), config.num_assistant_tokens_schedule,
+                          "constant")
+    threshold = _first_set(getattr(own, "assistant_confidence_threshold", None), config.assistant_confidence_threshold)
     if assistant_model is not None:
         from genplug.plugin_manager import get_plugin_manager
 
@@ -160,12 +166,8 @@ def _candidate_generator(adapter, assistant_model, config, processors, eos, max_
             if assistant_tokenizer is None or tokenizer is None:
                 raise GenerationInputError("assisted generation with the assistant's own tokenizer needs both "
                                            "tokenizer= (the model's) and assistant_tokenizer=")
-            own = getattr(assistant_model, "generation_config", None)
-            return OtherTokenizerDraftCandidates(
-                draft, tokenizer, assistant_tokenizer, bool(config.do_sample),
-                _first_set(getattr(own, "num_assistant_tokens", None), config.num_assistant_tokens, 20),
-                _first_set(getattr(own, "num_assistant_tokens_schedule", None), config.num_assistant_tokens_schedule,
-                           "constant"), max_length, device)
+            return OtherTokenizerDraftCandidates(draft, tokenizer, assistant_tokenizer, bool(config.do_sample),
+                                                 num_tokens, schedule, max_length, device)
         if draft.vocab_size is not None and adapter.vocab_size is not None and draft.vocab_size != adapter.vocab_size:
             raise GenerationInputError(
                 f"the assistant model's vocabulary ({draft.vocab_size}) differs from the model's "
@@ -184,13 +186,6 @@ def _candidate_generator(adapter, assistant_model, config, processors, eos, max_
     else:
         raise GenerationInputError("assisted generation needs assistant_model, prompt_lookup_num_tokens or "
                                    "assistant_early_exit")
-    # the drafting settings: the assistant's own generation config first (where transformers reads
-    # them), then this call's (which holds the defaults: 20 tokens, constant, threshold 0.4)
-    own = getattr(assistant_model, "generation_config", None) if assistant_model is not None else None
-    num_tokens = _first_set(getattr(own, "num_assistant_tokens", None), config.num_assistant_tokens, 20)
-    schedule = _first_set(getattr(own, "num_assistant_tokens_schedule", None), config.num_assistant_tokens_schedule,
-                          "constant")
-    threshold = _first_set(getattr(own, "assistant_confidence_threshold", None), config.assistant_confidence_threshold)
     inputs = StepInputs.take(draft, {"attention_mask": prompt_mask} if prompt_mask is not None else {}, 1,
                              prompt_mask.shape[1] if prompt_mask is not None else 0, max_length, device)
     extra = {"exit_layer": exit_layer} if assistant_model is None and exit_layer is not None else {}
@@ -215,14 +210,6 @@ def _check(adapter, input_ids, config, model_kwargs) -> None:
     if "crop" not in getattr(cache, "capabilities", ("crop",)):
         raise GenerationInputError("assisted generation crops rejected candidates off the cache, which a "
                                    f"{type(cache).__name__} cannot do; use the dynamic cache")
-
-
-def _eos_ids(criteria) -> Optional[torch.Tensor]:
-    for criterion in criteria:
-        ids = getattr(criterion, "eos_token_id", None)
-        if ids is not None:
-            return torch.as_tensor(ids).flatten()
-    return None
 
 
 def _first_set(*values):

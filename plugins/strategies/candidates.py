@@ -178,8 +178,6 @@ class OtherTokenizerDraftCandidates:
         positions = torch.arange(start, ids.shape[1], device=self.device)[None, :]
         out = self.adapter.step(ids[:, start:], None, positions, self.cache, {}, use_cache=True)
         if self.cache is None:
-            from genplug.models import returned_cache
-
             self.cache = returned_cache(out)
         return out.logits[:, -1, :].float()
 
