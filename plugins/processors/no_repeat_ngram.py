@@ -29,8 +29,13 @@ def ban_repeated_ngrams_(scores: torch.FloatTensor, ngrams: torch.LongTensor, in
                          ngram_size: int) -> torch.FloatTensor:
     """Ban, in place, the last token of every n-gram in ``ngrams`` (batch, count, n) that starts with
     the last n-1 tokens of ``input_ids``."""
-    suffix = input_ids[:, input_ids.shape[1] - (ngram_size - 1):]
-    completes = (ngrams[..., :-1] == suffix[:, None, :]).all(dim=-1)
+    return ban_completions_(scores, ngrams, input_ids[:, input_ids.shape[1] - (ngram_size - 1):])
+
+
+def ban_completions_(scores, ngrams, suffix, where=True):
+    """Ban, in place, the last token of every n-gram (batch, count, n) whose first n-1 tokens are
+    ``suffix`` (batch, n-1), among the n-grams ``where`` allows (a mask broadcast over them)."""
+    completes = (ngrams[..., :-1] == suffix[:, None, :]).all(dim=-1) & where
     return ban_tokens_(scores, ngrams[..., -1], completes)
 
 
@@ -50,10 +55,8 @@ class NoRepeatNGramLogitsProcessor(ChainableProcessor):
         if tokens.shape[1] < n:
             return scores
         ngrams = tokens.unfold(dimension=1, size=n, step=1)
-        suffix = tail(tokens, length, n - 1, before_start=-1)
         inside = torch.arange(ngrams.shape[1], device=tokens.device) <= length - n
-        completes = (ngrams[..., :-1] == suffix[:, None, :]).all(dim=-1) & inside
-        return ban_tokens_(scores.clone(), ngrams[..., -1], completes)
+        return ban_completions_(scores.clone(), ngrams, tail(tokens, length, n - 1, before_start=-1), inside)
 
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] < self.ngram_size:  # no complete n-gram yet
@@ -114,9 +117,7 @@ class EncoderNoRepeatNGramLogitsProcessor(ChainableProcessor):
             return scores
         n = self.ngram_size
         ngrams = self._ngrams_per_row(scores.shape[0], scores.device)
-        suffix = tail(tokens, length, n - 1, before_start=-1)
-        completes = (ngrams[..., :-1] == suffix[:, None, :]).all(dim=-1) & (length >= n - 1)
-        return ban_tokens_(scores.clone(), ngrams[..., -1], completes)
+        return ban_completions_(scores.clone(), ngrams, tail(tokens, length, n - 1, before_start=-1), length >= n - 1)
 
 
 def build_no_repeat_ngram(config, context):
