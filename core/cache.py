@@ -27,6 +27,18 @@ from .errors import GenerationConfigError, PluginError, did_you_mean
 #   compile      -- update() can be captured by torch.compile(fullgraph=True) / CUDA graphs
 CAPABILITIES = frozenset({"static_shape", "crop", "reorder", "select", "repeat", "offload", "compile"})
 
+# The layer types genplug's backends store keys and values for (transformers' ``config.layer_types``;
+# chunked attention is stored as a window of the chunk size). Others -- "linear_attention", "conv",
+# "mamba"... -- keep a recurrent state the model's own cache family holds.
+ATTENTION_LAYER_TYPES = frozenset({"full_attention", "sliding_attention", "chunked_attention"})
+
+
+def recurrent_layer_types(model_config: Any) -> List[str]:
+    """The layer types of ``model_config`` (``layer_types``) that are not attention, each named once."""
+    types = model_config.get("layer_types") if isinstance(model_config, Mapping) else getattr(
+        model_config, "layer_types", None)
+    return sorted({t for t in types or () if t not in ATTENTION_LAYER_TYPES})
+
 
 @attrs.define
 class CacheRequest:

@@ -356,10 +356,18 @@ def _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name, 
 
     registry = pm.registries.cache_backends
     name = config.cache_implementation or "dynamic"
+    if adapter.makes_own_cache():
+        if requires:
+            raise GenerationConfigError(
+                f"strategy {strategy_name!r} needs cache capabilities {sorted(requires)}, but "
+                f"{type(adapter.model).__name__} keeps its own recurrent state, which has none of them (as in "
+                "transformers); use greedy search or sampling")
+        if config.cache_implementation is not None:
+            warnings.warn(f"cache_implementation={name!r} is ignored: {type(adapter.model).__name__} builds its own "
+                          "recurrent state", UserWarning, stacklevel=4)
+        return None
     if name == "dynamic" and name not in registry:
         return None  # no dynamic backend installed: the model makes its own cache
-    entry = registry.lookup(name, asked_by="cache_implementation")
-    check_capabilities(strategy_name, requires, name, entry)
     max_cache_len = config.max_length - 1
     if config.max_cache_len is not None:
         max_cache_len = max(max_cache_len, config.max_cache_len)
@@ -371,6 +379,11 @@ def _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name, 
         encoder_length=getattr(encoder_outputs, "last_hidden_state", input_ids).shape[1] if encoder_outputs is not None else 0,
         crop_margin=_steps_past_stop(config),
     )
+    own = adapter.own_cache(name, request)
+    if own is not None:
+        return own
+    entry = registry.lookup(name, asked_by="cache_implementation")
+    check_capabilities(strategy_name, requires, name, entry)
     # A static cache is kept with the model's last CUDA-graph call; an identical request takes it back
     # (emptied) so that call's graph can replay over it. Not when the cache is returned to the caller.
     reusable = name == "static" and not config.return_dict_in_generate and not adapter.is_encoder_decoder

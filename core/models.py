@@ -23,10 +23,18 @@ def _config_get(config: Any, name: str, default: Any = None) -> Any:
     return getattr(config, name, default)
 
 
+# The names a forward takes its cache (or recurrent state) under, in the order they are looked for:
+# transformers' usual name, its >= 5.24 name, state-space models' (Mamba), RWKV's.
+CACHE_ARGUMENT_NAMES = ("past_key_values", "cache", "cache_params", "state")
+
+
 def returned_cache(outputs: Any) -> Any:
-    """The cache a model's forward returned: ``past_key_values``, or ``cache`` (transformers >= 5.24)."""
-    cache = getattr(outputs, "past_key_values", None)
-    return cache if cache is not None else getattr(outputs, "cache", None)
+    """The cache a model's forward returned, under whichever of :data:`CACHE_ARGUMENT_NAMES` it uses."""
+    for name in CACHE_ARGUMENT_NAMES:
+        cache = getattr(outputs, name, None)
+        if cache is not None:
+            return cache
+    return None
 
 
 class ModelAdapter:
@@ -49,9 +57,9 @@ class ModelAdapter:
             n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
         )
         self.forward_takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
-        # transformers >= 5.24 renamed the forward's `past_key_values` to `cache`; the core says
-        # past_key_values throughout and renames it at the call
-        self.cache_argument = "cache" if "cache" in params and "past_key_values" not in params else "past_key_values"
+        # The core says past_key_values throughout and renames it at the call: transformers >= 5.24 names
+        # it `cache`, state-space models `cache_params`, RWKV `state`
+        self.cache_argument = next((n for n in CACHE_ARGUMENT_NAMES if n in params), "past_key_values")
 
     # ------------------------------------------------------------------ facts about the model
 
@@ -150,6 +158,20 @@ class ModelAdapter:
         """
         return cache
 
+    def makes_own_cache(self) -> bool:
+        """True when the model builds its own recurrent state on the first forward and returns it (RWKV):
+        generate() then passes no cache and the loop carries on with the one the model returned."""
+        return False
+
+    def own_cache(self, name: str, request: Any) -> Any:
+        """The cache to use for backend ``name`` when genplug's backends cannot hold this model's state,
+        else None (genplug builds backend ``name`` from ``request``, a :class:`genplug.cache.CacheRequest`).
+
+        genplug's backends store attention keys and values; a model with recurrent or convolutional
+        layers (Mamba, hybrids) gets its own family's cache here. The generic adapter has none.
+        """
+        return None
+
     def forward(self, **kwargs: Any) -> Any:
         """Call the model with the arguments it takes; None values are dropped."""
         if self.cache_argument != "past_key_values" and "past_key_values" in kwargs:
@@ -231,6 +253,10 @@ class ModelAdapter:
             kwargs["attention_mask"] = attention_mask
             if position_ids is not None and self.accepts("position_ids"):
                 kwargs["position_ids"] = position_ids
+        if self.cache_argument == "cache_params" and cache is not None and attention_mask is not None:
+            # a state-space model (Mamba) reads the mask only to zero padding in the tokens it is given before
+            # they enter the recurrent state: it takes the mask of those tokens, not of the whole sequence
+            kwargs["attention_mask"] = attention_mask[:, -input_ids.shape[1]:]
         kwargs["past_key_values"] = cache
         kwargs["use_cache"] = use_cache
         if logits_to_keep and self.accepts("logits_to_keep"):

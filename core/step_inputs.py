@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 import attrs
 import torch
 
-from .models import ModelAdapter
+from .models import ModelAdapter, returned_cache
 
 
 @attrs.define
@@ -77,7 +77,7 @@ class StepInputs:
         exist all at once. The last piece's outputs are returned."""
         if not chunk_size or end <= chunk_size:
             return self.forward(adapter, tokens, 0, end, cache, model_kwargs, use_cache=use_cache, **options)
-        if not use_cache or cache is None:
+        if not use_cache:
             from .errors import GenerationInputError
 
             raise GenerationInputError("prefill_chunk_size feeds the prompt through the cache piece by piece; it "
@@ -85,4 +85,6 @@ class StepInputs:
         for start in range(0, end, chunk_size):
             outputs = self.forward(adapter, tokens, start, min(start + chunk_size, end), cache, model_kwargs,
                                    use_cache=True, **options)
+            if cache is None:  # a model that makes its own cache (or state) returns it with the first piece
+                cache = returned_cache(outputs)
         return outputs

@@ -12,7 +12,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from genplug.cache import Cache
+from genplug.cache import ATTENTION_LAYER_TYPES, Cache
 from genplug.errors import GenerationConfigError
 
 from .layers import crop_target
@@ -84,8 +84,9 @@ def layer_plan(
         else:
             raise GenerationConfigError(
                 f"layer {index} has layer type {layer_type!r}, which genplug's cache backends do not store "
-                f"(they handle {FULL!r}, {SLIDING!r} and 'chunked_attention'); use the model's own cache "
-                "(transformers' DynamicCache) for this model"
+                f"(they handle {', '.join(sorted(map(repr, ATTENTION_LAYER_TYPES)))}); a transformers model with "
+                "such layers gets transformers' own cache for cache_implementation 'dynamic', 'offloaded' or "
+                "'static', or pass its cache as past_key_values"
             )
     return plan
 

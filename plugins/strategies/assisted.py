@@ -204,9 +204,17 @@ def _check(adapter, input_ids, config, model_kwargs) -> None:
         raise GenerationInputError(
             f"assisted generation handles one row at a time (got a batch of {input_ids.shape[0]}, "
             "num_return_sequences included), as in transformers; generate the rows one by one")
+    if getattr(adapter.model, "_is_stateful", False) or adapter.makes_own_cache():
+        raise GenerationInputError(
+            f"assisted generation is not supported with stateful models such as {type(adapter.model).__name__}: "
+            "rejected candidates would have to be taken back out of a recurrent state, which cannot be undone "
+            "(as in transformers); use greedy search or sampling")
     cache = model_kwargs.get("past_key_values")
     if not config.use_cache or cache is None:
         raise GenerationInputError("assisted generation needs a cache (use_cache=True)")
+    record_past = getattr(cache, "activate_past_recording", None)
+    if callable(record_past):
+        record_past()  # transformers' convolution-state layers (LFM2) crop only what they recorded
     if "crop" not in getattr(cache, "capabilities", ("crop",)):
         raise GenerationInputError("assisted generation crops rejected candidates off the cache, which a "
                                    f"{type(cache).__name__} cannot do; use the dynamic cache")

@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from genplug.errors import GenerationInputError
 from genplug.models import ModelAdapter, returned_cache
 from genplug.step_inputs import StepInputs
 
@@ -90,6 +91,10 @@ class DraftModelCandidates:
     def __init__(self, adapter: ModelAdapter, step_inputs: StepInputs, processors, do_sample: bool, eos_token_ids,
                  num_tokens: float, schedule: str, confidence_threshold: Optional[float], max_length: int,
                  extra: Optional[dict] = None):
+        if getattr(adapter.model, "_is_stateful", False) or adapter.makes_own_cache():
+            raise GenerationInputError(
+                f"the draft model {type(adapter.model).__name__} keeps a recurrent state, which cannot be rolled back "
+                "to the accepted tokens after a rejection; use a draft model with attention layers only")
         self.adapter, self.inputs, self.processors = adapter, step_inputs, processors
         self.do_sample, self.eos_token_ids = do_sample, eos_token_ids
         self.num_tokens, self.schedule = float(num_tokens), schedule

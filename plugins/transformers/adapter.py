@@ -29,6 +29,8 @@ from typing import Any, FrozenSet, Optional
 import torch
 
 from genplug import hookimpl
+from genplug.cache import recurrent_layer_types
+from genplug.errors import GenerationConfigError
 from genplug.models import ModelAdapter, compile_once
 
 # Keywords transformers' generate() lets through whatever the signatures say (``_validate_model_kwargs``).
@@ -116,6 +118,33 @@ class TransformersAdapter(ModelAdapter):
 
     # ------------------------------------------------------------------ caches
 
+    def makes_own_cache(self) -> bool:
+        """True for the models transformers builds no cache for (RWKV, xLSTM, Reformer, XLNet, the first
+        MiniMax): their forward makes its state and returns it."""
+        supports = getattr(type(self.model), "_supports_default_dynamic_cache", None)
+        return callable(supports) and not supports()
+
+    def own_cache(self, name: str, request: Any) -> Any:
+        """transformers' own cache for models with recurrent or convolutional layers (Mamba, Jamba, Qwen3-Next,
+        LFM2, RecurrentGemma...), whose state genplug's key/value backends cannot hold: ``DynamicCache``
+        for 'dynamic' and 'offloaded' (offloading), ``StaticCache`` for 'static' and 'offloaded_static', as
+        transformers' generate builds them. Other backends are refused with the ones that work."""
+        recurrent = recurrent_layer_types(self.decoder_config)
+        if not recurrent:
+            return None
+        transformers = loaded_transformers()
+        offloading = name in ("offloaded", "offloaded_static")
+        if name in ("dynamic", "offloaded"):
+            return transformers.DynamicCache(config=self.decoder_config, offloading=offloading)
+        if name in ("static", "offloaded_static"):
+            return transformers.StaticCache(config=self.decoder_config, max_cache_len=request.max_cache_len,
+                                            offloading=offloading)
+        raise GenerationConfigError(
+            f"cache_implementation={name!r} stores attention keys and values, but {type(self.model).__name__} has "
+            f"{', '.join(map(repr, recurrent))} layers whose recurrent state it cannot hold; use 'dynamic', "
+            "'offloaded', 'static' or 'offloaded_static' (transformers' own caches for this model)"
+        )
+
     def wrap_cache(self, cache: Any, request: Any) -> Any:
         """Hand a cache genplug built to the model in the class it tests for (see :meth:`cache_for_model`)."""
         wrapped = self.cache_for_model(cache)
@@ -145,6 +174,8 @@ class TransformersAdapter(ModelAdapter):
         for the caches it builds, but one the caller passed may have none.
         """
         transformers = loaded_transformers()
+        if not isinstance(cache, transformers.Cache) and not hasattr(cache, "capabilities"):
+            return False  # a model's own state object (RWKV's list of tensors)
         if any(getattr(cache, "is_sliding", None) or ()) and not any(cache is built for built in self._built_caches):
             return False
         if isinstance(cache, transformers.Cache) and not hasattr(cache, "capabilities"):
