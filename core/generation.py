@@ -143,6 +143,8 @@ def _generate(pm, model, custom_callable, call, kwargs):
     encoder_input_ids = input_ids
     if adapter.is_encoder_decoder:
         input_ids, model_kwargs = _encoder_decoder_inputs(adapter, input_ids, model_kwargs, config)
+    elif _embedded_positions(adapter, input_ids, model_kwargs):
+        _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos)  # no token ids to prepare
     else:
         prepared = pm.hook.genplug_prepare_prompt(model=model, input_ids=input_ids,
                                                   attention_mask=model_kwargs.get("attention_mask"),
@@ -160,7 +162,7 @@ def _generate(pm, model, custom_callable, call, kwargs):
 
     user_set_max_length = kwargs_max_length is not None or (passed is not None and passed.max_length is not None)
     prep.generated_lengths(config, input_ids.shape[1], has_default_max_length, adapter.max_position_embeddings,
-                           user_set_max_length)
+                           user_set_max_length, embedded=_embedded_positions(adapter, input_ids, model_kwargs))
 
     # ---- cache
     model_kwargs["past_key_values"] = _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name,
@@ -269,8 +271,9 @@ def _main_inputs(adapter: ModelAdapter, inputs, model_kwargs: Dict[str, Any], co
         inputs = model_kwargs.pop(name, None)
     else:
         model_kwargs.pop(name, None)
-    if inputs is None and model_kwargs.get("inputs_embeds") is not None:
-        raise GenerationInputError("inputs_embeds without input_ids is not supported yet; pass input_ids")
+    embeds = model_kwargs.get("inputs_embeds")
+    if embeds is not None and not adapter.is_encoder_decoder:
+        inputs = _embedded_prompt(adapter, inputs, embeds)
     if inputs is None:
         if config.bos_token_id is None:
             raise GenerationInputError("no prompt was given and bos_token_id is not set: nothing to start from")
@@ -281,16 +284,44 @@ def _main_inputs(adapter: ModelAdapter, inputs, model_kwargs: Dict[str, Any], co
     return inputs, model_kwargs
 
 
+def _embedded_prompt(adapter, input_ids, embeds):
+    """The token ids of a decoder-only prompt given as ``inputs_embeds``: ``input_ids`` when both are given
+    (they must match: processors read the ids, the model gets the embeddings), else none -- ``(batch, 0)``,
+    and only the new tokens are returned, as in transformers."""
+    if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or not embeds.dtype.is_floating_point:
+        raise GenerationInputError(
+            f"inputs_embeds must be a float tensor of shape (batch, length, hidden_size), got "
+            f"{tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__}")
+    if embeds.shape[0] == 0 or embeds.shape[1] == 0:
+        raise GenerationInputError(f"inputs_embeds has shape {tuple(embeds.shape)}: pass at least one row and one position")
+    if not (adapter.accepts("inputs_embeds") or adapter.accepts_any_model_kwarg()):
+        raise GenerationInputError(f"{type(adapter.model).__name__}'s forward takes no inputs_embeds; pass input_ids")
+    if input_ids is None:
+        return torch.empty((embeds.shape[0], 0), dtype=torch.long, device=embeds.device)
+    if isinstance(input_ids, torch.Tensor) and tuple(input_ids.shape[:2]) != tuple(embeds.shape[:2]):
+        raise GenerationInputError(
+            f"input_ids {tuple(input_ids.shape)} and inputs_embeds {tuple(embeds.shape)} were both given but cover "
+            "different tokens; pass the ids of the embedded prompt, or inputs_embeds alone")
+    return input_ids
+
+
+def _embedded_positions(adapter, input_ids, model_kwargs) -> int:
+    """How many prompt positions come as embeddings with no token ids (0 unless inputs_embeds came alone)."""
+    embeds = None if adapter.is_encoder_decoder else model_kwargs.get("inputs_embeds")
+    return 0 if embeds is None else embeds.shape[1] - input_ids.shape[1]
+
+
 def _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos) -> None:
     mask = model_kwargs.get("attention_mask")
-    if mask is None and adapter.accepts("attention_mask"):
+    embedded = _embedded_positions(adapter, input_ids, model_kwargs)
+    if mask is None and adapter.accepts("attention_mask") and not embedded:
         mask = prep.infer_attention_mask(input_ids, config.pad_token_id, eos)
     if mask is not None:
-        prep.check_attention_mask(mask, input_ids)
+        prep.check_attention_mask(mask, model_kwargs["inputs_embeds"][..., 0] if embedded else input_ids)
         prep.warn_right_padding(input_ids, mask, config.pad_token_id)
         if bool(mask.all()):
             mask = None  # no padding: the model needs no mask (transformers drops it too)
-    elif input_ids.shape[0] > 1:
+    elif input_ids.shape[0] > 1 and not embedded:
         prep.warn_right_padding(input_ids, None, config.pad_token_id)
     model_kwargs["attention_mask"] = mask
 
@@ -368,7 +399,7 @@ def _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name, 
         return None
     if name == "dynamic" and name not in registry:
         return None  # no dynamic backend installed: the model makes its own cache
-    max_cache_len = config.max_length - 1
+    max_cache_len = config.max_length - 1 + _embedded_positions(adapter, input_ids, model_kwargs)
     if config.max_cache_len is not None:
         max_cache_len = max(max_cache_len, config.max_cache_len)
     encoder_outputs = model_kwargs.get("encoder_outputs")

@@ -107,8 +107,12 @@ def expand_rows(value: Any, times: int) -> Any:
 
 
 def generated_lengths(config, prompt_len: int, has_default_max_length: bool, max_position_embeddings: Optional[int],
-                      user_set_max_length: bool = False) -> None:
-    """Turn max_new_tokens / min_new_tokens into absolute lengths, as transformers does (in place)."""
+                      user_set_max_length: bool = False, embedded: int = 0) -> None:
+    """Turn max_new_tokens / min_new_tokens into absolute lengths, as transformers does (in place).
+
+    Lengths count token ids. A prompt given as ``embedded`` positions of embeddings without ids has
+    none, so a max_length / min_length set for the whole sequence loses those positions.
+    """
     if config.max_new_tokens is not None:
         if user_set_max_length:
             warnings.warn(
@@ -118,12 +122,16 @@ def generated_lengths(config, prompt_len: int, has_default_max_length: bool, max
                 stacklevel=4,
             )
         config.max_length = config.max_new_tokens + prompt_len
+    elif embedded and not has_default_max_length:
+        config.max_length -= embedded
     elif has_default_max_length:
         config.max_length = config.max_length + prompt_len
         if max_position_embeddings is not None:
             config.max_length = min(config.max_length, max_position_embeddings)
     if config.min_new_tokens is not None:
         config.min_length = config.min_new_tokens + prompt_len
+    elif embedded and config.min_length:
+        config.min_length = max(config.min_length - embedded, 0)
     if prompt_len >= config.max_length:
         raise GenerationInputError(
             f"the prompt is {prompt_len} tokens long but max_length={config.max_length}: nothing can be generated; "

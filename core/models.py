@@ -28,6 +28,17 @@ def _config_get(config: Any, name: str, default: Any = None) -> Any:
 CACHE_ARGUMENT_NAMES = ("past_key_values", "cache", "cache_params", "state")
 
 
+# Inputs of multimodal models that describe the prompt's images, video or audio: the forward that reads
+# the prompt turns them into the embeddings of the prompt's placeholder tokens; later forwards must not
+# get them again (the names transformers 5 drops outside the prefill).
+PROMPT_ONLY_INPUTS = frozenset({
+    "mm_encoder_outputs", "pixel_values", "pixel_mask", "input_features", "input_features_mask", "input_values",
+    "input_values_mask", "pixel_values_videos", "num_local_patches", "high_res_pixel_values", "image_patches_indices",
+    "image_patches", "image_sizes", "image_sizes_videos", "pixel_attention_mask", "pixel_values_images",
+    "pixel_values_local", "patches_grid", "image_token_pooling", "image_grids", "video_token_pooling", "video_grids",
+})
+
+
 def returned_cache(outputs: Any) -> Any:
     """The cache a model's forward returned, under whichever of :data:`CACHE_ARGUMENT_NAMES` it uses."""
     for name in CACHE_ARGUMENT_NAMES:
@@ -158,6 +169,11 @@ class ModelAdapter:
         """
         return cache
 
+    def prompt_only_inputs(self) -> FrozenSet[str]:
+        """Model inputs that belong to the prompt and go with the first forward only (pixel values, audio
+        features): the tokens they stand for are in the cache after it."""
+        return PROMPT_ONLY_INPUTS
+
     def makes_own_cache(self) -> bool:
         """True when the model builds its own recurrent state on the first forward and returns it (RWKV):
         generate() then passes no cache and the loop carries on with the one the model returned."""
@@ -237,11 +253,13 @@ class ModelAdapter:
         return lambda token, position_ids, slot, valid, cache: step(token, position_ids, slot, valid, cache.layers)
 
     def step(self, input_ids, attention_mask, position_ids, cache, model_kwargs, *,
-             use_cache: bool = True, logits_to_keep: int = 1, output_attentions: bool = False, output_hidden_states: bool = False):
+             use_cache: bool = True, logits_to_keep: int = 1, output_attentions: bool = False, output_hidden_states: bool = False,
+             inputs_embeds: Optional[torch.Tensor] = None):
         """One forward of the decoding loop: the prompt (prefill) or the newest token(s).
 
         ``attention_mask`` covers every token so far (None when there is no padding);
-        ``model_kwargs`` are the call's extra model arguments (encoder outputs, ...).
+        ``model_kwargs`` are the call's extra model arguments (encoder outputs, ...). A decoder-only
+        prompt given as embeddings comes as ``inputs_embeds`` with ``input_ids`` None.
         """
         kwargs = dict(model_kwargs)
         if self.is_encoder_decoder:
@@ -250,13 +268,15 @@ class ModelAdapter:
                 kwargs["decoder_attention_mask"] = attention_mask
         else:
             kwargs["input_ids"] = input_ids
+            kwargs["inputs_embeds"] = inputs_embeds
             kwargs["attention_mask"] = attention_mask
             if position_ids is not None and self.accepts("position_ids"):
                 kwargs["position_ids"] = position_ids
         if self.cache_argument == "cache_params" and cache is not None and attention_mask is not None:
             # a state-space model (Mamba) reads the mask only to zero padding in the tokens it is given before
             # they enter the recurrent state: it takes the mask of those tokens, not of the whole sequence
-            kwargs["attention_mask"] = attention_mask[:, -input_ids.shape[1]:]
+            fed = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+            kwargs["attention_mask"] = attention_mask[:, -fed:]
         kwargs["past_key_values"] = cache
         kwargs["use_cache"] = use_cache
         if logits_to_keep and self.accepts("logits_to_keep"):

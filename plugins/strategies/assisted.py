@@ -209,6 +209,9 @@ def _check(adapter, input_ids, config, model_kwargs) -> None:
             f"assisted generation is not supported with stateful models such as {type(adapter.model).__name__}: "
             "rejected candidates would have to be taken back out of a recurrent state, which cannot be undone "
             "(as in transformers); use greedy search or sampling")
+    if model_kwargs.get("inputs_embeds") is not None:
+        raise GenerationInputError("assisted generation drafts from and verifies token ids; pass the prompt as "
+                                   "input_ids, not inputs_embeds")
     cache = model_kwargs.get("past_key_values")
     if not config.use_cache or cache is None:
         raise GenerationInputError("assisted generation needs a cache (use_cache=True)")

@@ -118,6 +118,12 @@ class TransformersAdapter(ModelAdapter):
 
     # ------------------------------------------------------------------ caches
 
+    def prompt_only_inputs(self) -> FrozenSet[str]:
+        """genplug's list, and the one of the installed transformers (``MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL``),
+        which grows with its model families."""
+        utils = sys.modules.get("transformers.generation.utils")
+        return super().prompt_only_inputs() | frozenset(getattr(utils, "MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL", ()))
+
     def makes_own_cache(self) -> bool:
         """True for the models transformers builds no cache for (RWKV, xLSTM, Reformer, XLNet, the first
         MiniMax): their forward makes its state and returns it."""

@@ -1,0 +1,138 @@
+"""Prompts that are more than token ids: ``inputs_embeds`` (alone or with the ids) and multimodal inputs
+(a tiny Llava: ``pixel_values`` turned into the embeddings of the prompt's image tokens).
+
+Both go to the model with the prompt's forward only; later tokens find them in the cache. The cases
+check tokens and scores against transformers' generate, and -- where transformers has no answer (no
+cache) -- against genplug's cached run, which transformers checks.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import transformers
+
+import genplug
+from genplug import graph_loop
+from genplug.errors import GenerationInputError
+
+from parity_tools import assert_same, left_padded, run_both, tiny_model
+
+IMAGE_TOKEN = 100
+
+
+def _embedded(name: str, pads=(0, 3)):
+    ids, mask = left_padded(batch=2, length=7, pads=pads)
+    return ids, mask, tiny_model(name).get_input_embeddings()(ids).detach()
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "qwen3"])
+@pytest.mark.parametrize("mode", [dict(), dict(do_sample=True, top_k=20), dict(num_beams=3, num_return_sequences=2)])
+def test_embeddings_alone(name, mode):
+    """Only the new tokens come back; the mask covers the embedded positions (llama runs on the native twin)."""
+    _, mask, embeds = _embedded(name)
+    ours, theirs = run_both(tiny_model(name), seed=5, inputs_embeds=embeds, attention_mask=mask, max_new_tokens=6,
+                            pad_token_id=0, return_dict_in_generate=True, output_scores=True, **mode)
+    assert ours.sequences.shape[1] == 6
+    assert_same(ours, theirs, check=("scores",))
+
+
+def test_embeddings_with_their_ids_return_the_prompt_too():
+    ids, mask, embeds = _embedded("llama")
+    ours, theirs = run_both(tiny_model("llama"), input_ids=ids, inputs_embeds=embeds, attention_mask=mask,
+                            max_new_tokens=5, pad_token_id=0, repetition_penalty=1.5)
+    assert torch.equal(ours[:, :7], ids)
+    assert_same(ours, theirs)
+
+
+def test_whole_sequence_lengths_lose_the_embedded_positions():
+    """max_length / min_length count the embedded prompt, as in transformers: 7 embedded + 5 new = 12."""
+    _, _, embeds = _embedded("gpt2", pads=(0, 0))
+    ours, theirs = run_both(tiny_model("gpt2"), inputs_embeds=embeds, max_length=12, min_length=11, eos_token_id=2,
+                            pad_token_id=0)
+    assert ours.shape[1] == 5
+    assert_same(ours, theirs)
+
+
+def test_without_a_cache_the_embeddings_are_recomputed_with_the_new_tokens():
+    """transformers feeds only the new ids after the first step without a cache; genplug recomputes the
+    prompt's embeddings and the new tokens' -- the cached run (checked against transformers above) is the oracle."""
+    _, mask, embeds = _embedded("llama")
+    model = tiny_model("llama")
+    cached = genplug.generate(model, inputs_embeds=embeds, attention_mask=mask, max_new_tokens=6, pad_token_id=0)
+    recomputed = genplug.generate(model, inputs_embeds=embeds, attention_mask=mask, max_new_tokens=6, pad_token_id=0,
+                                  use_cache=False)
+    assert torch.equal(cached, recomputed)
+
+
+def test_the_static_graph_loop_is_left_for_embedded_prompts(monkeypatch):
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    _, mask, embeds = _embedded("llama")
+    ours, theirs = run_both(tiny_model("llama"), inputs_embeds=embeds, attention_mask=mask, max_new_tokens=6,
+                            pad_token_id=0, cache_implementation="static")
+    assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda e, ids: dict(inputs_embeds=e[0]), "shape \\(batch, length, hidden_size\\)"),
+    (lambda e, ids: dict(inputs_embeds=e, input_ids=ids[:, 1:]), "different tokens"),
+    (lambda e, ids: dict(inputs_embeds=e[:1], prompt_lookup_num_tokens=2), "input_ids, not inputs_embeds"),
+    (lambda e, ids: dict(inputs_embeds=e, prefill_chunk_size=2), "in one piece"),
+])
+def test_bad_embedded_prompts_are_refused(bad, match):
+    ids, _, embeds = _embedded("gpt2", pads=(0, 0))
+    with pytest.raises(GenerationInputError, match=match):
+        genplug.generate(tiny_model("gpt2"), max_new_tokens=3, pad_token_id=0, **bad(embeds, ids))
+
+
+# ------------------------------------------------------------------------------------------ multimodal
+
+
+@functools.lru_cache(maxsize=None)
+def llava():
+    torch.manual_seed(0)
+    vision = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                           image_size=16, patch_size=8, projection_dim=32)
+    text = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    num_key_value_heads=2, vocab_size=128)
+    config = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN,
+                                      vision_feature_layer=-1, vision_feature_select_strategy="default")
+    return transformers.LlavaForConditionalGeneration(config).eval()
+
+
+def _image_prompt():
+    """Two rows: 4 image tokens (a 16x16 image in 8x8 patches) then text, the second row left-padded."""
+    text = torch.randint(4, 90, (2, 5), generator=torch.Generator().manual_seed(1))
+    ids = torch.cat([torch.zeros(2, 2, dtype=torch.long), torch.full((2, 4), IMAGE_TOKEN), text], dim=1)
+    mask = torch.ones_like(ids)
+    ids[0, :2] = torch.tensor([7, 8])  # row 0 unpadded
+    mask[1, :2] = 0
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    return ids, mask, pixels
+
+
+@pytest.mark.parametrize("mode", [dict(), dict(do_sample=True, top_k=20), dict(num_beams=2, num_return_sequences=2)])
+def test_pixel_values_go_with_the_prompt_only(mode):
+    ids, mask, pixels = _image_prompt()
+    ours, theirs = run_both(llava(), seed=4, input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=6,
+                            pad_token_id=0, return_dict_in_generate=True, output_scores=True, **mode)
+    assert_same(ours, theirs, check=("scores",))
+
+
+def test_the_image_changes_the_text():
+    """The pixel values reach the model: another image gives other scores for the first new token."""
+    ids, mask, pixels = _image_prompt()
+    first = genplug.generate(llava(), ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=1,
+                             return_dict_in_generate=True, output_scores=True, pad_token_id=0).scores[0]
+    other = genplug.generate(llava(), ids, attention_mask=mask, pixel_values=-pixels, max_new_tokens=1,
+                             return_dict_in_generate=True, output_scores=True, pad_token_id=0).scores[0]
+    assert not torch.allclose(first, other)
+
+
+def test_image_prompts_are_not_chunked():
+    ids, mask, pixels = _image_prompt()
+    with pytest.raises(GenerationInputError, match="pixel_values"):
+        genplug.generate(llava(), ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=2, pad_token_id=0,
+                         prefill_chunk_size=4)
