@@ -1,8 +1,10 @@
-"""Loading a ``custom_generate`` repository from a local directory.
+"""Loading a ``custom_generate`` repository from a local directory or a Hugging Face Hub repository id.
 
 The layout is transformers': ``<repo>/custom_generate/generate.py`` defines ``generate(model, **kwargs)``,
 and an optional ``custom_generate/requirements.txt`` lists the packages it needs. The code runs only
-with ``trust_remote_code=True`` (local paths included: a directory can come from anywhere). If the
+with ``trust_remote_code=True`` (local paths included: a directory can come from anywhere). A hub id is
+read from the local Hugging Face cache when a snapshot there has the code (no network, no huggingface_hub);
+otherwise, and only with ``trust_remote_code=True``, its ``custom_generate/`` folder is downloaded. If the
 module also defines genplug hook implementations, they are registered for that call only.
 """
 
@@ -15,27 +17,34 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .errors import GenerationInputError, PluginError
+from . import hub
+from .errors import GenerationInputError
 
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9_.\-\[\]]+)\s*(==|>=|<=|>|<|!=|~=)?\s*([^\s;#]*)")
+_SCRIPT = Path("custom_generate") / "generate.py"
+# What transformers fetches for custom_generate: generate.py, the modules it imports, requirements.txt.
+_HUB_PATTERNS = ["custom_generate/*"]
+
+hub_cache_snapshot = hub.cached_snapshot  # kept for callers of the name this module used to define
 
 
-def load_local_repository(spec: str, trust_remote_code: Optional[bool]) -> Optional[Tuple[object, object]]:
-    """``(generate_function, module_or_None)`` for a local repository; None when ``spec`` is not a directory."""
+def load_local_repository(spec: str, trust_remote_code: Optional[bool], *, revision: Optional[str] = None,
+                          token: "str | bool | None" = None, cache_dir: Optional[str] = None,
+                          local_files_only: bool = False,
+                          force_download: bool = False) -> Optional[Tuple[object, object]]:
+    """``(generate_function, module_or_None)`` for a local directory or a Hub repository id.
+
+    Nothing is downloaded, or run, without ``trust_remote_code=True``.
+    """
     root = Path(spec).expanduser()
     if not root.is_dir():
-        if _looks_like_hub_id(spec):
-            cached = hub_cache_snapshot(spec)
-            if cached is None:
-                raise PluginError(
-                    f"custom_generate={spec!r} looks like a hub repository id that is not in the local Hugging Face "
-                    "cache, and genplug never downloads code at run time; download it once "
-                    f"(huggingface-cli download {spec}) or clone it and pass its local path"
-                )
-            root = cached
-        else:
-            raise GenerationInputError(f"custom_generate={spec!r} is not a directory")
-    script = root / "custom_generate" / "generate.py"
+        if not hub.looks_like_repo_id(spec):
+            raise GenerationInputError(
+                f"custom_generate={spec!r} is neither a local directory nor a Hub repository id (\"org/name\")"
+            )
+        root = _hub_repository(spec, trust_remote_code, revision=revision, token=token, cache_dir=cache_dir,
+                               local_files_only=local_files_only, force_download=force_download)
+    script = root / _SCRIPT
     if not script.is_file():
         raise GenerationInputError(
             f"custom_generate={spec!r} has no custom_generate/generate.py; a custom_generate repository must "
@@ -55,29 +64,20 @@ def load_local_repository(spec: str, trust_remote_code: Optional[bool]) -> Optio
     return function, (module if has_hooks else None)
 
 
-def _looks_like_hub_id(spec: str) -> bool:
-    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
-
-
-def hub_cache_snapshot(repo_id: str) -> Optional[Path]:
-    """The local snapshot of a hub repository already in the Hugging Face cache (no network), or None.
-
-    Reads the cache layout directly (``<cache>/models--org--name/snapshots/<revision>``), preferring the
-    revision ``refs/main`` points at, so huggingface_hub is not needed.
-    """
-    import os
-
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub")
-    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
-    snapshots = repo / "snapshots"
-    if not snapshots.is_dir():
-        return None
-    main = repo / "refs" / "main"
-    if main.is_file() and (snapshots / main.read_text().strip()).is_dir():
-        return snapshots / main.read_text().strip()
-    candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime)
-    return candidates[-1] if candidates else None
+def _hub_repository(repo_id: str, trust_remote_code: Optional[bool], *, revision: Optional[str],
+                    cache_dir: Optional[str], force_download: bool, **download_options) -> Path:
+    """The local snapshot of ``repo_id`` holding its custom_generate code: cached, or downloaded once trusted."""
+    cached = hub.cached_snapshot(repo_id, revision, cache_dir)
+    if cached is not None and (cached / _SCRIPT).is_file() and not force_download:
+        return cached
+    if trust_remote_code is not True:
+        raise GenerationInputError(
+            f"custom_generate={repo_id!r} is not a local directory, so it would be downloaded from the Hugging Face "
+            "Hub and its custom_generate/generate.py run; pass trust_remote_code=True to allow it (only for a "
+            "repository whose code you have read)"
+        )
+    return Path(hub.download_snapshot(repo_id, _HUB_PATTERNS, revision=revision, cache_dir=cache_dir,
+                                      force_download=force_download, **download_options))
 
 
 def check_requirements(path: Path) -> None:

@@ -151,7 +151,8 @@ def genplug_load_custom_generate(spec, trust_remote_code):
 
     Returns ``(generate_callable, plugin_module_or_None)``: the module, when it holds genplug hook
     implementations, is registered for that call only. genplug's built-in loader (``trylast``)
-    handles local directories holding ``custom_generate/generate.py``.
+    handles local directories holding ``custom_generate/generate.py`` and Hub repository ids (from the
+    local Hugging Face cache, else downloaded -- only with ``trust_remote_code=True``).
     """
 
 

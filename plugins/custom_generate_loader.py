@@ -1,4 +1,4 @@
-"""Loads ``custom_generate`` from a local directory (``<dir>/custom_generate/generate.py``)."""
+"""Loads ``custom_generate`` from a local directory (``<dir>/custom_generate/generate.py``) or a Hub repository id."""
 
 from genplug import hookimpl
 

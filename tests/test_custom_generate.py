@@ -1,12 +1,13 @@
 """custom_generate: callables, local repositories, trust, requirements, per-call hook modules."""
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import genplug
-from genplug.errors import GenerationInputError, PluginError
+from genplug.errors import GenerationInputError
 from helpers.tiny_lm import TinyCausalLM, recompute_greedy
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "contrib" / "custom_generate_examples"
@@ -61,10 +62,87 @@ def test_unmet_requirements_are_named(model, tmp_path):
     assert "torch>=999.0 (installed:" in str(err.value) and "no-such-package-xyz (not installed)" in str(err.value)
 
 
-def test_hub_id_is_never_downloaded(model, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(PluginError, match="never downloads"):
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """huggingface_hub replaced by a recording fake serving ``someone/entropy``; an empty local hub cache."""
+    pytest.importorskip("huggingface_hub")
+    import shutil
+
+    from helpers.fake_hub import FakeHub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    fake = FakeHub(tmp_path).install(monkeypatch)
+    shutil.copytree(EXAMPLES / "entropy_trace", fake.repository("someone/entropy"), dirs_exist_ok=True)
+    (fake.repository("someone/entropy") / "README.md").write_text("not part of custom_generate")
+    return fake
+
+
+@pytest.mark.parametrize("trust", [None, False])
+def test_hub_id_without_trust_is_refused_before_any_download(model, fake_hub, tmp_path, trust):
+    # A cached snapshot without the code does not count: the code would still have to be downloaded.
+    (tmp_path / "hub" / "models--someone--entropy" / "snapshots" / "abc123").mkdir(parents=True)
+    with pytest.raises(GenerationInputError, match="would be downloaded .* pass trust_remote_code=True"):
+        genplug.generate(model, torch.tensor([[1, 2]]), custom_generate="someone/entropy", trust_remote_code=trust)
+    assert fake_hub.calls == []
+
+
+def test_hub_id_with_trust_downloads_the_custom_generate_folder(model, fake_hub):
+    ids = torch.tensor([[4, 5, 6]])
+    out = genplug.generate(model, ids, custom_generate="someone/entropy", trust_remote_code=True,
+                           max_new_tokens=3, eos_token_id=None)
+    assert torch.equal(out["sequences"], recompute_greedy(model, ids, 3))
+    assert fake_hub.calls == [("snapshot_download", ("someone/entropy",), dict(
+        allow_patterns=["custom_generate/*"], revision=None, cache_dir=None, force_download=False, token=None,
+        local_files_only=False))]
+
+
+def test_hub_download_options_and_requirements(fake_hub, tmp_path):
+    from genplug.custom_generate import load_local_repository
+
+    function, hooks = load_local_repository("someone/entropy", True, revision="v2", token="hf_secret",
+                                            cache_dir=str(tmp_path / "cache"), local_files_only=True)
+    assert callable(function) and hooks is None
+    assert fake_hub.calls[-1][2] == dict(allow_patterns=["custom_generate/*"], revision="v2",
+                                         cache_dir=str(tmp_path / "cache"), force_download=False,
+                                         token="hf_secret", local_files_only=True)
+    # requirements.txt comes with the code and is checked before anything runs
+    (fake_hub.repository("someone/entropy") / "custom_generate" / "requirements.txt").write_text("no-such-pkg-xyz\n")
+    with pytest.raises(ImportError, match="no-such-pkg-xyz"):
+        load_local_repository("someone/entropy", True)
+
+
+def test_hub_repository_without_the_code(model, fake_hub):
+    fake_hub.repository("someone/plain")
+    with pytest.raises(GenerationInputError, match="has no custom_generate/generate.py"):
+        genplug.generate(model, torch.tensor([[1, 2]]), custom_generate="someone/plain", trust_remote_code=True)
+
+
+@pytest.mark.parametrize("error, message", [
+    ("RepositoryNotFoundError", "no repository 'someone/entropy'"),
+    ("LocalEntryNotFoundError", r"custom_generate/\* of the Hub repository 'someone/entropy' \(revision 'main'\) "
+                                "is not in the Hugging Face cache"),
+])
+def test_hub_errors_are_explained(model, fake_hub, error, message):
+    from helpers.fake_hub import hub_error
+
+    fake_hub.fail_with = hub_error(error)
+    with pytest.raises(FileNotFoundError, match=message):
+        genplug.generate(model, torch.tensor([[1, 2]]), custom_generate="someone/entropy", trust_remote_code=True)
+
+
+def test_without_huggingface_hub_an_uncached_hub_id_says_what_to_install(model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(FileNotFoundError, match="pip install huggingface_hub"):
         genplug.generate(model, torch.tensor([[1, 2]]), custom_generate="someone/some-recipe", trust_remote_code=True)
+
+
+def test_not_a_directory_nor_a_hub_id(model, tmp_path):
+    with pytest.raises(GenerationInputError, match="neither a local directory nor a Hub repository id"):
+        genplug.generate(model, torch.tensor([[1, 2]]), custom_generate=str(tmp_path / "missing"),
+                         trust_remote_code=True)
 
 
 def test_repository_hooks_apply_for_that_call_only(model):
@@ -86,6 +164,7 @@ def test_hub_id_already_in_the_local_cache_runs_offline(model, tmp_path, monkeyp
     (tmp_path / "hub" / "models--someone--entropy" / "refs").mkdir()
     (tmp_path / "hub" / "models--someone--entropy" / "refs" / "main").write_text("abc123")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # the cache is read without the client
     ids = torch.tensor([[4, 5, 6]])
     out = genplug.generate(model, ids, custom_generate="someone/entropy", trust_remote_code=True,
                            max_new_tokens=3, eos_token_id=None)

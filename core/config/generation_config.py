@@ -12,11 +12,13 @@ import copy
 import difflib
 import json
 import os
+import tempfile
 import warnings
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attrs
 
+from .. import hub
 from ..errors import GenerationConfigError, did_you_mean
 from . import plugin_lookup, serialization
 from .builtin_fields import BUILTIN_FIELD_NAMES, BUILTIN_FIELD_SPECS, BuiltinFields
@@ -283,12 +285,28 @@ class GenerationConfig(BuiltinFields):
         cls,
         pretrained_model_name: "str | os.PathLike",
         config_file_name: Optional[str] = None,
+        cache_dir: "str | os.PathLike | None" = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: "str | bool | None" = None,
+        revision: str = "main",
+        *,
+        proxies: Optional[Dict[str, str]] = None,
+        subfolder: str = "",
         return_unused_kwargs: bool = False,
         **kwargs: Any,
     ):
-        """Load generation_config.json from a local directory, or a JSON file given by its path."""
-        subfolder = kwargs.pop("subfolder", "")
-        path = serialization.resolve_config_file(pretrained_model_name, config_file_name, subfolder)
+        """Load generation_config.json from a local directory or file, or from a Hub repository id.
+
+        A local path is always read locally, and the download options are then unused. Any other string
+        shaped like a Hub repository id (``"org/name"``) is fetched with huggingface_hub into its cache
+        (``cache_dir``) at ``revision``; ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` read the cache only.
+        This is the only way from_pretrained reaches the network.
+        """
+        path = serialization.resolve_config_file(
+            pretrained_model_name, config_file_name, subfolder, cache_dir=cache_dir, force_download=force_download,
+            proxies=proxies, token=token, revision=revision, local_files_only=local_files_only,
+        )
         data = serialization.read_json_object(path)
         try:
             result = cls.from_dict(data, return_unused_kwargs=return_unused_kwargs, **kwargs)
@@ -299,17 +317,32 @@ class GenerationConfig(BuiltinFields):
         return result
 
     def save_pretrained(
-        self, save_directory: "str | os.PathLike", config_file_name: Optional[str] = None, **kwargs: Any
+        self,
+        save_directory: "str | os.PathLike",
+        config_file_name: Optional[str] = None,
+        push_to_hub: bool = False,
+        *,
+        repo_id: Optional[str] = None,
+        commit_message: Optional[str] = None,
+        commit_description: Optional[str] = None,
+        private: Optional[bool] = None,
+        token: "str | bool | None" = None,
+        create_pr: bool = False,
+        revision: Optional[str] = None,
+        **kwargs: Any,
     ) -> str:
         """Write the set fields to ``save_directory/generation_config.json``; return the file path.
 
         A config changed since it was loaded (or never loaded) is validated strictly, so settings that
         would be ignored are refused. ``compile_config`` is not saved (it is a run-time choice, and
-        transformers refuses it in files).
+        transformers refuses it in files). With ``push_to_hub=True`` the written file is then uploaded
+        to the Hub repository ``repo_id`` (by default the directory's name, in your namespace), as
+        :meth:`push_to_hub` does.
         """
-        if kwargs.get("push_to_hub"):
-            raise GenerationConfigError(
-                "push_to_hub=True is not supported: genplug never uploads; push the directory yourself"
+        if push_to_hub and kwargs:
+            raise TypeError(
+                f"save_pretrained(push_to_hub=True) got unknown arguments {sorted(kwargs)}; it accepts repo_id, "
+                "commit_message, commit_description, private, token, create_pr and revision"
             )
         modified = self._loaded_fingerprint != self._fingerprint()
         try:
@@ -324,7 +357,33 @@ class GenerationConfig(BuiltinFields):
         path = os.path.join(save_directory, config_file_name or serialization.GENERATION_CONFIG_NAME)
         with open(path, "w", encoding="utf-8") as writer:
             writer.write(text)
+        if push_to_hub:
+            _upload(path, repo_id or os.path.basename(os.path.abspath(save_directory)), commit_message=commit_message,
+                    commit_description=commit_description, private=private, token=token, create_pr=create_pr,
+                    revision=revision)
         return path
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: Optional[str] = None,
+        commit_description: Optional[str] = None,
+        private: Optional[bool] = None,
+        token: "str | bool | None" = None,
+        revision: Optional[str] = None,
+        create_pr: bool = False,
+    ):
+        """Upload this config as ``generation_config.json`` to the Hub repository ``repo_id``.
+
+        The repository is created if missing (``private`` applies then); ``revision`` names the branch to
+        commit to, and ``create_pr=True`` opens a pull request instead. Needs huggingface_hub; returns its
+        CommitInfo. The file is exactly what :meth:`save_pretrained` writes.
+        """
+        with tempfile.TemporaryDirectory() as directory:
+            path = self.save_pretrained(directory)
+            return _upload(path, repo_id, commit_message=commit_message, commit_description=commit_description,
+                           private=private, token=token, create_pr=create_pr, revision=revision)
 
     @classmethod
     def from_model_config(cls, model_config: Any) -> "GenerationConfig":
@@ -391,6 +450,12 @@ class GenerationConfig(BuiltinFields):
 
 
 _OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
+
+
+def _upload(path: str, repo_id: str, commit_message: Optional[str] = None, **options: Any):
+    # transformers' default message for configuration classes
+    return hub.upload_file(path, repo_id, path_in_repo=os.path.basename(path),
+                           commit_message=commit_message or "Upload config", **options)
 
 
 def _stored(config: GenerationConfig, key: str) -> Any:

@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any, Dict, Mapping, Optional
 
+from .. import hub
 from ..errors import GenerationConfigError
 from .checks import is_real
 
@@ -113,20 +114,28 @@ def read_json_object(path: str) -> Dict[str, Any]:
     return data
 
 
-def resolve_config_file(path: "str | os.PathLike", config_file_name: Optional[str], subfolder: str = "") -> str:
-    """The file ``from_pretrained(path)`` reads: ``path`` itself, or ``config_file_name`` inside it.
+def resolve_config_file(path: "str | os.PathLike", config_file_name: Optional[str], subfolder: str = "",
+                        **download_options: Any) -> str:
+    """The file ``from_pretrained(path)`` reads: ``path`` itself, ``config_file_name`` inside it, or that file
+    downloaded from the Hub.
 
-    Only local paths: genplug never downloads at run time. A missing path raises OSError naming it.
+    A local file or directory is always read locally. Only a string that is not one and has the shape of a
+    Hub repository id (``"org/name"``; a name ending in ``.json`` is taken for a file) is fetched from the Hub,
+    with ``download_options`` (``revision``, ``cache_dir``, ``token``, ``local_files_only``, ...). A missing
+    path raises OSError naming it.
     """
     path = os.fspath(path)
+    if not path.lower().endswith(".json") and hub.looks_like_repo_id(path):
+        return hub.download_file(path, config_file_name or GENERATION_CONFIG_NAME, subfolder=subfolder,
+                                 **download_options)
     if subfolder:
         path = os.path.join(path, subfolder)
     if os.path.isfile(path) and config_file_name is None:
         return path
     if not os.path.exists(path):
         raise FileNotFoundError(
-            f"{path!r} does not exist: GenerationConfig.from_pretrained reads a local directory or file "
-            "(genplug does not download from the Hub; fetch it first, e.g. with huggingface-cli download)"
+            f"{path!r} does not exist: GenerationConfig.from_pretrained reads a local directory or file, or a "
+            "Hugging Face Hub repository given by its id (\"org/name\")"
         )
     if not os.path.isdir(path):
         raise NotADirectoryError(
