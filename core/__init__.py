@@ -23,6 +23,11 @@ _LAZY = {
     # watermark detection
     "WatermarkDetector": "genplug.plugins.processors.watermark_detector",
     "WatermarkDetectorOutput": "genplug.plugins.processors.watermark_detector",
+    "BayesianDetectorConfig": "genplug.plugins.processors.synthid_detector",
+    "BayesianDetectorModel": "genplug.plugins.processors.synthid_detector",
+    "BayesianDetectorWatermarkedLikelihood": "genplug.plugins.processors.synthid_detector",
+    "BayesianWatermarkDetectorModelOutput": "genplug.plugins.processors.synthid_detector",
+    "SynthIDTextWatermarkDetector": "genplug.plugins.processors.synthid_detector",
     "ConfigField": "genplug.config.fields",
     # errors
     "GenerationConfigError": "genplug.errors",

@@ -22,7 +22,8 @@ ORDER = [  # transformers' _get_logits_processor order, by config field
 ]
 PROCESSOR_MODULES = sorted(p.stem for p in Path(genplug.plugins.processors.__file__).parent.glob("*.py")
                            if p.stem not in ("__init__", "chaining", "enabling", "history", "masking", "truncation",
-                                             "truncation_kernels", "validation", "watermark_detector"))
+                                             "truncation_kernels", "validation", "watermark_detector",
+                                             "synthid_detector"))
 
 
 def test_registered_names_and_order():
