@@ -153,12 +153,16 @@ def _generate(pm, model, custom_callable, call, kwargs):
             input_ids, model_kwargs["attention_mask"] = prepared
         _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos)
 
+        if model_kwargs.get("position_ids") is None and not _embedded_positions(adapter, input_ids, model_kwargs):
+            positions = adapter.prompt_position_ids(input_ids, model_kwargs)
+            if positions is not None:
+                model_kwargs["position_ids"] = positions
+        model_kwargs = adapter.encode_prompt_media(model_kwargs)
+
     # ---- expansion for beams / several sequences per prompt
     times = max(config.num_beams or 1, config.num_return_sequences or 1)
-    input_ids = prep.expand_rows(input_ids, times)
-    for key, value in list(model_kwargs.items()):
-        if key != "past_key_values":
-            model_kwargs[key] = prep.expand_rows(value, times)
+    if times > 1:
+        input_ids, model_kwargs = adapter.expand_inputs(input_ids, times, model_kwargs)
 
     user_set_max_length = kwargs_max_length is not None or (passed is not None and passed.max_length is not None)
     prep.generated_lengths(config, input_ids.shape[1], has_default_max_length, adapter.max_position_embeddings,

@@ -169,6 +169,31 @@ class ModelAdapter:
         """
         return cache
 
+    def prompt_position_ids(self, input_ids: torch.Tensor, model_kwargs: dict) -> Optional[torch.Tensor]:
+        """The prompt's position ids when the model computes its own (e.g. 3-D rotary positions from image
+        grids), else None: positions then follow the attention mask. Each new token adds one to the last."""
+        return None
+
+    def encode_prompt_media(self, model_kwargs: dict) -> dict:
+        """``model_kwargs`` with the prompt's images / video encoded ahead of the prefill, where the model
+        family does so (transformers' ``mm_encoder_outputs``); the generic adapter leaves them to the forward."""
+        return model_kwargs
+
+    def expand_inputs(self, input_ids: torch.Tensor, times: int, model_kwargs: dict):
+        """``(input_ids, model_kwargs)`` with every row repeated ``times`` times (beams, num_return_sequences):
+        tensors and encoder outputs row by row; ``[sections, batch, length]`` rotary positions along the batch."""
+        from .inputs import expand_rows
+
+        expanded = {}
+        for key, value in model_kwargs.items():
+            if key == "position_ids" and isinstance(value, torch.Tensor) and value.dim() == 3:
+                expanded[key] = value.repeat_interleave(times, dim=1)
+            elif key != "past_key_values":
+                expanded[key] = expand_rows(value, times)
+            else:
+                expanded[key] = value
+        return expand_rows(input_ids, times), expanded
+
     def prompt_only_inputs(self) -> FrozenSet[str]:
         """Model inputs that belong to the prompt and go with the first forward only (pixel values, audio
         features): the tokens they stand for are in the cache after it."""

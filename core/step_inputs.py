@@ -41,6 +41,7 @@ class StepInputs:
     offset: int = 0
     prompt_only: Dict[str, Any] = attrs.field(factory=dict)
     per_token: Dict[str, torch.Tensor] = attrs.field(factory=dict)
+    positions_given: bool = False  # the prompt's positions came with the call (or from the model), not from the mask
     prompt_fed: bool = attrs.field(default=False, init=False)  # a forward through the cache has seen the prompt
 
     @classmethod
@@ -53,7 +54,7 @@ class StepInputs:
         For encoder-decoder models ``attention_mask`` is the encoder's and stays in ``model_kwargs``.
         """
         attention_mask = None if adapter.is_encoder_decoder else model_kwargs.pop("attention_mask", None)
-        model_kwargs.pop("position_ids", None)
+        given_positions = model_kwargs.pop("position_ids", None)
         embeds = None if adapter.is_encoder_decoder else model_kwargs.pop("inputs_embeds", None)
         offset = embeds.shape[1] - prompt_len if embeds is not None else 0
         length = offset + max_length
@@ -69,6 +70,8 @@ class StepInputs:
             positions = (mask.long().cumsum(-1) - 1).clamp_min_(0)
         else:
             positions = torch.arange(length, device=device).expand(rows, -1)
+        if given_positions is not None and not adapter.is_encoder_decoder:
+            positions = _continued(given_positions, length)
         prompt_only = {k: model_kwargs.pop(k) for k in adapter.prompt_only_inputs() if model_kwargs.get(k) is not None}
         per_token = {}
         for name in PER_TOKEN_INPUTS:
@@ -76,13 +79,13 @@ class StepInputs:
             if given is not None:
                 per_token[name] = torch.cat([given, given[..., -1:].expand(*given.shape[:-1], length - given.shape[-1])],
                                             dim=-1)
-        return cls(mask, positions, embeds, offset, prompt_only, per_token)
+        return cls(mask, positions, embeds, offset, prompt_only, per_token, given_positions is not None)
 
     @property
     def takes_tokens_only(self) -> bool:
         """True when every forward after the first needs nothing but the new token, its mask and position
         (what the CUDA-graph loop feeds): no positions before the token buffer, no per-token inputs."""
-        return self.offset == 0 and not self.per_token
+        return self.offset == 0 and not self.per_token and not self.positions_given
 
     def forward(self, adapter: ModelAdapter, tokens: torch.Tensor, start: int, end: int, cache: Any,
                 model_kwargs: Dict[str, Any], *, use_cache: bool, output_attentions: bool = False,
@@ -152,3 +155,11 @@ class StepInputs:
             if cache is None:  # a model that makes its own cache (or state) returns it with the first piece
                 cache = returned_cache(outputs)
         return outputs
+
+
+def _continued(prompt_positions: torch.Tensor, length: int) -> torch.Tensor:
+    """``prompt_positions [..., prompt]`` followed by one more per new token, up to ``length`` positions
+    (transformers' rule; the leading dimensions are kept: 3-D rotary positions of vision models)."""
+    prompt = prompt_positions.shape[-1]
+    steps = torch.arange(1, length - prompt + 1, dtype=prompt_positions.dtype, device=prompt_positions.device)
+    return torch.cat([prompt_positions, prompt_positions[..., -1:] + steps], dim=-1)

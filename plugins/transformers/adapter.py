@@ -118,6 +118,42 @@ class TransformersAdapter(ModelAdapter):
 
     # ------------------------------------------------------------------ caches
 
+    def prompt_position_ids(self, input_ids, model_kwargs):
+        """The model's ``_prepare_position_ids_for_generation`` where its class overrides transformers' own
+        (Qwen2-VL and kin: text positions stacked on 3-D vision positions), as transformers' generate calls it."""
+        own = getattr(type(self.model), "_prepare_position_ids_for_generation", None)
+        generic = getattr(loaded_transformers().GenerationMixin, "_prepare_position_ids_for_generation", None)
+        if own is None or own is generic or self.is_encoder_decoder:
+            return None
+        kwargs = dict(model_kwargs)
+        if kwargs.get("attention_mask") is None:  # dropped when all ones; the model sizes its batch from it
+            kwargs["attention_mask"] = torch.ones_like(input_ids)
+        kwargs.pop("past_key_values", None)
+        return self.model._prepare_position_ids_for_generation(input_ids, kwargs)
+
+    def encode_prompt_media(self, model_kwargs):
+        """transformers (>= 5.2x) encodes a VLM's images and video before the prefill, as ``mm_encoder_outputs``
+        (so that beams can repeat them per sample); so does genplug, with the model's own method."""
+        encode = getattr(self.model, "_prepare_multimodal_encoder_kwargs_for_generation", None)
+        supports = getattr(self.model, "_supports_mm_encoder_outputs", None)
+        modalities = getattr(self.model, "input_modalities", ()) or ()
+        if encode is None or supports is None or not supports() or not any(m in modalities for m in ("image", "video")):
+            return model_kwargs
+        return encode(dict(model_kwargs))
+
+    def expand_inputs(self, input_ids, times, model_kwargs):
+        """transformers' own expansion where it knows more than row repetition: encoded images repeated per
+        sample group (``mm_encoder_outputs``), or a model class with its own ``_expand_inputs_for_generation``."""
+        own = getattr(type(self.model), "_expand_inputs_for_generation", None)
+        generic = getattr(loaded_transformers().GenerationMixin, "_expand_inputs_for_generation", None)
+        if own is None or (own is generic and not model_kwargs.get("mm_encoder_outputs")):
+            return super().expand_inputs(input_ids, times, model_kwargs)
+        cache = model_kwargs.pop("past_key_values", None)
+        input_ids, model_kwargs = self.model._expand_inputs_for_generation(
+            expand_size=times, is_encoder_decoder=self.is_encoder_decoder, input_ids=input_ids, **model_kwargs)
+        model_kwargs["past_key_values"] = cache
+        return input_ids, model_kwargs
+
     def prompt_only_inputs(self) -> FrozenSet[str]:
         """genplug's list, and the one of the installed transformers (``MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL``),
         which grows with its model families."""

@@ -133,6 +133,55 @@ def test_the_image_changes_the_text():
 
 def test_image_prompts_are_not_chunked():
     ids, mask, pixels = _image_prompt()
-    with pytest.raises(GenerationInputError, match="pixel_values"):
+    with pytest.raises(GenerationInputError, match="in one piece"):
         genplug.generate(llava(), ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=2, pad_token_id=0,
                          prefill_chunk_size=4)
+
+
+@functools.lru_cache(maxsize=None)
+def qwen2_vl(version: str):
+    """A tiny Qwen2-VL / Qwen2.5-VL: 3-D rotary positions (time, height, width) for image tokens."""
+    torch.manual_seed(0)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                vocab_size=160, rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 1e4})
+    tokens = dict(image_token_id=150, video_token_id=151, vision_start_token_id=152)
+    if version == "2":
+        vision = dict(depth=1, embed_dim=32, hidden_size=32, num_heads=4, patch_size=2, spatial_merge_size=1,
+                      temporal_patch_size=1, in_channels=3)
+        return transformers.Qwen2VLForConditionalGeneration(
+            transformers.Qwen2VLConfig(text_config=text, vision_config=vision, **tokens)).eval()
+    vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=2, spatial_merge_size=1,
+                  temporal_patch_size=1, in_channels=3, out_hidden_size=32, fullatt_block_indexes=[0], window_size=4)
+    return transformers.Qwen2_5_VLForConditionalGeneration(
+        transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)).eval()
+
+
+@pytest.mark.parametrize("version", ["2", "2.5"])
+@pytest.mark.parametrize("mode", [dict(), dict(do_sample=True, top_k=20), dict(num_beams=2, num_return_sequences=2)])
+def test_vision_rotary_positions_and_grouped_pixels(version, mode):
+    """The model's own 3-D prompt positions, continued one per new token; pixel patches (not one row per
+    sample) encoded before the prefill and repeated per sample for beams -- as transformers' generate does."""
+    grid = torch.tensor([[1, 2, 2], [1, 4, 2]])  # two images of 4 and 8 patches
+    pixels = torch.randn(int(grid.prod(-1).sum()), 12, generator=torch.Generator().manual_seed(3))
+    text = torch.randint(4, 140, (2, 5), generator=torch.Generator().manual_seed(1))
+    first = torch.cat([torch.tensor([7, 8, 9, 10, 152]), torch.full((4,), 150), text[0]])
+    second = torch.cat([torch.tensor([152]), torch.full((8,), 150), text[1]])
+    ids = torch.stack([first, second])
+    mask = torch.ones_like(ids)
+    ours, theirs = run_both(qwen2_vl(version), seed=4, input_ids=ids, attention_mask=mask, pixel_values=pixels,
+                            image_grid_thw=grid, mm_token_type_ids=(ids == 150).long(), max_new_tokens=6,
+                            pad_token_id=0, return_dict_in_generate=True, output_scores=True, **mode)
+    assert_same(ours, theirs, check=("scores",))
+
+
+def test_position_ids_given_with_the_prompt_are_continued():
+    """transformers takes the caller's positions for the prompt and adds one per new token; so does genplug
+    (and leaves the CUDA-graph loop, whose positions follow the mask)."""
+    ids, mask = left_padded(batch=2, length=7, pads=(0, 0))
+    positions = torch.tensor([0, 1, 2, 3, 20, 21, 22]).expand(2, -1)  # a gap: rotary positions are relative
+    ours, theirs = run_both(tiny_model("llama"), input_ids=ids, position_ids=positions, max_new_tokens=5,
+                            return_dict_in_generate=True, output_scores=True)
+    assert_same(ours, theirs, check=("scores",))
+    plain = genplug.generate(tiny_model("llama"), ids, max_new_tokens=5, return_dict_in_generate=True,
+                             output_scores=True)
+    assert not torch.allclose(plain.scores[0], ours.scores[0])
