@@ -180,7 +180,8 @@ def _generate(pm, model, custom_callable, call, kwargs):
         pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id, num_beams=config.num_beams or 1,
         strategy=strategy_name,
         attention_mask=None if adapter.is_encoder_decoder else model_kwargs.get("attention_mask"),
-        is_encoder_decoder=adapter.is_encoder_decoder, encoder_input_ids=encoder_input_ids, tokenizer=tokenizer,
+        is_encoder_decoder=adapter.is_encoder_decoder, tokenizer=tokenizer,
+        encoder_input_ids=None if encoder_input_ids.is_floating_point() else encoder_input_ids,  # ids, not embeddings
         model=adapter, prefix_allowed_tokens_fn=call["prefix_allowed_tokens_fn"],
         negative_prompt_ids=call["negative_prompt_ids"],
         negative_prompt_attention_mask=call["negative_prompt_attention_mask"], model_kwargs=model_kwargs,
@@ -278,6 +279,13 @@ def _main_inputs(adapter: ModelAdapter, inputs, model_kwargs: Dict[str, Any], co
     embeds = model_kwargs.get("inputs_embeds")
     if embeds is not None and not adapter.is_encoder_decoder:
         inputs = _embedded_prompt(adapter, inputs, embeds)
+    elif embeds is not None:  # the encoder's input, as embeddings
+        if inputs is not None:
+            raise GenerationInputError(f"both {name} and inputs_embeds were given for the encoder; pass one of them")
+        inputs = model_kwargs.pop("inputs_embeds")
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() != 3 or not inputs.dtype.is_floating_point:
+            raise GenerationInputError("inputs_embeds must be a float tensor of shape (batch, length, hidden_size)")
+        return inputs, model_kwargs
     if inputs is None:
         if config.bos_token_id is None:
             raise GenerationInputError("no prompt was given and bos_token_id is not set: nothing to start from")
@@ -332,9 +340,10 @@ def _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos) -> None:
 
 def _encoder_decoder_inputs(adapter, encoder_input_ids, model_kwargs, config):
     mask = model_kwargs.get("attention_mask")
+    embedded = encoder_input_ids.dim() == 3 and adapter.main_input_name == "input_ids"  # inputs_embeds
     if mask is not None:
-        prep.check_attention_mask(mask, encoder_input_ids)
-    elif config.pad_token_id is not None and adapter.main_input_name == "input_ids":
+        prep.check_attention_mask(mask, encoder_input_ids[..., 0] if embedded else encoder_input_ids)
+    elif config.pad_token_id is not None and adapter.main_input_name == "input_ids" and not embedded:
         model_kwargs["attention_mask"] = (encoder_input_ids != config.pad_token_id).long()
     if model_kwargs.get("encoder_outputs") is None:
         # the encoder's attentions / hidden states are part of the output when the config asks for them

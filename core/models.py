@@ -157,7 +157,10 @@ class ModelAdapter:
         params = inspect.signature(encoder.forward).parameters
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             kwargs = {k: v for k, v in kwargs.items() if k in params}
-        kwargs[self.main_input_name if self.main_input_name in params else "input_ids"] = inputs_tensor
+        name = self.main_input_name if self.main_input_name in params else "input_ids"
+        if name == "input_ids" and inputs_tensor.is_floating_point():
+            name = "inputs_embeds"  # the prompt was given as embeddings
+        kwargs[name] = inputs_tensor
         if "return_dict" in params:
             kwargs["return_dict"] = True
         return encoder(**kwargs)

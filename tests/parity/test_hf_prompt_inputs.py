@@ -185,3 +185,14 @@ def test_position_ids_given_with_the_prompt_are_continued():
     plain = genplug.generate(tiny_model("llama"), ids, max_new_tokens=5, return_dict_in_generate=True,
                              output_scores=True)
     assert not torch.allclose(plain.scores[0], ours.scores[0])
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+@pytest.mark.parametrize("mode", [dict(), dict(do_sample=True, top_k=20), dict(num_beams=2)])
+def test_encoder_inputs_as_embeddings(name, mode):
+    """An encoder-decoder model's encoder takes the embeddings; the decoder starts from its start token."""
+    ids, mask = left_padded(batch=2, length=7, pads=(0, 2))
+    embeds = tiny_model(name).get_input_embeddings()(ids).detach()
+    ours, theirs = run_both(tiny_model(name), seed=6, inputs_embeds=embeds, attention_mask=mask, max_new_tokens=5,
+                            return_dict_in_generate=True, output_scores=True, **mode)
+    assert_same(ours, theirs, check=("scores",))
