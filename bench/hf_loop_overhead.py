@@ -14,13 +14,16 @@ shows. Both libraries run in this process, on one thread, for 256 new tokens wit
   through the same kind of cache, i.e. what the loop itself costs per step (native_kernels=False).
 
 Targets: ratio <= 0.8 for greedy, <= 0.6 for sampling. ``--profile`` prints what dominates genplug's
-loop (cProfile). ``--family qwen3`` measures a tiny Qwen3 instead (per-head q/k norms).
-Run: ``python bench/hf_loop_overhead.py [--runs 7] [--profile] [--family llama|qwen3]``.
+loop (cProfile). ``--family qwen3`` measures a tiny Qwen3 instead (per-head q/k norms); ``mamba`` and
+``jamba`` models with recurrent state, which run on transformers' own cache in both libraries (no native
+kernels: both genplug columns run the transformers forward).
+Run: ``python bench/hf_loop_overhead.py [--runs 7] [--profile] [--family llama|qwen3|mamba|jamba]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import cProfile
 import io
 import pstats
@@ -49,6 +52,13 @@ def build_model(family: str = "llama"):
                  num_key_value_heads=2, vocab_size=128, eos_token_id=EOS, bos_token_id=1)
     if family == "qwen3":
         return transformers.Qwen3ForCausalLM(transformers.Qwen3Config(head_dim=8, **shape)).eval()
+    if family == "mamba":
+        return transformers.MambaForCausalLM(transformers.MambaConfig(
+            hidden_size=32, num_hidden_layers=2, state_size=4, vocab_size=128, eos_token_id=EOS, bos_token_id=1)).eval()
+    if family == "jamba":  # a Mamba layer, then an attention layer with experts
+        return transformers.JambaForCausalLM(transformers.JambaConfig(
+            attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1, num_experts=2,
+            mamba_d_state=4, **shape)).eval()
     return transformers.LlamaForCausalLM(transformers.LlamaConfig(**shape)).eval()
 
 
@@ -71,11 +81,12 @@ def run_transformers(model, ids, mode):
 def bare_forwards(model, ids, make_cache):
     """Prefill plus NEW_TOKENS - 1 one-token forwards through a cache: the model work of one generate."""
     cache = make_cache()
+    name = "cache_params" if "cache_params" in inspect.signature(model.forward).parameters else "past_key_values"
     with torch.no_grad():
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{name: cache})
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         for _ in range(NEW_TOKENS - 1):
-            out = model(input_ids=token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = model(input_ids=token, use_cache=True, logits_to_keep=1, **{name: cache})
             token = out.logits[:, -1].argmax(-1, keepdim=True)
 
 
@@ -96,7 +107,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs per measurement (median reported)")
     parser.add_argument("--profile", action="store_true", help="cProfile genplug's sampling run")
-    parser.add_argument("--family", choices=("llama", "qwen3"), default="llama")
+    parser.add_argument("--family", choices=("llama", "qwen3", "mamba", "jamba"), default="llama")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
@@ -106,6 +117,7 @@ def main(argv=None):
     from genplug.plugins.caches.dynamic import DynamicCache as GenplugDynamicCache
 
     model = build_model(args.family)
+    recurrent = args.family in ("mamba", "jamba")  # genplug's key/value caches cannot hold their state
     ids = torch.randint(4, 128, (1, PROMPT_LENGTH), generator=torch.Generator().manual_seed(0))
     for mode in MODES:  # the two libraries must agree before their speed means anything
         assert torch.equal(run_genplug(model, ids, mode), run_transformers(model, ids, mode)), mode
@@ -113,7 +125,8 @@ def main(argv=None):
 
     measured = median_seconds({
         "bare transformers": lambda: bare_forwards(model, ids, lambda: transformers.DynamicCache(config=model.config)),
-        "bare genplug": lambda: bare_forwards(model, ids, lambda: GenplugDynamicCache(model.config)),
+        "bare genplug": lambda: bare_forwards(model, ids, lambda: (
+            transformers.DynamicCache(config=model.config) if recurrent else GenplugDynamicCache(model.config))),
         **{f"{mode} transformers": (lambda mode=mode: run_transformers(model, ids, mode)) for mode in MODES},
         **{f"{mode} genplug": (lambda mode=mode: run_genplug(model, ids, mode)) for mode in MODES},
         **{f"{mode} genplug hf-forward": (lambda mode=mode: run_genplug(model, ids, mode, False)) for mode in MODES},
