@@ -1,5 +1,6 @@
 """The per-step model inputs every decoding loop needs besides the tokens: the attention mask and the
-position ids over the whole call, preallocated once.
+position ids over the whole call, preallocated once, and what goes with the prompt only (its
+embeddings, images, audio) or with every token (token types).
 
 Shared by the greedy/sampling loop's shape of decoding and the beam strategies: rows may be reordered
 between steps (beam search) because every row of one prompt has the same mask and positions.
@@ -48,8 +49,9 @@ class StepInputs:
     def take(cls, adapter: ModelAdapter, model_kwargs: Dict[str, Any], rows: int, prompt_len: int,
              max_length: int, device: torch.device) -> "StepInputs":
         """Build them from (and remove from) ``model_kwargs``: the decoder-only ``attention_mask``, an
-        encoder-decoder's ``decoder_attention_mask``, any ``position_ids`` (recomputed here), the
-        decoder-only ``inputs_embeds``, the prompt-only and the per-token inputs.
+        encoder-decoder's ``decoder_attention_mask``, the decoder-only ``position_ids`` (the prompt's,
+        continued one per new token; else computed from the mask) and ``inputs_embeds``, the prompt-only
+        and the per-token inputs.
 
         For encoder-decoder models ``attention_mask`` is the encoder's and stays in ``model_kwargs``.
         """
