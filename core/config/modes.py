@@ -55,6 +55,8 @@ def generation_mode(config: Any, assistant_model: Any = None) -> GenerationMode:
         or config.use_mtp
         or config.prompt_lookup_num_tokens is not None
         or config.assistant_early_exit is not None
+        # a candidate generator a plugin registered (transformers' own "dflash" needs an assistant_model)
+        or (config.speculation_type is not None and config.speculation_type != "dflash")
     )
     if assisted:
         if mode in _EXTENSIBLE:

@@ -1,21 +1,64 @@
 """Where assisted decoding's candidate tokens come from: the prompt itself (prompt lookup) or a smaller
 draft model (including the target's own first layers: early exit).
 
-A generator proposes up to ``k`` tokens that the target model then checks in one forward
+A generator proposes up to ``k`` tokens per row that the target model then checks in one forward
 (:mod:`.assisted`); it hears back how many were accepted so it can drop what it computed past them.
+
+The protocol (what a plugin's generator implements, see docs/strategies.md):
+
+* ``candidates(tokens [batch, length])`` -> ``(ids [batch, k], draft_scores [batch, k, vocab] or None)``,
+  or a third item ``lengths [batch]`` when rows propose fewer than ``k`` tokens (the rest is filler);
+* ``accepted(length)``: the sequence now has ``length`` tokens (every row), the last one new to the generator;
+* ``update(n_matches, n_candidates)``: how the round went (for schedules).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
+import attrs
 import torch
 
 from genplug.errors import GenerationInputError
 from genplug.models import ModelAdapter, returned_cache
 from genplug.step_inputs import StepInputs
 
-Candidates = Tuple[torch.LongTensor, Optional[torch.FloatTensor]]  # ([1, k] ids, [1, k, vocab] draft scores or None)
+# ([batch, k] ids, [batch, k, vocab] draft scores or None, [batch] valid lengths)
+Candidates = Tuple[torch.LongTensor, Optional[torch.FloatTensor], torch.LongTensor]
+
+
+@attrs.define
+class CandidateContext:
+    """What a candidate generator's ``build(generation_config, context)`` gets besides the config, for one call.
+
+    ``model`` is the target's adapter (``genplug.models.ModelAdapter``); ``input_ids`` the prompt
+    (``[batch, length]``, decoder ids for encoder-decoder models) with its ``attention_mask`` (decoder-only;
+    None without padding); ``logits_processor`` the call's processors (a draft applies them to its own
+    scores); ``encoder_inputs`` the encoder's input and mask (encoder-decoder models).
+    """
+
+    model: ModelAdapter
+    input_ids: torch.LongTensor
+    logits_processor: Any
+    eos_token_ids: Optional[torch.LongTensor]
+    max_length: int
+    device: torch.device
+    attention_mask: Optional[torch.Tensor] = None
+    assistant_model: Any = None
+    tokenizer: Any = None
+    assistant_tokenizer: Any = None
+    encoder_inputs: Tuple[Any, Any] = (None, None)
+
+
+def padded(rows: List[torch.LongTensor], tokens: torch.LongTensor) -> Candidates:
+    """One row of candidates per sequence (1-D, any lengths) as ``[batch, k]`` ids, filled past each row's
+    length with its last token, and the lengths."""
+    lengths = torch.tensor([row.numel() for row in rows], dtype=torch.long, device=tokens.device)
+    width = int(lengths.max()) if rows else 0
+    ids = tokens[:, -1:].repeat(1, width)
+    for index, row in enumerate(rows):
+        ids[index, :row.numel()] = row
+    return ids, None, lengths
 
 
 class PromptLookupCandidates:
@@ -24,6 +67,7 @@ class PromptLookupCandidates:
 
     As in transformers: the earliest occurrence wins, at most ``num_output_tokens`` tokens are taken
     (never past ``max_length``), a candidate the processors would forbid ends the run, and so does an EOS.
+    Each row of a batch is looked up in its own tokens.
     """
 
     def __init__(self, eos_token_ids, num_output_tokens: int, max_matching_ngram_size: int, max_length: int,
@@ -38,35 +82,43 @@ class PromptLookupCandidates:
         self.vocab_size = vocab_size
 
     def candidates(self, tokens: torch.LongTensor) -> Candidates:
+        if self.max_length == tokens.shape[1] + 1:
+            return padded([tokens[0, :0]] * tokens.shape[0], tokens)
+        return padded([self._row(tokens, index) for index in range(tokens.shape[0])], tokens)
+
+    def _row(self, tokens: torch.LongTensor, row: int) -> torch.LongTensor:
         length = tokens.shape[1]
-        none = tokens[:, :0]
-        if self.max_length == length + 1:
-            return none, None
+        seq = tokens[row]
         for size in range(min(self.max_matching_ngram_size, length - 1), 0, -1):
-            windows = tokens.unfold(1, size, 1)
-            starts = (windows == tokens[0, -size:]).all(dim=2)[0].nonzero().flatten().tolist()
+            windows = seq.unfold(0, size, 1)
+            starts = (windows == seq[-size:]).all(dim=1).nonzero().flatten().tolist()
             for start in starts:
                 begin = start + size
                 end = min(begin + self.num_output_tokens, length, self.max_length)
                 if begin >= end:
                     continue
-                chosen = self._allowed_prefix(tokens, tokens[0, begin:end])
+                chosen = self._allowed_prefix(tokens, row, seq[begin:end])
                 if chosen.numel() == 0:
                     continue
                 if self.eos_token_ids is not None:
                     is_eos = torch.isin(chosen, self.eos_token_ids.to(chosen.device)).nonzero()
                     if is_eos.numel():
                         chosen = chosen[: int(is_eos[0])]
-                return (chosen[None, :], None) if chosen.numel() else (none, None)
-        return none, None
+                return chosen
+        return seq[:0]
 
-    def _allowed_prefix(self, tokens, chosen):
-        """``chosen`` up to the first token the processors would set to -inf (or the lowest float)."""
+    def _allowed_prefix(self, tokens, row: int, chosen):
+        """``chosen`` up to the first token the processors would set to -inf (or the lowest float) for ``row``.
+
+        The processors see the whole batch (they may keep per-row state or ask a callback by row index);
+        the other rows' histories are extended with their last token."""
         if not self.processors:
             return chosen
         ones = torch.ones(tokens.shape[0], self.vocab_size, dtype=torch.float32, device=tokens.device)
         for i, token in enumerate(chosen.tolist()):
-            score = float(self.processors(torch.cat((tokens, chosen[None, :i]), dim=1), ones.clone())[0, token])
+            history = torch.cat((tokens, tokens[:, -1:].expand(-1, i)), dim=1)
+            history[row, tokens.shape[1]:] = chosen[:i]
+            score = float(self.processors(history, ones.clone())[row, token])
             if score in (float("-inf"), torch.finfo(torch.float32).min):
                 return chosen[:i]
         return chosen
@@ -112,13 +164,17 @@ class DraftModelCandidates:
         return out.logits[:, -1, :].float()
 
     def candidates(self, tokens: torch.LongTensor) -> Candidates:
-        length = tokens.shape[1]
+        length, rows = tokens.shape[1], tokens.shape[0]
         budget = min(int(self.num_tokens), self.max_length - length - 1)
         if budget <= 0:
-            return tokens[:, :0], None
-        buffer = torch.cat((tokens, tokens.new_zeros(1, budget)), dim=1)
+            return tokens[:, :0], None, tokens.new_zeros(rows)
+        buffer = torch.cat((tokens, tokens.new_zeros(rows, budget)), dim=1)
         logits = self._forward(buffer, self.seen, length)
         drafted, draft_scores = [], []
+        # a row stops drafting after an EOS or a token below the confidence threshold (that token still counts);
+        # the batch drafts on while any row does
+        lengths = torch.full((rows,), budget, dtype=torch.long, device=tokens.device)
+        stopped = torch.zeros(rows, dtype=torch.bool, device=tokens.device)
         for i in range(budget):
             scores = self.processors(buffer[:, :length + i], logits) if self.processors else logits
             probs = torch.softmax(scores, dim=-1)
@@ -126,13 +182,18 @@ class DraftModelCandidates:
             buffer[:, length + i] = token
             drafted.append(token)
             draft_scores.append(scores)
-            if self.eos_token_ids is not None and bool(torch.isin(token, self.eos_token_ids.to(token.device)).any()):
-                break
-            if self.confidence_threshold is not None and float(probs[0, token[0]]) < self.confidence_threshold:
+            stops = torch.zeros_like(stopped)
+            if self.eos_token_ids is not None:
+                stops |= torch.isin(token, self.eos_token_ids.to(token.device))
+            if self.confidence_threshold is not None:
+                stops |= probs.gather(1, token[:, None])[:, 0] < self.confidence_threshold
+            lengths = torch.where(stops & ~stopped, i + 1, lengths)
+            stopped |= stops
+            if bool(stopped.all()):
                 break
             if i + 1 < budget:
                 logits = self._forward(buffer, length + i, length + i + 1)
-        return torch.stack(drafted, dim=1), torch.stack(draft_scores, dim=1)
+        return torch.stack(drafted, dim=1), torch.stack(draft_scores, dim=1), lengths.clamp_(max=len(drafted))
 
     def accepted(self, length: int) -> None:
         """The sequence now has ``length`` tokens, the last one new to the draft: drop the rest."""
