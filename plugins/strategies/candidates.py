@@ -84,7 +84,32 @@ class PromptLookupCandidates:
     def candidates(self, tokens: torch.LongTensor) -> Candidates:
         if self.max_length == tokens.shape[1] + 1:
             return padded([tokens[0, :0]] * tokens.shape[0], tokens)
+        if not self.processors:  # every row at once: the first occurrence is always taken
+            return self._batch(tokens)
         return padded([self._row(tokens, index) for index in range(tokens.shape[0])], tokens)
+
+    def _batch(self, tokens: torch.LongTensor) -> Candidates:
+        """:meth:`_row` for every row in tensor operations (without processors nothing makes the search
+        move on from the earliest occurrence of the longest n-gram)."""
+        rows, length = tokens.shape
+        found = torch.zeros(rows, dtype=torch.bool, device=tokens.device)
+        begin = torch.zeros(rows, dtype=torch.long, device=tokens.device)
+        for size in range(min(self.max_matching_ngram_size, length - 1), 0, -1):
+            hits = (tokens.unfold(1, size, 1) == tokens[:, None, -size:]).all(dim=2)
+            hits[:, -1] = False  # the trailing n-gram itself: nothing follows it
+            new = hits.any(dim=1) & ~found
+            begin = torch.where(new, hits.int().argmax(dim=1) + size, begin)
+            found |= new
+        end = torch.clamp(begin + self.num_output_tokens, max=min(length, self.max_length))
+        lengths = torch.where(found, end - begin, 0)
+        width = int(lengths.max()) if rows else 0
+        index = (begin[:, None] + torch.arange(width, device=tokens.device)).clamp(max=length - 1)
+        ids = tokens.gather(1, index)
+        if self.eos_token_ids is not None and width:
+            is_eos = torch.isin(ids, self.eos_token_ids.to(ids.device)) & (torch.arange(width, device=ids.device) < lengths[:, None])
+            lengths = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), lengths)
+        ids = torch.where(torch.arange(width, device=ids.device) < lengths[:, None], ids, tokens[:, -1:])
+        return ids, None, lengths
 
     def _row(self, tokens: torch.LongTensor, row: int) -> torch.LongTensor:
         length = tokens.shape[1]

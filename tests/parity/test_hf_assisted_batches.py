@@ -209,3 +209,19 @@ def test_transformers_refuses_batches_genplug_does_not():
     out = genplug.generate(copy.deepcopy(model), ids, attention_mask=mask, max_new_tokens=4, prompt_lookup_num_tokens=3,
                            pad_token_id=0)
     assert out.shape == (2, ids.shape[1] + 4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prompt_lookup_for_the_whole_batch_equals_row_by_row(seed):
+    """The batched search (no processors) finds what the per-row search finds, EOS cuts included."""
+    from genplug.plugins.strategies.candidates import PromptLookupCandidates
+
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, 6, (5, 14), generator=g)  # a small alphabet: many repeated n-grams
+    eos = torch.tensor([int(torch.randint(0, 6, (), generator=g))])
+    for n, size, max_length in ((4, 2, 40), (3, 3, 16), (1, 1, 40), (10, 2, 17)):
+        lookup = PromptLookupCandidates(eos, n, size, max_length)
+        ids, _, lengths = lookup.candidates(tokens)
+        for row in range(tokens.shape[0]):
+            expected = lookup._row(tokens, row)
+            assert int(lengths[row]) == expected.numel() and torch.equal(ids[row, :expected.numel()], expected)
