@@ -14,10 +14,13 @@ shows. Both libraries run in this process, on one thread, for 256 new tokens wit
   through the same kind of cache, i.e. what the loop itself costs per step (native_kernels=False).
 
 Targets: ratio <= 0.8 for greedy, <= 0.6 for sampling. ``--profile`` prints what dominates genplug's
-loop (cProfile). ``--family qwen3`` measures a tiny Qwen3 instead (per-head q/k norms); ``mamba`` and
-``jamba`` models with recurrent state, which run on transformers' own cache in both libraries (no native
-kernels: both genplug columns run the transformers forward).
-Run: ``python bench/hf_loop_overhead.py [--runs 7] [--profile] [--family llama|qwen3|mamba|jamba]``.
+loop (cProfile). ``--family qwen3`` measures a tiny Qwen3 instead (per-head q/k norms); ``gemma``,
+``gemma2`` (eager attention with soft-capped scores, final logit soft-capping, 4 norms per layer) and
+``gemma3`` (q/k norms, a local RoPE on its sliding layers) the Gemmas, with a sliding layer whose 64-token
+window the generation outgrows; ``mamba`` and ``jamba`` models with recurrent state, which run on
+transformers' own cache in both libraries (no native kernels: both genplug columns run the transformers
+forward).
+Run: ``python bench/hf_loop_overhead.py [--runs 7] [--profile] [--family llama|qwen3|gemma|gemma2|gemma3|mamba|jamba]``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ def build_model(family: str = "llama"):
                  num_key_value_heads=2, vocab_size=128, eos_token_id=EOS, bos_token_id=1)
     if family == "qwen3":
         return transformers.Qwen3ForCausalLM(transformers.Qwen3Config(head_dim=8, **shape)).eval()
+    if family == "gemma":
+        return transformers.GemmaForCausalLM(transformers.GemmaConfig(head_dim=8, **shape)).eval()
+    if family == "gemma2":  # layer 0 slides over 64 tokens, layer 1 attends to everything
+        return transformers.Gemma2ForCausalLM(transformers.Gemma2Config(head_dim=8, sliding_window=64, **shape)).eval()
+    if family == "gemma3":
+        return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(
+            head_dim=8, sliding_window=64, layer_types=["sliding_attention", "full_attention"], **shape)).eval()
     if family == "mamba":
         return transformers.MambaForCausalLM(transformers.MambaConfig(
             hidden_size=32, num_hidden_layers=2, state_size=4, vocab_size=128, eos_token_id=EOS, bos_token_id=1)).eval()
@@ -107,7 +117,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs per measurement (median reported)")
     parser.add_argument("--profile", action="store_true", help="cProfile genplug's sampling run")
-    parser.add_argument("--family", choices=("llama", "qwen3", "mamba", "jamba"), default="llama")
+    parser.add_argument("--family", choices=("llama", "qwen3", "gemma", "gemma2", "gemma3", "mamba", "jamba"),
+                        default="llama")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
@@ -115,6 +126,7 @@ def main(argv=None):
     import transformers
 
     from genplug.plugins.caches.dynamic import DynamicCache as GenplugDynamicCache
+    from genplug.plugins.transformers.adapter import TransformersAdapter
 
     model = build_model(args.family)
     recurrent = args.family in ("mamba", "jamba")  # genplug's key/value caches cannot hold their state
@@ -125,8 +137,10 @@ def main(argv=None):
 
     measured = median_seconds({
         "bare transformers": lambda: bare_forwards(model, ids, lambda: transformers.DynamicCache(config=model.config)),
+        # genplug's cache as genplug hands it to the model (a transformers view for Gemma 2/3's layer mix)
         "bare genplug": lambda: bare_forwards(model, ids, lambda: (
-            transformers.DynamicCache(config=model.config) if recurrent else GenplugDynamicCache(model.config))),
+            transformers.DynamicCache(config=model.config) if recurrent
+            else TransformersAdapter(model).cache_for_model(GenplugDynamicCache(model.config)))),
         **{f"{mode} transformers": (lambda mode=mode: run_transformers(model, ids, mode)) for mode in MODES},
         **{f"{mode} genplug": (lambda mode=mode: run_genplug(model, ids, mode)) for mode in MODES},
         **{f"{mode} genplug hf-forward": (lambda mode=mode: run_genplug(model, ids, mode, False)) for mode in MODES},

@@ -1,4 +1,4 @@
-"""Run a transformers Llama / Mistral / Qwen2 / Qwen3 model on genplug's native kernels, sharing its weights.
+"""Run a transformers Llama / Mistral / Qwen2 / Qwen3 / Gemma model on genplug's native kernels over its own weights.
 
 transformers' modules cost most of a decode step wherever the model is small or the GPU is fed one
 kernel at a time: on one CPU thread, a tiny Llama's forward is ~2 ms of Python per token, and on a GPU
@@ -9,13 +9,14 @@ model's own tensors -- nothing is copied, so it follows in-place weight updates 
 The twin is used only where it computes what the transformers model would:
 
 * the model is a stock ``LlamaForCausalLM`` / ``MistralForCausalLM`` / ``Qwen2ForCausalLM`` /
-  ``Qwen3ForCausalLM`` whose
+  ``Qwen3ForCausalLM`` / ``GemmaForCausalLM`` / ``Gemma2ForCausalLM`` / ``Gemma3ForCausalLM`` whose
   every submodule is of a class from that model's transformers module, ``torch.nn`` or
   ``transformers.activations`` (a PEFT adapter, a quantized linear or any replaced module disables it);
 * no forward hook or pre-hook is registered, on any module or globally, and no forward was replaced
   (on an instance, as accelerate's hooks do, or on a class);
 * unquantized floating-point weights on one device, eval mode, SDPA or eager attention, and a config
-  the native family supports (rope types default/llama3/linear/dynamic, no ``pretraining_tp``);
+  the native family supports (rope types default/llama3/linear/dynamic, no ``pretraining_tp``, no
+  bidirectional Gemma attention);
 * per call: the cache is genplug's (or none) and no model argument beyond the native forward's is given.
 
 Switch it off with ``native_kernels=False`` (a generation config field owned by this plugin).
@@ -31,7 +32,8 @@ import torch
 from torch import nn
 
 _SUPPORTED = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
-              "Qwen3ForCausalLM": "qwen3"}
+              "Qwen3ForCausalLM": "qwen3", "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2",
+              "Gemma3ForCausalLM": "gemma3_text"}
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 _TWINS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (fingerprint, twin)
 
@@ -40,7 +42,7 @@ def why_no_twin(model: Any) -> Optional[str]:
     """None when :func:`native_twin` can stand in for ``model``, else the reason it cannot."""
     name = type(model).__name__
     if name not in _SUPPORTED:
-        return f"{name} is not a Llama, Mistral, Qwen2 or Qwen3 causal LM"
+        return f"{name} is not a Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2 or Gemma 3 causal LM"
     home = type(model).__module__
     if not home.startswith("transformers.models."):
         return f"{name} comes from {home}, not from transformers"
@@ -53,6 +55,8 @@ def why_no_twin(model: Any) -> Optional[str]:
         return "pretraining_tp > 1"
     if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return f"attention implementation {config._attn_implementation!r}"
+    if name == "Gemma2ForCausalLM" and config._attn_implementation == "sdpa" and config.attn_logit_softcapping:
+        return "SDPA attention with attn_logit_softcapping (transformers refuses the pair; eager attention caps)"
     allowed = (home, "torch.nn.modules.", "transformers.activations")
     for module in model.modules():
         if not type(module).__module__.startswith(allowed):
@@ -143,11 +147,17 @@ def _build(model):
     ours.embed_tokens.weight_t = nn.Parameter(theirs.embed_tokens.weight.t(), requires_grad=False)
     ours.rotary_emb = RotaryEmbedding(config.rope_parameters, config.head_dim, config.max_position_embeddings,
                                       device=device)
+    if config.local_rope_parameters is not None:
+        ours.local_rotary_emb = RotaryEmbedding(config.local_rope_parameters, config.head_dim,
+                                                config.max_position_embeddings, device=device)
     ours.norm.weight = theirs.norm.weight
+    norms = ["input_layernorm", "post_attention_layernorm"]
+    if config.sandwich_norms:
+        norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
     for mine, their in zip(ours.layers, theirs.layers):
         attention, mlp = their.self_attn, their.mlp
-        mine.input_layernorm.weight = their.input_layernorm.weight
-        mine.post_attention_layernorm.weight = their.post_attention_layernorm.weight
+        for norm in norms:
+            getattr(mine, norm).weight = getattr(their, norm).weight
         mine.self_attn.qkv_proj = ConcatProjection([attention.q_proj, attention.k_proj, attention.v_proj])
         if config.qk_norm:
             mine.self_attn.q_norm.weight = attention.q_norm.weight

@@ -5,6 +5,7 @@ Oracles: transformers' own generate (token for token, scores within 1e-5) and th
 """
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -15,9 +16,40 @@ import genplug.graph_loop as graph_loop
 from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
 from genplug.plugins.transformers.native_twin import native_twin, why_no_twin
 
-from parity_tools import assert_same, left_padded, prompt, run_both, tiny_model
+from parity_tools import VOCAB, assert_same, left_padded, prompt, run_both, tiny_model
 
 SCORES = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
+
+GEMMA_SHAPE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=8, vocab_size=VOCAB)
+SLIDING_FIRST = ["sliding_attention", "full_attention", "sliding_attention"]  # Gemma 2/3's alternation
+GEMMA = {
+    "gemma": lambda window: transformers.GemmaForCausalLM(transformers.GemmaConfig(**GEMMA_SHAPE)),  # SDPA
+    # eager attention (soft-capped scores), final logit soft-cap, query_pre_attn_scalar, four norms per layer
+    "gemma2": lambda window: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+        **GEMMA_SHAPE, sliding_window=window, layer_types=SLIDING_FIRST, attn_logit_softcapping=2.0,
+        final_logit_softcapping=3.0, query_pre_attn_scalar=12)),
+    # SDPA, q/k norms, a linear-scaled global RoPE and a local one of another base
+    "gemma3": lambda window: transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(
+        **GEMMA_SHAPE, sliding_window=window, layer_types=SLIDING_FIRST, final_logit_softcapping=3.0,
+        query_pre_attn_scalar=12, rope_parameters={
+            "full_attention": {"rope_type": "linear", "rope_theta": 1_000_000.0, "factor": 4.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}})),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def gemma_model(name: str, window: int = 4):
+    """A tiny Gemma with every weight random -- norms too (transformers starts them at 0, i.e. a scale
+    of 1 + 0) -- and large enough for the soft-caps to bend scores and logits. Shared: do not modify."""
+    torch.manual_seed(0)
+    model = GEMMA[name](window).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            std = 0.5 if "norm" in parameter_name else 0.2
+            parameter.copy_(std * torch.randn(parameter.shape, generator=generator))
+    return model
 
 
 @pytest.fixture
@@ -33,7 +65,7 @@ def twin_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("name", ["llama", "llama_sdpa", "qwen2", "qwen3", "mistral"])
+@pytest.mark.parametrize("name", ["llama", "llama_sdpa", "qwen2", "qwen3", "mistral", "gemma2"])
 def test_twin_logits_match_the_transformers_forward(name):
     model = tiny_model(name)
     assert why_no_twin(model) is None
@@ -44,7 +76,7 @@ def test_twin_logits_match_the_transformers_forward(name):
     assert (ours - theirs).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "mistral"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "mistral", "gemma2"])
 @pytest.mark.parametrize("sampling", [False, True])
 def test_generate_through_the_twin_matches_transformers(name, sampling, twin_calls):
     model = tiny_model(name)
@@ -54,6 +86,67 @@ def test_generate_through_the_twin_matches_transformers(name, sampling, twin_cal
                             max_new_tokens=10, pad_token_id=0, **extra, **SCORES)
     assert twin_calls, "the twin did not run"
     assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("name", list(GEMMA))
+def test_gemma_twin_logits_match_within_1e_5_with_left_padding_and_short_windows(name):
+    """11 tokens, windows of 4 on the sliding layers; left-padded rows; the prompt as embeddings too
+    (transformers scales token embeddings inside its embedding module, never given ones)."""
+    model = gemma_model(name)
+    assert why_no_twin(model) is None
+    input_ids, mask = left_padded(batch=3, length=11, pads=(0, 3, 6))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    twin = native_twin(model)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(input_ids)
+        for kwargs in (dict(input_ids=input_ids), dict(input_ids=input_ids, attention_mask=mask, position_ids=positions),
+                       dict(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)):
+            theirs = model(**kwargs).logits
+            ours = twin(**kwargs, logits_to_keep=0).logits
+            assert (ours - theirs)[mask.bool()].abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", list(GEMMA))
+@pytest.mark.parametrize("sampling", [False, True])
+def test_gemma_generate_through_the_twin_matches_transformers(name, sampling, twin_calls):
+    model = gemma_model(name)
+    input_ids, mask = left_padded()
+    extra = dict(do_sample=True, top_k=20, temperature=0.9) if sampling else {}
+    ours, theirs = run_both(model, seed=0 if sampling else None, input_ids=input_ids, attention_mask=mask,
+                            max_new_tokens=12, pad_token_id=0, **extra, **SCORES)
+    assert twin_calls, "the twin did not run"
+    assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("name", list(GEMMA))
+@pytest.mark.parametrize("window", [32, 4], ids=["window covers the cache", "window of 4"])
+def test_gemma_static_cache_through_the_twin(name, window, monkeypatch, twin_calls):
+    """Sliding layers whose window spans the whole static cache (17 tokens) need no eviction: the graph step
+    serves them (Gemma 1 has none). A shorter window makes the static cache shift its sliding buffers: the
+    eager loop runs. Either way: transformers' tokens, and the eager loop's."""
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
+    model = gemma_model(name, window)
+    input_ids, mask = left_padded()
+    kwargs = dict(attention_mask=mask, max_new_tokens=10, pad_token_id=0, cache_implementation="static")
+    theirs = model.generate(input_ids, **kwargs)
+    ours = genplug.generate(model, input_ids, **kwargs)
+    assert twin_calls
+    graph_ran = graph_loop.LAST_CAPTURE_SECONDS is not None
+    assert graph_ran == (name == "gemma" or window == 32)
+    assert torch.equal(ours, theirs)
+    graph_loop.LAST_CAPTURE_SECONDS = None
+    assert torch.equal(genplug.generate(model, input_ids, disable_compile=True, **kwargs), ours)
+    assert graph_loop.LAST_CAPTURE_SECONDS is None  # (that was the eager loop)
+
+
+def test_the_twin_refuses_gemma_configs_it_would_compute_differently():
+    bidirectional = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(
+        **GEMMA_SHAPE, sliding_window=4, use_bidirectional_attention=True)).eval()
+    assert "use_bidirectional_attention" in why_no_twin(bidirectional)
+    capped_sdpa = copy.deepcopy(gemma_model("gemma2"))
+    capped_sdpa.config._attn_implementation = "sdpa"  # transformers itself raises on this pair
+    assert "attn_logit_softcapping" in why_no_twin(capped_sdpa)
 
 
 def test_the_twin_uses_qwen3s_own_query_and_key_norm_weights():
@@ -124,9 +217,9 @@ def test_the_twin_stands_aside_when_it_could_differ(change, expected, twin_calls
         assert torch.equal(out, model.generate(ids, max_new_tokens=4))
 
 
-@pytest.mark.parametrize("name", ["gemma2", "gpt2", "t5"])
+@pytest.mark.parametrize("name", ["gpt2", "t5"])
 def test_other_architectures_keep_the_transformers_forward(name):
-    assert "is not a Llama, Mistral, Qwen2 or Qwen3" in why_no_twin(tiny_model(name))
+    assert "is not a Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2 or Gemma 3" in why_no_twin(tiny_model(name))
 
 
 def test_static_cache_graph_step_through_the_twin(monkeypatch, twin_calls):

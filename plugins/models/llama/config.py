@@ -1,9 +1,10 @@
 """The configuration of a native Llama-family model, read from (and written as) transformers' config.json.
 
-One class covers Llama 2/3, Mistral, Qwen2, Qwen3, SmolLM and TinyLlama: they differ only in a few
-switches (biases on the projections, RMSNorm of each query and key head, a sliding attention window, tied
-embeddings, RoPE scaling). Keys this
-class does not model are kept in ``extra`` so that a config read and written again loses nothing.
+One class covers Llama 2/3, Mistral, Qwen2, Qwen3, Gemma 1/2/3 (text), SmolLM and TinyLlama: they differ
+only in a few switches (biases on the projections, RMSNorm of each query and key head, a sliding attention
+window, tied embeddings, RoPE scaling, and Gemma's norms, embedding scale, attention scale, soft-capping
+and per-layer-type RoPE). Keys this class does not model are kept in ``extra`` so that a config read and
+written again loses nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import attrs
 
 from .errors import CheckpointError
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+GEMMA_TYPES = ("gemma", "gemma2", "gemma3_text")
 SUPPORTED_ACTIVATIONS = ("silu", "swish", "gelu", "gelu_pytorch_tanh", "relu")
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
@@ -31,16 +33,33 @@ _CONSUMED_KEYS = frozenset(
         "bos_token_id", "eos_token_id", "pad_token_id", "dtype", "torch_dtype", "transformers_version",
     }
 )
+# Further keys consumed for Gemma types (Gemma 3's attn_logit_softcapping is not among them: transformers'
+# Gemma 3 attention ignores it, so it is only carried along in ``extra``).
+_GEMMA_CONSUMED_KEYS = {
+    "gemma2": frozenset({"hidden_activation", "query_pre_attn_scalar", "final_logit_softcapping",
+                         "attn_logit_softcapping"}),
+    "gemma3_text": frozenset({"hidden_activation", "query_pre_attn_scalar", "final_logit_softcapping",
+                              "rope_local_base_freq"}),
+}
 
 
 @attrs.define(eq=True)
 class NativeLlamaConfig:
     """Shapes and switches of a Llama-family decoder (the fields transformers' configs use, same names).
 
-    ``qkv_bias`` / ``output_bias`` say which attention projections carry a bias (Llama's and Qwen3's
-    ``attention_bias`` sets both, Qwen2 has q/k/v biases only). ``qk_norm``: every query and key head
-    is RMS-normed (own weights over ``head_dim``) before RoPE, as in Qwen3. ``layer_types[i]`` is
-    ``"sliding_attention"`` where layer ``i`` attends to the last ``sliding_window`` tokens only.
+    ``qkv_bias`` / ``output_bias`` say which attention projections carry a bias (Llama's, Qwen3's and
+    Gemma's ``attention_bias`` sets both, Qwen2 has q/k/v biases only). ``qk_norm``: every query and key
+    head is RMS-normed (own weights over ``head_dim``) before RoPE, as in Qwen3 and Gemma 3.
+    ``layer_types[i]`` is ``"sliding_attention"`` where layer ``i`` attends to the last ``sliding_window``
+    tokens only.
+
+    Gemma's switches: ``unit_offset_norms`` (every RMSNorm scales by ``1 + weight`` and rounds to the
+    input dtype only after scaling), ``scale_embeddings`` (token embeddings times sqrt(hidden_size)),
+    ``sandwich_norms`` (Gemma 2/3: the attention and MLP outputs are normed before the residual add, and
+    the MLP input by its own norm), ``query_pre_attn_scalar`` (attention scores scaled by its inverse
+    square root instead of head_dim's), ``attn_logit_softcapping`` / ``final_logit_softcapping``
+    (``tanh(x / cap) * cap`` on attention scores / logits) and ``local_rope_parameters`` (Gemma 3: the
+    RoPE of sliding layers, when it differs from ``rope_parameters``).
     """
 
     vocab_size: int
@@ -59,6 +78,13 @@ class NativeLlamaConfig:
     output_bias: bool = False
     mlp_bias: bool = False
     qk_norm: bool = False
+    unit_offset_norms: bool = False
+    scale_embeddings: bool = False
+    sandwich_norms: bool = False
+    query_pre_attn_scalar: Optional[float] = None
+    attn_logit_softcapping: Optional[float] = None
+    final_logit_softcapping: Optional[float] = None
+    local_rope_parameters: Optional[Dict[str, Any]] = None
     tie_word_embeddings: bool = False
     sliding_window: Optional[int] = None
     layer_types: List[str] = attrs.field(factory=list)
@@ -121,6 +147,15 @@ class NativeLlamaConfig:
             problems.append(f"layer_types contains {unknown}; only {FULL_ATTENTION!r} and {SLIDING_ATTENTION!r} exist")
         if self.sliding_window is not None and (not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
             problems.append(f"sliding_window={self.sliding_window!r} must be a positive integer or null")
+        for name in ("query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                problems.append(f"{name}={value!r} must be a positive number or null")
+        if self.model_type == "gemma3_text" and self.attn_logit_softcapping is not None:
+            problems.append(
+                f"attn_logit_softcapping={self.attn_logit_softcapping!r} is set on a gemma3_text model, whose attention "
+                "transformers computes without it; leave it unset (null)"
+            )
         if problems:
             raise CheckpointError(
                 f"{source} describes a model genplug's native Llama family cannot build: " + "; ".join(problems)
@@ -156,10 +191,22 @@ class NativeLlamaConfig:
         head_dim = data.get("head_dim") or data["hidden_size"] // heads
         num_layers = data["num_hidden_layers"]
 
-        sliding_window, layer_types = _attention_layout(data, model_type, num_layers)
-        rope = _standard_rope_parameters(data, source)
+        gemma = model_type in GEMMA_TYPES
+        gemma_2_or_3 = model_type in ("gemma2", "gemma3_text")  # defaults below are those of their transformers configs
+        if gemma and data.get("use_bidirectional_attention"):
+            raise CheckpointError(
+                f"{source} sets use_bidirectional_attention=true: that {model_type} model attends in both directions "
+                "(an encoder), which genplug's native causal models do not compute. Load it with transformers instead."
+            )
+        sliding_window, layer_types = _attention_layout(data, model_type, num_layers, source)
+        local_rope = None
+        if model_type == "gemma3_text":
+            rope, local_rope = _gemma3_rope_parameters(data, source)
+        else:
+            rope = _standard_rope_parameters(data, source)
         attention_bias = bool(data.get("attention_bias", False))
         dtype = data.get("dtype") or data.get("torch_dtype")
+        consumed = _CONSUMED_KEYS | _GEMMA_CONSUMED_KEYS.get(model_type, frozenset())
         return cls(
             model_type=model_type,
             vocab_size=data["vocab_size"],
@@ -172,12 +219,21 @@ class NativeLlamaConfig:
             max_position_embeddings=data.get("max_position_embeddings", 2048),
             rms_norm_eps=data.get("rms_norm_eps", 1e-6),
             rope_parameters=rope,
-            hidden_act=data.get("hidden_act", "silu"),
+            hidden_act=_activation(data, model_type),
             qkv_bias=True if model_type == "qwen2" else attention_bias,
-            output_bias=attention_bias if model_type in ("llama", "qwen3") else False,
+            output_bias=attention_bias if model_type in ("llama", "qwen3") or gemma else False,
             mlp_bias=bool(data.get("mlp_bias", False)) if model_type == "llama" else False,
-            qk_norm=model_type == "qwen3",
-            tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
+            qk_norm=model_type in ("qwen3", "gemma3_text"),
+            unit_offset_norms=gemma,
+            scale_embeddings=gemma,
+            sandwich_norms=gemma_2_or_3,
+            query_pre_attn_scalar=data.get("query_pre_attn_scalar", 256) if gemma_2_or_3 else None,
+            attn_logit_softcapping=data.get("attn_logit_softcapping", 50.0) if model_type == "gemma2" else None,
+            final_logit_softcapping=(
+                data.get("final_logit_softcapping", 30.0 if model_type == "gemma2" else None) if gemma_2_or_3 else None
+            ),
+            local_rope_parameters=local_rope,
+            tie_word_embeddings=bool(data.get("tie_word_embeddings", gemma)),
             sliding_window=sliding_window,
             layer_types=layer_types,
             bos_token_id=data.get("bos_token_id"),
@@ -185,7 +241,7 @@ class NativeLlamaConfig:
             pad_token_id=data.get("pad_token_id"),
             dtype=str(dtype).replace("torch.", "") if dtype else None,
             architectures=data.get("architectures"),
-            extra={k: v for k, v in data.items() if k not in _CONSUMED_KEYS},
+            extra={k: v for k, v in data.items() if k not in consumed},
         )
 
     @classmethod
@@ -206,7 +262,8 @@ class NativeLlamaConfig:
         return cls.from_dict(data, source=path)
 
     def to_dict(self) -> Dict[str, Any]:
-        """The config.json dict transformers reads back into LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config."""
+        """The config.json dict transformers reads back into the config class of ``model_type`` (LlamaConfig,
+        MistralConfig, Qwen2Config, Qwen3Config, GemmaConfig, Gemma2Config, Gemma3TextConfig)."""
         data: Dict[str, Any] = dict(self.extra)
         data.update(
             model_type=self.model_type,
@@ -229,12 +286,24 @@ class NativeLlamaConfig:
         )
         if self.model_type == "llama":
             data.update(attention_bias=self.qkv_bias, mlp_bias=self.mlp_bias)
+        elif self.model_type in GEMMA_TYPES:
+            data.update(attention_bias=self.qkv_bias)
         else:
             data.update(sliding_window=self.sliding_window)
         if self.model_type == "qwen3":
             data.update(attention_bias=self.qkv_bias)
         if self.model_type in ("qwen2", "qwen3"):
             data.update(use_sliding_window=self.sliding_window is not None, layer_types=list(self.layer_types))
+        if self.model_type in ("gemma2", "gemma3_text"):
+            data["hidden_activation"] = data.pop("hidden_act")  # Gemma 2/3 configs name it so
+            data.update(sliding_window=self.sliding_window, layer_types=list(self.layer_types),
+                        query_pre_attn_scalar=self.query_pre_attn_scalar,
+                        final_logit_softcapping=self.final_logit_softcapping)
+        if self.model_type == "gemma2":
+            data.update(attn_logit_softcapping=self.attn_logit_softcapping)
+        if self.model_type == "gemma3_text":
+            local = self.local_rope_parameters or self.rope_parameters
+            data.update(rope_parameters={FULL_ATTENTION: dict(self.rope_parameters), SLIDING_ATTENTION: dict(local)})
         if self.dtype:
             data["dtype"] = self.dtype
         return data
@@ -244,13 +313,39 @@ class NativeLlamaConfig:
 
 
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                  "qwen3": "Qwen3ForCausalLM"}
+                  "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
+                  "gemma3_text": "Gemma3ForCausalLM"}
 
 
-def _attention_layout(data: Dict[str, Any], model_type: str, num_layers: int) -> Tuple[Optional[int], List[str]]:
+def _activation(data: Dict[str, Any], model_type: str) -> str:
+    """The MLP's activation, under the key and with the defaults each family's transformers config uses."""
+    if model_type in ("gemma2", "gemma3_text"):
+        return data.get("hidden_activation") or "gelu_pytorch_tanh"
+    if model_type == "gemma":
+        # GemmaConfig reads Gemma 1's legacy "gelu" as the tanh approximation it was trained with
+        activation = data.get("hidden_act") or "gelu_pytorch_tanh"
+        return "gelu_pytorch_tanh" if activation == "gelu" else activation
+    return data.get("hidden_act", "silu")
+
+
+def _attention_layout(
+    data: Dict[str, Any], model_type: str, num_layers: int, source: str = "config.json"
+) -> Tuple[Optional[int], List[str]]:
     """``(sliding_window, layer_types)`` as each model family's transformers code interprets them."""
-    if model_type == "llama":  # Llama has no sliding window, whatever the file says
+    if model_type in ("llama", "gemma"):  # no sliding window, whatever the file says
         return None, [FULL_ATTENTION] * num_layers
+    if model_type in ("gemma2", "gemma3_text"):
+        window = data.get("sliding_window", 4096)
+        layer_types = data.get("layer_types")
+        if layer_types is None:  # the configs' own defaults: every 2nd (Gemma 2) / 6th (Gemma 3) layer is global
+            every = 2 if model_type == "gemma2" else data.get("sliding_window_pattern", 6)
+            layer_types = [SLIDING_ATTENTION if (i + 1) % every else FULL_ATTENTION for i in range(num_layers)]
+        if window is None and SLIDING_ATTENTION in layer_types:
+            raise CheckpointError(
+                f"{source} has sliding_attention layers but sliding_window=null; transformers cannot run that "
+                f"{model_type} model either. Set sliding_window (or make every layer full_attention in layer_types)."
+            )
+        return window, list(layer_types)
     window = data.get("sliding_window")
     if model_type in ("qwen2", "qwen3") and not data.get("use_sliding_window", False):
         window = None
@@ -271,9 +366,28 @@ def _attention_layout(data: Dict[str, Any], model_type: str, num_layers: int) ->
 def _standard_rope_parameters(data: Dict[str, Any], source: str) -> Dict[str, Any]:
     """One flat RoPE dict from either transformers 5's ``rope_parameters`` or the older ``rope_scaling``/``rope_theta``."""
     rope = dict(data.get("rope_parameters") or data.get("rope_scaling") or {})
+    return _checked_rope(rope, data.get("rope_theta", 10000.0), data, source)
+
+
+def _gemma3_rope_parameters(data: Dict[str, Any], source: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(global, local)`` RoPE dicts of a Gemma 3 text config: transformers 5 nests them per layer type;
+    older files give ``rope_theta`` / ``rope_scaling`` for the global layers and ``rope_local_base_freq``
+    for the local ones."""
+    nested = data.get("rope_parameters")
+    if not (isinstance(nested, dict) and (FULL_ATTENTION in nested or SLIDING_ATTENTION in nested)):
+        nested = {FULL_ATTENTION: dict(data.get("rope_scaling") or {}), SLIDING_ATTENTION: {}}
+    full = _checked_rope(dict(nested.get(FULL_ATTENTION) or {}), data.get("rope_theta", 1_000_000.0), data,
+                         f"{source} (full_attention)")
+    local = _checked_rope(dict(nested.get(SLIDING_ATTENTION) or {}), data.get("rope_local_base_freq", 10_000.0), data,
+                          f"{source} (sliding_attention)")
+    return full, local
+
+
+def _checked_rope(rope: Dict[str, Any], default_theta: float, data: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """``rope`` completed with the keys transformers fills in, after checking it is a RoPE the native models compute."""
     rope_type = rope.pop("type", None)
     rope.setdefault("rope_type", rope_type or "default")
-    rope.setdefault("rope_theta", data.get("rope_theta", 10000.0))
+    rope.setdefault("rope_theta", default_theta)
     if rope["rope_type"] in ("llama3", "yarn", "longrope"):
         rope.setdefault("original_max_position_embeddings", data.get("max_position_embeddings", 2048))
     from .rope import check_rope_parameters  # local import: rope pulls in torch

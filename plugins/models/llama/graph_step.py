@@ -6,8 +6,13 @@ cache's preallocated buffers with ``index_copy_``, and the attention mask is a `
 bool buffer of the slots that hold real tokens. The same weights serve the eager forward.
 
 On CUDA in half precision the uncompiled step runs the fused Triton kernels instead
-(:func:`.fused_step.fused_decode_hidden`, where :func:`fused_kernels_apply`); the model's eager forward
-takes the same function for a one-token step over a static cache, so both paths compute the same bits.
+(:func:`.fused_step.fused_decode_hidden`, where :func:`fused_kernels_apply` and the model is one they
+implement, :func:`fused_kernels_cover`); the model's eager forward takes the same function for a one-token
+step over a static cache, so both paths compute the same bits.
+
+Sliding-window layers (Gemma 2/3, Qwen2's hybrids) take part when their buffer holds the whole static
+cache, i.e. nothing is evicted before the cache is full: their slot ``s`` is then cache position ``s`` as
+in a full layer, and the window becomes one more condition on the mask.
 """
 
 from __future__ import annotations
@@ -28,6 +33,19 @@ def fused_kernels_apply(hidden: torch.Tensor) -> bool:
     return triton_support.runs_on(hidden, HALF_PRECISION)
 
 
+def fused_kernels_cover(config) -> bool:
+    """Whether the fused kernels compute this model's decode step: Llama's block (with Qwen3's optional
+    q/k norms) over full-attention layers. Gemma's (1 + weight) norms, sandwich norms, embedding scale,
+    attention scale, soft-capping and per-layer RoPE are not in them, nor are sliding windows: such
+    models run the PyTorch step."""
+    return not (
+        config.unit_offset_norms or config.sandwich_norms or config.scale_embeddings
+        or config.query_pre_attn_scalar is not None or config.attn_logit_softcapping is not None
+        or config.final_logit_softcapping is not None or config.local_rope_parameters is not None
+        or any(config.window_of_layer(i) for i in range(config.num_hidden_layers))
+    )
+
+
 def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, slot: torch.Tensor,
                        valid: torch.Tensor, layers, layer_fn=None, head_fn=None) -> torch.Tensor:
     """Logits ``[batch, vocab]`` (float32) for ``token [batch, 1]``; writes its keys/values at ``slot``.
@@ -39,17 +57,21 @@ def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, s
     """
     core = model.model
     hidden = core.embed_tokens(token)
-    if layer_fn is None and fused_kernels_apply(hidden):
+    if layer_fn is None and model.fused_kernels_fit and fused_kernels_apply(hidden):
         from .fused_step import fused_decode_hidden  # imports Triton: only where it runs
 
         normed = fused_decode_hidden(model, hidden, position_ids, slot, valid, layers)
         return model.lm_head(normed)[:, -1].float()
-    cos, sin = core.rotary_emb(position_ids, hidden.dtype)
-    mask = valid[:, None, None, :]
+    rotations = core.rotations(position_ids, hidden.dtype)
+    masks = {None: valid[:, None, None, :]}
+    for window in set(core.layer_windows) - {None}:  # a key slot is in the window of the query's slot
+        in_window = torch.arange(valid.shape[-1], device=valid.device) > slot - window
+        masks[window] = masks[None] & in_window
     index = slot.view(1)
     layer_fn = layer_fn or decode_layer
-    for layer, cache_layer in zip(core.layers, layers):
-        hidden = layer_fn(layer, hidden, cos, sin, mask, index, cache_layer.keys, cache_layer.values)
+    for (layer, window, rope), cache_layer in zip(core.layer_plan, layers):
+        cos, sin = rotations[rope]
+        hidden = layer_fn(layer, hidden, cos, sin, masks[window], index, cache_layer.keys, cache_layer.values)
     return (head_fn or decode_head)(model, hidden)
 
 
@@ -66,15 +88,17 @@ def decode_layer(layer, hidden, cos, sin, mask, index, keys, values):
     qk = attn.rotated_queries_keys(qkv, cos, sin)
     keys.index_copy_(2, index, qk[:, :, heads:].transpose(1, 2))
     values.index_copy_(2, index, qkv[:, :, heads + kv_heads:].transpose(1, 2))
-    queries = qk[:, :, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
-    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
-    hidden = hidden + attn.o_proj(out.reshape(batch, 1, heads * dim))
-    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+    if attn.softcap is None:
+        queries = qk[:, :, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
+        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=attn.scale)
+    else:  # soft-capped scores (Gemma 2): eager attention, as in the model's forward
+        out = attn.attend_eagerly(qk[:, :, :heads].transpose(1, 2), keys, values, mask)[0]
+    return layer.add_attention_and_mlp(hidden, attn.o_proj(out.reshape(batch, 1, heads * dim)))
 
 
 def decode_head(model, hidden):
-    """Final norm and output head: float32 logits of the last position."""
-    return model.lm_head(model.model.norm(hidden))[:, -1].float()
+    """Final norm and output head (soft-capped where the model caps): float32 logits of the last position."""
+    return model.logits_of(model.model.norm(hidden))[:, -1].float()
 
 
 def compiled_step_parts(options: dict):
@@ -88,12 +112,21 @@ def compiled_step_parts(options: dict):
 
 
 def supports_static_decode(model, cache) -> bool:
-    """Whether this model + cache pair can use :func:`static_decode_step`: full attention, static buffers."""
-    config = model.config
-    if any(w is not None for w in getattr(model.model, "layer_windows", [None])):
-        return False
+    """Whether this model + cache pair can use :func:`static_decode_step`: static buffers, each of them a
+    full-attention layer or a sliding one whose buffer is as long as the full layers' (at least one)."""
     layers = getattr(cache, "layers", None)
-    if not layers or len(layers) != config.num_hidden_layers:
+    if not layers or len(layers) != model.config.num_hidden_layers:
         return False
-    return all(getattr(l, "keys", None) is not None and getattr(l, "position", None) is not None
-               and type(l).__name__ == "StaticLayer" for l in layers)
+    if not all(getattr(l, "keys", None) is not None and getattr(l, "position", None) is not None for l in layers):
+        return False
+    kinds = [type(l).__name__ for l in layers]
+    full = {l.keys.shape[2] for l, kind in zip(layers, kinds) if kind == "StaticLayer"}
+    if len(full) != 1:
+        return False
+    for layer, kind, window in zip(layers, kinds, model.model.layer_windows):
+        if kind == "StaticLayer":
+            continue
+        # a sliding buffer that spans the cache never shifts: its slots are cache positions
+        if window is None or kind != "StaticSlidingLayer" or layer.keys.shape[2] not in full:
+            return False
+    return True

@@ -197,8 +197,8 @@ def transformers_shapes(config: NativeLlamaConfig) -> Dict[str, Tuple[int, ...]]
             shapes[layer + name + ".weight"] = shape
             if has_bias:
                 shapes[layer + name + ".bias"] = shape[:1]
-        shapes[layer + "input_layernorm.weight"] = (hidden,)
-        shapes[layer + "post_attention_layernorm.weight"] = (hidden,)
+        for norm in _layer_norms(config):
+            shapes[layer + norm + ".weight"] = (hidden,)
         if config.qk_norm:
             shapes[layer + "self_attn.q_norm.weight"] = (config.head_dim,)
             shapes[layer + "self_attn.k_norm.weight"] = (config.head_dim,)
@@ -259,8 +259,7 @@ def to_native_state_dict(
             state[f"{layer}{target}.weight_t"] = torch.cat([tensors[f"{layer}{p}.weight"] for p in parts], dim=0).t()
             if f"{layer}{parts[0]}.bias" in tensors:
                 state[f"{layer}{target}.bias"] = torch.cat([tensors[f"{layer}{p}.bias"] for p in parts], dim=0)
-        norms = ("input_layernorm", "post_attention_layernorm") + (
-            ("self_attn.q_norm", "self_attn.k_norm") if config.qk_norm else ())
+        norms = _layer_norms(config) + (("self_attn.q_norm", "self_attn.k_norm") if config.qk_norm else ())
         for norm in norms:
             state[f"{layer}{norm}.weight"] = tensors[f"{layer}{norm}.weight"]
     return state
@@ -336,6 +335,13 @@ def read_tokenizer(path: str):
     if not os.path.isfile(os.path.join(path, TOKENIZER_FILE)):
         return None
     return NativeTokenizer.from_pretrained(path)
+
+
+def _layer_norms(config: NativeLlamaConfig) -> Tuple[str, ...]:
+    """The names of a decoder layer's norms over the hidden size (Gemma 2/3 have four)."""
+    if config.sandwich_norms:
+        return ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm")
+    return ("input_layernorm", "post_attention_layernorm")
 
 
 def _describe(config: NativeLlamaConfig) -> str:

@@ -1,4 +1,4 @@
-"""genplug's native Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama) in plain PyTorch.
+"""genplug's native Llama-family decoder (Llama 2/3, Mistral, Qwen2/3, Gemma 1/2/3, SmolLM, TinyLlama) in plain PyTorch.
 
 It takes transformers' calling convention, so the same generate() drives it and transformers models,
 and it is written for the decode step: q/k/v are one matmul (``qkv_proj``), gate/up are one matmul
@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import NativeLlamaConfig
-from .graph_step import compiled_step_parts, fused_kernels_apply, static_decode_step, supports_static_decode
+from .config import SLIDING_ATTENTION, NativeLlamaConfig
+from .graph_step import (compiled_step_parts, fused_kernels_apply, fused_kernels_cover, static_decode_step,
+                         supports_static_decode)
 from .masks import attention_mask_for
 from .rope import RotaryEmbedding, apply_rotary
 
@@ -80,6 +81,23 @@ class RMSNorm(nn.Module):
         return self.weight * F.rms_norm(x.float(), self.shape, None, self.eps).to(x.dtype)
 
 
+class UnitOffsetRMSNorm(RMSNorm):
+    """Gemma's RMSNorm: scales by ``1 + weight`` (weights are stored centred on zero), in float32, and
+    rounds to the input dtype only after scaling (transformers' GemmaRMSNorm, bit for bit on CPU)."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__(size, eps)
+        self.weight = nn.Parameter(torch.zeros(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), self.shape, 1.0 + self.weight.float(), self.eps).to(x.dtype)
+
+
+def make_norm(config: NativeLlamaConfig, size: int) -> RMSNorm:
+    """The RMSNorm the config's family uses (Gemma's with ``unit_offset_norms``), over ``size`` features."""
+    return (UnitOffsetRMSNorm if config.unit_offset_norms else RMSNorm)(size, config.rms_norm_eps)
+
+
 class Projection(nn.Module):
     """A linear map stored input-major, ``weight_t [in, out]`` (nn.Linear's weight, transposed).
 
@@ -99,18 +117,40 @@ class Projection(nn.Module):
 
 
 class TokenEmbedding(nn.Module):
-    """The token embedding matrix, stored ``weight_t [hidden, vocab]`` so that a tied output head can use it as is."""
+    """The token embedding matrix, stored ``weight_t [hidden, vocab]`` so that a tied output head can use it as is.
 
-    def __init__(self, vocab_size: int, hidden_size: int):
+    ``scale`` (Gemma: sqrt(hidden_size)) multiplies the embeddings. transformers rounds it to the weights'
+    dtype first (a float32 tensor cast to it: sqrt(3072) becomes 55.5 in bf16), and so does this.
+    """
+
+    def __init__(self, vocab_size: int, hidden_size: int, scale: Optional[float] = None):
         super().__init__()
         self.weight_t = nn.Parameter(torch.empty(hidden_size, vocab_size).normal_(0.0, 0.02))
+        self.scale = scale
+        self.rounded_scales: Dict[torch.dtype, float] = {}
+        if scale is not None:  # ready before any forward is traced or captured
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                self.scale_in(dtype)
+
+    def scale_in(self, dtype: torch.dtype) -> float:
+        """``scale`` rounded to ``dtype``, as a Python number: nothing to move between devices, nothing for a
+        CUDA graph to read."""
+        if dtype not in self.rounded_scales:
+            self.rounded_scales[dtype] = torch.tensor(self.scale, device="cpu").to(dtype).item()
+        return self.rounded_scales[dtype]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(input_ids, self.weight_t.t())
+        embedded = F.embedding(input_ids, self.weight_t.t())
+        if self.scale is None:
+            return embedded
+        return embedded * self.scale_in(embedded.dtype)
 
 
 class Attention(nn.Module):
-    """Grouped-query self-attention with one fused q/k/v projection (and Qwen3's per-head q/k norms)."""
+    """Grouped-query self-attention with one fused q/k/v projection (and Qwen3's / Gemma 3's per-head q/k
+    norms). Scores are scaled by ``scale`` (None: 1/sqrt(head_dim)); with ``softcap`` (Gemma 2) they go
+    through ``tanh(s / cap) * cap`` before the mask, which SDPA cannot do: such models attend eagerly.
+    """
 
     def __init__(self, config: NativeLlamaConfig, layer_idx: int):
         super().__init__()
@@ -122,12 +162,14 @@ class Attention(nn.Module):
         width = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
         self.qkv_proj = Projection(config.hidden_size, width, bias=config.qkv_bias)
         self.o_proj = Projection(self.num_heads * self.head_dim, config.hidden_size, bias=config.output_bias)
-        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
-        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
+        self.q_norm = make_norm(config, self.head_dim) if config.qk_norm else None
+        self.k_norm = make_norm(config, self.head_dim) if config.qk_norm else None
+        self.scale = None if config.query_pre_attn_scalar is None else config.query_pre_attn_scalar**-0.5
+        self.softcap = config.attn_logit_softcapping
 
     def rotated_queries_keys(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """The query and key heads of ``qkv [batch, length, heads + 2 kv_heads, dim]``, normed (Qwen3)
-        and rotated: ``[batch, length, heads + kv_heads, dim]``."""
+        """The query and key heads of ``qkv [batch, length, heads + 2 kv_heads, dim]``, normed (Qwen3,
+        Gemma 3) and rotated: ``[batch, length, heads + kv_heads, dim]``."""
         heads, kv_heads = self.num_heads, self.num_kv_heads
         if self.q_norm is None:
             return apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)  # queries and keys rotated together
@@ -144,28 +186,37 @@ class Attention(nn.Module):
         values = qkv[:, :, heads + kv_heads :].transpose(1, 2)
         if cache is not None:
             keys, values = cache.update(keys, values, self.layer_idx)
-        if return_weights:
-            out, weights = _eager_attention(qk[:, :, :heads].transpose(1, 2), keys, values, mask, self.groups)
-            return self.o_proj.forward(out.transpose(1, 2).reshape(batch, length, -1)), weights
+        if return_weights or self.softcap is not None:  # (the mask is always built for these: see NativeLlamaModel)
+            out, weights = self.attend_eagerly(qk[:, :, :heads].transpose(1, 2), keys, values, mask)
+            out = self.o_proj.forward(out.transpose(1, 2).reshape(batch, length, -1))
+            return out, weights if return_weights else None
         if length == 1 and self.groups > 1:
             # One new token: view its query heads as `groups` queries per key/value head, so the cached
             # keys/values are never repeated (the mask, [batch, 1, 1, kv], broadcasts over the groups).
             queries = qk[:, :, :heads].reshape(batch, kv_heads, self.groups, self.head_dim)
-            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
+            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=self.scale)
             return self.o_proj.forward(out.reshape(batch, 1, heads * self.head_dim)), None
         queries = qk[:, :, :heads].transpose(1, 2)
         out = F.scaled_dot_product_attention(
-            queries, keys, values, attn_mask=mask, is_causal=is_causal, enable_gqa=self.groups > 1
+            queries, keys, values, attn_mask=mask, is_causal=is_causal, enable_gqa=self.groups > 1, scale=self.scale
         )
         return self.o_proj.forward(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim)), None
 
+    def attend_eagerly(self, queries, keys, values, mask):
+        """``(output, weights)`` of ``queries [batch, heads, q, dim]`` over ``keys`` / ``values``
+        ``[batch, kv_heads, kv, dim]`` without SDPA: the weights are returned, and scores can be soft-capped."""
+        return eager_attention(queries, keys, values, mask, self.groups, self.scale, self.softcap)
 
-def _eager_attention(queries, keys, values, mask, groups):
-    """Attention that also returns its weights ``[batch, heads, q, kv]`` (for ``output_attentions``)."""
+
+def eager_attention(queries, keys, values, mask, groups, scale=None, softcap=None):
+    """Attention that also returns its weights ``[batch, heads, q, kv]`` (for ``output_attentions``, and
+    for soft-capped scores). ``mask`` is boolean (True: attend) or None (attend to every key)."""
     if groups > 1:
         keys = keys.repeat_interleave(groups, dim=1)
         values = values.repeat_interleave(groups, dim=1)
-    scores = torch.matmul(queries, keys.transpose(2, 3)) * queries.shape[-1] ** -0.5
+    scores = torch.matmul(queries, keys.transpose(2, 3)) * (queries.shape[-1] ** -0.5 if scale is None else scale)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)
@@ -189,49 +240,85 @@ class MLP(nn.Module):
 class DecoderLayer(nn.Module):
     """Pre-norm attention and MLP, each added back to the residual stream.
 
+    With ``sandwich_norms`` (Gemma 2/3) the attention output is normed (``post_attention_layernorm``)
+    before it is added, and the MLP sits between ``pre_feedforward_layernorm`` and
+    ``post_feedforward_layernorm``; otherwise ``post_attention_layernorm`` is the MLP's input norm
+    (transformers' names either way, so checkpoints map one to one).
+
     Inner modules are run through ``.forward`` rather than ``__call__``: on a one-token step the
     module-call machinery (hook checks) costs more than a small matmul. Hooks on them do not fire.
     """
 
     def __init__(self, config: NativeLlamaConfig, layer_idx: int):
         super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_layernorm = make_norm(config, config.hidden_size)
         self.self_attn = Attention(config, layer_idx)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = make_norm(config, config.hidden_size)
         self.mlp = MLP(config)
+        self.pre_feedforward_layernorm = make_norm(config, config.hidden_size) if config.sandwich_norms else None
+        self.post_feedforward_layernorm = make_norm(config, config.hidden_size) if config.sandwich_norms else None
 
     def forward(self, x, cos, sin, mask, is_causal, cache, return_weights=False):
         attended, weights = self.self_attn.forward(
             self.input_layernorm.forward(x), cos, sin, mask, is_causal, cache, return_weights
         )
-        x = x + attended
-        return x + self.mlp.forward(self.post_attention_layernorm.forward(x)), weights
+        return self.add_attention_and_mlp(x, attended), weights
+
+    def add_attention_and_mlp(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The rest of the layer once attention is done: both residual adds and the MLP."""
+        if self.pre_feedforward_layernorm is None:
+            x = x + attended
+            return x + self.mlp.forward(self.post_attention_layernorm.forward(x))
+        x = x + self.post_attention_layernorm.forward(attended)
+        return x + self.post_feedforward_layernorm.forward(self.mlp.forward(self.pre_feedforward_layernorm.forward(x)))
 
 
 class NativeLlamaModel(nn.Module):
-    """The decoder stack: embeddings, layers, final norm (transformers' ``LlamaModel`` part)."""
+    """The decoder stack: embeddings, layers, final norm (transformers' ``LlamaModel`` part).
+
+    ``rotary_emb`` rotates every layer, except that with ``local_rope_parameters`` (Gemma 3) the sliding
+    layers use ``local_rotary_emb``.
+    """
 
     def __init__(self, config: NativeLlamaConfig):
         super().__init__()
         self.config = config
-        self.embed_tokens = TokenEmbedding(config.vocab_size, config.hidden_size)
+        scale = config.hidden_size**0.5 if config.scale_embeddings else None
+        self.embed_tokens = TokenEmbedding(config.vocab_size, config.hidden_size, scale)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = make_norm(config, config.hidden_size)
         self.rotary_emb = RotaryEmbedding(config.rope_parameters, config.head_dim, config.max_position_embeddings)
+        self.local_rotary_emb = None
+        if config.local_rope_parameters is not None:
+            self.local_rotary_emb = RotaryEmbedding(
+                config.local_rope_parameters, config.head_dim, config.max_position_embeddings)
         self.layer_windows = [config.window_of_layer(i) for i in range(config.num_hidden_layers)]
-        # (layer, window) pairs as a plain list: slicing an nn.ModuleList builds a new one every forward.
-        self.layer_plan = list(zip(self.layers, self.layer_windows))
+        # which entry of rotations() each layer takes: 0 the global RoPE, 1 the local one
+        self.layer_ropes = [int(self.local_rotary_emb is not None and kind == SLIDING_ATTENTION)
+                            for kind in config.layer_types]
+        # (layer, window, rope) triples as a plain list: slicing an nn.ModuleList builds a new one every forward.
+        self.layer_plan = list(zip(self.layers, self.layer_windows, self.layer_ropes))
+        # Soft-capped attention is eager, and eager attention needs the mask written out.
+        self.explicit_masks = config.attn_logit_softcapping is not None
         # One mask per distinct window; the cache is asked for its sizes at the first layer of each.
         self.mask_layers: Dict[Optional[int], int] = {}
         for i, window in enumerate(self.layer_windows):
             self.mask_layers.setdefault(window, i)
+
+    def rotations(self, position_ids: torch.Tensor, dtype: torch.dtype) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """``[(cos, sin)]`` of the global RoPE, then of the local one if the model has it (see ``layer_ropes``)."""
+        rotations = [self.rotary_emb.forward(position_ids, dtype)]
+        if self.local_rotary_emb is not None:
+            rotations.append(self.local_rotary_emb.forward(position_ids, dtype))
+        return rotations
 
     def forward(self, hidden, attention_mask, position_ids, cache, num_layers, output_hidden_states, output_attentions):
         length = hidden.shape[1]
         past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = (torch.arange(length, device=hidden.device) + past).unsqueeze(0)
-        cos, sin = self.rotary_emb.forward(position_ids, hidden.dtype)
+        rotations = self.rotations(position_ids, hidden.dtype)
+        explicit = output_attentions or self.explicit_masks
         masks = {}
         for window, layer_idx in self.mask_layers.items():
             if cache is not None:
@@ -240,13 +327,14 @@ class NativeLlamaModel(nn.Module):
             else:
                 query_offset, kv_length, kv_offset = 0, length, 0
             masks[window] = attention_mask_for(
-                attention_mask, length, query_offset, kv_length, kv_offset, window, hidden.device, output_attentions
+                attention_mask, length, query_offset, kv_length, kv_offset, window, hidden.device, explicit
             )
 
         all_hidden = [hidden] if output_hidden_states else None
         all_weights = [] if output_attentions else None
-        for layer, window in self.layer_plan[:num_layers]:
+        for layer, window, rope in self.layer_plan[:num_layers]:
             mask, is_causal = masks[window]
+            cos, sin = rotations[rope]
             hidden, weights = layer.forward(hidden, cos, sin, mask, is_causal, cache, output_attentions)
             if all_hidden is not None:
                 all_hidden.append(hidden)
@@ -273,6 +361,9 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         self.generation_config = None  # a genplug GenerationConfig when loaded from a checkpoint
         self.model = NativeLlamaModel(config)
         self.lm_head = Projection(config.hidden_size, config.vocab_size, bias=False)
+        self.final_logit_softcapping = config.final_logit_softcapping
+        # whether the fused Triton decode kernels implement this model's step (not Gemma's, nor windows)
+        self.fused_kernels_fit = fused_kernels_cover(config)
         self.tie_weights()
 
     # ------------------------------------------------------------------ facts about the model
@@ -290,6 +381,15 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
 
     def get_output_embeddings(self) -> Projection:
         return self.lm_head
+
+    def logits_of(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output head over final-normed ``hidden``, soft-capped as ``tanh(x / cap) * cap`` where the
+        config sets ``final_logit_softcapping`` (Gemma 2, optionally Gemma 3)."""
+        logits = self.lm_head.forward(hidden)
+        cap = self.final_logit_softcapping
+        if cap is None:
+            return logits
+        return torch.tanh(logits / cap) * cap
 
     def tie_weights(self) -> None:
         """Share the embedding matrix with the output head when the config says so (after loading)."""
@@ -416,7 +516,8 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
             cache = self.new_cache(hidden.shape[0])
         if (
             hidden.shape[1] == 1 and num_layers == self.config.num_hidden_layers and isinstance(logits_to_keep, int)
-            and not (output_hidden_states or output_attentions) and fused_kernels_apply(hidden)
+            and not (output_hidden_states or output_attentions) and self.fused_kernels_fit
+            and fused_kernels_apply(hidden)
         ):
             logits = self._fused_static_step(hidden, attention_mask, position_ids, cache)
             if logits is not None:
@@ -432,7 +533,7 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         else:
             hidden = hidden[:, logits_to_keep]
         output = CausalLMOutput(
-            logits=self.lm_head.forward(hidden),
+            logits=self.logits_of(hidden),
             past_key_values=cache if use_cache else None,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             attentions=tuple(all_weights) if all_weights is not None else None,

@@ -1,8 +1,8 @@
 """The native Llama family as a genplug plugin: a checkpoint loader and a model adapter.
 
 The loader claims directories whose config.json names a model type the native models implement
-(llama, mistral, qwen2, qwen3); the adapter claims the native model instances. Nothing heavy is imported
-until a hook actually has to load or adapt a model.
+(llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text); the adapter claims the native model
+instances. Nothing heavy is imported until a hook actually has to load or adapt a model.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _loaded_modeling_module():
 @hookimpl
 def genplug_register_model_loaders(register):
     register("native_llama", NativeLlamaLoader,
-             description="local Llama / Mistral / Qwen2 checkpoints (safetensors) as native models")
+             description="local Llama / Mistral / Qwen2 / Qwen3 / Gemma 1-3 checkpoints (safetensors) as native models")
 
 
 @hookimpl

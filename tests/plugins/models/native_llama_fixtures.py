@@ -26,19 +26,41 @@ def randomize(model, seed: int = 0):
 
 
 def transformers_model(family: str, seed: int = 0, **overrides):
-    """A random transformers model of ``family`` (llama, mistral, qwen2, qwen3) with TINY_SHAPE plus overrides."""
+    """A random transformers model of ``family`` (llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3) with
+    TINY_SHAPE plus overrides."""
     transformers = pytest.importorskip("transformers")
     config_cls, model_cls = {
         "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
         "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
         "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
         "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+        "gemma": (transformers.GemmaConfig, transformers.GemmaForCausalLM),
+        "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM),
+        "gemma3": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM),
     }[family]
-    if family == "qwen3":  # Qwen3Config's own head_dim default (128) does not fit TINY_SHAPE
+    if family in ("qwen3", "gemma", "gemma2", "gemma3"):  # their configs' head_dim defaults do not fit TINY_SHAPE
         overrides = {"head_dim": TINY_SHAPE["hidden_size"] // TINY_SHAPE["num_attention_heads"], **overrides}
     config = config_cls(**{**TINY_SHAPE, **overrides})
     torch.manual_seed(seed)
     return randomize(model_cls(config), seed).eval()
+
+
+# The NativeLlamaConfig switches of each Gemma generation (what NativeLlamaConfig.from_dict sets for them),
+# with soft-caps and an attention scale small enough to matter on random weights.
+GEMMA_SWITCHES = {
+    "gemma": dict(model_type="gemma", unit_offset_norms=True, scale_embeddings=True, hidden_act="gelu_pytorch_tanh",
+                  tie_word_embeddings=True),
+    "gemma2": dict(model_type="gemma2", unit_offset_norms=True, scale_embeddings=True, sandwich_norms=True,
+                   hidden_act="gelu_pytorch_tanh", query_pre_attn_scalar=12, attn_logit_softcapping=2.0,
+                   final_logit_softcapping=3.0, sliding_window=4,
+                   layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+    "gemma3_text": dict(model_type="gemma3_text", unit_offset_norms=True, scale_embeddings=True, sandwich_norms=True,
+                        qk_norm=True, hidden_act="gelu_pytorch_tanh", query_pre_attn_scalar=12,
+                        final_logit_softcapping=3.0, sliding_window=4,
+                        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                        rope_parameters={"rope_type": "linear", "rope_theta": 1_000_000.0, "factor": 4.0},
+                        local_rope_parameters={"rope_type": "default", "rope_theta": 100.0}),
+}
 
 
 def native_model(seed: int = 0, **overrides):

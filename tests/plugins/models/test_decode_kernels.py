@@ -16,7 +16,7 @@ pytest.importorskip("triton")
 from genplug.plugins.models.llama import graph_step  # noqa: E402
 from genplug.plugins.models.llama.rope import apply_rotary  # noqa: E402
 
-from native_llama_fixtures import native_model  # noqa: E402
+from native_llama_fixtures import GEMMA_SWITCHES, native_model  # noqa: E402
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -255,3 +255,30 @@ def test_kernels_stay_off_where_they_do_not_apply(kernels, monkeypatch):
     assert kernels.usable(torch.zeros(1, 1, 8, dtype=torch.float16, device=DEVICE))
     monkeypatch.setenv("GENPLUG_DECODE_KERNELS", "0")
     assert not kernels.usable(torch.zeros(1, 1, 8, dtype=torch.float16, device=DEVICE))
+
+
+@pytest.mark.parametrize("family", list(GEMMA_SWITCHES))
+def test_gemma_models_take_the_pytorch_step_where_the_kernels_are_on(kernels, family, monkeypatch):
+    """The kernels compute Llama's block (and Qwen3's q/k norms): Gemma's (1 + weight) norms, embedding
+    scale, sandwich norms, attention scale, soft-caps, local RoPE and windows are not in them. A Gemma
+    model's one-token step -- graph step and eager forward alike -- runs the PyTorch step instead."""
+    import genplug
+    from genplug.plugins.models.llama import fused_step
+
+    model = native_model(seed=2, **GEMMA_SWITCHES[family]).to(DEVICE, torch.bfloat16)
+    assert native_model().fused_kernels_fit and not model.fused_kernels_fit
+    monkeypatch.setattr(fused_step, "fused_decode_hidden", lambda *args: pytest.fail("the fused kernels ran"))
+    prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)
+    cache = genplug.StaticCache(config=model.config, max_cache_len=12, crop_margin=12)
+    with torch.no_grad():
+        model(prompt, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0), past_key_values=cache)
+        token = torch.tensor([[7], [11]], device=DEVICE)
+        assert graph_step.fused_kernels_apply(model.model.embed_tokens(token))  # on for this dtype and device
+        valid = torch.zeros(2, 12, dtype=torch.bool, device=DEVICE)
+        valid[:, :6] = torch.cat((mask, torch.ones_like(mask[:, :1])), -1).bool()
+        position = torch.tensor([[5], [3]], device=DEVICE)
+        slot = torch.tensor(5, device=DEVICE)
+        step = graph_step.static_decode_step(model, token, position, slot, valid, cache.layers)
+        eager = model(token, attention_mask=valid[:, :6].long(), position_ids=position, past_key_values=cache)
+    torch.testing.assert_close(step, eager.logits[:, -1].float(), rtol=0.02, atol=0.02)  # the same PyTorch step

@@ -13,7 +13,7 @@ from genplug.plugins.models.llama import plugin
 from genplug.plugins.models.llama.config import NativeLlamaConfig
 from genplug.plugins.models.llama.errors import CheckpointError
 from genplug.plugins.models.llama.loader import load_model, save_model
-from native_llama_fixtures import DEFAULT_MODEL_DIR, native_model
+from native_llama_fixtures import DEFAULT_MODEL_DIR, GEMMA_SWITCHES, native_model
 
 
 @pytest.fixture
@@ -116,8 +116,9 @@ def test_dtype_and_device_arguments(checkpoint):
 
 @pytest.mark.parametrize("overrides", [{}, {"tie_word_embeddings": True, "qkv_bias": True, "model_type": "qwen2"},
                                        {"sliding_window": 4, "model_type": "mistral"},
-                                       {"qk_norm": True, "qkv_bias": True, "output_bias": True, "model_type": "qwen3"}],
-                         ids=["llama", "qwen2", "mistral", "qwen3"])
+                                       {"qk_norm": True, "qkv_bias": True, "output_bias": True, "model_type": "qwen3"},
+                                       *GEMMA_SWITCHES.values()],
+                         ids=["llama", "qwen2", "mistral", "qwen3", *GEMMA_SWITCHES])
 def test_save_then_load_round_trip(tmp_path, overrides):
     model = native_model(**overrides)
     save_model(model, tmp_path, generation_config={"eos_token_id": 2})
@@ -144,11 +145,71 @@ def test_transformers_loads_what_save_model_writes(tmp_path, family, overrides):
         assert model(input_ids=input_ids).logits.sub(reference(input_ids=input_ids).logits).abs().max() <= 1e-4
 
 
+@pytest.mark.parity
+@pytest.mark.parametrize("family, overrides", [
+    ("gemma", {"attention_bias": True}),
+    ("gemma2", {"sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0}),
+    ("gemma3", {"sliding_window": 5, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+                "final_logit_softcapping": 3.0,
+                "rope_parameters": {"full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0},
+                                    "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}}),
+])
+def test_gemma_checkpoints_go_from_transformers_through_genplug_and_back(make_checkpoint, tmp_path, family, overrides):
+    """transformers' save_pretrained -> load_model -> save_pretrained -> transformers' from_pretrained: the
+    same logits all the way, and the config keys Gemma's transformers code reads survive the trip."""
+    transformers = pytest.importorskip("transformers")
+    original, directory = make_checkpoint(family, **overrides)
+    native, _ = load_model(directory)
+    native.save_pretrained(tmp_path)
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(again) is type(original)
+    for key in ("layer_types", "sliding_window", "rope_parameters", "query_pre_attn_scalar", "final_logit_softcapping",
+                "attn_logit_softcapping", "hidden_activation", "hidden_act", "attention_bias", "tie_word_embeddings",
+                "use_bidirectional_attention"):
+        assert getattr(again.config, key, None) == getattr(original.config, key, None), key
+    input_ids = torch.randint(0, 97, (2, 14), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = original(input_ids=input_ids).logits
+        assert native(input_ids=input_ids).logits.sub(expected).abs().max() <= 1e-5
+        assert again(input_ids=input_ids).logits.sub(expected).abs().max() == 0
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"model_type": "gemma3_text", "use_bidirectional_attention": True}, "use_bidirectional_attention=true"),
+    ({"model_type": "gemma2", "layer_types": ["sliding_attention", "full_attention"], "sliding_window": None},
+     "sliding_window=null"),
+], ids=["bidirectional", "no window"])
+def test_gemma_configs_the_native_models_cannot_compute_are_refused(checkpoint, changes, fragment):
+    edit_config(checkpoint, **changes)
+    assert_checkpoint_error(checkpoint, fragment, "transformers")
+
+
+def test_gemma_config_defaults_follow_transformers():
+    """Keys a Gemma config.json may leave out take the defaults of transformers' config classes."""
+    shape = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4)
+    gemma = NativeLlamaConfig.from_dict({"model_type": "gemma", "hidden_act": "gelu", **shape})
+    assert gemma.hidden_act == "gelu_pytorch_tanh" and gemma.tie_word_embeddings and gemma.query_pre_attn_scalar is None
+    gemma2 = NativeLlamaConfig.from_dict({"model_type": "gemma2", **shape})
+    assert (gemma2.sliding_window, gemma2.query_pre_attn_scalar) == (4096, 256)
+    assert (gemma2.attn_logit_softcapping, gemma2.final_logit_softcapping) == (50.0, 30.0)
+    assert gemma2.layer_types == ["sliding_attention", "full_attention"] * 2
+    gemma3 = NativeLlamaConfig.from_dict({"model_type": "gemma3_text", "rope_theta": 5e5, "rope_local_base_freq": 1e3,
+                                          "attn_logit_softcapping": 50.0, **shape})
+    assert gemma3.rope_parameters == {"rope_type": "default", "rope_theta": 5e5}
+    assert gemma3.local_rope_parameters == {"rope_type": "default", "rope_theta": 1e3}
+    assert gemma3.layer_types == ["sliding_attention"] * 4  # every 6th layer is global
+    # transformers' Gemma 3 attention ignores attn_logit_softcapping: carried along, not applied
+    assert gemma3.attn_logit_softcapping is None and gemma3.to_dict()["attn_logit_softcapping"] == 50.0
+
+
 # ---------------------------------------------------------------------------------------------- plugin
 
 
 def test_loader_claims_supported_directories_only(checkpoint, tmp_path):
     assert plugin.NativeLlamaLoader.claims(checkpoint)
+    for model_type in ("gemma", "gemma2", "gemma3_text"):
+        edit_config(checkpoint, model_type=model_type)
+        assert plugin.NativeLlamaLoader.claims(checkpoint)
     edit_config(checkpoint, model_type="gpt2")
     assert not plugin.NativeLlamaLoader.claims(checkpoint)
     assert not plugin.NativeLlamaLoader.claims(tmp_path / "nowhere")

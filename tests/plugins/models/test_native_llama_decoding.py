@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from native_llama_fixtures import native_model
+from native_llama_fixtures import GEMMA_SWITCHES, native_model
 
 TOLERANCE = 1e-4
 WINDOWED = dict(sliding_window=5, model_type="mistral")
+GEMMA2, GEMMA3 = GEMMA_SWITCHES["gemma2"], GEMMA_SWITCHES["gemma3_text"]  # windows of 4 tokens
 
 
 def full_logits(model, input_ids, **kwargs):
@@ -20,7 +21,8 @@ def tokens(batch, length, seed=0):
     return torch.randint(1, 97, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("overrides", [{}, WINDOWED, {"tie_word_embeddings": True}], ids=["llama", "window", "tied"])
+@pytest.mark.parametrize("overrides", [{}, WINDOWED, {"tie_word_embeddings": True}, GEMMA2, GEMMA3],
+                         ids=["llama", "window", "tied", "gemma2", "gemma3"])
 @pytest.mark.parametrize("chunks", [(6, 1, 1, 1, 1, 1, 1), (3, 4, 2, 5)], ids=["decode", "chunked"])
 def test_incremental_decoding_equals_full_recompute(overrides, chunks):
     model = native_model(**overrides)
@@ -48,7 +50,7 @@ def test_sliding_window_limits_attention():
     assert full_logits(model, changed)[:, -1].sub(last).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("overrides", [{}, WINDOWED], ids=["llama", "window"])
+@pytest.mark.parametrize("overrides", [{}, WINDOWED, GEMMA2, GEMMA3], ids=["llama", "window", "gemma2", "gemma3"])
 def test_left_padded_batch_equals_unpadded_rows(overrides):
     model = native_model(**overrides)
     lengths = [9, 4, 6]
@@ -181,3 +183,43 @@ def test_fallback_cache_when_no_backend_is_installed():
         cache.reorder_cache(torch.tensor([1, 0]))  # rows swap places, as beam search reorders them
         swapped = model(input_ids=sequence[[1, 0], 8:], past_key_values=cache).logits
     assert swapped.sub(expected[[1, 0], 8:]).abs().max() <= TOLERANCE and cache.get_seq_length() == 9
+
+
+@pytest.mark.parametrize("overrides", [GEMMA_SWITCHES["gemma"], GEMMA2, GEMMA3], ids=list(GEMMA_SWITCHES))
+def test_static_decode_step_equals_full_recompute(overrides):
+    """The CUDA-graph step (run eagerly) of Gemma models: embedding scale, four norms, soft-caps and both RoPEs,
+    with sliding layers whose buffers span the static cache (crop_margin) but whose window (4) the sequence
+    outgrows, so the step's own window mask is what keeps it exact."""
+    import genplug
+    from genplug.plugins.models.llama import graph_step
+
+    model = native_model(**overrides)
+    sequence = tokens(2, 13)
+    expected = full_logits(model, sequence)
+    cache = genplug.StaticCache(config=model.config, max_cache_len=16, crop_margin=16)
+    with torch.no_grad():
+        model(input_ids=sequence[:, :5], past_key_values=cache)
+        assert model.supports_static_decode(cache) and not model.fused_kernels_fit
+        valid = torch.zeros(2, 16, dtype=torch.bool)
+        valid[:, :5] = True
+        for i in range(5, 13):
+            valid[:, i] = True
+            step = graph_step.static_decode_step(model, sequence[:, i : i + 1], torch.full((2, 1), i), torch.tensor(i),
+                                                 valid, cache.layers)
+            assert step.sub(expected[:, i]).abs().max() <= TOLERANCE, i
+
+
+def test_static_decode_takes_sliding_layers_only_where_nothing_is_evicted():
+    import genplug
+
+    model = native_model(**GEMMA2)
+    for margin, expected in ((0, False), (16, True)):  # window 4: a 4-slot sliding buffer shifts, a 16-slot one never
+        cache = genplug.StaticCache(config=model.config, max_cache_len=16, crop_margin=margin)
+        with torch.no_grad():
+            model(input_ids=tokens(1, 3), past_key_values=cache)
+        assert model.supports_static_decode(cache) is expected
+    every_layer_slides = native_model(**WINDOWED)  # no full layer says how long the cache is
+    cache = genplug.StaticCache(config=every_layer_slides.config, max_cache_len=16, crop_margin=16)
+    with torch.no_grad():
+        every_layer_slides(input_ids=tokens(1, 3), past_key_values=cache)
+    assert not every_layer_slides.supports_static_decode(cache)

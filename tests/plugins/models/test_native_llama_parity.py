@@ -13,6 +13,7 @@ pytestmark = pytest.mark.parity
 transformers = pytest.importorskip("transformers")
 
 TOLERANCE = 1e-4
+GEMMA3_LAYERS = ["sliding_attention", "full_attention", "sliding_attention"]
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
 
@@ -33,7 +34,21 @@ CASES = {
     "qwen3-biases-tied": ("qwen3", {"attention_bias": True, "tie_word_embeddings": True}),
     "qwen3-head-dim": ("qwen3", {"head_dim": 16}),
     "qwen3-sliding-layers": ("qwen3", {"use_sliding_window": True, "sliding_window": 6, "max_window_layers": 1}),
+    # Gemma: embeddings times sqrt(hidden_size), (1 + weight) norms, tanh-GELU; tied embeddings by default
+    "gemma": ("gemma", {}),
+    "gemma-biases-untied": ("gemma", {"attention_bias": True, "tie_word_embeddings": False}),
+    # Gemma 2: four norms per layer, alternating windows (5 < the 24 tokens), soft-capped scores and logits
+    "gemma2": ("gemma2", {"sliding_window": 5}),
+    "gemma2-small-caps": ("gemma2", {"sliding_window": 5, "attn_logit_softcapping": 2.0,
+                                     "final_logit_softcapping": 3.0, "query_pre_attn_scalar": 12}),
+    # Gemma 3: q/k norms, a local RoPE (theta 10k) on sliding layers and a global one (1M) on full ones
+    "gemma3": ("gemma3", {"sliding_window": 5, "layer_types": GEMMA3_LAYERS}),
+    "gemma3-linear-rope-capped": ("gemma3", {
+        "sliding_window": 5, "layer_types": GEMMA3_LAYERS, "final_logit_softcapping": 3.0, "query_pre_attn_scalar": 12,
+        "rope_parameters": {"full_attention": {"rope_type": "linear", "rope_theta": 1_000_000.0, "factor": 8.0},
+                            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}}),
 }
+GEMMA_CASES = sorted(case for case in CASES if case.startswith("gemma"))
 
 
 def logits_of(model, input_ids, **kwargs):
@@ -70,8 +85,12 @@ def test_dynamic_rope_matches_beyond_trained_length(make_checkpoint):
     assert logits_of(native, input_ids).sub(logits_of(reference, input_ids)).abs().max() <= TOLERANCE
 
 
-def test_hidden_states_and_attentions_match(make_checkpoint):
-    reference, directory = make_checkpoint("mistral", sliding_window=4, attn_implementation="eager")
+@pytest.mark.parametrize("family, overrides", [
+    ("mistral", {"sliding_window": 4}),
+    ("gemma2", {"sliding_window": 4, "attn_logit_softcapping": 2.0, "query_pre_attn_scalar": 12}),  # capped scores
+])
+def test_hidden_states_and_attentions_match(make_checkpoint, family, overrides):
+    reference, directory = make_checkpoint(family, attn_implementation="eager", **overrides)
     native, _ = load_model(directory)
     input_ids = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -85,6 +104,32 @@ def test_hidden_states_and_attentions_match(make_checkpoint):
         assert mine.sub(expected).abs().max() <= TOLERANCE
     # output_attentions switches to eager attention; the logits must not change with it
     assert ours.logits.sub(logits_of(native, input_ids)).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("case", GEMMA_CASES)
+def test_gemma_left_padded_prefill_then_decoding_match_transformers_within_1e_5(make_checkpoint, case):
+    """Gemma's own arithmetic, float32, within 1e-5 of transformers: a left-padded prompt, then one token at
+    a time on each library's own cache, past the sliding window (5) of the sliding layers."""
+    family, overrides = CASES[case]
+    reference, directory = make_checkpoint(family, **overrides)
+    native, _ = load_model(directory)
+    generator = torch.Generator().manual_seed(8)
+    input_ids = torch.randint(1, 97, (2, 9), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, :4] = 0
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    caches = {"native": None, "reference": None}
+    valid = attention_mask.bool()
+    for step in range(7):
+        kwargs = dict(attention_mask=attention_mask, position_ids=position_ids)
+        with torch.no_grad():
+            ours = native(input_ids=input_ids, past_key_values=caches["native"], **kwargs)
+            theirs = reference(input_ids=input_ids, past_key_values=caches["reference"], use_cache=True, **kwargs)
+        caches = {"native": ours.past_key_values, "reference": theirs.past_key_values}
+        assert ours.logits[valid].sub(theirs.logits[valid]).abs().max() <= 1e-5, step
+        input_ids = torch.randint(1, 97, (2, 1), generator=generator)
+        attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=-1)
+        position_ids, valid = position_ids[:, -1:] + 1, torch.ones_like(input_ids, dtype=torch.bool)
 
 
 def test_left_padded_batch_matches_transformers(make_checkpoint):
