@@ -57,9 +57,14 @@ def generate(model, inputs: Optional[torch.Tensor] = None, generation_config=Non
         return _generate(pm, model, custom_generate, call, kwargs)
 
 
+_HUB_OPTIONS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+
+
 def _run_custom_repository(pm, model, spec: str, call: Dict[str, Any], kwargs: Dict[str, Any]):
     trust = kwargs.pop("trust_remote_code", None)
-    loaded = pm.hook.genplug_load_custom_generate(spec=spec, trust_remote_code=trust)
+    # the call's Hub options are for fetching the repository (as in transformers), not for the function
+    hub_options = {k: kwargs.pop(k) for k in _HUB_OPTIONS if k in kwargs}
+    loaded = pm.hook.genplug_load_custom_generate(spec=spec, trust_remote_code=trust, hub_options=hub_options)
     if loaded is None:
         raise PluginError(f"no plugin could load custom_generate={spec!r}")
     function, hook_module = loaded

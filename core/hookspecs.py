@@ -146,8 +146,12 @@ def genplug_resolve_strategy(generation_config, assistant_model):
 
 
 @hookspec(firstresult=True)
-def genplug_load_custom_generate(spec, trust_remote_code):
+def genplug_load_custom_generate(spec, trust_remote_code, hub_options):
     """Turn a ``custom_generate`` string (local path or hub id) into a callable.
+
+    ``hub_options`` holds the call's ``revision``, ``token``, ``cache_dir``, ``local_files_only`` and
+    ``force_download`` (those given) for fetching a hub repository; an implementation may leave it out of
+    its signature.
 
     Returns ``(generate_callable, plugin_module_or_None)``: the module, when it holds genplug hook
     implementations, is registered for that call only. genplug's built-in loader (``trylast``)

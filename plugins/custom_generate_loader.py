@@ -4,7 +4,7 @@ from genplug import hookimpl
 
 
 @hookimpl(trylast=True)
-def genplug_load_custom_generate(spec, trust_remote_code):
+def genplug_load_custom_generate(spec, trust_remote_code, hub_options):
     from genplug.custom_generate import load_local_repository
 
-    return load_local_repository(spec, trust_remote_code)
+    return load_local_repository(spec, trust_remote_code, **(hub_options or {}))

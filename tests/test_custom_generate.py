@@ -97,6 +97,16 @@ def test_hub_id_with_trust_downloads_the_custom_generate_folder(model, fake_hub)
         local_files_only=False))]
 
 
+def test_generate_passes_the_calls_hub_options_to_the_download(model, fake_hub, tmp_path):
+    """As transformers does: revision, token, cache_dir... given to generate() reach the download."""
+    ids = torch.tensor([[4, 5, 6]])
+    genplug.generate(model, ids, custom_generate="someone/entropy", trust_remote_code=True, max_new_tokens=2,
+                     eos_token_id=None, revision="v3", token="hf_x", cache_dir=str(tmp_path / "c"))
+    assert fake_hub.calls[-1][2] == dict(allow_patterns=["custom_generate/*"], revision="v3",
+                                         cache_dir=str(tmp_path / "c"), force_download=False, token="hf_x",
+                                         local_files_only=False)
+
+
 def test_hub_download_options_and_requirements(fake_hub, tmp_path):
     from genplug.custom_generate import load_local_repository
 
