@@ -284,6 +284,17 @@ class TransformersAdapter(ModelAdapter):
             self._cache_given, self._cache_converted = cache, self.cache_for_model(cache)
         if cache is not None:
             cache = self._cache_converted
+        own_masks = getattr(self.model, "create_masks_for_generate", None)
+        if own_masks is not None and getattr(cache, "is_compileable", False) and not self.is_encoder_decoder:
+            # transformers hands a model with its own mask builder (BLOOM pads its 2-D mask to the static
+            # cache, for the ALiBi tensor) that builder's mask whenever the cache is static; so does genplug
+            fed = input_ids if input_ids is not None else options.get("inputs_embeds")
+            attention_mask = own_masks(
+                config=self.model.config, past_key_values=cache, attention_mask=attention_mask,
+                inputs_embeds=torch.empty((fed.shape[0], fed.shape[1], 0), dtype=self.model.dtype, device=fed.device),
+                position_ids=position_ids, token_type_ids=model_kwargs.get("token_type_ids"),
+                mm_token_type_ids=model_kwargs.get("mm_token_type_ids"),
+                is_first_iteration=attention_mask is None or attention_mask.shape[-1] == fed.shape[1])
         return super().step(input_ids, attention_mask, position_ids, cache, model_kwargs, **options)
 
 

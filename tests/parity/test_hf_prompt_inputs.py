@@ -196,3 +196,42 @@ def test_encoder_inputs_as_embeddings(name, mode):
     ours, theirs = run_both(tiny_model(name), seed=6, inputs_embeds=embeds, attention_mask=mask, max_new_tokens=5,
                             return_dict_in_generate=True, output_scores=True, **mode)
     assert_same(ours, theirs, check=("scores",))
+
+
+@functools.lru_cache(maxsize=None)
+def gemma_vision(kind: str):
+    """A tiny Gemma 3 VLM or PaliGemma (SigLIP vision tower); both read token_type_ids (images attend
+    bidirectionally) and build their own masks for static caches."""
+    torch.manual_seed(0)
+    siglip = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=4, image_size=16, patch_size=4).to_dict()
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, head_dim=8,
+                vocab_size=300)
+    if kind == "gemma3":
+        config = transformers.Gemma3Config(text_config=dict(text, num_key_value_heads=2, sliding_window=8),
+                                           vision_config=siglip, mm_tokens_per_image=4, image_token_index=290,
+                                           boi_token_index=291, eoi_token_index=292)
+        return transformers.Gemma3ForConditionalGeneration(config).eval()
+    config = transformers.PaliGemmaConfig(text_config=dict(text, num_key_value_heads=1),
+                                          vision_config=dict(siglip, projection_dim=32), image_token_index=290,
+                                          projection_dim=32)
+    return transformers.PaliGemmaForConditionalGeneration(config).eval()
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "paligemma"])
+@pytest.mark.parametrize("mode", [dict(), dict(num_beams=2), dict(cache_implementation="static")])
+def test_token_type_ids_follow_the_tokens(kind, mode):
+    text = torch.randint(4, 280, (2, 5), generator=torch.Generator().manual_seed(1))
+    if kind == "gemma3":  # <boi> 4 image tokens <eoi> text, the second row left-padded
+        ids = torch.cat([torch.tensor([[2, 7], [0, 2]]), torch.full((2, 1), 291), torch.full((2, 4), 290),
+                         torch.full((2, 1), 292), text], dim=1)
+        mask = torch.ones_like(ids)
+        mask[1, 0] = 0
+    else:  # 16 image tokens, then the prefix
+        ids = torch.cat([torch.full((2, 16), 290), torch.tensor([[2, 7], [2, 8]]), text], dim=1)
+        mask = torch.ones_like(ids)
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    ours, theirs = run_both(gemma_vision(kind), input_ids=ids, attention_mask=mask, pixel_values=pixels,
+                            token_type_ids=(ids == 290).long(), max_new_tokens=6, min_new_tokens=6,
+                            return_dict_in_generate=True, output_scores=True, **mode)
+    assert_same(ours, theirs, check=() if "num_beams" in mode else ("scores",))
