@@ -61,7 +61,14 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
     finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
     scores, raw_logits = [], []  # kept only when asked for
     first, done = True, False
-    while not done:
+    while True:
+        if synced_gpus and _synced_round_over(done, tokens.device):
+            break
+        if done:
+            if not synced_gpus:
+                break
+            _idle_forward(adapter, inputs, tokens, model_kwargs)  # this rank is done; the others still step
+            continue
         cur = tokens.shape[1]
         candidates, draft_scores, lengths = _proposed(generator.candidates(tokens))
         # verify no more than can be kept, the last kept token being the target's own (never fed: a static
@@ -126,6 +133,21 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
     output = GenerateEncoderDecoderOutput if adapter.is_encoder_decoder else GenerateDecoderOnlyOutput
     return output(sequences=tokens, scores=tuple(scores) if config.output_scores else None,
                   logits=tuple(raw_logits) if config.output_logits else None, past_key_values=cache)
+
+
+def _synced_round_over(done_here: bool, device) -> bool:
+    """synced_gpus: whether every rank is done (every rank calls this once per round)."""
+    import torch.distributed as dist
+
+    running = torch.tensor(0.0 if done_here else 1.0, device=device)
+    dist.all_reduce(running, op=dist.ReduceOp.SUM)
+    return running.item() == 0.0
+
+
+def _idle_forward(adapter, inputs, tokens, model_kwargs) -> None:
+    """One forward of the target that changes nothing (no cache): a sharded model (FSDP, ZeRO-3) needs every
+    rank in every forward while another rank still decodes."""
+    inputs.forward(adapter, tokens, 0, tokens.shape[1], None, model_kwargs, use_cache=False)
 
 
 def _proposed(proposal):
