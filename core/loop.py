@@ -95,11 +95,15 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         if per_step_criteria:  # else no row can stop before max_length: nothing to track
             generated += unfinished.any()
         if cur >= max_length:
+            if synced_gpus:  # the other ranks may still be decoding: keep their forwards company
+                idle_until_all_finished(
+                    lambda: step_inputs.forward(adapter, tokens, 0, cur, None, model_kwargs, use_cache=False),
+                    lambda: _all_finished(torch.zeros_like(unfinished), True))
             break
         if per_step_criteria:
             unfinished &= ~per_step_criteria(tokens[:, :cur], scores)
-            if steps_run % interval == 0 and _all_finished(unfinished, synced_gpus):
-                break
+        if (per_step_criteria or synced_gpus) and steps_run % interval == 0 and _all_finished(unfinished, synced_gpus):
+            break
         del outputs
         outputs = forward(cur - 1, cur) if use_cache else forward(0, cur)
 
@@ -113,6 +117,15 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
     if not config.return_dict_in_generate:
         return sequences
     return want.output(sequences, n_generated, cache if use_cache else None, model_kwargs)
+
+
+def idle_until_all_finished(idle_forward, all_finished) -> None:
+    """synced_gpus, on a rank that cannot decode further (``max_length``): take part in the other ranks'
+    "all finished?" checks (``all_finished()``, the same collective they call, saying this rank is done) and
+    run ``idle_forward`` (a forward whose result is dropped) after each that says no, so a sharded model
+    sees every rank in every forward."""
+    while not all_finished():
+        idle_forward()
 
 
 def _all_finished(unfinished: torch.Tensor, synced_gpus: bool) -> bool:

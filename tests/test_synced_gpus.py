@@ -45,14 +45,15 @@ def early_eos(model):
     pytest.skip("no token separates the two ranks' greedy outputs")
 
 
-def _worker(rank, port, mode, eos, results):
+def _worker(rank, port, mode, eos, results, max_length=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         torch.manual_seed(0)
         model = TinyCausalLM(seed=0)
         ids = prompts()[rank]
-        settings = dict(max_new_tokens=NEW_TOKENS, eos_token_id=eos, pad_token_id=0, **MODES[mode])
+        lengths = dict(max_length=max_length) if max_length else dict(max_new_tokens=NEW_TOKENS)
+        settings = dict(eos_token_id=eos, pad_token_id=0, **lengths, **MODES[mode])
         torch.manual_seed(rank)
         alone = genplug.generate(model, ids, synced_gpus=False, **settings)
         model.forward_calls = 0
@@ -69,16 +70,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", list(MODES))
-def test_every_rank_steps_until_all_are_done(mode):
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    eos = early_eos(TinyCausalLM(seed=0))
+def run_two_ranks(mode, eos, max_length=None):
+    """``{rank: (forward calls, synced output, output alone)}`` from two gloo processes."""
     context = mp.get_context("spawn")
     results = context.Queue()
     port = _free_port()
-    processes = [context.Process(target=_worker, args=(rank, port, mode, eos, results)) for rank in range(2)]
+    processes = [context.Process(target=_worker, args=(rank, port, mode, eos, results, max_length))
+                 for rank in range(2)]
     for process in processes:
         process.start()
     outcome = {}
@@ -88,7 +86,30 @@ def test_every_rank_steps_until_all_are_done(mode):
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0
+    return outcome
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_rank_steps_until_all_are_done(mode):
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    outcome = run_two_ranks(mode, early_eos(TinyCausalLM(seed=0)))
     (calls0, synced0, alone0), (calls1, synced1, alone1) = outcome[0], outcome[1]
     assert calls0 == calls1, f"rank 0 ran {calls0} forwards, rank 1 {calls1}: a sharded model would hang"
     assert synced0 == alone0 and synced1 == alone1
     assert len(alone0[0]) < len(alone1[0])  # rank 0 really stopped early
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["greedy", "beam search"])
+def test_a_rank_at_max_length_keeps_stepping_for_the_others(mode):
+    """max_length counts the prompt, and rank 0's prompt is shorter: it has more steps to go than rank 1,
+    which reaches max_length first and must keep running forwards (no EOS at all here)."""
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    outcome = run_two_ranks(mode, None, max_length=20)
+    (calls0, synced0, alone0), (calls1, synced1, alone1) = outcome[0], outcome[1]
+    assert calls0 == calls1
+    assert synced0 == alone0 and synced1 == alone1
+    assert len(alone0[0]) == len(alone1[0]) == 20

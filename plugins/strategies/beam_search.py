@@ -29,7 +29,7 @@ import torch
 from genplug import hookimpl
 from genplug.errors import GenerationConfigError, GenerationInputError
 from genplug.inputs import as_id_list
-from genplug.loop import DEFAULT_STOP_CHECK_INTERVAL
+from genplug.loop import DEFAULT_STOP_CHECK_INTERVAL, idle_until_all_finished
 from genplug.models import ModelAdapter
 from genplug.stopping import StoppingCriteriaList
 
@@ -122,6 +122,10 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
         cur += 1
         steps_run += 1
         if cur >= max_length:
+            if synced_gpus:  # the other ranks may still be searching: keep their forwards company
+                idle_until_all_finished(
+                    lambda: run.inputs.forward(adapter, search.running, 0, cur, None, run.model_kwargs, use_cache=False),
+                    lambda: _ended_everywhere(torch.ones_like(over), True))
             break
         if steps_run % interval == 0 and _ended_everywhere(over, synced_gpus):
             break
