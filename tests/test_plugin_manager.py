@@ -6,7 +6,7 @@ import pytest
 
 import genplug
 from genplug.errors import PluginError
-from genplug.plugin_manager import GenplugPluginManager, new_plugin_manager, use_plugin_manager, get_plugin_manager
+from genplug.plugin_manager import new_plugin_manager, use_plugin_manager, get_plugin_manager
 
 
 class StrategyPlugin:

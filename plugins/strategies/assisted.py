@@ -87,19 +87,8 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
         if logits_processor:
             for i in range(k + 1):
                 processed[:, i] = logits_processor(proposal[:, :cur + i], processed[:, i])
-        weight = config.assistant_ensemble_weight
-        if do_sample and draft_scores is not None:
-            chosen, matches = speculative_choice(candidates, draft_scores, processed, weight, lengths)
-        else:
-            if do_sample:
-                chosen = torch.multinomial(processed.reshape(-1, processed.shape[-1]).softmax(dim=-1),
-                                           num_samples=1).view(rows, k + 1)
-            elif weight is not None and draft_scores is not None:  # pick from the blend of target and draft
-                blend = weight * processed[:, :k].softmax(dim=-1) + (1.0 - weight) * draft_scores.softmax(dim=-1)
-                chosen = torch.cat((blend.argmax(dim=-1), processed[:, k:].argmax(dim=-1)), dim=-1)
-            else:
-                chosen = processed.argmax(dim=-1)
-            matches = torch.minimum(((candidates != chosen[:, :-1]).cumsum(dim=-1) < 1).sum(dim=-1), lengths)
+        chosen, matches = _round_choice(candidates, draft_scores, processed, lengths, do_sample,
+                                        config.assistant_ensemble_weight)
         # every row keeps as many tokens as the row that matched least (rows that stopped do not count), so
         # the rows stay aligned in the cache; a row that matched more keeps its candidate, which is the
         # target's own choice there
@@ -133,6 +122,28 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
     output = GenerateEncoderDecoderOutput if adapter.is_encoder_decoder else GenerateDecoderOnlyOutput
     return output(sequences=tokens, scores=tuple(scores) if config.output_scores else None,
                   logits=tuple(raw_logits) if config.output_logits else None, past_key_values=cache)
+
+
+def _round_choice(candidates, draft_scores, processed, lengths, do_sample: bool, weight: Optional[float]):
+    """``(tokens [batch, k + 1], matches [batch])``: the target's token at each candidate position and one
+    past them, and how many leading candidates each row keeps (never past its ``lengths``).
+
+    Speculative sampling with draft scores; else the target's own picks -- sampled, argmax, or argmax of
+    the blend ``w * p + (1 - w) * q`` with ``assistant_ensemble_weight`` -- and the candidates that match them.
+    """
+    if do_sample and draft_scores is not None:
+        return speculative_choice(candidates, draft_scores, processed, weight, lengths)
+    rows, k = candidates.shape
+    if do_sample:
+        chosen = torch.multinomial(processed.reshape(-1, processed.shape[-1]).softmax(dim=-1),
+                                   num_samples=1).view(rows, k + 1)
+    elif weight is not None and draft_scores is not None:
+        blend = weight * processed[:, :k].softmax(dim=-1) + (1.0 - weight) * draft_scores.softmax(dim=-1)
+        chosen = torch.cat((blend.argmax(dim=-1), processed[:, k:].argmax(dim=-1)), dim=-1)
+    else:
+        chosen = processed.argmax(dim=-1)
+    matches = ((candidates != chosen[:, :-1]).cumsum(dim=-1) < 1).sum(dim=-1)
+    return chosen, torch.minimum(matches, lengths)
 
 
 def _synced_round_over(done_here: bool, device) -> bool:

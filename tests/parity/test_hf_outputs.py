@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import genplug
-from parity_tools import assert_nested_close, assert_same, left_padded, prompt, run_both, tiny_model, token_generated_at
+from parity_tools import assert_same, left_padded, prompt, run_both, tiny_model, token_generated_at
 
 FIELDS = ("scores", "logits", "attentions", "hidden_states")
 

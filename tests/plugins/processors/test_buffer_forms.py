@@ -5,7 +5,6 @@ Oracle: each processor's ``__call__``, which the parity suite checks against tra
 whatever the buffer holds past ``length`` (the graph loop leaves old or filler tokens there) changes nothing.
 """
 
-import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
