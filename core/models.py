@@ -15,6 +15,12 @@ from typing import Any, FrozenSet, Optional
 import torch
 
 
+
+# Layer types that are recurrent state only (no attention over earlier tokens at all); a "hybrid" layer
+# (Zamba2) or any attention layer needs the whole sequence's mask.
+_STATE_SPACE_LAYER_TYPES = frozenset({"linear_attention", "mamba"})
+
+
 def _config_get(config: Any, name: str, default: Any = None) -> Any:
     if config is None:
         return default
@@ -71,6 +77,10 @@ class ModelAdapter:
         # The core says past_key_values throughout and renames it at the call: transformers >= 5.24 names
         # it `cache`, state-space models `cache_params`, RWKV `state`
         self.cache_argument = next((n for n in CACHE_ARGUMENT_NAMES if n in params), "past_key_values")
+        # a pure state-space model (every layer recurrent: Mamba, Mamba2) reads the attention mask only to zero
+        # the padding in the tokens it is fed, before they enter its state
+        types = _config_get(self.decoder_config, "layer_types") or ()
+        self.recurrent_only = bool(types) and all(t in _STATE_SPACE_LAYER_TYPES for t in types)
 
     # ------------------------------------------------------------------ facts about the model
 
@@ -300,9 +310,9 @@ class ModelAdapter:
             kwargs["attention_mask"] = attention_mask
             if position_ids is not None and self.accepts("position_ids"):
                 kwargs["position_ids"] = position_ids
-        if self.cache_argument == "cache_params" and cache is not None and attention_mask is not None:
-            # a state-space model (Mamba) reads the mask only to zero padding in the tokens it is given before
-            # they enter the recurrent state: it takes the mask of those tokens, not of the whole sequence
+        if self.recurrent_only and cache is not None and attention_mask is not None:
+            # a state-space model takes the mask of the tokens it is given, not of the whole sequence (its
+            # state already holds the earlier ones)
             fed = (input_ids if input_ids is not None else inputs_embeds).shape[1]
             kwargs["attention_mask"] = attention_mask[:, -fed:]
         kwargs["past_key_values"] = cache

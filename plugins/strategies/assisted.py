@@ -27,7 +27,7 @@ from genplug.outputs import GenerateDecoderOnlyOutput, GenerateEncoderDecoderOut
 from genplug.step_inputs import StepInputs
 
 from .candidates import (CandidateContext, DraftModelCandidates, OtherTokenizerDraftCandidates,
-                         PromptLookupCandidates)
+                         PromptLookupCandidates, keeps_recurrent_state)
 
 
 @torch.no_grad()
@@ -342,7 +342,7 @@ def _draft_inputs(draft, context: CandidateContext) -> StepInputs:
 
 
 def _check(adapter, input_ids, config, model_kwargs) -> None:
-    if getattr(adapter.model, "_is_stateful", False) or adapter.makes_own_cache():
+    if keeps_recurrent_state(adapter):
         raise GenerationInputError(
             f"assisted generation is not supported with stateful models such as {type(adapter.model).__name__}: "
             "rejected candidates would have to be taken back out of a recurrent state, which cannot be undone "

@@ -50,6 +50,16 @@ class CandidateContext:
     encoder_inputs: Tuple[Any, Any] = (None, None)
 
 
+def keeps_recurrent_state(adapter: ModelAdapter) -> bool:
+    """Whether the model keeps a recurrent state that rejected candidates cannot be taken back out of: Mamba,
+    hybrids, RWKV (transformers' ``_is_stateful``, or layer types other than attention and LFM2's short
+    convolutions, which can be rolled back)."""
+    from genplug.cache import recurrent_layer_types
+
+    return (getattr(adapter.model, "_is_stateful", False) or adapter.makes_own_cache()
+            or any(kind != "conv" for kind in recurrent_layer_types(adapter.decoder_config)))
+
+
 def padded(rows: List[torch.LongTensor], tokens: torch.LongTensor) -> Candidates:
     """One row of candidates per sequence (1-D, any lengths) as ``[batch, k]`` ids, filled past each row's
     length with its last token, and the lengths."""
@@ -168,7 +178,7 @@ class DraftModelCandidates:
     def __init__(self, adapter: ModelAdapter, step_inputs: StepInputs, processors, do_sample: bool, eos_token_ids,
                  num_tokens: float, schedule: str, confidence_threshold: Optional[float], max_length: int,
                  extra: Optional[dict] = None):
-        if getattr(adapter.model, "_is_stateful", False) or adapter.makes_own_cache():
+        if keeps_recurrent_state(adapter):
             raise GenerationInputError(
                 f"the draft model {type(adapter.model).__name__} keeps a recurrent state, which cannot be rolled back "
                 "to the accepted tokens after a rejection; use a draft model with attention layers only")
