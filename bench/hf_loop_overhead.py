@@ -17,10 +17,12 @@ Targets: ratio <= 0.8 for greedy, <= 0.6 for sampling. ``--profile`` prints what
 loop (cProfile). ``--family qwen3`` measures a tiny Qwen3 instead (per-head q/k norms); ``gemma``,
 ``gemma2`` (eager attention with soft-capped scores, final logit soft-capping, 4 norms per layer) and
 ``gemma3`` (q/k norms, a local RoPE on its sliding layers) the Gemmas, with a sliding layer whose 64-token
-window the generation outgrows; ``mamba`` and ``jamba`` models with recurrent state, which run on
-transformers' own cache in both libraries (no native kernels: both genplug columns run the transformers
-forward).
-Run: ``python bench/hf_loop_overhead.py [--runs 7] [--profile] [--family llama|qwen3|gemma|gemma2|gemma3|mamba|jamba]``.
+window the generation outgrows; ``phi3`` a Phi-4-mini-shaped Phi-3 (fused q/k/v and gate/up, 3/4 of each
+head rotated, LongRoPE with scaled cos/sin; the 272 positions stay within its original 4096, as transformers'
+generate re-prefills at that crossing and genplug does not); ``mamba`` and ``jamba`` models with recurrent
+state, which run on transformers' own cache in both libraries (no native kernels: both genplug columns run
+the transformers forward).
+Run: ``python bench/hf_loop_overhead.py [--runs 7] [--profile] [--family llama|qwen3|gemma|gemma2|gemma3|phi3|mamba|jamba]``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ def build_model(family: str = "llama"):
     if family == "gemma3":
         return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(
             head_dim=8, sliding_window=64, layer_types=["sliding_attention", "full_attention"], **shape)).eval()
+    if family == "phi3":
+        return transformers.Phi3ForCausalLM(transformers.Phi3Config(
+            pad_token_id=0, max_position_embeddings=131072, original_max_position_embeddings=4096,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                             "short_factor": [1.0, 1.2, 1.5], "long_factor": [2.0, 8.0, 30.0]},  # a factor per rotated pair
+            **shape)).eval()
     if family == "mamba":
         return transformers.MambaForCausalLM(transformers.MambaConfig(
             hidden_size=32, num_hidden_layers=2, state_size=4, vocab_size=128, eos_token_id=EOS, bos_token_id=1)).eval()
@@ -117,7 +125,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs per measurement (median reported)")
     parser.add_argument("--profile", action="store_true", help="cProfile genplug's sampling run")
-    parser.add_argument("--family", choices=("llama", "qwen3", "gemma", "gemma2", "gemma3", "mamba", "jamba"),
+    parser.add_argument("--family", choices=("llama", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "mamba", "jamba"),
                         default="llama")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")

@@ -12,7 +12,7 @@ model needs:
 * a cache genplug builds is handed over in the shape the model expects: transformers' encoder-decoder
   layers test ``isinstance(cache, transformers.EncoderDecoderCache)``, so a genplug
   ``EncoderDecoderCache`` is bridged to one (sharing its storage);
-* stock Llama / Mistral / Qwen2 / Qwen3 / Gemma 1-3 models run on genplug's native kernels over their own weights
+* stock Llama / Mistral / Qwen2 / Qwen3 / Gemma 1-3 / Phi-3 models run on genplug's native kernels over their own weights
   (:mod:`.native_twin`, ``native_kernels`` config field);
 * a capturable decode step for genplug's CUDA-graph loop (``static_decode_step``).
 
@@ -391,7 +391,7 @@ def genplug_register_config_fields(register):
 
     register(ConfigField(
         "native_kernels", default=True, validator=_bool,
-        help="run transformers Llama/Mistral/Qwen2/Qwen3/Gemma models on genplug's native kernels over their own weights "
+        help="run transformers Llama/Mistral/Qwen2/Qwen3/Gemma/Phi-3 models on genplug's native kernels over their own weights "
              "(stock modules, no hooks); False always runs the transformers forward",
     ))
 

@@ -1,4 +1,4 @@
-"""Run a transformers Llama / Mistral / Qwen2 / Qwen3 / Gemma model on genplug's native kernels over its own weights.
+"""Run a transformers Llama / Mistral / Qwen2 / Qwen3 / Gemma / Phi-3 model on genplug's native kernels over its own weights.
 
 transformers' modules cost most of a decode step wherever the model is small or the GPU is fed one
 kernel at a time: on one CPU thread, a tiny Llama's forward is ~2 ms of Python per token, and on a GPU
@@ -9,14 +9,15 @@ model's own tensors -- nothing is copied, so it follows in-place weight updates 
 The twin is used only where it computes what the transformers model would:
 
 * the model is a stock ``LlamaForCausalLM`` / ``MistralForCausalLM`` / ``Qwen2ForCausalLM`` /
-  ``Qwen3ForCausalLM`` / ``GemmaForCausalLM`` / ``Gemma2ForCausalLM`` / ``Gemma3ForCausalLM`` whose
+  ``Qwen3ForCausalLM`` / ``GemmaForCausalLM`` / ``Gemma2ForCausalLM`` / ``Gemma3ForCausalLM`` /
+  ``Phi3ForCausalLM`` whose
   every submodule is of a class from that model's transformers module, ``torch.nn`` or
   ``transformers.activations`` (a PEFT adapter, a quantized linear or any replaced module disables it);
 * no forward hook or pre-hook is registered, on any module or globally, and no forward was replaced
   (on an instance, as accelerate's hooks do, or on a class);
 * unquantized floating-point weights on one device, eval mode, SDPA or eager attention, and a config
-  the native family supports (rope types default/llama3/linear/dynamic, no ``pretraining_tp``, no
-  bidirectional Gemma attention);
+  the native family supports (rope types default/llama3/linear/dynamic, for Phi-3 default/longrope with
+  any ``partial_rotary_factor``; no ``pretraining_tp``, no bidirectional Gemma attention);
 * per call: the cache is genplug's (or none) and no model argument beyond the native forward's is given.
 
 Switch it off with ``native_kernels=False`` (a generation config field owned by this plugin).
@@ -33,7 +34,7 @@ from torch import nn
 
 _SUPPORTED = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
               "Qwen3ForCausalLM": "qwen3", "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2",
-              "Gemma3ForCausalLM": "gemma3_text"}
+              "Gemma3ForCausalLM": "gemma3_text", "Phi3ForCausalLM": "phi3"}
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 _TWINS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (fingerprint, twin)
 
@@ -42,7 +43,7 @@ def why_no_twin(model: Any) -> Optional[str]:
     """None when :func:`native_twin` can stand in for ``model``, else the reason it cannot."""
     name = type(model).__name__
     if name not in _SUPPORTED:
-        return f"{name} is not a Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2 or Gemma 3 causal LM"
+        return f"{name} is not a Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3 or Phi-3 causal LM"
     home = type(model).__module__
     if not home.startswith("transformers.models."):
         return f"{name} comes from {home}, not from transformers"
@@ -117,6 +118,7 @@ class ConcatProjection(nn.Module):
 
     Stands for the native model's fused ``qkv_proj`` / ``gate_up_proj`` over transformers' separate
     weights, which it reads in place (``weight.t()`` views) instead of copying them into one matrix.
+    (Phi-3 stores them fused: its twin views those matrices directly.)
     """
 
     def __init__(self, linears):
@@ -158,13 +160,17 @@ def _build(model):
         attention, mlp = their.self_attn, their.mlp
         for norm in norms:
             getattr(mine, norm).weight = getattr(their, norm).weight
-        mine.self_attn.qkv_proj = ConcatProjection([attention.q_proj, attention.k_proj, attention.v_proj])
+        if config.model_type == "phi3":  # fused in transformers too: (q, k, v) and (gate, up), viewed as they are
+            mine.self_attn.qkv_proj.weight_t = _view_of(attention.qkv_proj)
+            mine.mlp.gate_up_proj.weight_t = _view_of(mlp.gate_up_proj)
+        else:
+            mine.self_attn.qkv_proj = ConcatProjection([attention.q_proj, attention.k_proj, attention.v_proj])
+            mine.mlp.gate_up_proj = ConcatProjection([mlp.gate_proj, mlp.up_proj])
         if config.qk_norm:
             mine.self_attn.q_norm.weight = attention.q_norm.weight
             mine.self_attn.k_norm.weight = attention.k_norm.weight
         mine.self_attn.o_proj.weight_t = _view_of(attention.o_proj)
         mine.self_attn.o_proj.bias = attention.o_proj.bias
-        mine.mlp.gate_up_proj = ConcatProjection([mlp.gate_proj, mlp.up_proj])
         mine.mlp.down_proj.weight_t = _view_of(mlp.down_proj)
         mine.mlp.down_proj.bias = mlp.down_proj.bias
     twin.lm_head.weight_t = _view_of(model.lm_head)

@@ -52,6 +52,46 @@ def gemma_model(name: str, window: int = 4):
     return model
 
 
+PHI3_SHAPE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                  eos_token_id=2)
+
+
+def longrope(partial_rotary_factor: float, original: int, head_dim: int = 8) -> dict:
+    """LongRoPE parameters with random short (1-2) and long (2-6) factors, one per rotated pair of a head."""
+    pairs = int(head_dim * partial_rotary_factor) // 2
+    generator = torch.Generator().manual_seed(3)
+    return dict(rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                 "partial_rotary_factor": partial_rotary_factor,
+                                 "short_factor": (1 + torch.rand(pairs, generator=generator)).tolist(),
+                                 "long_factor": (2 + 4 * torch.rand(pairs, generator=generator)).tolist()},
+                original_max_position_embeddings=original)
+
+
+PHI3 = {
+    # Phi-3-mini-4k's layout: whole heads rotated, every layer windowed (4 here; 2047 there); SDPA
+    "phi3_window": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(**PHI3_SHAPE, sliding_window=4)),
+    # half of each head rotated; eager attention
+    "phi3_partial": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(
+        **PHI3_SHAPE, partial_rotary_factor=0.5, attn_implementation="eager")),
+    # Phi-4-mini's: 3/4 of each head, LongRoPE over an original context of 16 (cos/sin scaled: 64 / 16)
+    "phi4_mini": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(**PHI3_SHAPE, **longrope(0.75, 16))),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def phi3_model(name: str):
+    """A tiny Phi-3 with every weight random (norms around 1). Shared: do not modify."""
+    torch.manual_seed(0)
+    model = PHI3[name]().eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            parameter.copy_(1 + 0.2 * noise if "norm" in parameter_name else 0.2 * noise)
+    return model
+
+
 @pytest.fixture
 def twin_calls(monkeypatch):
     calls = []
@@ -140,6 +180,87 @@ def test_gemma_static_cache_through_the_twin(name, window, monkeypatch, twin_cal
     assert graph_loop.LAST_CAPTURE_SECONDS is None  # (that was the eager loop)
 
 
+@pytest.mark.parametrize("name", list(PHI3))
+@pytest.mark.parametrize("length", [11, 24], ids=["within the original context", "beyond it"])
+def test_phi3_twin_logits_match_within_1e_5_with_left_padding(name, length):
+    """Partial rotary (1/2, 3/4, whole heads), LongRoPE's short factors (11 tokens) and long ones (24 > 16),
+    windows of 4; left-padded rows; the prompt as embeddings too. The twin reads Phi-3's fused q/k/v and
+    gate/up matrices in place."""
+    model = phi3_model(name)
+    assert why_no_twin(model) is None
+    twin = native_twin(model)
+    layer, theirs = twin.model.layers[1], model.model.layers[1]
+    assert layer.self_attn.qkv_proj.weight_t.data_ptr() == theirs.self_attn.qkv_proj.weight.data_ptr()
+    assert layer.mlp.gate_up_proj.weight_t.data_ptr() == theirs.mlp.gate_up_proj.weight.data_ptr()
+    input_ids, mask = left_padded(batch=3, length=length, pads=(0, 3, 6))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(input_ids)
+        for kwargs in (dict(input_ids=input_ids), dict(input_ids=input_ids, attention_mask=mask, position_ids=positions),
+                       dict(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)):
+            theirs = model(**kwargs).logits
+            ours = twin(**kwargs, logits_to_keep=0).logits
+            assert (ours - theirs)[mask.bool()].abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name, length", [("phi3_window", 7), ("phi3_partial", 7), ("phi4_mini", 7), ("phi4_mini", 20)],
+                         ids=["phi3_window", "phi3_partial", "phi4_mini short factors", "phi4_mini long factors"])
+@pytest.mark.parametrize("sampling", [False, True])
+def test_phi3_generate_through_the_twin_matches_transformers(name, length, sampling, twin_calls):
+    """Prompt and new tokens on one side of LongRoPE's switch: 7 + 10 tokens stay within the original context
+    of 16, a prompt of 20 is beyond it from the start."""
+    model = phi3_model(name)
+    input_ids, mask = left_padded(length=length)
+    extra = dict(do_sample=True, top_k=20, temperature=0.9) if sampling else {}
+    ours, theirs = run_both(model, seed=0 if sampling else None, input_ids=input_ids, attention_mask=mask,
+                            max_new_tokens=10, pad_token_id=0, **extra, **SCORES)
+    assert twin_calls, "the twin did not run"
+    assert_same(ours, theirs)
+
+
+def test_phi3_twin_follows_the_transformers_forward_across_longropes_switch(twin_calls):
+    """A generation that crosses the original context mid-way (9 + 12 tokens over 16): the twin computes what
+    the transformers forward computes in genplug's loop (native_kernels=False), long factors for the new
+    tokens over keys cached with the short ones. (transformers' own generate differs there: Phi-3's
+    prepare_inputs_for_generation drops the cache at the crossing and recomputes it with the long factors,
+    which genplug's loop does not do; see docs/transformers.md.)"""
+    model = phi3_model("phi4_mini")
+    input_ids, mask = left_padded(length=9)
+    kwargs = dict(attention_mask=mask, max_new_tokens=12, pad_token_id=0, **SCORES)
+    hf_forward = genplug.generate(model, input_ids, native_kernels=False, **kwargs)
+    assert not twin_calls
+    ours = genplug.generate(model, input_ids, **kwargs)
+    assert twin_calls
+    assert_same(ours, hf_forward)
+
+
+@pytest.mark.parametrize("name", list(PHI3))
+def test_phi3_static_cache_through_the_twin(name, monkeypatch, twin_calls):
+    """Without a window the graph step serves (partial rotary, LongRoPE chosen on the device); Phi-3's window
+    covers every layer, so no full-attention layer sizes the static cache and the eager loop runs. Either way:
+    transformers' tokens, and the eager loop's."""
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
+    model = phi3_model(name)
+    input_ids, mask = left_padded()
+    kwargs = dict(attention_mask=mask, max_new_tokens=10, pad_token_id=0, cache_implementation="static")
+    theirs = model.generate(input_ids, **kwargs)
+    ours = genplug.generate(model, input_ids, **kwargs)
+    assert twin_calls
+    assert (graph_loop.LAST_CAPTURE_SECONDS is not None) == (name != "phi3_window")
+    assert torch.equal(ours, theirs)
+    graph_loop.LAST_CAPTURE_SECONDS = None
+    assert torch.equal(genplug.generate(model, input_ids, disable_compile=True, **kwargs), ours)
+    assert graph_loop.LAST_CAPTURE_SECONDS is None  # (that was the eager loop)
+
+
+def test_the_twin_refuses_phi3_configs_it_would_compute_differently():
+    """int(8 * 0.375) = 3 rotated dimensions: transformers then rotates 4 (its cos/sin cover 2 * ceil(3 / 2));
+    the native family refuses odd counts rather than guess."""
+    odd = transformers.Phi3ForCausalLM(transformers.Phi3Config(**PHI3_SHAPE, partial_rotary_factor=0.375)).eval()
+    assert "rotates 3 dimensions" in why_no_twin(odd)
+
+
 def test_the_twin_refuses_gemma_configs_it_would_compute_differently():
     bidirectional = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(
         **GEMMA_SHAPE, sliding_window=4, use_bidirectional_attention=True)).eval()
@@ -219,7 +340,7 @@ def test_the_twin_stands_aside_when_it_could_differ(change, expected, twin_calls
 
 @pytest.mark.parametrize("name", ["gpt2", "t5"])
 def test_other_architectures_keep_the_transformers_forward(name):
-    assert "is not a Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2 or Gemma 3" in why_no_twin(tiny_model(name))
+    assert "is not a Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3 or Phi-3" in why_no_twin(tiny_model(name))
 
 
 def test_static_cache_graph_step_through_the_twin(monkeypatch, twin_calls):

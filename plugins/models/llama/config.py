@@ -1,10 +1,10 @@
 """The configuration of a native Llama-family model, read from (and written as) transformers' config.json.
 
-One class covers Llama 2/3, Mistral, Qwen2, Qwen3, Gemma 1/2/3 (text), SmolLM and TinyLlama: they differ
-only in a few switches (biases on the projections, RMSNorm of each query and key head, a sliding attention
-window, tied embeddings, RoPE scaling, and Gemma's norms, embedding scale, attention scale, soft-capping
-and per-layer-type RoPE). Keys this class does not model are kept in ``extra`` so that a config read and
-written again loses nothing.
+One class covers Llama 2/3, Mistral, Qwen2, Qwen3, Gemma 1/2/3 (text), Phi-3/3.5/4-mini, SmolLM and
+TinyLlama: they differ only in a few switches (biases on the projections, RMSNorm of each query and key
+head, a sliding attention window, tied embeddings, RoPE scaling, Gemma's norms, embedding scale, attention
+scale, soft-capping and per-layer-type RoPE, and Phi-3's partial rotary and LongRoPE). Keys this class
+does not model are kept in ``extra`` so that a config read and written again loses nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import attrs
 
 from .errors import CheckpointError
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
 GEMMA_TYPES = ("gemma", "gemma2", "gemma3_text")
 SUPPORTED_ACTIVATIONS = ("silu", "swish", "gelu", "gelu_pytorch_tanh", "relu")
 FULL_ATTENTION = "full_attention"
@@ -60,6 +60,10 @@ class NativeLlamaConfig:
     square root instead of head_dim's), ``attn_logit_softcapping`` / ``final_logit_softcapping``
     (``tanh(x / cap) * cap`` on attention scores / logits) and ``local_rope_parameters`` (Gemma 3: the
     RoPE of sliding layers, when it differs from ``rope_parameters``).
+
+    Phi-3's lie in ``rope_parameters``: ``partial_rotary_factor`` (RoPE turns the first ``rotary_dim``
+    dimensions of each head only) and ``rope_type="longrope"``; its checkpoints store q/k/v and gate/up
+    fused already, as the native model does.
     """
 
     vocab_size: int
@@ -111,6 +115,12 @@ class NativeLlamaConfig:
         return self.num_attention_heads // self.num_key_value_heads
 
     @property
+    def rotary_dim(self) -> int:
+        """How many leading dimensions of each head RoPE rotates (``head_dim`` but for Phi-3's partial rotary;
+        transformers' rounding, as :func:`.rope.rotary_dim_of`, which this torch-free module cannot import)."""
+        return int(self.head_dim * self.rope_parameters.get("partial_rotary_factor", 1.0))
+
+    @property
     def rope_theta(self) -> float:
         return float(self.rope_parameters.get("rope_theta", 10000.0))
 
@@ -151,6 +161,8 @@ class NativeLlamaConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 problems.append(f"{name}={value!r} must be a positive number or null")
+        if not problems:
+            problems += _rope_shape_problems(self.rope_parameters, self.rotary_dim)
         if self.model_type == "gemma3_text" and self.attn_logit_softcapping is not None:
             problems.append(
                 f"attn_logit_softcapping={self.attn_logit_softcapping!r} is set on a gemma3_text model, whose attention "
@@ -202,10 +214,14 @@ class NativeLlamaConfig:
         local_rope = None
         if model_type == "gemma3_text":
             rope, local_rope = _gemma3_rope_parameters(data, source)
+        elif model_type == "phi3":
+            rope = _phi3_rope_parameters(data, source)
         else:
-            rope = _standard_rope_parameters(data, source)
+            rope = _standard_rope_parameters(data, source, model_type)
         attention_bias = bool(data.get("attention_bias", False))
         dtype = data.get("dtype") or data.get("torch_dtype")
+        # (Phi-3's top-level partial_rotary_factor and original_max_position_embeddings are copied into
+        # rope_parameters, where the model reads them, and also kept in ``extra``, as transformers keeps both)
         consumed = _CONSUMED_KEYS | _GEMMA_CONSUMED_KEYS.get(model_type, frozenset())
         return cls(
             model_type=model_type,
@@ -216,8 +232,8 @@ class NativeLlamaConfig:
             num_attention_heads=heads,
             num_key_value_heads=data.get("num_key_value_heads") or heads,
             head_dim=head_dim,
-            max_position_embeddings=data.get("max_position_embeddings", 2048),
-            rms_norm_eps=data.get("rms_norm_eps", 1e-6),
+            max_position_embeddings=data.get("max_position_embeddings", _max_positions_default(model_type)),
+            rms_norm_eps=data.get("rms_norm_eps", 1e-5 if model_type == "phi3" else 1e-6),
             rope_parameters=rope,
             hidden_act=_activation(data, model_type),
             qkv_bias=True if model_type == "qwen2" else attention_bias,
@@ -263,7 +279,7 @@ class NativeLlamaConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         """The config.json dict transformers reads back into the config class of ``model_type`` (LlamaConfig,
-        MistralConfig, Qwen2Config, Qwen3Config, GemmaConfig, Gemma2Config, Gemma3TextConfig)."""
+        MistralConfig, Qwen2Config, Qwen3Config, GemmaConfig, Gemma2Config, Gemma3TextConfig, Phi3Config)."""
         data: Dict[str, Any] = dict(self.extra)
         data.update(
             model_type=self.model_type,
@@ -301,6 +317,9 @@ class NativeLlamaConfig:
                         final_logit_softcapping=self.final_logit_softcapping)
         if self.model_type == "gemma2":
             data.update(attn_logit_softcapping=self.attn_logit_softcapping)
+        if self.model_type == "phi3" and self.rope_parameters["rope_type"] == "longrope":
+            # transformers takes the top-level value over the one in rope_parameters
+            data["original_max_position_embeddings"] = self.rope_parameters["original_max_position_embeddings"]
         if self.model_type == "gemma3_text":
             local = self.local_rope_parameters or self.rope_parameters
             data.update(rope_parameters={FULL_ATTENTION: dict(self.rope_parameters), SLIDING_ATTENTION: dict(local)})
@@ -314,7 +333,7 @@ class NativeLlamaConfig:
 
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                   "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
-                  "gemma3_text": "Gemma3ForCausalLM"}
+                  "gemma3_text": "Gemma3ForCausalLM", "phi3": "Phi3ForCausalLM"}
 
 
 def _activation(data: Dict[str, Any], model_type: str) -> str:
@@ -349,7 +368,7 @@ def _attention_layout(
     window = data.get("sliding_window")
     if model_type in ("qwen2", "qwen3") and not data.get("use_sliding_window", False):
         window = None
-    if model_type == "mistral":  # one window for every layer
+    if model_type in ("mistral", "phi3"):  # one window for every layer (Phi-3-mini-4k: 2047)
         kind = SLIDING_ATTENTION if window else FULL_ATTENTION
         return window, [kind] * num_layers
     layer_types = data.get("layer_types")
@@ -363,10 +382,41 @@ def _attention_layout(
     return window, list(layer_types)
 
 
-def _standard_rope_parameters(data: Dict[str, Any], source: str) -> Dict[str, Any]:
+def _standard_rope_parameters(data: Dict[str, Any], source: str, model_type: str) -> Dict[str, Any]:
     """One flat RoPE dict from either transformers 5's ``rope_parameters`` or the older ``rope_scaling``/``rope_theta``."""
     rope = dict(data.get("rope_parameters") or data.get("rope_scaling") or {})
-    return _checked_rope(rope, data.get("rope_theta", 10000.0), data, source)
+    return _checked_rope(rope, data.get("rope_theta", 10000.0), data, source, model_type)
+
+
+def _max_positions_default(model_type: str) -> int:
+    return 4096 if model_type == "phi3" else 2048
+
+
+def _phi3_rope_parameters(data: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """Phi-3's RoPE dict as transformers' Phi3Config completes it: the top-level ``partial_rotary_factor``
+    moved in, the old names ``su`` / ``yarn`` read as ``longrope``, and for longrope the top-level
+    ``original_max_position_embeddings`` (default 4096) over any value in the dict."""
+    rope = dict(data.get("rope_parameters") or data.get("rope_scaling") or {})
+    rope_type = rope.pop("type", None)
+    rope.setdefault("rope_type", rope_type or "default")
+    if rope["rope_type"] in ("su", "yarn"):
+        rope["rope_type"] = "longrope"
+    rope.setdefault("partial_rotary_factor", data.get("partial_rotary_factor") or 1.0)
+    if rope["rope_type"] == "longrope":
+        rope["original_max_position_embeddings"] = data.get("original_max_position_embeddings", 4096)
+    return _checked_rope(rope, data.get("rope_theta") or 10000.0, data, source, "phi3")
+
+
+def _rope_shape_problems(rope: Dict[str, Any], rotary_dim: int) -> List[str]:
+    """What keeps a RoPE dict from fitting heads that rotate ``rotary_dim`` dimensions."""
+    if rotary_dim <= 0 or rotary_dim % 2:
+        return [f"partial_rotary_factor={rope.get('partial_rotary_factor')} rotates {rotary_dim} dimensions of each "
+                "head; RoPE turns pairs of dimensions, so that must be a positive even number"]
+    if rope.get("rope_type") != "longrope":
+        return []
+    return [f"rope_parameters[{key!r}] has {len(rope.get(key) or ())} entries; longrope needs one per rotated pair "
+            f"({rotary_dim // 2} for {rotary_dim} rotated dimensions)"
+            for key in ("short_factor", "long_factor") if len(rope.get(key) or ()) != rotary_dim // 2]
 
 
 def _gemma3_rope_parameters(data: Dict[str, Any], source: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -377,13 +427,14 @@ def _gemma3_rope_parameters(data: Dict[str, Any], source: str) -> Tuple[Dict[str
     if not (isinstance(nested, dict) and (FULL_ATTENTION in nested or SLIDING_ATTENTION in nested)):
         nested = {FULL_ATTENTION: dict(data.get("rope_scaling") or {}), SLIDING_ATTENTION: {}}
     full = _checked_rope(dict(nested.get(FULL_ATTENTION) or {}), data.get("rope_theta", 1_000_000.0), data,
-                         f"{source} (full_attention)")
+                         f"{source} (full_attention)", "gemma3_text")
     local = _checked_rope(dict(nested.get(SLIDING_ATTENTION) or {}), data.get("rope_local_base_freq", 10_000.0), data,
-                          f"{source} (sliding_attention)")
+                          f"{source} (sliding_attention)", "gemma3_text")
     return full, local
 
 
-def _checked_rope(rope: Dict[str, Any], default_theta: float, data: Dict[str, Any], source: str) -> Dict[str, Any]:
+def _checked_rope(rope: Dict[str, Any], default_theta: float, data: Dict[str, Any], source: str,
+                  model_type: str = "llama") -> Dict[str, Any]:
     """``rope`` completed with the keys transformers fills in, after checking it is a RoPE the native models compute."""
     rope_type = rope.pop("type", None)
     rope.setdefault("rope_type", rope_type or "default")
@@ -392,5 +443,5 @@ def _checked_rope(rope: Dict[str, Any], default_theta: float, data: Dict[str, An
         rope.setdefault("original_max_position_embeddings", data.get("max_position_embeddings", 2048))
     from .rope import check_rope_parameters  # local import: rope pulls in torch
 
-    check_rope_parameters(rope, source)
+    check_rope_parameters(rope, source, model_type)
     return rope

@@ -5,7 +5,9 @@ in ``model.safetensors.index.json``, and optionally ``generation_config.json`` a
 Weights are checked against the shapes ``config.json`` implies before anything is built, and every
 problem is one :class:`CheckpointError` naming the file and the fix. On the way in, transformers'
 separate q/k/v and gate/up matrices are concatenated into the native model's fused ones; on the way out
-(:func:`save_model`) they are split again, so transformers loads what genplug saves.
+(:func:`save_model`) they are split again, so transformers loads what genplug saves. Phi-3 checkpoints
+store ``qkv_proj`` and ``gate_up_proj`` fused already, in the native order (q, k, v; gate, up): their
+names map one to one.
 """
 
 from __future__ import annotations
@@ -173,26 +175,38 @@ def _shards_from_index(index: str, path: str) -> Dict[str, set]:
     return files
 
 
+def checkpoint_projections(config: NativeLlamaConfig) -> Dict[str, List[str]]:
+    """Each fused projection of a native layer -> the checkpoint's projections it concatenates, in order."""
+    if config.model_type == "phi3":  # stored fused, as the native model holds them
+        fused = {"self_attn.qkv_proj": ["self_attn.qkv_proj"], "mlp.gate_up_proj": ["mlp.gate_up_proj"]}
+    else:
+        fused = {"self_attn.qkv_proj": [f"self_attn.{p}_proj" for p in "qkv"],
+                 "mlp.gate_up_proj": ["mlp.gate_proj", "mlp.up_proj"]}
+    return {**fused, "self_attn.o_proj": ["self_attn.o_proj"], "mlp.down_proj": ["mlp.down_proj"]}
+
+
 def transformers_shapes(config: NativeLlamaConfig) -> Dict[str, Tuple[int, ...]]:
     """Every tensor name transformers' ``*ForCausalLM`` stores for this config, with its shape."""
     hidden, inner = config.hidden_size, config.intermediate_size
     q_width = config.num_attention_heads * config.head_dim
     kv_width = config.num_key_value_heads * config.head_dim
+    fused_in_checkpoint = config.model_type == "phi3"
     shapes: Dict[str, Tuple[int, ...]] = {"model.embed_tokens.weight": (config.vocab_size, hidden),
                                           "model.norm.weight": (hidden,)}
     if not config.tie_word_embeddings:
         shapes["lm_head.weight"] = (config.vocab_size, hidden)
     for i in range(config.num_hidden_layers):
         layer = f"model.layers.{i}."
-        projections = {
-            "self_attn.q_proj": ((q_width, hidden), config.qkv_bias),
-            "self_attn.k_proj": ((kv_width, hidden), config.qkv_bias),
-            "self_attn.v_proj": ((kv_width, hidden), config.qkv_bias),
-            "self_attn.o_proj": ((hidden, q_width), config.output_bias),
-            "mlp.gate_proj": ((inner, hidden), config.mlp_bias),
-            "mlp.up_proj": ((inner, hidden), config.mlp_bias),
-            "mlp.down_proj": ((hidden, inner), config.mlp_bias),
-        }
+        if fused_in_checkpoint:
+            attention = {"self_attn.qkv_proj": ((q_width + 2 * kv_width, hidden), config.qkv_bias)}
+            mlp = {"mlp.gate_up_proj": ((2 * inner, hidden), config.mlp_bias)}
+        else:
+            attention = {"self_attn.q_proj": ((q_width, hidden), config.qkv_bias),
+                         "self_attn.k_proj": ((kv_width, hidden), config.qkv_bias),
+                         "self_attn.v_proj": ((kv_width, hidden), config.qkv_bias)}
+            mlp = {"mlp.gate_proj": ((inner, hidden), config.mlp_bias), "mlp.up_proj": ((inner, hidden), config.mlp_bias)}
+        projections = {**attention, "self_attn.o_proj": ((hidden, q_width), config.output_bias),
+                       **mlp, "mlp.down_proj": ((hidden, inner), config.mlp_bias)}
         for name, (shape, has_bias) in projections.items():
             shapes[layer + name + ".weight"] = shape
             if has_bias:
@@ -250,11 +264,9 @@ def to_native_state_dict(
                                       "model.norm.weight": tensors["model.norm.weight"]}
     head = "model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"
     state["lm_head.weight_t"] = tensors[head].t()
+    fused = checkpoint_projections(config)
     for i in range(config.num_hidden_layers):
         layer = f"model.layers.{i}."
-        fused = {"self_attn.qkv_proj": [f"self_attn.{p}_proj" for p in "qkv"],
-                 "mlp.gate_up_proj": ["mlp.gate_proj", "mlp.up_proj"],
-                 "self_attn.o_proj": ["self_attn.o_proj"], "mlp.down_proj": ["mlp.down_proj"]}
         for target, parts in fused.items():
             state[f"{layer}{target}.weight_t"] = torch.cat([tensors[f"{layer}{p}.weight"] for p in parts], dim=0).t()
             if f"{layer}{parts[0]}.bias" in tensors:
@@ -266,8 +278,10 @@ def to_native_state_dict(
 
 
 def to_transformers_state_dict(model) -> Dict[str, torch.Tensor]:
-    """The model's weights under transformers' names and layout (q/k/v and gate/up split again), contiguous."""
+    """The model's weights under transformers' names and layout (q/k/v and gate/up split again, except for
+    Phi-3, which stores them fused), contiguous."""
     config: NativeLlamaConfig = model.config
+    split = config.model_type != "phi3"
     q_width = config.num_attention_heads * config.head_dim
     kv_width = config.num_key_value_heads * config.head_dim
     out: Dict[str, torch.Tensor] = {}
@@ -275,10 +289,10 @@ def to_transformers_state_dict(model) -> Dict[str, torch.Tensor]:
         tensor = tensor.detach()
         if name.endswith(".weight_t"):
             name, tensor = name[: -len("_t")], tensor.t()
-        if ".qkv_proj." in name:
+        if ".qkv_proj." in name and split:
             for part, piece in zip("qkv", tensor.split([q_width, kv_width, kv_width], dim=0)):
                 out[name.replace("qkv_proj", f"{part}_proj")] = piece
-        elif ".gate_up_proj." in name:
+        elif ".gate_up_proj." in name and split:
             gate, up = tensor.split(config.intermediate_size, dim=0)
             out[name.replace("gate_up_proj", "gate_proj")] = gate
             out[name.replace("gate_up_proj", "up_proj")] = up

@@ -1,10 +1,10 @@
-"""genplug's native Llama-family decoder (Llama 2/3, Mistral, Qwen2/3, Gemma 1/2/3, SmolLM, TinyLlama) in plain PyTorch.
+"""genplug's native Llama-family decoder (Llama 2/3, Mistral, Qwen2/3, Gemma 1/2/3, Phi-3, SmolLM, TinyLlama) in plain PyTorch.
 
 It takes transformers' calling convention, so the same generate() drives it and transformers models,
 and it is written for the decode step: q/k/v are one matmul (``qkv_proj``), gate/up are one matmul
 (``gate_up_proj``), RoPE is applied to queries and keys in one go, the mask is built once per forward,
 and attention is ``scaled_dot_product_attention``. Checkpoints in transformers' layout are converted to
-the fused layout by :mod:`.loader`.
+the fused layout by :mod:`.loader` (Phi-3's checkpoints are in it already).
 """
 
 from __future__ import annotations
@@ -362,7 +362,7 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         self.model = NativeLlamaModel(config)
         self.lm_head = Projection(config.hidden_size, config.vocab_size, bias=False)
         self.final_logit_softcapping = config.final_logit_softcapping
-        # whether the fused Triton decode kernels implement this model's step (not Gemma's, nor windows)
+        # whether the fused Triton decode kernels implement this model's step (not Gemma's, Phi-3's RoPE, windows)
         self.fused_kernels_fit = fused_kernels_cover(config)
         self.tie_weights()
 

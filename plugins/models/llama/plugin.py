@@ -1,7 +1,7 @@
 """The native Llama family as a genplug plugin: a checkpoint loader and a model adapter.
 
 The loader claims directories whose config.json names a model type the native models implement
-(llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text); the adapter claims the native model
+(llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3); the adapter claims the native model
 instances. Nothing heavy is imported until a hook actually has to load or adapt a model.
 """
 

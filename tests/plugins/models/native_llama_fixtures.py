@@ -26,7 +26,7 @@ def randomize(model, seed: int = 0):
 
 
 def transformers_model(family: str, seed: int = 0, **overrides):
-    """A random transformers model of ``family`` (llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3) with
+    """A random transformers model of ``family`` (llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, phi3) with
     TINY_SHAPE plus overrides."""
     transformers = pytest.importorskip("transformers")
     config_cls, model_cls = {
@@ -37,9 +37,12 @@ def transformers_model(family: str, seed: int = 0, **overrides):
         "gemma": (transformers.GemmaConfig, transformers.GemmaForCausalLM),
         "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM),
         "gemma3": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM),
+        "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM),
     }[family]
     if family in ("qwen3", "gemma", "gemma2", "gemma3"):  # their configs' head_dim defaults do not fit TINY_SHAPE
         overrides = {"head_dim": TINY_SHAPE["hidden_size"] // TINY_SHAPE["num_attention_heads"], **overrides}
+    if family == "phi3":  # Phi3Config's special ids (32000) lie outside the tiny vocabulary
+        overrides = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, **overrides}
     config = config_cls(**{**TINY_SHAPE, **overrides})
     torch.manual_seed(seed)
     return randomize(model_cls(config), seed).eval()
@@ -60,6 +63,27 @@ GEMMA_SWITCHES = {
                         layer_types=["sliding_attention", "sliding_attention", "full_attention"],
                         rope_parameters={"rope_type": "linear", "rope_theta": 1_000_000.0, "factor": 4.0},
                         local_rope_parameters={"rope_type": "default", "rope_theta": 100.0}),
+}
+
+
+def longrope(partial_rotary_factor: float = 1.0, original_max_position_embeddings: int = 16, head_dim: int = 8,
+             seed: int = 0) -> dict:
+    """Phi-3's LongRoPE parameters with random short (1-2) and long (2-6) factors, one per rotated pair."""
+    pairs = int(head_dim * partial_rotary_factor) // 2
+    generator = torch.Generator().manual_seed(seed)
+    return {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": partial_rotary_factor,
+            "short_factor": (1 + torch.rand(pairs, generator=generator)).tolist(),
+            "long_factor": (2 + 4 * torch.rand(pairs, generator=generator)).tolist(),
+            "original_max_position_embeddings": original_max_position_embeddings}
+
+
+# Phi-3 as NativeLlamaConfig.from_dict sets it: half of each head rotated; Phi-4-mini's 3/4 with LongRoPE whose
+# original context (2 tokens) every forward of these tests outgrows, so the long factors and the cos/sin scale
+# (max_position_embeddings 64 / 2: sqrt(1 + ln 32 / ln 2)) are what decoding runs on.
+PHI3_SWITCHES = {
+    "phi3": dict(model_type="phi3", rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                     "partial_rotary_factor": 0.5}),
+    "phi4_mini": dict(model_type="phi3", rope_parameters=longrope(0.75, original_max_position_embeddings=2)),
 }
 
 

@@ -16,7 +16,7 @@ pytest.importorskip("triton")
 from genplug.plugins.models.llama import graph_step  # noqa: E402
 from genplug.plugins.models.llama.rope import apply_rotary  # noqa: E402
 
-from native_llama_fixtures import GEMMA_SWITCHES, native_model  # noqa: E402
+from native_llama_fixtures import GEMMA_SWITCHES, PHI3_SWITCHES, native_model  # noqa: E402
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -257,15 +257,16 @@ def test_kernels_stay_off_where_they_do_not_apply(kernels, monkeypatch):
     assert not kernels.usable(torch.zeros(1, 1, 8, dtype=torch.float16, device=DEVICE))
 
 
-@pytest.mark.parametrize("family", list(GEMMA_SWITCHES))
-def test_gemma_models_take_the_pytorch_step_where_the_kernels_are_on(kernels, family, monkeypatch):
+@pytest.mark.parametrize("family", [*GEMMA_SWITCHES, *PHI3_SWITCHES])
+def test_gemma_and_phi3_models_take_the_pytorch_step_where_the_kernels_are_on(kernels, family, monkeypatch):
     """The kernels compute Llama's block (and Qwen3's q/k norms): Gemma's (1 + weight) norms, embedding
-    scale, sandwich norms, attention scale, soft-caps, local RoPE and windows are not in them. A Gemma
-    model's one-token step -- graph step and eager forward alike -- runs the PyTorch step instead."""
+    scale, sandwich norms, attention scale, soft-caps, local RoPE and windows are not in them, nor Phi-3's
+    partial rotary and LongRoPE. Such a model's one-token step -- graph step and eager forward alike --
+    runs the PyTorch step instead."""
     import genplug
     from genplug.plugins.models.llama import fused_step
 
-    model = native_model(seed=2, **GEMMA_SWITCHES[family]).to(DEVICE, torch.bfloat16)
+    model = native_model(seed=2, **{**GEMMA_SWITCHES, **PHI3_SWITCHES}[family]).to(DEVICE, torch.bfloat16)
     assert native_model().fused_kernels_fit and not model.fused_kernels_fit
     monkeypatch.setattr(fused_step, "fused_decode_hidden", lambda *args: pytest.fail("the fused kernels ran"))
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)

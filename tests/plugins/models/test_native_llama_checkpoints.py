@@ -13,7 +13,7 @@ from genplug.plugins.models.llama import plugin
 from genplug.plugins.models.llama.config import NativeLlamaConfig
 from genplug.plugins.models.llama.errors import CheckpointError
 from genplug.plugins.models.llama.loader import load_model, save_model
-from native_llama_fixtures import DEFAULT_MODEL_DIR, GEMMA_SWITCHES, native_model
+from native_llama_fixtures import DEFAULT_MODEL_DIR, GEMMA_SWITCHES, PHI3_SWITCHES, longrope, native_model
 
 
 @pytest.fixture
@@ -117,8 +117,9 @@ def test_dtype_and_device_arguments(checkpoint):
 @pytest.mark.parametrize("overrides", [{}, {"tie_word_embeddings": True, "qkv_bias": True, "model_type": "qwen2"},
                                        {"sliding_window": 4, "model_type": "mistral"},
                                        {"qk_norm": True, "qkv_bias": True, "output_bias": True, "model_type": "qwen3"},
-                                       *GEMMA_SWITCHES.values()],
-                         ids=["llama", "qwen2", "mistral", "qwen3", *GEMMA_SWITCHES])
+                                       *GEMMA_SWITCHES.values(), *PHI3_SWITCHES.values(),
+                                       {**PHI3_SWITCHES["phi4_mini"], "sliding_window": 4}],
+                         ids=["llama", "qwen2", "mistral", "qwen3", *GEMMA_SWITCHES, *PHI3_SWITCHES, "phi4_mini-window"])
 def test_save_then_load_round_trip(tmp_path, overrides):
     model = native_model(**overrides)
     save_model(model, tmp_path, generation_config={"eos_token_id": 2})
@@ -153,10 +154,13 @@ def test_transformers_loads_what_save_model_writes(tmp_path, family, overrides):
                 "final_logit_softcapping": 3.0,
                 "rope_parameters": {"full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0},
                                     "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}}),
-])
-def test_gemma_checkpoints_go_from_transformers_through_genplug_and_back(make_checkpoint, tmp_path, family, overrides):
+    ("phi3", {"partial_rotary_factor": 0.5, "sliding_window": 5, "resid_pdrop": 0.1, "embd_pdrop": 0.1}),
+    ("phi3", {"rope_parameters": longrope(0.75, 8), "original_max_position_embeddings": 8, "tie_word_embeddings": True}),
+], ids=["gemma", "gemma2", "gemma3", "phi3", "phi4-mini"])
+def test_checkpoints_go_from_transformers_through_genplug_and_back(make_checkpoint, tmp_path, family, overrides):
     """transformers' save_pretrained -> load_model -> save_pretrained -> transformers' from_pretrained: the
-    same logits all the way, and the config keys Gemma's transformers code reads survive the trip."""
+    same logits all the way, and the config keys Gemma's and Phi-3's transformers code reads survive the trip
+    (Phi-3's fused q/k/v and gate/up tensors are read and written as they are)."""
     transformers = pytest.importorskip("transformers")
     original, directory = make_checkpoint(family, **overrides)
     native, _ = load_model(directory)
@@ -165,7 +169,8 @@ def test_gemma_checkpoints_go_from_transformers_through_genplug_and_back(make_ch
     assert type(again) is type(original)
     for key in ("layer_types", "sliding_window", "rope_parameters", "query_pre_attn_scalar", "final_logit_softcapping",
                 "attn_logit_softcapping", "hidden_activation", "hidden_act", "attention_bias", "tie_word_embeddings",
-                "use_bidirectional_attention"):
+                "use_bidirectional_attention", "original_max_position_embeddings", "partial_rotary_factor",
+                "resid_pdrop", "embd_pdrop", "pad_token_id", "max_position_embeddings", "rms_norm_eps"):
         assert getattr(again.config, key, None) == getattr(original.config, key, None), key
     input_ids = torch.randint(0, 97, (2, 14), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -202,12 +207,71 @@ def test_gemma_config_defaults_follow_transformers():
     assert gemma3.attn_logit_softcapping is None and gemma3.to_dict()["attn_logit_softcapping"] == 50.0
 
 
+@pytest.mark.parity
+@pytest.mark.parametrize("rope_type", ["longrope", "su", None])
+def test_phi3_config_json_reads_as_transformers_reads_it(rope_type):
+    """A Phi-3.5 / Phi-4-mini style config.json (``rope_scaling`` with ``type``, a top-level
+    ``partial_rotary_factor`` and ``original_max_position_embeddings``) gives the RoPE dict transformers'
+    Phi3Config makes of it; the old name "su" is longrope (transformers 5.23 itself fails on it: it then
+    lacks original_max_position_embeddings); the defaults are Phi3Config's."""
+    transformers = pytest.importorskip("transformers")
+    shape = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4)
+    rope = longrope(0.75, 16)
+    data = {"model_type": "phi3", **shape, "partial_rotary_factor": 0.75, "original_max_position_embeddings": 16,
+            "max_position_embeddings": 64, "rope_theta": 500.0, "sliding_window": 7,
+            "rope_scaling": None if rope_type is None else {
+                "type": rope_type, "short_factor": rope["short_factor"], "long_factor": rope["long_factor"]}}
+    config = NativeLlamaConfig.from_dict(data)
+    reference = transformers.Phi3Config(**{**data, "rope_scaling": data["rope_scaling"] and {
+        **data["rope_scaling"], "type": "longrope"}}).to_dict()
+    assert config.rope_parameters == {k: v for k, v in reference["rope_parameters"].items() if k != "type"}
+    assert config.rotary_dim == 6 and config.layer_types == ["sliding_attention"] * 2 and config.sliding_window == 7
+    assert config.to_dict()["original_max_position_embeddings"] == 16
+    defaults = NativeLlamaConfig.from_dict({"model_type": "phi3", **shape})
+    assert (defaults.rms_norm_eps, defaults.max_position_embeddings, defaults.rotary_dim) == (1e-5, 4096, 8)
+
+
+def test_phi3_checkpoints_hold_fused_projections(tmp_path):
+    model = native_model(**PHI3_SWITCHES["phi4_mini"])
+    save_model(model, tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as handle:
+        names = {name.split("layers.0.")[-1] for name in handle.keys() if "layers.0." in name}
+    assert names == {"self_attn.qkv_proj.weight", "self_attn.o_proj.weight", "mlp.gate_up_proj.weight",
+                     "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight"}
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"partial_rotary_factor": 0.375}, "rotates 3 dimensions"),  # int(8 * 0.375): an odd count
+    ({"rope_scaling": {"type": "longrope", "short_factor": [1.0] * 3, "long_factor": [2.0] * 4}},
+     "'short_factor'] has 3 entries; longrope needs one per rotated pair (4"),
+    ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_type='linear'; the native phi3 models compute default, longrope"),
+], ids=["odd rotary dims", "factor count", "linear"])
+def test_phi3_configs_the_native_models_cannot_compute_are_refused(changes, fragment):
+    data = {"model_type": "phi3", "vocab_size": 97, "hidden_size": 32, "intermediate_size": 48,
+            "num_hidden_layers": 2, "num_attention_heads": 4, **changes}
+    with pytest.raises(CheckpointError, match="") as caught:
+        NativeLlamaConfig.from_dict(data)
+    assert fragment in str(caught.value), str(caught.value)
+
+
+def test_partial_rotary_and_longrope_stay_phi3s():
+    """transformers' Llama-family modules rotate whole heads and never switch factors: refused there as before."""
+    shape = {"vocab_size": 97, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4}
+    with pytest.raises(CheckpointError, match="partial_rotary_factor=0.5; qwen2 models rotate the whole head"):
+        NativeLlamaConfig.from_dict({"model_type": "qwen2", **shape, "rope_parameters": {
+            "rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}})
+    with pytest.raises(CheckpointError, match="rope_type='longrope'; the native llama models compute"):
+        NativeLlamaConfig.from_dict({"model_type": "llama", **shape, "rope_parameters": longrope(1.0, 16)})
+
+
 # ---------------------------------------------------------------------------------------------- plugin
 
 
 def test_loader_claims_supported_directories_only(checkpoint, tmp_path):
     assert plugin.NativeLlamaLoader.claims(checkpoint)
-    for model_type in ("gemma", "gemma2", "gemma3_text"):
+    for model_type in ("gemma", "gemma2", "gemma3_text", "phi3"):
         edit_config(checkpoint, model_type=model_type)
         assert plugin.NativeLlamaLoader.claims(checkpoint)
     edit_config(checkpoint, model_type="gpt2")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from native_llama_fixtures import GEMMA_SWITCHES, native_model
+from native_llama_fixtures import GEMMA_SWITCHES, PHI3_SWITCHES, native_model
 
 TOLERANCE = 1e-4
 WINDOWED = dict(sliding_window=5, model_type="mistral")
 GEMMA2, GEMMA3 = GEMMA_SWITCHES["gemma2"], GEMMA_SWITCHES["gemma3_text"]  # windows of 4 tokens
+PHI3, PHI4_MINI = PHI3_SWITCHES["phi3"], PHI3_SWITCHES["phi4_mini"]  # partial rotary; and LongRoPE's long factors
 
 
 def full_logits(model, input_ids, **kwargs):
@@ -21,8 +22,8 @@ def tokens(batch, length, seed=0):
     return torch.randint(1, 97, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("overrides", [{}, WINDOWED, {"tie_word_embeddings": True}, GEMMA2, GEMMA3],
-                         ids=["llama", "window", "tied", "gemma2", "gemma3"])
+@pytest.mark.parametrize("overrides", [{}, WINDOWED, {"tie_word_embeddings": True}, GEMMA2, GEMMA3, PHI3, PHI4_MINI],
+                         ids=["llama", "window", "tied", "gemma2", "gemma3", "phi3", "phi4_mini"])
 @pytest.mark.parametrize("chunks", [(6, 1, 1, 1, 1, 1, 1), (3, 4, 2, 5)], ids=["decode", "chunked"])
 def test_incremental_decoding_equals_full_recompute(overrides, chunks):
     model = native_model(**overrides)
@@ -50,7 +51,8 @@ def test_sliding_window_limits_attention():
     assert full_logits(model, changed)[:, -1].sub(last).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("overrides", [{}, WINDOWED, GEMMA2, GEMMA3], ids=["llama", "window", "gemma2", "gemma3"])
+@pytest.mark.parametrize("overrides", [{}, WINDOWED, GEMMA2, GEMMA3, PHI4_MINI],
+                         ids=["llama", "window", "gemma2", "gemma3", "phi4_mini"])
 def test_left_padded_batch_equals_unpadded_rows(overrides):
     model = native_model(**overrides)
     lengths = [9, 4, 6]
@@ -185,11 +187,13 @@ def test_fallback_cache_when_no_backend_is_installed():
     assert swapped.sub(expected[[1, 0], 8:]).abs().max() <= TOLERANCE and cache.get_seq_length() == 9
 
 
-@pytest.mark.parametrize("overrides", [GEMMA_SWITCHES["gemma"], GEMMA2, GEMMA3], ids=list(GEMMA_SWITCHES))
+@pytest.mark.parametrize("overrides", [GEMMA_SWITCHES["gemma"], GEMMA2, GEMMA3, PHI3, PHI4_MINI],
+                         ids=[*GEMMA_SWITCHES, *PHI3_SWITCHES])
 def test_static_decode_step_equals_full_recompute(overrides):
     """The CUDA-graph step (run eagerly) of Gemma models: embedding scale, four norms, soft-caps and both RoPEs,
     with sliding layers whose buffers span the static cache (crop_margin) but whose window (4) the sequence
-    outgrows, so the step's own window mask is what keeps it exact."""
+    outgrows, so the step's own window mask is what keeps it exact. Phi-3's: half or three quarters of each
+    head rotated, LongRoPE's long factors and scaled cos/sin chosen on the device."""
     import genplug
     from genplug.plugins.models.llama import graph_step
 
@@ -223,3 +227,44 @@ def test_static_decode_takes_sliding_layers_only_where_nothing_is_evicted():
     with torch.no_grad():
         every_layer_slides(input_ids=tokens(1, 3), past_key_values=cache)
     assert not every_layer_slides.supports_static_decode(cache)
+
+
+@pytest.mark.parametrize("partial", [0.5, 0.75, 1.0])
+def test_partial_rotary_turns_the_leading_dimensions_of_each_head_only(partial):
+    """RoPE rotates the first ``int(head_dim * partial_rotary_factor)`` dimensions (rotate-half within them:
+    dimension i pairs with i + rotary_dim / 2); the rest of each head reaches attention unrotated."""
+    from genplug.plugins.models.llama.rope import RotaryEmbedding, apply_rotary
+
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": partial}
+    rotary = RotaryEmbedding(rope, head_dim=8, max_position_embeddings=64)
+    x = torch.randn(1, 5, 2, 8, generator=torch.Generator().manual_seed(0))
+    cos, sin = rotary(torch.arange(5)[None], torch.float32)
+    turned = int(8 * partial)
+    assert cos.shape[-1] == turned
+    rotated = apply_rotary(x, cos, sin)
+    assert torch.equal(rotated[..., turned:], x[..., turned:])
+    half = turned // 2
+    angles = torch.arange(5)[:, None].float() * (1.0 / 10000.0 ** (torch.arange(0, turned, 2).float() / turned))
+    first, second = x[..., :half], x[..., half:turned]
+    c, s = angles.cos()[None, :, None], angles.sin()[None, :, None]
+    assert rotated[..., :half].sub(first * c - second * s).abs().max() <= 1e-6
+    assert rotated[..., half:turned].sub(second * c + first * s).abs().max() <= 1e-6
+
+
+def test_longrope_switches_to_the_long_factors_past_the_original_context():
+    """One choice per forward, by its furthest position (transformers' rule): up to position original - 1 the
+    short factors, beyond it the long ones; cos/sin scaled by sqrt(1 + ln(64 / 16) / ln 16) either way."""
+    import math
+
+    from genplug.plugins.models.llama.rope import RotaryEmbedding
+    from native_llama_fixtures import longrope
+
+    rope = longrope(1.0, original_max_position_embeddings=16)
+    rotary = RotaryEmbedding(rope, head_dim=8, max_position_embeddings=64)
+    scale = math.sqrt(1 + math.log(64 / 16) / math.log(16))
+    base = 1.0 / 10000.0 ** (torch.arange(0, 8, 2).float() / 8)
+    for last, factors in ((15, "short_factor"), (16, "long_factor")):
+        positions = torch.tensor([[3, last]])
+        cos, _ = rotary(positions, torch.float32)
+        expected = (positions[..., None].float() * base / torch.tensor(rope[factors])).cos() * scale
+        assert cos[0, :, 0, :4].sub(expected[0]).abs().max() <= 1e-6, factors

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from genplug.plugins.models.llama.loader import load_model
+from native_llama_fixtures import longrope
 
 pytestmark = pytest.mark.parity
 transformers = pytest.importorskip("transformers")
@@ -47,8 +48,18 @@ CASES = {
         "sliding_window": 5, "layer_types": GEMMA3_LAYERS, "final_logit_softcapping": 3.0, "query_pre_attn_scalar": 12,
         "rope_parameters": {"full_attention": {"rope_type": "linear", "rope_theta": 1_000_000.0, "factor": 8.0},
                             "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}}),
+    # Phi-3: q/k/v and gate/up stored fused; half the head rotated, all layers windowed (Phi-3-mini-4k: 2047)
+    "phi3-partial-window": ("phi3", {"partial_rotary_factor": 0.5, "sliding_window": 5}),
+    "phi3-full-rotary": ("phi3", {}),
+    # Phi-4-mini's 3/4 of each head with LongRoPE: 24 tokens are past an original context of 16 (long factors)
+    # or within one of 32 (short factors); with 12, the step-by-step decoding below crosses over mid-way
+    "phi4-mini-longrope-long": ("phi3", {"rope_parameters": longrope(0.75, 16), "original_max_position_embeddings": 16}),
+    "phi4-mini-longrope-short": ("phi3", {"rope_parameters": longrope(0.75, 32), "original_max_position_embeddings": 32}),
+    "phi3-longrope-crossing": ("phi3", {"rope_parameters": longrope(1.0, 12, seed=1),
+                                        "original_max_position_embeddings": 12}),
 }
 GEMMA_CASES = sorted(case for case in CASES if case.startswith("gemma"))
+PHI3_CASES = sorted(case for case in CASES if case.startswith("phi"))
 
 
 def logits_of(model, input_ids, **kwargs):
@@ -106,10 +117,11 @@ def test_hidden_states_and_attentions_match(make_checkpoint, family, overrides):
     assert ours.logits.sub(logits_of(native, input_ids)).abs().max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("case", GEMMA_CASES)
-def test_gemma_left_padded_prefill_then_decoding_match_transformers_within_1e_5(make_checkpoint, case):
-    """Gemma's own arithmetic, float32, within 1e-5 of transformers: a left-padded prompt, then one token at
-    a time on each library's own cache, past the sliding window (5) of the sliding layers."""
+@pytest.mark.parametrize("case", GEMMA_CASES + PHI3_CASES)
+def test_left_padded_prefill_then_decoding_match_transformers_within_1e_5(make_checkpoint, case):
+    """Gemma's and Phi-3's own arithmetic, float32, within 1e-5 of transformers: a left-padded prompt, then
+    one token at a time on each library's own cache, past the sliding window (5) of the sliding layers, and
+    (phi3-longrope-crossing) from LongRoPE's short factors to its long ones, over keys cached with the short."""
     family, overrides = CASES[case]
     reference, directory = make_checkpoint(family, **overrides)
     native, _ = load_model(directory)
