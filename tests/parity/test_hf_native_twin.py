@@ -116,16 +116,20 @@ def test_twin_logits_match_the_transformers_forward(name):
     assert (ours - theirs).abs().max() <= 1e-5
 
 
+def assert_generate_through_the_twin_matches(model, sampling, twin_calls, length=7, max_new_tokens=10):
+    """genplug.generate (the twin running) and transformers' generate: same tokens, scores and logits."""
+    input_ids, mask = left_padded(length=length)
+    extra = dict(do_sample=True, top_k=20, temperature=0.9) if sampling else {}
+    ours, theirs = run_both(model, seed=0 if sampling else None, input_ids=input_ids, attention_mask=mask,
+                            max_new_tokens=max_new_tokens, pad_token_id=0, **extra, **SCORES)
+    assert twin_calls, "the twin did not run"
+    assert_same(ours, theirs)
+
+
 @pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "mistral", "gemma2"])
 @pytest.mark.parametrize("sampling", [False, True])
 def test_generate_through_the_twin_matches_transformers(name, sampling, twin_calls):
-    model = tiny_model(name)
-    input_ids, mask = left_padded()
-    extra = dict(do_sample=True, top_k=20, temperature=0.9) if sampling else {}
-    ours, theirs = run_both(model, seed=0 if sampling else None, input_ids=input_ids, attention_mask=mask,
-                            max_new_tokens=10, pad_token_id=0, **extra, **SCORES)
-    assert twin_calls, "the twin did not run"
-    assert_same(ours, theirs)
+    assert_generate_through_the_twin_matches(tiny_model(name), sampling, twin_calls)
 
 
 @pytest.mark.parametrize("name", list(GEMMA))
@@ -134,9 +138,14 @@ def test_gemma_twin_logits_match_within_1e_5_with_left_padding_and_short_windows
     (transformers scales token embeddings inside its embedding module, never given ones)."""
     model = gemma_model(name)
     assert why_no_twin(model) is None
-    input_ids, mask = left_padded(batch=3, length=11, pads=(0, 3, 6))
+    assert_padded_logits_match(model, native_twin(model), length=11)
+
+
+def assert_padded_logits_match(model, twin, length):
+    """Twin and transformers logits within 1e-5 on left-padded rows: ids alone, with mask and positions,
+    and as embeddings."""
+    input_ids, mask = left_padded(batch=3, length=length, pads=(0, 3, 6))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    twin = native_twin(model)
     with torch.no_grad():
         embeds = model.get_input_embeddings()(input_ids)
         for kwargs in (dict(input_ids=input_ids), dict(input_ids=input_ids, attention_mask=mask, position_ids=positions),
@@ -149,13 +158,7 @@ def test_gemma_twin_logits_match_within_1e_5_with_left_padding_and_short_windows
 @pytest.mark.parametrize("name", list(GEMMA))
 @pytest.mark.parametrize("sampling", [False, True])
 def test_gemma_generate_through_the_twin_matches_transformers(name, sampling, twin_calls):
-    model = gemma_model(name)
-    input_ids, mask = left_padded()
-    extra = dict(do_sample=True, top_k=20, temperature=0.9) if sampling else {}
-    ours, theirs = run_both(model, seed=0 if sampling else None, input_ids=input_ids, attention_mask=mask,
-                            max_new_tokens=12, pad_token_id=0, **extra, **SCORES)
-    assert twin_calls, "the twin did not run"
-    assert_same(ours, theirs)
+    assert_generate_through_the_twin_matches(gemma_model(name), sampling, twin_calls, max_new_tokens=12)
 
 
 @pytest.mark.parametrize("name", list(GEMMA))
@@ -192,15 +195,7 @@ def test_phi3_twin_logits_match_within_1e_5_with_left_padding(name, length):
     layer, theirs = twin.model.layers[1], model.model.layers[1]
     assert layer.self_attn.qkv_proj.weight_t.data_ptr() == theirs.self_attn.qkv_proj.weight.data_ptr()
     assert layer.mlp.gate_up_proj.weight_t.data_ptr() == theirs.mlp.gate_up_proj.weight.data_ptr()
-    input_ids, mask = left_padded(batch=3, length=length, pads=(0, 3, 6))
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        embeds = model.get_input_embeddings()(input_ids)
-        for kwargs in (dict(input_ids=input_ids), dict(input_ids=input_ids, attention_mask=mask, position_ids=positions),
-                       dict(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)):
-            theirs = model(**kwargs).logits
-            ours = twin(**kwargs, logits_to_keep=0).logits
-            assert (ours - theirs)[mask.bool()].abs().max() <= 1e-5
+    assert_padded_logits_match(model, twin, length)
 
 
 @pytest.mark.parametrize("name, length", [("phi3_window", 7), ("phi3_partial", 7), ("phi4_mini", 7), ("phi4_mini", 20)],
@@ -209,13 +204,7 @@ def test_phi3_twin_logits_match_within_1e_5_with_left_padding(name, length):
 def test_phi3_generate_through_the_twin_matches_transformers(name, length, sampling, twin_calls):
     """Prompt and new tokens on one side of LongRoPE's switch: 7 + 10 tokens stay within the original context
     of 16, a prompt of 20 is beyond it from the start."""
-    model = phi3_model(name)
-    input_ids, mask = left_padded(length=length)
-    extra = dict(do_sample=True, top_k=20, temperature=0.9) if sampling else {}
-    ours, theirs = run_both(model, seed=0 if sampling else None, input_ids=input_ids, attention_mask=mask,
-                            max_new_tokens=10, pad_token_id=0, **extra, **SCORES)
-    assert twin_calls, "the twin did not run"
-    assert_same(ours, theirs)
+    assert_generate_through_the_twin_matches(phi3_model(name), sampling, twin_calls, length=length)
 
 
 def test_phi3_twin_follows_the_transformers_forward_across_longropes_switch(twin_calls):
