@@ -207,6 +207,11 @@ class ModelAdapter:
                 expanded[key] = value
         return expand_rows(input_ids, times), expanded
 
+    def refill_at(self) -> Optional[int]:
+        """The sequence length at which the model wants its cache dropped and the whole sequence run again
+        (Phi-3's LongRoPE switches factors there, and the cached keys were rotated with the others), or None."""
+        return None
+
     def prompt_only_inputs(self) -> FrozenSet[str]:
         """Model inputs that belong to the prompt and go with the first forward only (pixel values, audio
         features): the tokens they stand for are in the cache after it."""

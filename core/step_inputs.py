@@ -100,6 +100,9 @@ class StepInputs:
         from_the_start = not (use_cache and self.prompt_fed)
         if from_the_start and start:
             raise ValueError(f"the first forward must start at the first token, not at {start}")
+        if not from_the_start and cache is not None and self._refill_here(adapter, start, end):
+            _empty(cache, start + self.offset)  # run the whole sequence again through the emptied cache
+            from_the_start, start = True, 0
         first, stop = (0 if from_the_start else start + self.offset), end + self.offset
         ids, embeds = tokens[:, start:end], None
         if from_the_start and self.embeds is not None:  # the prompt given as embeddings
@@ -121,6 +124,12 @@ class StepInputs:
             logits_to_keep=logits_to_keep,
             inputs_embeds=embeds,
         )
+
+    def _refill_here(self, adapter: ModelAdapter, start: int, end: int) -> bool:
+        """Whether this forward reaches the model's refill length (``ModelAdapter.refill_at``) with the cache
+        still short of it -- transformers' rule for dropping the cache there."""
+        refill = adapter.refill_at()
+        return refill is not None and start + self.offset < refill <= end + self.offset
 
     def _prompt_and_new_embeddings(self, adapter: ModelAdapter, tokens: torch.Tensor, end: int) -> torch.Tensor:
         """The prompt's embeddings, then (recomputing without a cache) those of the tokens generated since."""
@@ -165,3 +174,12 @@ def _continued(prompt_positions: torch.Tensor, length: int) -> torch.Tensor:
     prompt = prompt_positions.shape[-1]
     steps = torch.arange(1, length - prompt + 1, dtype=prompt_positions.dtype, device=prompt_positions.device)
     return torch.cat([prompt_positions, prompt_positions[..., -1:] + steps], dim=-1)
+
+
+def _empty(cache: Any, held: int) -> None:
+    """Forget every token ``cache`` holds: genplug's caches reset in place (keeping their storage); others
+    (a transformers cache the caller passed) crop the ``held`` tokens away."""
+    if hasattr(cache, "capabilities"):
+        cache.reset()
+    else:
+        cache.crop(-held)

@@ -207,26 +207,32 @@ def test_phi3_generate_through_the_twin_matches_transformers(name, length, sampl
     assert_generate_through_the_twin_matches(phi3_model(name), sampling, twin_calls, length=length)
 
 
-def test_phi3_twin_follows_the_transformers_forward_across_longropes_switch(twin_calls):
-    """A generation that crosses the original context mid-way (9 + 12 tokens over 16): the twin computes what
-    the transformers forward computes in genplug's loop (native_kernels=False), long factors for the new
-    tokens over keys cached with the short ones. (transformers' own generate differs there: Phi-3's
-    prepare_inputs_for_generation drops the cache at the crossing and recomputes it with the long factors,
-    which genplug's loop does not do; see docs/transformers.md.)"""
+@pytest.mark.parametrize("mode", [dict(), dict(do_sample=True, top_k=20), dict(num_beams=2),
+                                  dict(prompt_lookup_num_tokens=3)], ids=["greedy", "sampling", "beams", "lookup"])
+@pytest.mark.parametrize("native_kernels", [True, False], ids=["twin", "transformers forward"])
+def test_phi3_generation_across_longropes_switch_matches_transformers(mode, native_kernels, twin_calls):
+    """A generation that crosses the original context mid-way (9 + 12 tokens over 16): at 17 tokens
+    transformers drops the cache and runs the whole sequence again, so every key is rotated with the long
+    factors from then on (Phi-3's prepare_inputs_for_generation); genplug's loops do the same
+    (``ModelAdapter.refill_at``), through the twin and through the transformers forward alike."""
     model = phi3_model("phi4_mini")
     input_ids, mask = left_padded(length=9)
-    kwargs = dict(attention_mask=mask, max_new_tokens=12, pad_token_id=0, **SCORES)
-    hf_forward = genplug.generate(model, input_ids, native_kernels=False, **kwargs)
-    assert not twin_calls
-    ours = genplug.generate(model, input_ids, **kwargs)
-    assert twin_calls
-    assert_same(ours, hf_forward)
+    if "prompt_lookup_num_tokens" in mode:
+        input_ids, mask = input_ids[:1], mask[:1]  # transformers' assisted decoding takes one row
+    kwargs = dict(attention_mask=mask, max_new_tokens=12, pad_token_id=0, **mode, **SCORES)
+    torch.manual_seed(0)
+    ours = genplug.generate(model, input_ids, native_kernels=native_kernels, **kwargs)
+    torch.manual_seed(0)
+    theirs = model.generate(input_ids, **kwargs)
+    assert bool(twin_calls) == native_kernels
+    assert_same(ours, theirs, check=("sequences_scores",) if "num_beams" in mode else ("scores", "logits"))
 
 
 @pytest.mark.parametrize("name", list(PHI3))
 def test_phi3_static_cache_through_the_twin(name, monkeypatch, twin_calls):
-    """Without a window the graph step serves (partial rotary, LongRoPE chosen on the device); Phi-3's window
-    covers every layer, so no full-attention layer sizes the static cache and the eager loop runs. Either way:
+    """Without a window the graph step serves (partial rotary); Phi-3's window covers every layer, so no
+    full-attention layer sizes the static cache and the eager loop runs; and the LongRoPE model's 7 + 10 tokens
+    cross its original context of 16, where the cache is dropped and refilled (eager loop). Either way:
     transformers' tokens, and the eager loop's."""
     monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
     monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
@@ -236,7 +242,7 @@ def test_phi3_static_cache_through_the_twin(name, monkeypatch, twin_calls):
     theirs = model.generate(input_ids, **kwargs)
     ours = genplug.generate(model, input_ids, **kwargs)
     assert twin_calls
-    assert (graph_loop.LAST_CAPTURE_SECONDS is not None) == (name != "phi3_window")
+    assert (graph_loop.LAST_CAPTURE_SECONDS is not None) == (name == "phi3_partial")
     assert torch.equal(ours, theirs)
     graph_loop.LAST_CAPTURE_SECONDS = None
     assert torch.equal(genplug.generate(model, input_ids, disable_compile=True, **kwargs), ours)
