@@ -21,6 +21,10 @@ import torch
 _STATE_SPACE_LAYER_TYPES = frozenset({"linear_attention", "mamba"})
 
 
+# model types whose transformers prepare_inputs_for_generation drops the cache at original_max_position_embeddings + 1
+_REFILLING_FAMILIES = frozenset({"phi3", "phimoe", "phi4_multimodal"})
+
+
 def _config_get(config: Any, name: str, default: Any = None) -> Any:
     if config is None:
         return default
@@ -208,9 +212,16 @@ class ModelAdapter:
         return expand_rows(input_ids, times), expanded
 
     def refill_at(self) -> Optional[int]:
-        """The sequence length at which the model wants its cache dropped and the whole sequence run again
-        (Phi-3's LongRoPE switches factors there, and the cached keys were rotated with the others), or None."""
-        return None
+        """The sequence length at which the model wants its cache dropped and the whole sequence run again, or
+        None: for Phi-3 (and Phi-3.5-MoE, Phi-4-multimodal) ``original_max_position_embeddings + 1``, where
+        LongRoPE switches to its long factors and transformers' generate recomputes every key with them."""
+        config = self.decoder_config
+        if _config_get(config, "model_type") not in _REFILLING_FAMILIES:
+            return None
+        original = _config_get(config, "original_max_position_embeddings")
+        if original is None:
+            original = (_config_get(config, "rope_parameters") or {}).get("original_max_position_embeddings")
+        return None if original is None else int(original) + 1
 
     def prompt_only_inputs(self) -> FrozenSet[str]:
         """Model inputs that belong to the prompt and go with the first forward only (pixel values, audio

@@ -154,16 +154,6 @@ class TransformersAdapter(ModelAdapter):
         model_kwargs["past_key_values"] = cache
         return input_ids, model_kwargs
 
-    def refill_at(self):
-        """Phi-3, Phi-3.5-MoE and Phi-4-multimodal: once the sequence reaches ``original_max_position_embeddings``
-        + 1 tokens with no more than that many cached, transformers drops the cache and runs the whole sequence
-        again (``prepare_inputs_for_generation``: LongRoPE's long factors then rotate every key)."""
-        config = getattr(self.model, "config", None)
-        original = getattr(config, "original_max_position_embeddings", None)
-        if getattr(config, "model_type", None) not in _REFILLING_FAMILIES or original is None:
-            return None
-        return int(original) + 1
-
     def prompt_only_inputs(self) -> FrozenSet[str]:
         """genplug's list, and the one of the installed transformers (``MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL``),
         which grows with its model families."""
@@ -307,9 +297,6 @@ class TransformersAdapter(ModelAdapter):
                 is_first_iteration=attention_mask is None or attention_mask.shape[-1] == fed.shape[1])
         return super().step(input_ids, attention_mask, position_ids, cache, model_kwargs, **options)
 
-
-# model types whose prepare_inputs_for_generation drops the cache at original_max_position_embeddings + 1
-_REFILLING_FAMILIES = frozenset({"phi3", "phimoe", "phi4_multimodal"})
 
 # what the native twin's forward takes (anything else given makes the call run the transformers forward)
 _TWIN_ARGUMENTS = frozenset({"input_ids", "attention_mask", "position_ids", "past_key_values", "use_cache", "exit_layer",

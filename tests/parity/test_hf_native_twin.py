@@ -365,3 +365,14 @@ def test_transformers_output_capturing_hooks_do_not_block_the_twin(twin_calls):
     for step_ours, step_theirs in zip(ours.hidden_states, theirs.hidden_states):
         for a, b in zip(step_ours, step_theirs):
             assert (a - b).abs().max() <= 1e-5
+
+
+def test_a_native_phi3_refills_at_the_longrope_switch_too(tmp_path):
+    """genplug's own Phi-3 (loaded from the checkpoint, no transformers model involved) crosses the original
+    context as transformers' generate does."""
+    model = phi3_model("phi4_mini")
+    model.save_pretrained(tmp_path)
+    native, _ = genplug.load_model(str(tmp_path))
+    input_ids, mask = left_padded(length=9)
+    kwargs = dict(attention_mask=mask, max_new_tokens=12, pad_token_id=0, **SCORES)
+    assert_same(genplug.generate(native, input_ids, **kwargs), model.generate(input_ids, **kwargs))
