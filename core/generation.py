@@ -148,21 +148,9 @@ def _generate(pm, model, custom_callable, call, kwargs):
     encoder_input_ids = input_ids
     if adapter.is_encoder_decoder:
         input_ids, model_kwargs = _encoder_decoder_inputs(adapter, input_ids, model_kwargs, config)
-    elif _embedded_positions(adapter, input_ids, model_kwargs):
-        _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos)  # no token ids to prepare
     else:
-        prepared = pm.hook.genplug_prepare_prompt(model=model, input_ids=input_ids,
-                                                  attention_mask=model_kwargs.get("attention_mask"),
-                                                  generation_config=config, tokenizer=tokenizer)
-        if prepared is not None:
-            input_ids, model_kwargs["attention_mask"] = prepared
-        _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos)
-
-        if model_kwargs.get("position_ids") is None and not _embedded_positions(adapter, input_ids, model_kwargs):
-            positions = adapter.prompt_position_ids(input_ids, model_kwargs)
-            if positions is not None:
-                model_kwargs["position_ids"] = positions
-        model_kwargs = adapter.encode_prompt_media(model_kwargs)
+        input_ids, model_kwargs = _decoder_only_inputs(pm, model, adapter, input_ids, model_kwargs, config, eos,
+                                                       tokenizer)
 
     # ---- expansion for beams / several sequences per prompt
     times = max(config.num_beams or 1, config.num_return_sequences or 1)
@@ -299,6 +287,26 @@ def _main_inputs(adapter: ModelAdapter, inputs, model_kwargs: Dict[str, Any], co
     if name == "input_ids" or not adapter.is_encoder_decoder:
         prep.check_token_ids(inputs, name, adapter.vocab_size if not adapter.is_encoder_decoder else None)
     return inputs, model_kwargs
+
+
+def _decoder_only_inputs(pm, model, adapter, input_ids, model_kwargs, config, eos, tokenizer):
+    """A decoder-only prompt made ready: rewritten by a ``genplug_prepare_prompt`` plugin (token healing),
+    its attention mask, the model's own prompt positions and its images encoded ahead, where it has them.
+    A prompt given as embeddings alone has no token ids for any of that but the mask."""
+    if _embedded_positions(adapter, input_ids, model_kwargs):
+        _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos)
+        return input_ids, model_kwargs
+    prepared = pm.hook.genplug_prepare_prompt(model=model, input_ids=input_ids,
+                                              attention_mask=model_kwargs.get("attention_mask"),
+                                              generation_config=config, tokenizer=tokenizer)
+    if prepared is not None:
+        input_ids, model_kwargs["attention_mask"] = prepared
+    _decoder_only_mask(adapter, input_ids, model_kwargs, config, eos)
+    if model_kwargs.get("position_ids") is None:
+        positions = adapter.prompt_position_ids(input_ids, model_kwargs)
+        if positions is not None:
+            model_kwargs["position_ids"] = positions
+    return input_ids, adapter.encode_prompt_media(model_kwargs)
 
 
 def _embedded_prompt(adapter, input_ids, embeds):
