@@ -25,8 +25,6 @@ _SCRIPT = Path("custom_generate") / "generate.py"
 # What transformers fetches for custom_generate: generate.py, the modules it imports, requirements.txt.
 _HUB_PATTERNS = ["custom_generate/*"]
 
-hub_cache_snapshot = hub.cached_snapshot  # kept for callers of the name this module used to define
-
 
 def load_local_repository(spec: str, trust_remote_code: Optional[bool], *, revision: Optional[str] = None,
                           token: "str | bool | None" = None, cache_dir: Optional[str] = None,

@@ -275,10 +275,8 @@ def _main_inputs(adapter: ModelAdapter, inputs, model_kwargs: Dict[str, Any], co
     elif embeds is not None:  # the encoder's input, as embeddings
         if inputs is not None:
             raise GenerationInputError(f"both {name} and inputs_embeds were given for the encoder; pass one of them")
-        inputs = model_kwargs.pop("inputs_embeds")
-        if not isinstance(inputs, torch.Tensor) or inputs.dim() != 3 or not inputs.dtype.is_floating_point:
-            raise GenerationInputError("inputs_embeds must be a float tensor of shape (batch, length, hidden_size)")
-        return inputs, model_kwargs
+        _check_embeddings(embeds)
+        return model_kwargs.pop("inputs_embeds"), model_kwargs
     if inputs is None:
         if config.bos_token_id is None:
             raise GenerationInputError("no prompt was given and bos_token_id is not set: nothing to start from")
@@ -309,16 +307,21 @@ def _decoder_only_inputs(pm, model, adapter, input_ids, model_kwargs, config, eo
     return input_ids, adapter.encode_prompt_media(model_kwargs)
 
 
-def _embedded_prompt(adapter, input_ids, embeds):
-    """The token ids of a decoder-only prompt given as ``inputs_embeds``: ``input_ids`` when both are given
-    (they must match: processors read the ids, the model gets the embeddings), else none -- ``(batch, 0)``,
-    and only the new tokens are returned, as in transformers."""
+def _check_embeddings(embeds) -> None:
+    """``inputs_embeds`` must be a non-empty float tensor ``(batch, length, hidden_size)``."""
     if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or not embeds.dtype.is_floating_point:
         raise GenerationInputError(
             f"inputs_embeds must be a float tensor of shape (batch, length, hidden_size), got "
             f"{tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__}")
     if embeds.shape[0] == 0 or embeds.shape[1] == 0:
         raise GenerationInputError(f"inputs_embeds has shape {tuple(embeds.shape)}: pass at least one row and one position")
+
+
+def _embedded_prompt(adapter, input_ids, embeds):
+    """The token ids of a decoder-only prompt given as ``inputs_embeds``: ``input_ids`` when both are given
+    (they must match: processors read the ids, the model gets the embeddings), else none -- ``(batch, 0)``,
+    and only the new tokens are returned, as in transformers."""
+    _check_embeddings(embeds)
     if not (adapter.accepts("inputs_embeds") or adapter.accepts_any_model_kwarg()):
         raise GenerationInputError(f"{type(adapter.model).__name__}'s forward takes no inputs_embeds; pass input_ids")
     if input_ids is None:

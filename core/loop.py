@@ -67,8 +67,7 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
     if use_cache and not adapter.can_crop(cache):
         interval = 1  # steps past the stop could not be undone in the returned cache
-    refill = adapter.refill_at()
-    crosses_refill = refill is not None and prompt_len + step_inputs.offset < refill <= max_length + step_inputs.offset
+    crosses_refill = step_inputs.refills_between(prompt_len, max_length)  # the CUDA-graph step never refills
     if use_cache and step_inputs.takes_tokens_only and not crosses_refill and graph_decode_possible(
             adapter, processors, stopping_criteria, config, cache, streamer, synced_gpus) is None:
         sequences, n_generated = graph_decode(adapter, input_ids, mask, outputs.logits[:, -1, :], processors,

@@ -15,7 +15,6 @@ from typing import Any, FrozenSet, Optional
 import torch
 
 
-
 # Layer types that are recurrent state only (no attention over earlier tokens at all); a "hybrid" layer
 # (Zamba2) or any attention layer needs the whole sequence's mask.
 _STATE_SPACE_LAYER_TYPES = frozenset({"linear_attention", "mamba"})

@@ -43,6 +43,7 @@ class StepInputs:
     prompt_only: Dict[str, Any] = attrs.field(factory=dict)
     per_token: Dict[str, torch.Tensor] = attrs.field(factory=dict)
     positions_given: bool = False  # the prompt's positions came with the call (or from the model), not from the mask
+    refill: Optional[int] = None  # ModelAdapter.refill_at(), read once per call
     prompt_fed: bool = attrs.field(default=False, init=False)  # a forward through the cache has seen the prompt
 
     @classmethod
@@ -81,7 +82,8 @@ class StepInputs:
             if given is not None:
                 per_token[name] = torch.cat([given, given[..., -1:].expand(*given.shape[:-1], length - given.shape[-1])],
                                             dim=-1)
-        return cls(mask, positions, embeds, offset, prompt_only, per_token, given_positions is not None)
+        return cls(mask, positions, embeds, offset, prompt_only, per_token, given_positions is not None,
+                   adapter.refill_at())
 
     @property
     def takes_tokens_only(self) -> bool:
@@ -100,7 +102,7 @@ class StepInputs:
         from_the_start = not (use_cache and self.prompt_fed)
         if from_the_start and start:
             raise ValueError(f"the first forward must start at the first token, not at {start}")
-        if not from_the_start and cache is not None and self._refill_here(adapter, start, end):
+        if not from_the_start and cache is not None and self.refills_between(start, end):
             _empty(cache, start + self.offset)  # run the whole sequence again through the emptied cache
             from_the_start, start = True, 0
         first, stop = (0 if from_the_start else start + self.offset), end + self.offset
@@ -125,11 +127,11 @@ class StepInputs:
             inputs_embeds=embeds,
         )
 
-    def _refill_here(self, adapter: ModelAdapter, start: int, end: int) -> bool:
-        """Whether this forward reaches the model's refill length (``ModelAdapter.refill_at``) with the cache
-        still short of it -- transformers' rule for dropping the cache there."""
-        refill = adapter.refill_at()
-        return refill is not None and start + self.offset < refill <= end + self.offset
+    def refills_between(self, start: int, end: int) -> bool:
+        """Whether going from ``start`` to ``end`` tokens (token-buffer columns) reaches the model's refill
+        length (``ModelAdapter.refill_at``) with the cache still short of it -- transformers' rule for dropping
+        the cache there."""
+        return self.refill is not None and start + self.offset < self.refill <= end + self.offset
 
     def _prompt_and_new_embeddings(self, adapter: ModelAdapter, tokens: torch.Tensor, end: int) -> torch.Tensor:
         """The prompt's embeddings, then (recomputing without a cache) those of the tokens generated since."""

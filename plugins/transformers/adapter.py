@@ -63,6 +63,8 @@ class TransformersAdapter(ModelAdapter):
         self._cache_given = self._cache_converted = None
         self._built_caches: tuple = ()
         self.twin = None  # genplug's native model over this model's weights, when it may stand in (configure)
+        # a decoder-only model's own mask builder, used with static caches as transformers uses it
+        self._own_mask_builder = None if self.is_encoder_decoder else getattr(model, "create_masks_for_generate", None)
         self.why_no_twin: Optional[str] = "not configured yet"
 
     # ------------------------------------------------------------------ native kernels
@@ -284,8 +286,8 @@ class TransformersAdapter(ModelAdapter):
             self._cache_given, self._cache_converted = cache, self.cache_for_model(cache)
         if cache is not None:
             cache = self._cache_converted
-        own_masks = getattr(self.model, "create_masks_for_generate", None)
-        if own_masks is not None and getattr(cache, "is_compileable", False) and not self.is_encoder_decoder:
+        own_masks = self._own_mask_builder
+        if own_masks is not None and getattr(cache, "is_compileable", False):
             # transformers hands a model with its own mask builder (BLOOM pads its 2-D mask to the static
             # cache, for the ALiBi tensor) that builder's mask whenever the cache is static; so does genplug
             fed = input_ids if input_ids is not None else options.get("inputs_embeds")
