@@ -11,6 +11,8 @@ graph), greedy
 and sampling, batch 1/16/64. Prints one table: tokens/s, % of the bandwidth limit (batch 1), ratio to
 transformers' best, and the first call's time (compile and capture included).
 Run on the accelerator: python bench/gpu_decode.py [--batches 1,16,64] [--cells substring,...] [--gemv]
+[--pdl 0|1] [--attention splits,heads,block,warps,stages]  (the last two try a kernel setting other than
+the shipped one: programmatic dependent launch, decode_kernels.ATTENTION_CONFIG["one row"])
 """
 
 from __future__ import annotations
@@ -78,7 +80,18 @@ def main():
     parser.add_argument("--modes", default="greedy,sampling")
     parser.add_argument("--gemv", action="store_true", help="also time one-token matmuls in both weight layouts")
     parser.add_argument("--layers", type=int, default=16)
+    parser.add_argument("--pdl", choices=("0", "1"), help="set GENPLUG_PDL for this run")
+    parser.add_argument("--attention", help="one-row attention config for this run: splits,heads,block,warps,stages")
     args = parser.parse_args()
+    import os
+
+    from genplug.plugins.models.llama import decode_kernels
+
+    if args.pdl is not None:
+        os.environ["GENPLUG_PDL"] = args.pdl
+    if args.attention:
+        decode_kernels.ATTENTION_CONFIG["one row"] = tuple(int(v) for v in args.attention.split(","))
+    print(f"PDL {os.environ.get('GENPLUG_PDL', '0')}, one-row attention {decode_kernels.ATTENTION_CONFIG['one row']}")
     import transformers
 
     import genplug

@@ -2,7 +2,9 @@
 dependent launch (GENPLUG_PDL=1), the attention's cached slots split among programs with a group's
 query heads together (decode_kernels.ATTENTION_CONFIG), and the gate/up projection through genplug's
 GEMV (stored [out, in]) instead of cuBLAS. Prints tokens/s (best of 3 calls of 256 new tokens) and
-whether the graph loop equals the eager path under the same variant.
+whether the graph loop equals the eager path under the same variant. The last line names the fastest
+variant whose graph loop equals its eager path as flags for bench/gpu_decode.py (gate/up GEMV variants
+excluded there: the twin of a transformers model keeps cuBLAS for it).
 
 Run: python bench/probes/step_variants.py
 """
@@ -31,6 +33,8 @@ VARIANTS = [  # (name, PDL, attention config, gate/up through the GEMV)
     ("PDL + attention 8x4", "1", (8, 4, 32, 4, 1), False),
     ("PDL + attention 8x4 + gate/up GEMV", "1", (8, 4, 32, 4, 1), True),
     ("gate/up GEMV", "0", SHIPPED_ATTENTION, True),
+    ("PDL + attention 16x4", "1", (16, 4, 16, 4, 1), False),
+    ("PDL + attention 4x4", "1", (4, 4, 32, 4, 1), False),
 ]
 
 
@@ -46,6 +50,7 @@ def gate_up_storage(model, through_gemv: bool):
 def main():
     native = gpu_decode.native_one_b()
     ids = torch.randint(3, 128000, (1, gpu_decode.PROMPT), device="cuda")
+    results = []
     for name, pdl, attention, gemv_gate_up in VARIANTS:
         os.environ["GENPLUG_PDL"] = pdl
         triton_support._DEPENDENT_LAUNCH.clear()
@@ -61,10 +66,16 @@ def main():
             eager = run(disable_compile=True)
             first, out = gpu_decode.timed(run)
             best = min(gpu_decode.timed(run)[0] for _ in range(3))
+            same = torch.equal(out, eager)
             print(f"{name:40} {gpu_decode.NEW / best:7.1f} tokens/s (first call {first:.2f} s); "
-                  f"graph == eager {torch.equal(out, eager)}", flush=True)
+                  f"graph == eager {same}", flush=True)
+            if same and not gemv_gate_up:
+                results.append((gpu_decode.NEW / best, pdl, attention))
         except Exception as exc:  # one broken variant must not hide the others
             print(f"{name:40} {type(exc).__name__}: {exc}"[:300], flush=True)
+    if results:
+        _, pdl, attention = max(results)
+        print(f"best flags: --pdl {pdl} --attention {','.join(map(str, attention))}")
 
 
 if __name__ == "__main__":
