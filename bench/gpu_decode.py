@@ -91,7 +91,7 @@ def main():
         os.environ["GENPLUG_PDL"] = args.pdl
     if args.attention:
         decode_kernels.ATTENTION_CONFIG["one row"] = tuple(int(v) for v in args.attention.split(","))
-    print(f"PDL {os.environ.get('GENPLUG_PDL', '0')}, one-row attention {decode_kernels.ATTENTION_CONFIG['one row']}")
+    print(f"PDL {'off' if os.environ.get('GENPLUG_PDL') == '0' else 'on where supported'}, one-row attention {decode_kernels.ATTENTION_CONFIG['one row']}")
     import transformers
 
     import genplug

@@ -25,14 +25,14 @@ from genplug.plugins.models.llama import decode_kernels  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 VARIANTS = [  # (name, PDL, attention config, gate/up through the GEMV)
-    ("as shipped", "0", SHIPPED_ATTENTION, False),
-    ("PDL", "1", SHIPPED_ATTENTION, False),
-    ("attention 8 splits x 4 heads", "0", (8, 4, 32, 4, 1), False),
+    ("as shipped (PDL, split attention)", "1", SHIPPED_ATTENTION, False),
+    ("PDL off", "0", SHIPPED_ATTENTION, False),
+    ("PDL off, attention 1 split x 1 head", "0", (1, 1, 128, 8, 1), False),
+    ("PDL, attention 1 split x 1 head", "1", (1, 1, 128, 8, 1), False),
     ("attention 16 splits x 4 heads", "0", (16, 4, 16, 4, 1), False),
     ("attention 4 splits x 1 head", "0", (4, 1, 32, 4, 1), False),
-    ("PDL + attention 8x4", "1", (8, 4, 32, 4, 1), False),
     ("PDL + attention 8x4 + gate/up GEMV", "1", (8, 4, 32, 4, 1), True),
-    ("gate/up GEMV", "0", SHIPPED_ATTENTION, True),
+    ("PDL off, gate/up GEMV", "0", SHIPPED_ATTENTION, True),
     ("PDL + attention 16x4", "1", (16, 4, 16, 4, 1), False),
     ("PDL + attention 4x4", "1", (4, 4, 32, 4, 1), False),
 ]

@@ -20,6 +20,7 @@ outputs of the two paths are identical. This module imports Triton: it is import
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -235,11 +236,12 @@ def _rope_cache_attention_kernel(
 
 
 MAX_SPLITS = 8
-# (splits, query heads per program, block_s, warps, stages) of the attention kernel, from
-# bench/probes/decode_attention.py on an H100 with one program per query head and no split (one row's
-# query heads read the projection as partial sums: more loads per program, 8 warps). Splitting the
-# slots among programs and grouping query heads are measured by the same probe.
-ATTENTION_CONFIG = {"one row": (1, 1, 128, 8, 1), "rows": (1, 1, 128, 2, 2)}
+# (splits, query heads per program, block_s, warps, stages) of the attention kernel. One row: each
+# query head's cached slots split among 8 programs, each serving the 4 query heads of a key/value group
+# (bench/probes/step_variants.py on an H100, 2026-12-05: batch-1 greedy 715 -> 780 tokens/s over one
+# program per head and no split, 808 with PDL; 16 splits 794, 4 splits x 1 head 779). Rows: tuned by
+# bench/probes/decode_attention.py with one program per query head.
+ATTENTION_CONFIG = {"one row": (8, 4, 32, 4, 1), "rows": (1, 1, 128, 2, 2)}
 
 class PartialSums:
     """A one-row matmul's output left as float32 partial sums ``parts [splits, rows, width]`` (split-K).
@@ -371,7 +373,11 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
     batch = keys.shape[0]
     groups = heads // kv_heads
-    splits, queries, block_s, warps, stages = config or ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
+    if config is None:  # the tuned setting, its query heads per program fitted to this model's groups
+        splits, queries, block_s, warps, stages = ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
+        queries = math.gcd(queries, groups)
+    else:
+        splits, queries, block_s, warps, stages = config
     if groups % queries or splits & (splits - 1):
         raise ValueError(f"attention config {config}: query heads per program must divide the group size "
                          f"({groups}) and splits must be a power of two")
