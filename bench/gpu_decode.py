@@ -158,6 +158,14 @@ def main():
     print(f"transformers model through the native twin: greedy graph path == eager path: {torch.equal(hf_graph, hf_eager)}")
     print(f"greedy graph path == eager path (batch 1, {NEW} tokens): {torch.equal(graph_out, eager_out)}; "
           f"graph capture took {graph_loop.LAST_CAPTURE_SECONDS:.2f} s")
+    import genplug.prefill_graph as prefill_graph
+
+    other = torch.randint(3, 128000, (1, PROMPT), device="cuda")  # same shape: the prompt's forward replays
+    replayed = genplug.generate(native, other, cache_implementation="static", max_new_tokens=NEW)
+    how = prefill_graph.LAST_PREFILL
+    eager_other = genplug.generate(native, other, cache_implementation="static", max_new_tokens=NEW, disable_compile=True)
+    print(f"another prompt of that shape: graph path == eager path: {torch.equal(replayed, eager_other)} "
+          f"(prompt forward {how})")
     print()
     print(f"{'batch':>5} {'mode':9} {'implementation':64} {'tokens/s':>10} {'% limit':>8} {'vs HF best':>10} {'1st call s':>10}")
     for batch, mode, name, tps, first in rows:

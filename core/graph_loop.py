@@ -359,6 +359,15 @@ def compile_options(config, adapter=None) -> Optional[dict]:
 _CAPTURE_STREAMS = {}
 
 
+def capture_stream(device: torch.device):
+    """The side stream every capture on ``device`` uses (one for the process: cuBLAS keeps a workspace
+    per stream, so the warm-up before a capture sets up what the capture then finds)."""
+    stream = _CAPTURE_STREAMS.get(device)
+    if stream is None:
+        stream = _CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
+    return stream
+
+
 def _capture(step, *state):
     """Run one step for real (lazy set-up -- cuBLAS workspaces, kernel compiles -- happens outside the
     capture), then capture one step; the captured buffers are the live state tensors.
@@ -368,9 +377,7 @@ def _capture(step, *state):
     empty the allocator's cache on every call, making the next call's allocations go to the driver.
     """
     device = state[0].device
-    stream = _CAPTURE_STREAMS.get(device)
-    if stream is None:
-        stream = _CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
+    stream = capture_stream(device)
     with restored_afterwards(state):
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):

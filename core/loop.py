@@ -12,6 +12,7 @@ from typing import Any, List
 
 import torch
 
+from . import prefill_graph
 from .graph_loop import graph_decode, graph_decode_possible
 from .models import ModelAdapter, returned_cache
 from .outputs import GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput
@@ -58,18 +59,35 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         return step_inputs.forward(adapter, tokens, start, end, cache, model_kwargs, use_cache=use_cache,
                                    output_attentions=want.attentions, output_hidden_states=want.hidden_states)
 
-    outputs = step_inputs.prefill(adapter, tokens, prompt_len, cache, model_kwargs, use_cache=use_cache,
-                                  chunk_size=getattr(config, "prefill_chunk_size", None),
-                                  output_attentions=want.attentions, output_hidden_states=want.hidden_states)
+    chunk_size = getattr(config, "prefill_chunk_size", None)
+
+    def eager_prefill():
+        return step_inputs.prefill(adapter, tokens, prompt_len, cache, model_kwargs, use_cache=use_cache,
+                                   chunk_size=chunk_size, output_attentions=want.attentions,
+                                   output_hidden_states=want.hidden_states)
+
+    crosses_refill = step_inputs.refills_between(prompt_len, max_length)  # the CUDA-graph step never refills
+
+    def graph_loop_possible() -> bool:
+        return use_cache and cache is not None and step_inputs.takes_tokens_only and not crosses_refill and (
+            graph_decode_possible(adapter, processors, stopping_criteria, config, cache, streamer, synced_gpus) is None)
+
+    if use_cache and cache is not None and step_inputs.embeds is None and not step_inputs.prompt_only and not chunk_size:
+        # replayed from a CUDA graph where an earlier call with a prompt of this shape captured it
+        outputs = prefill_graph.prefill(
+            adapter, cache, tokens[:, :prompt_len], None if step_inputs.mask is None else step_inputs.mask[:, :prompt_len],
+            None if step_inputs.positions is None else step_inputs.positions[..., :prompt_len], model_kwargs,
+            eager_prefill, graph_loop_possible)
+        step_inputs.prompt_fed = True
+    else:
+        outputs = eager_prefill()
     if use_cache and cache is None:  # the model made its own cache
         cache = returned_cache(outputs)
     interval = 1 if (streamer is not None or synced_gpus) else int(
         getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
     if use_cache and not adapter.can_crop(cache):
         interval = 1  # steps past the stop could not be undone in the returned cache
-    crosses_refill = step_inputs.refills_between(prompt_len, max_length)  # the CUDA-graph step never refills
-    if use_cache and step_inputs.takes_tokens_only and not crosses_refill and graph_decode_possible(
-            adapter, processors, stopping_criteria, config, cache, streamer, synced_gpus) is None:
+    if graph_loop_possible():
         sequences, n_generated = graph_decode(adapter, input_ids, mask, outputs.logits[:, -1, :], processors,
                                               stopping_criteria, config, cache, do_sample, max_length, interval)
         if not config.return_dict_in_generate:

@@ -354,6 +354,9 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
     """
 
     main_input_name = "input_ids"
+    # The forward over an empty static cache reads nothing on the host but the cache's counters, so
+    # the CUDA-graph loop may capture the prompt's forward and replay it (core/prefill_graph.py).
+    prefill_capturable = True
 
     def __init__(self, config: NativeLlamaConfig):
         super().__init__()

@@ -1,0 +1,96 @@
+"""The prompt's forward replayed from a captured graph (core/prefill_graph.py), run on the CPU: the
+buffers are refilled and the forward is run over them, so a replayed prefill must give exactly what
+the eager loop gives for every later prompt of the same shape."""
+
+import pytest
+import torch
+
+import genplug
+import genplug.graph_loop as graph_loop
+import genplug.prefill_graph as prefill_graph
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer():
+    return genplug.load_model()
+
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(prefill_graph, "RUN_ON_CPU", True)
+    monkeypatch.setattr(prefill_graph, "LAST_PREFILL", None)
+
+
+def _prompts(tokenizer, texts):
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def _same_shape_prompts(tokenizer):
+    first = _prompts(tokenizer, ["Once upon a time there", "The big red dog ran to the"])
+    ids = torch.randint(5, 200, first[0].shape, generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(first[1])
+    mask[1, :2] = 0  # other padding than the first call's
+    return first, (ids, mask)
+
+
+def test_later_prompts_of_the_same_shape_replay_and_match_the_eager_loop(model_and_tokenizer, on_cpu):
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    (ids_a, mask_a), (ids_b, mask_b) = _same_shape_prompts(tokenizer)
+    kw = dict(max_new_tokens=12, cache_implementation="static")  # (a cache handed back is not reused)
+    genplug.generate(model, ids_a, attention_mask=mask_a, **kw)
+    assert prefill_graph.LAST_PREFILL == "captured"
+    replayed = genplug.generate(model, ids_b, attention_mask=mask_b, **kw)
+    assert prefill_graph.LAST_PREFILL == "replayed"
+    eager = genplug.generate(model, ids_b, attention_mask=mask_b, disable_compile=True, **kw)
+    dynamic = genplug.generate(model, ids_b, attention_mask=mask_b, max_new_tokens=12)
+    assert torch.equal(replayed, eager) and torch.equal(replayed, dynamic)
+
+
+def test_each_prompt_shape_has_its_own_graph_and_the_oldest_is_dropped(model_and_tokenizer, on_cpu, monkeypatch):
+    model, _ = model_and_tokenizer
+    graph_loop.release(model)
+    monkeypatch.setattr(prefill_graph, "MAX_SHAPES", 2)
+    kw = dict(max_new_tokens=None, max_length=20, cache_implementation="static")
+
+    def call(length, seed):
+        ids = torch.randint(5, 200, (1, length), generator=torch.Generator().manual_seed(seed))
+        out = genplug.generate(model, ids, **kw)
+        what = prefill_graph.LAST_PREFILL
+        assert torch.equal(out, genplug.generate(model, ids, disable_compile=True, **kw))
+        return what
+
+    # 8 was used again after 9, so 10 pushes 9 out and 8 stays
+    assert [call(8, 0), call(9, 1), call(8, 2), call(10, 3), call(8, 4), call(9, 5)] == [
+        "captured", "captured", "replayed", "captured", "replayed", "captured"]
+
+
+def test_prompts_past_the_token_limit_and_eager_calls_are_not_captured(model_and_tokenizer, on_cpu, monkeypatch):
+    model, _ = model_and_tokenizer
+    graph_loop.release(model)
+    ids = torch.randint(5, 200, (1, 16), generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(prefill_graph, "MAX_TOKENS", 15)
+    genplug.generate(model, ids, max_new_tokens=4, cache_implementation="static")
+    assert prefill_graph.LAST_PREFILL is None
+    monkeypatch.setattr(prefill_graph, "MAX_TOKENS", 1024)
+    genplug.generate(model, ids, max_new_tokens=4, cache_implementation="static", disable_compile=True)
+    assert prefill_graph.LAST_PREFILL == "eager"
+    genplug.generate(model, ids, max_new_tokens=4)  # dynamic cache: no graph loop
+    assert prefill_graph.LAST_PREFILL == "eager"
+
+
+def test_a_cache_that_already_holds_tokens_runs_the_prompt_eagerly(model_and_tokenizer, on_cpu):
+    model, _ = model_and_tokenizer
+    graph_loop.release(model)
+    ids = torch.randint(5, 200, (1, 6), generator=torch.Generator().manual_seed(1))
+    cache = genplug.StaticCache(config=model.config, max_cache_len=64)
+    genplug.generate(model, ids, max_new_tokens=3, past_key_values=cache)
+    assert prefill_graph.LAST_PREFILL == "captured"
+    cache.crop(-2)  # 7 tokens left in it: the next prompt continues them
+    longer = torch.cat([ids, torch.randint(5, 200, (1, 1))], dim=1)
+    more = torch.cat([longer, torch.randint(5, 200, (1, 1))], dim=1)[:, :6]
+    out = genplug.generate(model, more, max_new_tokens=3, past_key_values=cache)
+    assert prefill_graph.LAST_PREFILL == "eager"
+    assert out.shape == (1, 9)
