@@ -1,0 +1,30 @@
+"""Greedy, then sampling, then greedy again on the native 1B model (two calls each), with or without
+programmatic dependent launch and the prefill graph: which combination fails on the GPU.
+Run: python bench/probes/prefill_graph_check.py NAME PDL(0|1) PREFILL_MAX_TOKENS"""
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import gpu_decode  # noqa: E402
+
+import genplug  # noqa: E402
+import genplug.prefill_graph as prefill_graph  # noqa: E402
+
+name, pdl, max_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+os.environ["GENPLUG_PDL"] = pdl
+prefill_graph.MAX_TOKENS = max_tokens
+native = gpu_decode.native_one_b()
+ids = torch.randint(3, 128000, (1, gpu_decode.PROMPT), device="cuda")
+outs = {}
+for step, (mode, extra) in enumerate((("greedy", {}), ("sampling", gpu_decode.SAMPLING), ("greedy", {}))):
+    for i in range(2):
+        out = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=64, eos_token_id=None, **extra)
+        torch.cuda.synchronize()
+        print(name, step, mode, i, prefill_graph.LAST_PREFILL, flush=True)
+        outs.setdefault(mode, []).append(out)
+eager = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=64, eos_token_id=None,
+                         disable_compile=True)
+print(name, "OK; greedy calls == eager:", all(torch.equal(o, eager) for o in outs["greedy"]))
