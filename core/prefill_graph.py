@@ -7,6 +7,11 @@ prompt of some shape eagerly (which also sets up every kernel that forward uses)
 that shape is captured, and a later call with a prompt of the same shape on the same cache copies its
 tokens (and mask, positions) into the graph's input buffers and replays it.
 
+Off by default (``GENPLUG_PREFILL_GRAPH=1`` turns it on): in its one GPU run (H100, 2026-12-05) it took
+batch-1 greedy from 806 to 822 tokens/s, but a sampling call after greedy calls on the same model then
+hit an illegal memory access that was not found before the device time ran out;
+``bench/probes/prefill_graph_check.py`` runs the sequence with and without it and PDL.
+
 Only on the CUDA-graph decode path (the caller checks that), for models that declare
 ``prefill_capturable`` (genplug's native family: the forward reads nothing on the host except the
 cache's token counters, which are those of an empty cache at every prefill), over caches of plain
@@ -16,6 +21,7 @@ static layers, for prompts of at most :data:`MAX_TOKENS` tokens in all.
 from __future__ import annotations
 
 import collections
+import os
 import warnings
 import weakref
 from typing import Any, Callable, Dict, Optional
@@ -24,6 +30,7 @@ import torch
 
 from .graph_loop import capture_stream, restored_afterwards
 
+ENABLED = os.environ.get("GENPLUG_PREFILL_GRAPH", "0") == "1"
 MAX_TOKENS = 1024  # batch x prompt length: longer prompts keep the GPU busy anyway, and a graph keeps its activations
 MAX_SHAPES = 4  # prompt shapes kept per cache; the least recently used is dropped
 RUN_ON_CPU = False  # tests: "capture" keeps the forward, "replay" runs it over the same input buffers
@@ -42,7 +49,7 @@ def prefill(adapter, cache, ids: torch.Tensor, mask: Optional[torch.Tensor], pos
     says the CUDA-graph decode loop takes over (a static cache allocates its buffers at its first
     prompt, so that is known for sure only afterwards)."""
     global LAST_PREFILL
-    if not getattr(adapter.model, "prefill_capturable", False) or ids.numel() > MAX_TOKENS or (
+    if not ENABLED or not getattr(adapter.model, "prefill_capturable", False) or ids.numel() > MAX_TOKENS or (
             ids.device.type != "cuda" and not RUN_ON_CPU):
         LAST_PREFILL = None
         return eager()
@@ -100,8 +107,9 @@ def _plain_static(layer) -> bool:
 class _Prefill:
     """One captured prompt forward: its input buffers, its outputs (read after each replay), the graph."""
 
-    def __init__(self, inputs, outputs, graph, run):
-        self.inputs, self.outputs, self.graph, self.run = inputs, outputs, graph, run
+    def __init__(self, inputs, logits, graph, run):
+        # only the logits are kept: the forward's outputs hold the cache, this graph's (weak) key
+        self.inputs, self.logits, self.graph, self.run = inputs, logits, graph, run
 
     @classmethod
     def capture(cls, adapter, cache, ids, mask, positions, model_kwargs) -> Optional["_Prefill"]:
@@ -139,7 +147,7 @@ class _Prefill:
                     finally:
                         graph.capture_end()
                 torch.cuda.current_stream(device).wait_stream(stream)
-            return cls(inputs, outputs, graph, None)
+            return cls(inputs, outputs.logits, graph, None)
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as exc:
@@ -159,4 +167,12 @@ class _Prefill:
         self.graph.replay()
         for layer in cache.layers:  # the replay moved the device counters; the host ones follow
             layer.seen = ids.shape[1]
-        return self.outputs
+        return Replayed(self.logits, cache)
+
+
+class Replayed:
+    """What the loop reads of a replayed prompt forward: its logits (in the graph's memory, rewritten
+    by the next replay) and the cache."""
+
+    def __init__(self, logits, past_key_values):
+        self.logits, self.past_key_values = logits, past_key_values

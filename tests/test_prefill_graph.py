@@ -1,6 +1,6 @@
-"""The prompt's forward replayed from a captured graph (core/prefill_graph.py), run on the CPU: the
-buffers are refilled and the forward is run over them, so a replayed prefill must give exactly what
-the eager loop gives for every later prompt of the same shape."""
+"""The prompt's forward replayed from a captured graph (core/prefill_graph.py, opt-in), run on the CPU:
+the buffers are refilled and the forward is run over them, so a replayed prefill must give exactly
+what the eager loop gives for every later prompt of the same shape."""
 
 import pytest
 import torch
@@ -19,6 +19,7 @@ def model_and_tokenizer():
 def on_cpu(monkeypatch):
     monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
     monkeypatch.setattr(prefill_graph, "RUN_ON_CPU", True)
+    monkeypatch.setattr(prefill_graph, "ENABLED", True)
     monkeypatch.setattr(prefill_graph, "LAST_PREFILL", None)
 
 
@@ -94,3 +95,13 @@ def test_a_cache_that_already_holds_tokens_runs_the_prompt_eagerly(model_and_tok
     out = genplug.generate(model, more, max_new_tokens=3, past_key_values=cache)
     assert prefill_graph.LAST_PREFILL == "eager"
     assert out.shape == (1, 9)
+
+
+def test_off_unless_asked_for(model_and_tokenizer, on_cpu, monkeypatch):
+    model, _ = model_and_tokenizer
+    graph_loop.release(model)
+    monkeypatch.setattr(prefill_graph, "ENABLED", False)
+    ids = torch.randint(5, 200, (1, 6), generator=torch.Generator().manual_seed(2))
+    for _ in range(2):
+        genplug.generate(model, ids, max_new_tokens=3, cache_implementation="static")
+        assert prefill_graph.LAST_PREFILL is None
