@@ -49,8 +49,15 @@ PROMPT_ONLY_INPUTS = frozenset({
 
 
 def returned_cache(outputs: Any) -> Any:
-    """The cache a model's forward returned, under whichever of :data:`CACHE_ARGUMENT_NAMES` it uses."""
-    for name in CACHE_ARGUMENT_NAMES:
+    """The cache a model's forward returned, under whichever of :data:`CACHE_ARGUMENT_NAMES` it uses.
+
+    Plain attributes are read before properties: a transformers >= 5.24 output holds the cache in its
+    ``cache`` field (RWKV's in ``state``) and keeps ``past_key_values`` / ``cache_params`` as properties
+    that log a deprecation warning when read.
+    """
+    kind = type(outputs)
+    names = sorted(CACHE_ARGUMENT_NAMES, key=lambda name: isinstance(getattr(kind, name, None), property))
+    for name in names:
         cache = getattr(outputs, name, None)
         if cache is not None:
             return cache

@@ -2,6 +2,11 @@
 
 Field names and order are transformers', and like transformers' ``ModelOutput`` an output can be read
 by attribute, by key (``out["sequences"]``) or by position over its non-None fields (``out[0]``).
+
+transformers 5.24 renamed the returned cache from ``past_key_values`` to ``cache``, keeping the old name
+as an alias. genplug does the same whichever transformers is installed: the key is ``cache``, and both
+names read it (by attribute, key, ``in`` and ``get``). The dataclass field keeps the old name, so code
+that builds an output with ``past_key_values=...`` keeps working.
 """
 
 from __future__ import annotations
@@ -12,11 +17,20 @@ from typing import Any, Optional, Tuple
 import torch
 
 
+# field name -> the key it is shown under (transformers >= 5.24's name)
+_KEY_OF_FIELD = {"past_key_values": "cache"}
+
+
+def _key(name):
+    return _KEY_OF_FIELD.get(name, name) if isinstance(name, str) else name
+
+
 class _Output:
     """Attribute, key and index access over the fields that are set (transformers' ModelOutput)."""
 
     def _items(self):
-        return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+        return [(_key(f.name), getattr(self, f.name)) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None]
 
     def keys(self):
         return [k for k, _ in self._items()]
@@ -32,11 +46,11 @@ class _Output:
 
     def __getitem__(self, key):
         if isinstance(key, str):
-            return dict(self._items())[key]
+            return dict(self._items())[_key(key)]
         return self.to_tuple()[key]
 
     def __contains__(self, key) -> bool:
-        return key in self.keys()
+        return _key(key) in self.keys()
 
     def __iter__(self):
         return iter(self.keys())
@@ -45,12 +59,16 @@ class _Output:
         return len(self._items())
 
     def get(self, key, default=None):
-        return dict(self._items()).get(key, default)
+        return dict(self._items()).get(_key(key), default)
 
     @property
     def cache(self) -> Any:
-        """``past_key_values`` under transformers 5.24's name for it (an alias, not a key of its own)."""
+        """The returned cache (transformers >= 5.24's name; ``past_key_values`` reads the same)."""
         return self.past_key_values
+
+    @cache.setter
+    def cache(self, value: Any) -> None:
+        self.past_key_values = value
 
 
 @dataclasses.dataclass

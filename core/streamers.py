@@ -1,19 +1,22 @@
-"""Streamers: receive tokens while generate() runs and turn them into text as words complete.
+"""Streamers: receive tokens while generate() runs and turn them into text as soon as it is final.
 
 generate() calls ``streamer.put(tokens)`` with CPU int64 tensors -- the prompt once as (batch,
 prompt_len), then the new tokens of every step as (batch,), or (1, k) when a step accepts several
 tokens (assisted decoding) -- and ``streamer.end()`` when it finishes. The classes keep the names,
 arguments and output of transformers' streamers, so existing code switches by changing an import.
 
-Text is released a word at a time: the whole pending token list is re-decoded on every ``put`` (a
-token alone may be half of a character or lose its leading space), and only text that later tokens
-can no longer change is released -- everything up to the last space, a finished line, or a CJK
-character (those are written without spaces between words).
+Text is released as soon as later tokens can no longer change it: the whole pending token list is
+re-decoded on every ``put`` (a token alone may be half of a character or lose its leading space).
+Letters, digits and spaces are released at once; text that ends in another symbol waits for the next
+space (the symbol may start formatting such as ``<br>``, or be half of a character, ``\ufffd``); a
+finished line or a CJK character is released whole. This is transformers' rule since 5.24 (before,
+letters too waited for the next space, so a long word or a script without spaces did not stream).
 """
 
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from queue import Queue
 from typing import Any, List, Optional
 
@@ -33,8 +36,7 @@ class BaseStreamer:
 def is_cjk_codepoint(cp: int) -> bool:
     """True for CJK Unified Ideographs (and their extensions / compatibility blocks).
 
-    Hangul, Hiragana and Katakana are not included: those scripts separate words with spaces, so
-    the space rule already releases them a word at a time.
+    transformers' list: Hangul, Hiragana and Katakana are not in it (as letters they are released at once anyway).
     """
     return (
         0x4E00 <= cp <= 0x9FFF
@@ -46,6 +48,11 @@ def is_cjk_codepoint(cp: int) -> bool:
         or 0xF900 <= cp <= 0xFAFF
         or 0x2F800 <= cp <= 0x2FA1F
     )
+
+
+def is_plain_text(char: str) -> bool:
+    """True for a space, letter, combining mark or digit: text a later token can extend but not change."""
+    return char.isspace() or unicodedata.category(char)[0] in "LMN"
 
 
 class WordBuffer:
@@ -61,14 +68,19 @@ class WordBuffer:
         """Add tokens; return the text that can be released now (possibly "")."""
         self.token_cache.extend(token_ids)
         text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
-        if text.endswith("\n"):  # a finished line can never change: release it and start afresh
+        if text.endswith("\n"):  # a finished line can never change: release it
             released = text[self.print_len:]
-            self.token_cache = []
-            self.print_len = 0
+            # Keep the newline's token as decoding context: a tokenizer that strips the leading space of what
+            # it decodes (sentencepiece) would otherwise drop the space that starts the next line.
+            self.token_cache = self.token_cache[-1:]
+            self.print_len = len(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
         elif text and is_cjk_codepoint(ord(text[-1])):
             released = text[self.print_len:]
             self.print_len += len(released)
-        else:  # the last word may still grow; release up to and including the last space
+        elif all(is_plain_text(char) for char in text[self.print_len:]):
+            released = text[self.print_len:]  # letters, digits and spaces: more tokens only append to them
+            self.print_len += len(released)
+        else:  # a symbol may still change; release up to and including the last space
             released = text[self.print_len: text.rfind(" ") + 1]
             self.print_len += len(released)
         return released
@@ -92,7 +104,7 @@ def _as_token_lists(value: torch.Tensor) -> List[List[int]]:
 
 
 class TextStreamer(BaseStreamer):
-    """Print the text of one sequence to stdout as its words complete.
+    """Print the text of one sequence to stdout as it is released.
 
     ``skip_prompt`` drops the first ``put`` (the prompt); ``decode_kwargs`` go to
     ``tokenizer.decode`` (e.g. ``skip_special_tokens=True``). Override :meth:`on_finalized_text` to
@@ -213,7 +225,7 @@ class AsyncTextIteratorStreamer(TextStreamer):
 
 
 class BatchTextStreamer(BaseStreamer):
-    """Stream every row of a batch: one word buffer per row (a genplug addition).
+    """Stream every row of a batch: one text buffer per row (a genplug addition).
 
     Accepts what generate() sends for any batch size: the prompt (B, L), then (B,) per step or
     (B, k). Each ``put`` calls :meth:`on_finalized_text` with a list of B strings, the text each row

@@ -18,7 +18,8 @@ class PrefixConstrainedLogitsProcessor(LogitsProcessor):
 
     The function is user Python called once per row and step, so this processor reads tensors on the
     host and cannot be compiled. If every beam of a batch item has only -inf scores left, the allowed
-    tokens get a score of 0 so that the constraint still holds.
+    tokens get a score of 0 so that the constraint still holds. ``num_beams`` is the number of consecutive
+    rows per prompt: ``max(num_beams, num_return_sequences)`` of the call, as transformers documents.
     """
 
     compile_safe = False
@@ -75,7 +76,11 @@ def build(config, context):
     fn = context.prefix_allowed_tokens_fn
     if fn is None:
         return None
-    return PrefixConstrainedLogitsProcessor(fn, getattr(config, "num_beams", None) or 1)
+    # generate() repeats each prompt over max(num_beams, num_return_sequences) consecutive rows, so batch_id
+    # is the prompt's index also when sampling several sequences (transformers >= 5.24; before, it passed
+    # the row index there, past the end of the caller's per-prompt data)
+    rows_per_prompt = max(getattr(config, "num_beams", None) or 1, getattr(config, "num_return_sequences", None) or 1)
+    return PrefixConstrainedLogitsProcessor(fn, rows_per_prompt)
 
 
 @hookimpl

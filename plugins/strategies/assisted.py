@@ -210,7 +210,9 @@ def speculative_choice(candidates: torch.LongTensor, draft_scores: torch.FloatTe
     ratio = p[:, :k].gather(-1, index)[..., 0] / q.gather(-1, index)[..., 0]
     if ensemble_weight is not None:
         ratio = 1.0 - ensemble_weight + ensemble_weight * ratio
-    accept = torch.rand_like(ratio) <= ratio
+    # strict: r is uniform in [0, 1), so `r < ratio` accepts with probability exactly min(1, ratio), and a token
+    # the target rules out (ratio 0) never (`<=` took it when r came out as 0.0; transformers >= 5.25 is strict too)
+    accept = torch.rand_like(ratio) < ratio
     if lengths is not None:
         accept &= torch.arange(k, device=candidates.device) < lengths[:, None]
     kept = ((~accept).cumsum(dim=-1) < 1).sum(dim=-1)
@@ -343,10 +345,13 @@ def _draft_inputs(draft, context: CandidateContext) -> StepInputs:
 
 def _check(adapter, input_ids, config, model_kwargs) -> None:
     if keeps_recurrent_state(adapter):
+        # transformers < 5.25 refuses these too; 5.25 rolls recorded states back, but not exactly for every
+        # layer kind (Mamba's verified logits leave the model's), so genplug keeps refusing
         raise GenerationInputError(
             f"assisted generation is not supported with stateful models such as {type(adapter.model).__name__}: "
-            "rejected candidates would have to be taken back out of a recurrent state, which cannot be undone "
-            "(as in transformers); use greedy search or sampling")
+            "rejected candidates would have to be taken back out of a recurrent state, which genplug cannot "
+            "undo exactly for every layer kind (transformers 5.25 runs it, with logits that differ from the "
+            "model's for Mamba); use greedy search or sampling")
     if model_kwargs.get("inputs_embeds") is not None:
         raise GenerationInputError("assisted generation drafts from and verifies token ids; pass the prompt as "
                                    "input_ids, not inputs_embeds")

@@ -225,7 +225,10 @@ class BeamSearchState:
         scores = (log_probs.view(B, N, vocab) + self.running_scores.unsqueeze(-1)).view(B, N * vocab)
         if do_sample:
             flat = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=K)
-            top = scores.gather(1, flat)
+            # Ranked best first, as top-k ranks them: only the best N candidates may finish a hypothesis
+            # (`top_beams`), not the first N drawn (transformers >= 5.25, and 4.x, rank them so too).
+            top, order = scores.gather(1, flat).sort(dim=-1, descending=True)
+            flat = flat.gather(1, order)
         else:
             top, flat = torch.topk(scores, K)
         source = flat // vocab

@@ -63,8 +63,12 @@ class TransformersAdapter(ModelAdapter):
         self._cache_given = self._cache_converted = None
         self._built_caches: tuple = ()
         self.twin = None  # genplug's native model over this model's weights, when it may stand in (configure)
-        # a decoder-only model's own mask builder, used with static caches as transformers uses it
+        # a decoder-only model's own mask builder, used with static caches as transformers uses it; it takes the
+        # cache as `cache` from transformers 5.24 on (the old name still works there, with a FutureWarning)
         self._own_mask_builder = None if self.is_encoder_decoder else getattr(model, "create_masks_for_generate", None)
+        builder = self._own_mask_builder
+        self._mask_builder_cache_name = (
+            "cache" if builder is not None and "cache" in _parameters(builder) else "past_key_values")
         self.why_no_twin: Optional[str] = "not configured yet"
 
     # ------------------------------------------------------------------ native kernels
@@ -212,10 +216,12 @@ class TransformersAdapter(ModelAdapter):
     def can_crop(self, cache: Any) -> bool:
         """Whether the loop may run past a stop and crop the extra steps off ``cache`` afterwards.
 
-        transformers' own caches declare no ``capabilities``: their static layers cannot crop, and
-        their sliding layers only while they record their past. A genplug cache with sliding layers
-        crops exactly only as far as the ``crop_margin`` it was built with; genplug sizes that margin
-        for the caches it builds, but one the caller passed may have none.
+        transformers' own caches declare no ``capabilities`` but say ``is_croppable``: static layers
+        crop from transformers 5.25 on. Sliding layers, and the recurrent or convolution state of Mamba,
+        LFM2 and kin, can be put back only while they record their past (``record_past``): 5.25 calls such
+        a layer croppable, and 5.23 an LFM2 one, whether it records or not, so that is checked here. A
+        genplug cache with sliding layers crops exactly only as far as the ``crop_margin`` it was built
+        with; genplug sizes that margin for the caches it builds, but one the caller passed may have none.
         """
         transformers = loaded_transformers()
         if not isinstance(cache, transformers.Cache) and not hasattr(cache, "capabilities"):
@@ -228,6 +234,8 @@ class TransformersAdapter(ModelAdapter):
                 if not all(isinstance(part, transformers.DynamicCache) for part in both):
                     return False  # transformers crops an EncoderDecoderCache only over two DynamicCaches
                 cache = cache.self_attention_cache
+            if not all(getattr(layer, "record_past", True) for layer in getattr(cache, "layers", ())):
+                return False  # a state that is not being recorded cannot be rolled back
             return bool(getattr(cache, "is_croppable", False)) and not any(getattr(cache, "is_sliding", ()))
         return super().can_crop(cache)
 
@@ -292,7 +300,7 @@ class TransformersAdapter(ModelAdapter):
             # cache, for the ALiBi tensor) that builder's mask whenever the cache is static; so does genplug
             fed = input_ids if input_ids is not None else options.get("inputs_embeds")
             attention_mask = own_masks(
-                config=self.model.config, past_key_values=cache, attention_mask=attention_mask,
+                config=self.model.config, **{self._mask_builder_cache_name: cache}, attention_mask=attention_mask,
                 inputs_embeds=torch.empty((fed.shape[0], fed.shape[1], 0), dtype=self.model.dtype, device=fed.device),
                 position_ids=position_ids, token_type_ids=model_kwargs.get("token_type_ids"),
                 mm_token_type_ids=model_kwargs.get("mm_token_type_ids"),

@@ -1,4 +1,4 @@
-"""Beam search and beam sampling: genplug == transformers 5.23's ``generate`` on tiny seeded models.
+"""Beam search and beam sampling: genplug == transformers' ``generate`` on tiny seeded models.
 
 Tokens must match exactly and ``sequences_scores`` / ``scores`` / ``logits`` within 1e-5. Every case
 that claims to exercise EOS picks an EOS id that transformers' own beam search really emits, and
@@ -10,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import genplug
+from helpers.transformers_version import transformers_at_least
 from parity_tools import ATOL, assert_same, left_padded, prompt, run_both, tiny_model
 
 BEAM_FIELDS = ("scores", "logits", "sequences_scores", "beam_indices")
@@ -74,6 +75,9 @@ def test_several_eos_ids_widen_the_candidates():
     _assert_same_beams(ours, theirs)
 
 
+@pytest.mark.skipif(not transformers_at_least("5.25"), reason=(
+    "transformers 5.0-5.24 let the first num_beams *drawn* candidates finish a hypothesis, not the best num_beams "
+    "(4.x and 5.25 rank the draws first); genplug ranks them, which test_beam_strategies.py checks by an oracle"))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_beam_sampling_with_a_seed(seed):
     model = tiny_model("llama")

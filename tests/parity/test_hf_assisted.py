@@ -12,6 +12,7 @@ from transformers.generation.utils import _speculative_sampling
 import genplug
 from genplug.errors import GenerationInputError
 from genplug.plugins.strategies.assisted import speculative_sampling
+from helpers.transformers_version import transformers_at_least
 from parity_tools import VOCAB, assert_same, tiny_model
 
 SCORES = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
@@ -86,6 +87,24 @@ def test_speculative_acceptance_draws_like_transformers(weight):
             theirs, n = _speculative_sampling(torch.cat((torch.zeros(1, 2, dtype=torch.long), candidates), 1), draft,
                                               k, target, assistant_ensemble_weight=weight)
             assert torch.equal(ours, theirs) and ours.shape[1] == int(n) + 1
+
+
+def test_a_candidate_the_target_rules_out_is_never_accepted(monkeypatch):
+    """Acceptance is ``r < p / q`` with ``r`` uniform in [0, 1): a candidate the target gives probability 0 is
+    refused even when ``r`` comes out as exactly 0 (transformers < 5.25 compared with ``<=`` and took it)."""
+    candidates = torch.tensor([[3, 4]])
+    draft = torch.zeros(1, 2, 8)
+    target = torch.zeros(1, 3, 8)
+    target[0, 0, 3] = float("-inf")
+    monkeypatch.setattr(torch, "rand_like", torch.zeros_like)  # r = 0.0 for every candidate
+    torch.manual_seed(0)
+    ours = speculative_sampling(candidates, draft, target)
+    assert ours.shape == (1, 1) and int(ours[0, 0]) != 3  # refused at once; the residual never draws 3
+    if transformers_at_least("5.25"):
+        torch.manual_seed(0)
+        theirs, n = _speculative_sampling(torch.cat((torch.zeros(1, 2, dtype=torch.long), candidates), 1), draft, 2,
+                                          target)
+        assert torch.equal(ours, theirs) and int(n) == 0
 
 
 def test_ensemble_weight_greedy_matches_transformers():

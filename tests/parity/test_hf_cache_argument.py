@@ -11,6 +11,7 @@ import transformers
 
 import genplug
 from genplug.errors import GenerationInputError
+from helpers.transformers_version import transformers_at_least
 from parity_tools import left_padded, tiny_model
 
 
@@ -63,3 +64,25 @@ def test_generate_takes_cache_for_past_key_values():
     with pytest.raises(GenerationInputError, match="both cache and past_key_values"):
         genplug.generate(model, ids, cache=transformers.DynamicCache(config=model.config),
                          past_key_values=transformers.DynamicCache(config=model.config), **common)
+
+
+def test_the_returned_cache_is_not_read_through_a_deprecated_alias():
+    """A transformers >= 5.24 output still answers to `past_key_values` and `cache_params`, as properties that log
+    a deprecation warning; genplug reads the field that holds the cache (`cache`, RWKV's `state`) first."""
+    from genplug.models import returned_cache
+
+    class Output:
+        def __init__(self, **fields):
+            self.__dict__.update(fields)
+
+        @property
+        def past_key_values(self):
+            raise AssertionError("read through a deprecated alias")
+
+        cache_params = past_key_values
+
+    cache, state = object(), object()
+    assert returned_cache(Output(cache=cache)) is cache
+    assert returned_cache(Output(state=state)) is state
+    out = tiny_model("llama")(torch.tensor([[5, 6, 7]]), use_cache=True)
+    assert returned_cache(out) is (out.cache if transformers_at_least("5.24") else out.past_key_values)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import genplug
+from helpers.transformers_version import transformers_at_least
 from parity_tools import assert_same, left_padded, prompt, run_both, tiny_model, token_generated_at
 
 FIELDS = ("scores", "logits", "attentions", "hidden_states")
@@ -59,11 +60,18 @@ def test_output_access_by_key_and_index_like_transformers():
     model = tiny_model("llama")
     ours, theirs = run_both(model, input_ids=prompt(), max_new_tokens=3, do_sample=False,
                             return_dict_in_generate=True, output_scores=True)
-    assert list(ours.keys()) == list(theirs.keys())
+    their_keys = list(theirs.keys())
+    if transformers_at_least("5.24"):
+        assert "cache" in their_keys and theirs["past_key_values"] is theirs["cache"]
+    else:  # transformers 5.24 renamed the key `past_key_values` to `cache`; genplug uses the new name always
+        their_keys = ["cache" if key == "past_key_values" else key for key in their_keys]
+    assert list(ours.keys()) == their_keys
     assert torch.equal(ours[0], theirs[0]) and torch.equal(ours["sequences"], theirs["sequences"])
-    # transformers 5.24 calls the cache `cache`, with `past_key_values` an alias: both names read it
-    assert ours.cache is ours.past_key_values is not None
-    assert "cache" not in ours.keys() or "past_key_values" not in ours.keys()
+    # both names read the one cache, by attribute, key, `in` and get(); it is the last field set
+    cache = ours.cache
+    assert cache is not None and ours[-1] is cache
+    assert ours.past_key_values is cache and ours["cache"] is cache and ours["past_key_values"] is cache
+    assert "cache" in ours and "past_key_values" in ours and ours.get("past_key_values") is cache
 
 
 def test_scores_and_logits_when_rows_stop_at_different_steps():

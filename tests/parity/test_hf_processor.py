@@ -7,6 +7,8 @@ changing the argmax is still caught. Warpers run only when sampling, as in trans
 import pytest
 import torch
 
+import genplug
+from helpers.transformers_version import transformers_at_least
 from parity_tools import assert_same, left_padded, prompt, run_both, tiny_model, token_generated_at
 
 SCORES = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
@@ -98,6 +100,28 @@ def test_prefix_allowed_tokens_fn():
         return [int(sent[-1]) % 50 + 10, 70 + batch_id, 100]
 
     _case(prefix_allowed_tokens_fn=allowed, do_sample=False)
+
+
+def test_prefix_allowed_tokens_fn_gets_the_prompt_index_when_sampling_several_sequences():
+    """``batch_id`` is the index of the prompt a row continues, also for the num_return_sequences rows of
+    one prompt (transformers >= 5.24; before, sampling passed the row index, past the caller's prompts)."""
+    model = tiny_model("llama")
+    ids, mask = left_padded(batch=2, pads=(2, 0))
+    seen = []
+
+    def allowed(batch_id, sent):
+        seen.append((batch_id, sent[:ids.shape[1]].tolist()))
+        return [10 + batch_id, 20 + batch_id, 30 + batch_id]
+
+    torch.manual_seed(0)
+    out = genplug.generate(model, ids, attention_mask=mask, max_new_tokens=4, pad_token_id=0, do_sample=True,
+                           num_return_sequences=3, prefix_allowed_tokens_fn=allowed)
+    # oracle: each batch_id names the prompt its row continues, and each row holds only that prompt's tokens
+    assert seen and all(prefix == ids[batch_id].tolist() for batch_id, prefix in seen)
+    for row, generated in enumerate(out[:, ids.shape[1]:].tolist()):
+        assert set(generated) <= {10 + row // 3, 20 + row // 3, 30 + row // 3}
+    if transformers_at_least("5.24"):
+        _case(prefix_allowed_tokens_fn=allowed, seed=0, batch=2, do_sample=True, num_return_sequences=3)
 
 
 # ---------------------------------------------------------------------------------- warpers, sampling

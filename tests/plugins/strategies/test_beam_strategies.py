@@ -68,6 +68,24 @@ def test_returned_hypotheses_are_sorted_and_scores_rebuild_from_transitions(mode
         torch.testing.assert_close(transition.sum(1) / doc_length ** length_penalty, out.sequences_scores)
 
 
+def test_beam_sampling_finishes_the_best_candidates_drawn_not_the_first():
+    """Oracle: a model whose next token is 5 (p = .5), 6 (.3) or 7 (.19), the rest sharing .01. Two beams
+    draw four candidates for the one new token; 5 and 6 are among them (but for odds of about 1e-3), and
+    the two hypotheses that finish must be the best two drawn -- 5 then 6 -- in whatever order they were
+    drawn (transformers 5.0-5.24 kept the first two drawn)."""
+    fixed = TinyCausalLM(vocab_size=VOCAB, seed=0)
+    probs = torch.full((VOCAB,), 0.01 / (VOCAB - 3))
+    probs[5], probs[6], probs[7] = 0.5, 0.3, 0.19
+    with torch.no_grad():
+        fixed.head.weight.zero_()
+        fixed.head.bias.copy_(probs.log())
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = genplug.generate(fixed, _prompt(1, 3, seed), max_new_tokens=1, num_beams=2, num_return_sequences=2,
+                               do_sample=True, top_k=0)
+        assert out[:, -1].tolist() == [5, 6], seed
+
+
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_without_cache_equals_with_cache(model, mode):
     ids = _prompt(2, 5, 3)

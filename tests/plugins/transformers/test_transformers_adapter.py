@@ -15,6 +15,7 @@ import genplug  # noqa: E402
 from genplug.errors import GenerationInputError  # noqa: E402
 from genplug.plugin_manager import get_plugin_manager  # noqa: E402
 from genplug.plugins.transformers.adapter import TransformersAdapter, is_transformers_lm  # noqa: E402
+from helpers.transformers_version import transformers_at_least  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
@@ -112,11 +113,45 @@ def test_which_transformers_caches_the_loop_may_crop(llama):
     adapter = _adapt(llama)
     sliding = transformers.MistralConfig(**LLAMA, sliding_window=4)
     assert adapter.can_crop(transformers.DynamicCache())
-    assert not adapter.can_crop(transformers.StaticCache(config=llama.config, max_cache_len=8))
+    # transformers 5.25 gave static layers a crop (the next update overwrites what it takes back)
+    static_crops = transformers_at_least("5.25")
+    assert adapter.can_crop(transformers.StaticCache(config=llama.config, max_cache_len=8)) == static_crops
     assert not adapter.can_crop(transformers.DynamicCache(config=sliding))
+    # a recurrent (Mamba) layer rolls back only what it recorded, whatever its is_croppable says
+    mamba = transformers.DynamicCache(config=transformers.MambaConfig(vocab_size=128, hidden_size=32,
+                                                                      num_hidden_layers=2, state_size=4))
+    assert not adapter.can_crop(mamba)
     assert adapter.can_crop(transformers.EncoderDecoderCache(transformers.DynamicCache(), transformers.DynamicCache()))
     assert not adapter.can_crop(transformers.EncoderDecoderCache(
         transformers.StaticCache(config=llama.config, max_cache_len=8), transformers.DynamicCache()))
+
+
+def test_a_transformers_static_cache_cropped_after_a_stop_continues_exactly(llama):
+    """Where a transformers StaticCache may crop (5.25 on), the loop runs past a stop and crops the extra steps
+    off; oracle: generating on from the returned cache gives what a fresh call on the whole sequence gives."""
+    ids = torch.tensor([[5, 6, 7, 8]])
+    eos = int(llama.generate(ids, max_new_tokens=3, do_sample=False)[0, -1])
+    out = genplug.generate(llama, ids, past_key_values=transformers.StaticCache(config=llama.config, max_cache_len=40),
+                           max_new_tokens=12, eos_token_id=eos, stop_check_interval=8, return_dict_in_generate=True)
+    assert out.sequences.shape[1] == ids.shape[1] + 3  # stopped well before the next stop check
+    assert out.past_key_values.get_seq_length() == out.sequences.shape[1] - 1
+    on = genplug.generate(llama, out.sequences, past_key_values=out.past_key_values, max_new_tokens=6, do_sample=False)
+    assert torch.equal(on, genplug.generate(llama, out.sequences, max_new_tokens=6, do_sample=False))
+
+
+def test_a_models_own_mask_builder_gets_the_cache_under_its_name():
+    """BLOOM builds its own mask for a static cache; transformers >= 5.24 names its cache argument `cache` and
+    warns (FutureWarning) when it is passed as `past_key_values`."""
+    import warnings
+
+    torch.manual_seed(0)
+    bloom = transformers.BloomForCausalLM(transformers.BloomConfig(vocab_size=128, hidden_size=32, n_layer=2, n_head=4,
+                                                                   pad_token_id=0)).eval()
+    ids, mask = torch.tensor([[0, 5, 6, 7], [8, 9, 10, 11]]), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        ours = genplug.generate(bloom, ids, attention_mask=mask, max_new_tokens=5, cache_implementation="static")
+    assert torch.equal(ours, bloom.generate(ids, attention_mask=mask, max_new_tokens=5, cache_implementation="static"))
 
 
 def test_encoder_decoder_models_get_a_transformers_encoder_decoder_cache(t5):
