@@ -57,6 +57,7 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
         adapter, input_ids, logits_processor, eos, max_length, input_ids.device, prompt_mask, assistant_model,
         tokenizer, assistant_tokenizer, encoder_inputs=(inputs_tensor, model_kwargs.get("attention_mask"))))
 
+    verified = getattr(generator, "verified", None)  # optional: per-row outcomes (a draft tunes its threshold)
     tokens = input_ids
     finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
     scores, raw_logits = [], []  # kept only when asked for
@@ -94,6 +95,7 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
         # target's own choice there
         n_matches = int(torch.where(finished, k, matches).min()) if rows > 1 else int(matches[0])
         accepted = chosen[:, :n_matches + 1][:, : max_length - cur]
+        running = ~finished
         if eos is not None:
             accepted, finished_now = _pad_after_eos(accepted, finished, eos, pad)
             if bool(finished_now.all()):  # cut at the last row's EOS: nothing follows it
@@ -105,6 +107,8 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
             streamer.put(accepted.cpu())
         cache.crop(n_matches - k)  # the target saw all k candidates; keep the n accepted ones
         generator.accepted(tokens.shape[1])
+        if verified is not None:
+            verified(matches, running)
         generator.update(n_matches, k)
         if config.return_dict_in_generate and config.output_scores:
             scores.extend(processed[:, i] for i in range(kept))
@@ -303,9 +307,10 @@ def draft_model(config, context: CandidateContext):
             raise GenerationInputError("an encoder-decoder draft needs the encoder input ids of the call")
         extra = {"encoder_outputs": draft.encode(encoder_ids, {"attention_mask": encoder_mask}),
                  "attention_mask": encoder_mask}
+    # the threshold is tuned for this call only: transformers tunes a copy of the assistant's generation config
     return DraftModelCandidates(draft, _draft_inputs(draft, context), context.logits_processor, bool(config.do_sample),
                                 context.eos_token_ids, num_tokens, schedule, threshold or None, context.max_length,
-                                extra=extra)
+                                extra=extra, tune_confidence=True)
 
 
 def early_exit(config, context: CandidateContext):

@@ -9,7 +9,10 @@ The protocol (what a plugin's generator implements, see docs/strategies.md):
 * ``candidates(tokens [batch, length])`` -> ``(ids [batch, k], draft_scores [batch, k, vocab] or None)``,
   or a third item ``lengths [batch]`` when rows propose fewer than ``k`` tokens (the rest is filler);
 * ``accepted(length)``: the sequence now has ``length`` tokens (every row), the last one new to the generator;
-* ``update(n_matches, n_candidates)``: how the round went (for schedules).
+* ``update(n_matches, n_candidates)``: how the round went (for schedules);
+* optionally ``verified(matches [batch], running [batch])``: per row, how many of its candidates the
+  target accepted (its own count, before the batch keeps the least any row matched) and whether the row
+  was still generating -- the draft model tunes its confidence threshold from it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch
 from genplug.errors import GenerationInputError
 from genplug.models import ModelAdapter, returned_cache
 from genplug.step_inputs import StepInputs
+
+from .confidence_tuning import ConfidenceTuner, judged_records
 
 # ([batch, k] ids, [batch, k, vocab] draft scores or None, [batch] valid lengths)
 Candidates = Tuple[torch.LongTensor, Optional[torch.FloatTensor], torch.LongTensor]
@@ -173,11 +178,14 @@ class DraftModelCandidates:
     early at an EOS or once the draft's probability of its own token falls below
     ``confidence_threshold``. ``schedule`` ``"heuristic"`` / ``"heuristic_transient"`` grows the number
     of tokens by 2 after a fully accepted round and shrinks it by 1 otherwise (as transformers does).
+    With ``tune_confidence`` (an ``assistant_model`` draft, not early exit: transformers' rule) a set
+    threshold is tuned after every round from the draft's probabilities of the tokens the target judged
+    (:mod:`.confidence_tuning`); the tuned value lasts for the call.
     """
 
     def __init__(self, adapter: ModelAdapter, step_inputs: StepInputs, processors, do_sample: bool, eos_token_ids,
                  num_tokens: float, schedule: str, confidence_threshold: Optional[float], max_length: int,
-                 extra: Optional[dict] = None):
+                 extra: Optional[dict] = None, tune_confidence: bool = False):
         if keeps_recurrent_state(adapter):
             raise GenerationInputError(
                 f"the draft model {type(adapter.model).__name__} keeps a recurrent state, which cannot be rolled back "
@@ -186,6 +194,8 @@ class DraftModelCandidates:
         self.do_sample, self.eos_token_ids = do_sample, eos_token_ids
         self.num_tokens, self.schedule = float(num_tokens), schedule
         self.confidence_threshold = confidence_threshold
+        self.tuner = ConfidenceTuner() if tune_confidence and confidence_threshold else None
+        self.last_round = None  # while tuning: the last round's (probabilities [batch, n], lengths, ends at EOS)
         self.max_length = max_length
         self.extra = dict(extra or {})  # model arguments of every draft step: exit_layer, encoder outputs
         self.cache = None
@@ -201,15 +211,17 @@ class DraftModelCandidates:
     def candidates(self, tokens: torch.LongTensor) -> Candidates:
         length, rows = tokens.shape[1], tokens.shape[0]
         budget = min(int(self.num_tokens), self.max_length - length - 1)
+        self.last_round = None
         if budget <= 0:
             return tokens[:, :0], None, tokens.new_zeros(rows)
         buffer = torch.cat((tokens, tokens.new_zeros(rows, budget)), dim=1)
         logits = self._forward(buffer, self.seen, length)
-        drafted, draft_scores = [], []
+        drafted, draft_scores, own_probabilities = [], [], []
         # a row stops drafting after an EOS or a token below the confidence threshold (that token still counts);
         # the batch drafts on while any row does
         lengths = torch.full((rows,), budget, dtype=torch.long, device=tokens.device)
         stopped = torch.zeros(rows, dtype=torch.bool, device=tokens.device)
+        ends_at_eos = torch.zeros_like(stopped)
         for i in range(budget):
             scores = self.processors(buffer[:, :length + i], logits) if self.processors else logits
             probs = torch.softmax(scores, dim=-1)
@@ -220,22 +232,42 @@ class DraftModelCandidates:
             stops = torch.zeros_like(stopped)
             if self.eos_token_ids is not None:
                 stops |= torch.isin(token, self.eos_token_ids.to(token.device))
+                ends_at_eos |= stops & ~stopped
             if self.confidence_threshold is not None:
-                stops |= probs.gather(1, token[:, None])[:, 0] < self.confidence_threshold
+                own = probs.gather(1, token[:, None])[:, 0]
+                own_probabilities.append(own)
+                stops |= own < self.confidence_threshold
             lengths = torch.where(stops & ~stopped, i + 1, lengths)
             stopped |= stops
             if bool(stopped.all()):
                 break
             if i + 1 < budget:
                 logits = self._forward(buffer, length + i, length + i + 1)
-        return torch.stack(drafted, dim=1), torch.stack(draft_scores, dim=1), lengths.clamp_(max=len(drafted))
+        lengths.clamp_(max=len(drafted))
+        if self.tuner is not None:
+            self.last_round = (torch.stack(own_probabilities, dim=1), lengths, ends_at_eos)
+        return torch.stack(drafted, dim=1), torch.stack(draft_scores, dim=1), lengths
 
     def accepted(self, length: int) -> None:
         """The sequence now has ``length`` tokens, the last one new to the draft: drop the rest."""
         keep = min(self.seen, length - 1)  # >= 1: the draft has seen the prompt
         if self.cache is not None and keep < self.seen:
-            self.cache.crop(keep)  # keep the first tokens (layers an early exit skipped hold none: untouched)
+            # a count of tokens to remove (a transformers cache, which a model without a native twin returns, refuses
+            # a length to keep), but a length under early exit, whose skipped layers hold no tokens to remove
+            self.cache.crop(keep if "exit_layer" in self.extra else keep - self.seen)
         self.seen = keep
+
+    def verified(self, matches: torch.LongTensor, running: torch.BoolTensor) -> None:
+        """The target accepted the first ``matches[r]`` candidates of row ``r``: record the judged ones and
+        move the confidence threshold to the cheapest so far (while tuning)."""
+        if self.last_round is None:
+            return
+        probabilities, lengths, ends_at_eos = self.last_round
+        self.last_round = None
+        self.tuner.record(*judged_records(probabilities, lengths, matches, running, ends_at_eos))
+        threshold = self.tuner.threshold()
+        if threshold is not None:
+            self.confidence_threshold = threshold
 
     def update(self, n_matches: int, n_candidates: int) -> None:
         self.num_tokens = scheduled(self.num_tokens, self.schedule, n_matches, n_candidates)

@@ -59,6 +59,17 @@ def test_draft_model_greedy_matches_transformers_and_plain_greedy(schedule):
     assert torch.equal(ours, theirs) and torch.equal(ours, plain)
 
 
+def test_a_draft_without_a_native_twin_matches_transformers():
+    """GPT-2 has no native twin: the draft runs transformers' forward and keeps the cache that returns,
+    which takes the count of tokens to remove, not a length to keep, when a rejection crops it."""
+    model = tiny_model("gpt2")
+    ids = repetitive_prompt(seed=3)
+    plain = genplug.generate(model, ids, max_new_tokens=16)
+    settings = dict(max_new_tokens=16, assistant_model=perturbed_copy(model), num_assistant_tokens=3)
+    ours = genplug.generate(model, ids, **settings)
+    assert torch.equal(ours, model.generate(ids, **settings)) and torch.equal(ours, plain)
+
+
 @pytest.mark.parametrize("settings", [dict(prompt_lookup_num_tokens=5), dict(assistant_early_exit=1),
                                       dict(assistant_early_exit=2, num_assistant_tokens=2)],
                          ids=["prompt lookup", "early exit after 1 layer", "early exit, 2 tokens"])
