@@ -239,6 +239,13 @@ class ModelAdapter:
         generate() then passes no cache and the loop carries on with the one the model returned."""
         return False
 
+    def why_no_chunked_prefill(self) -> Optional[str]:
+        """None when the model continues exactly from what its cache holds while it is fed several tokens at
+        once -- ``prefill_chunk_size`` feeds the prompt so, one piece after another --, else why not, and
+        ``prefill_chunk_size`` is then refused. The model protocol asks for it, so the generic adapter says
+        None; adapters name the model families whose forward does not (transformers' Mamba)."""
+        return None
+
     def own_cache(self, name: str, request: Any) -> Any:
         """The cache to use for backend ``name`` when genplug's backends cannot hold this model's state,
         else None (genplug builds backend ``name`` from ``request``, a :class:`genplug.cache.CacheRequest`).

@@ -150,11 +150,21 @@ class StepInputs:
                 *, use_cache: bool, chunk_size: Optional[int] = None, **options: Any):
         """``forward`` over the prompt ``tokens[:, :end]``; with ``chunk_size`` (``prefill_chunk_size``)
         in pieces of that many tokens through the cache, so that a long prompt's activations never
-        exist all at once. The last piece's outputs are returned."""
-        if not chunk_size or end + self.offset <= chunk_size:
-            return self.forward(adapter, tokens, 0, end, cache, model_kwargs, use_cache=use_cache, **options)
+        exist all at once. The last piece's outputs are returned.
+
+        A model whose forward cannot continue its cache over several tokens
+        (``ModelAdapter.why_no_chunked_prefill``) is refused whatever the prompt's length, so that a setting
+        that works on short prompts does not fail on the first long one."""
         from .errors import GenerationInputError
 
+        why_not = adapter.why_no_chunked_prefill() if chunk_size else None
+        if why_not is not None:
+            raise GenerationInputError(
+                f"prefill_chunk_size={chunk_size} feeds the prompt through the cache in pieces, but {why_not}, so "
+                "every piece after the first would get wrong logits; unset prefill_chunk_size to feed the prompt in "
+                "one forward")
+        if not chunk_size or end + self.offset <= chunk_size:
+            return self.forward(adapter, tokens, 0, end, cache, model_kwargs, use_cache=use_cache, **options)
         if not use_cache:
             raise GenerationInputError("prefill_chunk_size feeds the prompt through the cache piece by piece; it "
                                        "needs use_cache=True")

@@ -9,10 +9,12 @@ first forward only, the per-token inputs of the fed tokens.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from genplug.errors import GenerationInputError
 from genplug.models import ModelAdapter
 from genplug.step_inputs import StepInputs
 
@@ -30,6 +32,13 @@ class Recorder(ModelAdapter):
     def step(self, input_ids, attention_mask, position_ids, cache, model_kwargs, **options):
         self.calls.append(dict(ids=input_ids, mask=attention_mask, positions=position_ids,
                                kwargs=dict(model_kwargs), embeds=options.get("inputs_embeds")))
+
+
+class Restarting(Recorder):
+    """An adapter whose model cannot continue its cache over several tokens (as transformers' Mamba)."""
+
+    def why_no_chunked_prefill(self):
+        return "TinyMamba restarts its scan"
 
 
 @st.composite
@@ -110,3 +119,22 @@ def _reference_positions(mask: torch.Tensor, new: int, given) -> torch.Tensor:
         for step in range(new):
             out[row, prompt + step] = out[row, prompt - 1] + step + 1
     return out
+
+
+@pytest.mark.parametrize("prompt, pieces", [(9, [4, 4, 1]), (3, [3])], ids=["in pieces", "fits one piece"])
+def test_chunked_prefill_is_refused_before_any_forward_where_the_adapter_says_why(prompt, pieces):
+    """Refused whatever the prompt's length, so that a setting that works on short prompts does not fail on
+    the first long one; an adapter with no objection gets the pieces."""
+    tokens = torch.arange(prompt + 2)[None]
+    continuing = Recorder()
+    inputs = StepInputs.take(continuing, {}, 1, prompt, prompt + 2, torch.device("cpu"))
+    inputs.prefill(continuing, tokens, prompt, object(), {}, use_cache=True, chunk_size=4)
+    assert [call["ids"].shape[1] for call in continuing.calls] == pieces
+
+    restarting = Restarting()
+    inputs = StepInputs.take(restarting, {}, 1, prompt, prompt + 2, torch.device("cpu"))
+    with pytest.raises(GenerationInputError, match="prefill_chunk_size=4 .*TinyMamba restarts its scan"):
+        inputs.prefill(restarting, tokens, prompt, object(), {}, use_cache=True, chunk_size=4)
+    assert restarting.calls == []
+    inputs.prefill(restarting, tokens, prompt, object(), {}, use_cache=True)  # unchunked: the prompt in one forward
+    assert [call["ids"].shape[1] for call in restarting.calls] == [prompt]

@@ -36,6 +36,21 @@ from genplug.models import ModelAdapter, compile_once
 # Keywords transformers' generate() lets through whatever the signatures say (``_validate_model_kwargs``).
 _ALWAYS_ALLOWED = frozenset({"debug_io", "mm_encoder_outputs"})
 
+# Model types whose transformers forward, fed several tokens over a cache that already holds a state, starts part
+# of that state again instead of continuing it (one-token steps continue it): a prompt fed in pieces
+# (prefill_chunk_size) then gets wrong logits from its second piece on, so the adapter refuses it
+# (why_no_chunked_prefill; tests/parity/test_hf_chunked_prefill.py checks that each is still so).
+_STATE_RESTARTING_FORWARDS = {
+    # transformers' Mamba-1 selective scan -- the torch loop, mambapy, the associative scan and mamba_ssm's kernel
+    # alike -- takes no initial state (a TODO in modeling_mamba.py says so); the convolution window is continued
+    **dict.fromkeys(("mamba", "falcon_mamba", "jamba", "zamba"),
+                    "starts the selective scan of its Mamba layers from an empty state in every forward over several "
+                    "tokens, not from the state the cache holds (transformers' Mamba-1 scan takes no initial state)"),
+    # the recurrent block keeps its state on the module and pads the convolution of such a forward with zeros
+    "recurrent_gemma": "starts the convolution of its recurrent blocks from zeros in every forward over several "
+                       "tokens, not from the tokens before",
+}
+
 
 def loaded_transformers():
     """The transformers module if something already imported it, else None (never imports it)."""
@@ -171,6 +186,12 @@ class TransformersAdapter(ModelAdapter):
         MiniMax): their forward makes its state and returns it."""
         supports = getattr(type(self.model), "_supports_default_dynamic_cache", None)
         return callable(supports) and not supports()
+
+    def why_no_chunked_prefill(self) -> Optional[str]:
+        """Why a forward over a later piece of the prompt would not continue from the earlier ones, for the model
+        families of ``_STATE_RESTARTING_FORWARDS`` (Mamba, FalconMamba, Jamba, Zamba, RecurrentGemma); else None."""
+        reason = _STATE_RESTARTING_FORWARDS.get(getattr(self.decoder_config, "model_type", None))
+        return None if reason is None else f"{type(self.model).__name__} {reason}"
 
     def own_cache(self, name: str, request: Any) -> Any:
         """transformers' own cache for models with recurrent or convolutional layers (Mamba, Jamba, Qwen3-Next,

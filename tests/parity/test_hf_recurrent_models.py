@@ -5,8 +5,8 @@ makes and returns its own state.
 genplug's cache backends store attention keys and values only, so these models get transformers' own
 cache (or keep their own state); the cases check that every decoding mode then gives transformers'
 tokens and scores, that what cannot work is refused as transformers refuses it (assisted decoding: as
-transformers < 5.25 does, see test_hf_deliberate_differences.py), and that chunked prefill (which
-transformers refuses for some of them) gives the unchunked tokens.
+transformers < 5.25 does, see test_hf_deliberate_differences.py). Chunked prefill (``prefill_chunk_size``) on
+these families is checked in test_hf_chunked_prefill.py.
 """
 
 from __future__ import annotations
@@ -105,17 +105,6 @@ def test_static_cache_is_transformers_own(name):
                             cache_implementation="static", return_dict_in_generate=True)
     assert_same(ours, theirs, check=())
     assert isinstance(ours.past_key_values, transformers.StaticCache)
-
-
-@pytest.mark.parametrize("name", ["mamba", "mamba2", "jamba", "rwkv"])
-def test_chunked_prefill_gives_the_unchunked_tokens(name):
-    """Padding that outlasts the first piece must still be masked (transformers refuses chunked prefill for
-    Mamba and RWKV, so the oracle is transformers' unchunked generation)."""
-    ids, mask = left_padded(batch=2, length=11, pads=(0, 6))
-    reference = model(name).generate(ids, attention_mask=mask, max_new_tokens=6, pad_token_id=0)
-    chunked = genplug.generate(model(name), ids, attention_mask=mask, max_new_tokens=6, pad_token_id=0,
-                               prefill_chunk_size=4)
-    assert torch.equal(chunked, reference)
 
 
 @pytest.mark.parametrize("name", STATEFUL)
