@@ -165,6 +165,7 @@ def _generate(pm, model, custom_callable, call, kwargs):
     model_kwargs["past_key_values"] = _prepare_cache(pm, adapter, config, model_kwargs, input_ids, strategy_name,
                                                      strategy_entry)
     model_kwargs["use_cache"] = bool(config.use_cache)
+    adapter.reset_state(input_ids.shape[0])  # nothing of an earlier call may leak into this one
 
     # ---- processors and stopping criteria
     eos_tensor = torch.tensor(eos, device=input_ids.device, dtype=torch.long) if eos else None

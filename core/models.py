@@ -239,6 +239,15 @@ class ModelAdapter:
         generate() then passes no cache and the loop carries on with the one the model returned."""
         return False
 
+    def reset_state(self, batch_size: int) -> None:
+        """Forget whatever state the model keeps outside its cache -- on its own modules -- from earlier forwards.
+
+        generate() calls it once per call, after the cache is prepared and before the first forward, with the
+        number of rows that forward gets: genplug feeds the prompt from its first token, so every call must start
+        from an empty state. The model protocol keeps all state in the cache, so the generic adapter has nothing
+        to forget; adapters name the model families that keep some on their modules (transformers'
+        RecurrentGemma)."""
+
     def why_no_chunked_prefill(self) -> Optional[str]:
         """None when the model continues exactly from what its cache holds while it is fed several tokens at
         once -- ``prefill_chunk_size`` feeds the prompt so, one piece after another --, else why not, and

@@ -14,7 +14,10 @@ model needs:
   ``EncoderDecoderCache`` is bridged to one (sharing its storage);
 * stock Llama / Mistral / Qwen2 / Qwen3 / Gemma 1-3 / Phi-3 models run on genplug's native kernels over their own weights
   (:mod:`.native_twin`, ``native_kernels`` config field);
-* a capturable decode step for genplug's CUDA-graph loop (``static_decode_step``).
+* a capturable decode step for genplug's CUDA-graph loop (``static_decode_step``);
+* two repairs of model state that transformers' own generate gets wrong: RWKV's one-token forwards, which mix
+  the rows of a batch, run one row at a time; RecurrentGemma's state kept on its modules starts afresh in
+  every call (``reset_state``).
 
 transformers is never imported here: the adapter only looks at ``sys.modules``. If transformers was
 not imported, no transformers model can exist, so there is nothing to claim.
@@ -31,7 +34,7 @@ import torch
 from genplug import hookimpl
 from genplug.cache import recurrent_layer_types
 from genplug.errors import GenerationConfigError
-from genplug.models import ModelAdapter, compile_once
+from genplug.models import ModelAdapter, compile_once, returned_cache
 
 # Keywords transformers' generate() lets through whatever the signatures say (``_validate_model_kwargs``).
 _ALWAYS_ALLOWED = frozenset({"debug_io", "mm_encoder_outputs"})
@@ -50,6 +53,18 @@ _STATE_RESTARTING_FORWARDS = {
     "recurrent_gemma": "starts the convolution of its recurrent blocks from zeros in every forward over several "
                        "tokens, not from the tokens before",
 }
+
+
+# Model types whose transformers forward over one token with a state mixes the rows of a batch. RWKV's time shift
+# takes each row's previous token from the state as ``[batch, hidden]`` and mixes it into the ``[batch, 1, hidden]``
+# token: that broadcasts to ``[batch, batch, hidden]``, a sequence of ``batch`` tokens whose position ``j`` carries
+# row ``j``'s previous token, which the recurrence then runs through. Every one-token step (and a one-token prompt,
+# for which the forward makes the state itself) gets wrong logits and a wrong state as soon as there are two rows;
+# one row is exact, and so are forwards over several tokens. The adapter runs such forwards one row at a time.
+_ONE_TOKEN_FORWARDS_MIXING_ROWS = frozenset({"rwkv"})
+
+# The forward arguments that hold one entry per row (a state is a list of such tensors), split by that loop.
+_PER_ROW_ARGUMENTS = ("input_ids", "inputs_embeds", "attention_mask", "position_ids", "past_key_values")
 
 
 def loaded_transformers():
@@ -85,6 +100,7 @@ class TransformersAdapter(ModelAdapter):
         self._mask_builder_cache_name = (
             "cache" if builder is not None and "cache" in _parameters(builder) else "past_key_values")
         self.why_no_twin: Optional[str] = "not configured yet"
+        self._one_token_rows_apart = getattr(self.decoder_config, "model_type", None) in _ONE_TOKEN_FORWARDS_MIXING_ROWS
 
     # ------------------------------------------------------------------ native kernels
 
@@ -106,7 +122,37 @@ class TransformersAdapter(ModelAdapter):
             if (cache is None or hasattr(cache, "capabilities")) and all(
                     value is None or key in _TWIN_ARGUMENTS for key, value in kwargs.items()):
                 return twin(**{k: v for k, v in kwargs.items() if v is not None})
+        if self._one_token_rows_apart and _one_token_for_several_rows(kwargs):
+            return self._forward_row_by_row(kwargs)
         return super().forward(**kwargs)
+
+    def _forward_row_by_row(self, kwargs: dict) -> Any:
+        """One forward per row, stacked back into the batch's outputs, for the model types of
+        ``_ONE_TOKEN_FORWARDS_MIXING_ROWS`` (RWKV), whose forward over one token mixes the rows.
+
+        Each row gets views of its rows of the state, which the model updates in place (RWKV does; a state
+        returned anew is copied into them), so the state passed in is the batch's state afterwards and comes
+        back as the output's state, as from one batched forward."""
+        state = kwargs.get("past_key_values")
+        rows = next(kwargs[name] for name in ("input_ids", "inputs_embeds") if kwargs.get(name) is not None).shape[0]
+        outputs = []
+        for row in range(rows):
+            picked = {name: _rows_of(value, row) if name in _PER_ROW_ARGUMENTS else value
+                      for name, value in kwargs.items()}
+            output = super().forward(**picked)
+            views, updated = picked.get("past_key_values"), returned_cache(output)
+            if views is not None and updated is not None:
+                for view, tensor in zip(views, updated):
+                    if tensor is not view:
+                        view.copy_(tensor)
+            outputs.append(output)
+        stacked = _stacked(outputs)
+        if state is not None:
+            first = outputs[0]
+            for name in first.keys():
+                if first[name] is returned_cache(first):
+                    stacked[name] = state
+        return stacked
 
     def accepts(self, name: str) -> bool:
         """As the generic adapter; ``exit_layer`` (early-exit drafting) only through the native twin."""
@@ -186,6 +232,19 @@ class TransformersAdapter(ModelAdapter):
         MiniMax): their forward makes its state and returns it."""
         supports = getattr(type(self.model), "_supports_default_dynamic_cache", None)
         return callable(supports) and not supports()
+
+    def reset_state(self, batch_size: int) -> None:
+        """Start the model's own state afresh where it keeps one on its modules: a transformers model class with a
+        ``_setup_cache(config, batch, device, dtype)`` (RecurrentGemma) does, and its forward calls that only when
+        it is given no cache -- transformers' generate always gives one, and so does genplug.
+
+        RecurrentGemma's recurrent blocks hold their convolution window and RG-LRU state as module attributes,
+        kept from the last forward (re-made only for another batch size). A prompt of several tokens overwrites the
+        window and restarts the RG-LRU at position 0, but a one-token prompt runs its convolution over the window the
+        previous call left, so its logits depended on that call. The model's own set-up zeroes both."""
+        setup = getattr(self.model, "_setup_cache", None)
+        if callable(setup):
+            setup(self.model.config, batch_size, self.device, self.dtype)
 
     def why_no_chunked_prefill(self) -> Optional[str]:
         """Why a forward over a later piece of the prompt would not continue from the earlier ones, for the model
@@ -350,6 +409,38 @@ def decode_step(model, takes_cache_position: bool, cache_argument: str, token, p
     out = model(input_ids=token, attention_mask=mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
                 **extra)
     return out.logits[:, -1].float()
+
+
+def _one_token_for_several_rows(kwargs: dict) -> bool:
+    """Whether a forward with these arguments feeds one token to each of several rows over a state (given, or
+    made by the forward because ``use_cache`` is not False)."""
+    fed = kwargs.get("input_ids")
+    if fed is None:
+        fed = kwargs.get("inputs_embeds")
+    over_state = kwargs.get("past_key_values") is not None or kwargs.get("use_cache") is not False
+    return fed is not None and fed.shape[0] > 1 and fed.shape[1] == 1 and over_state
+
+
+def _rows_of(value: Any, row: int) -> Any:
+    """Row ``row`` of a per-row forward argument (a tensor, or a list / tuple of them: RWKV's state), as views."""
+    if isinstance(value, torch.Tensor):
+        return value[row:row + 1]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_rows_of(part, row) for part in value)
+    return value
+
+
+def _stacked(parts: list) -> Any:
+    """The outputs of one forward per row as those of one batched forward: tensors concatenated along the batch,
+    through model outputs, lists and tuples (per-layer hidden states, a state's tensors)."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, dict):  # transformers' ModelOutput, whose fields are its keys
+        return type(first)(**{name: _stacked([part[name] for part in parts]) for name in first.keys()})
+    if isinstance(first, (list, tuple)):
+        return type(first)(_stacked(list(layer)) for layer in zip(*parts))
+    return first
 
 
 def _first_layer_slides_and_not_all(cache: Any) -> bool:

@@ -1,8 +1,11 @@
 """Where genplug deliberately differs from a transformers quirk (research notes, Appendix B).
 
 Each case documents what transformers does, then checks genplug's behaviour against an independent
-oracle -- a hand-written decoding loop -- rather than against transformers.
+oracle -- a hand-written decoding loop, the logits recomputed without a cache, a fresh copy of the model --
+rather than against transformers.
 """
+
+import copy
 
 import pytest
 import torch
@@ -116,3 +119,106 @@ def test_assisted_decoding_on_a_state_space_model_is_refused(kind):
     assert _gap_to_recompute(model, theirs, ids.shape[1]) > 1e-3, "transformers' verification left the model's logits"
     ours = genplug.generate(model, ids, **scores)
     assert _gap_to_recompute(model, ours, ids.shape[1]) < 1e-5
+
+
+# ------------------------------------------------------------------ models whose forward gets its state wrong
+
+def _rwkv():
+    torch.manual_seed(0)
+    return transformers.RwkvForCausalLM(transformers.RwkvConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, attention_hidden_size=32, intermediate_size=64,
+        context_length=64)).eval()
+
+
+def _recurrent_gemma():
+    torch.manual_seed(0)
+    return transformers.RecurrentGemmaForCausalLM(transformers.RecurrentGemmaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=VOCAB, lru_width=32, attention_window_size=8, block_types=["recurrent", "attention"],
+        attn_implementation="eager")).eval()
+
+
+def _logits_gap_to_recompute(model, out, prompt_len):
+    """The largest gap between an output's per-step logits and the model's, each row's whole sequence recomputed
+    without a cache (one forward over all its tokens)."""
+    with torch.no_grad():
+        return max((model(out.sequences[:, :prompt_len + step], use_cache=False).logits[:, -1] - logits).abs().max()
+                   for step, logits in enumerate(out.logits)).item()
+
+
+_LOGITS = dict(return_dict_in_generate=True, output_logits=True, pad_token_id=0)
+
+
+def test_rwkv_decodes_each_row_of_a_batch_as_if_it_were_alone():
+    """transformers' RWKV forward over one token with a state mixes the rows of the batch: the time shift reads
+    each row's previous token as [batch, hidden] and mixes it into the [batch, 1, hidden] token, which broadcasts
+    to [batch, batch, hidden] -- a sequence of `batch` tokens, one per row's previous token, that the recurrence
+    runs through. transformers' generate goes on from the second new token with logits 1 to 2 off (batch 1 is
+    exact). genplug runs RWKV's one-token forwards one row at a time (plugins/transformers/adapter.py): every step's
+    logits are the model's, and each row's tokens are those of a batch-1 call. Oracles: the logits recomputed
+    without a cache; transformers' own batch-1 generate, row by row."""
+    model = _rwkv()
+    ids = prompt(batch=3, length=7, seed=4)
+    greedy = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, **_LOGITS)
+    theirs = model.generate(ids, **greedy)
+    assert _logits_gap_to_recompute(model, theirs, ids.shape[1]) > 0.5, (
+        "transformers' RWKV now decodes batches right: the adapter's row-by-row forward can go")
+    ours = genplug.generate(model, ids, output_hidden_states=True, **greedy)
+    assert _logits_gap_to_recompute(model, ours, ids.shape[1]) < 1e-5
+    for row in range(ids.shape[0]):
+        assert torch.equal(ours.sequences[row:row + 1], model.generate(ids[row:row + 1], **greedy).sequences)
+    # the per-layer hidden states come back for the whole batch, as the model's
+    whole = model(ours.sequences[:, :-1], use_cache=False, output_hidden_states=True).hidden_states
+    for layer, hidden in enumerate(ours.hidden_states[-1]):
+        assert hidden.shape == (ids.shape[0], 1, 32)
+        torch.testing.assert_close(hidden, whole[layer][:, -1:], atol=1e-5, rtol=0)
+
+
+def test_rwkv_samples_several_sequences_per_prompt_as_a_hand_written_loop():
+    """num_return_sequences gives RWKV a batch even for one prompt; one-token prompts go to the forward that mixes
+    the rows straight away (it makes the state itself). Oracle: a hand-written loop recomputing every row's whole
+    sequence each step, drawing from the same seed (min_new_tokens masks EOS, id 0, then temperature, top-k)."""
+    model = _rwkv()
+
+    def warp(ids, scores):
+        return top_k_by_hand(scores.index_fill(-1, torch.tensor([0]), float("-inf")) / 0.8, 20)
+
+    for ids in (prompt(batch=2, length=5, seed=5), torch.tensor([[9], [17]])):
+        sample = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=True, temperature=0.8, top_k=20,
+                      num_return_sequences=2, **_LOGITS)
+        torch.manual_seed(0)
+        theirs = model.generate(ids, **sample)
+        assert _logits_gap_to_recompute(model, theirs, ids.shape[1]) > 0.5
+        torch.manual_seed(0)
+        ours = genplug.generate(model, ids, **sample)
+        assert _logits_gap_to_recompute(model, ours, ids.shape[1]) < 1e-5
+        expected = reference_decode(model, ids.repeat_interleave(2, dim=0), STEPS, warp, do_sample=True, seed=0)
+        assert torch.equal(ours.sequences, expected)
+
+
+def test_recurrent_gemma_starts_every_call_from_an_empty_state():
+    """transformers' RecurrentGemma keeps its recurrent blocks' state on the modules (the convolution window and
+    the RG-LRU state), and its forward starts them afresh (`_setup_cache`) only when given no cache -- generate
+    always gives one. A prompt of several tokens overwrites the window and restarts the RG-LRU at position 0, but a
+    one-token prompt convolves over the window the previous call left (same batch size): its logits depend on that
+    call. genplug starts every call from the model's own fresh state (the adapter's `reset_state`). Oracles: the
+    same call on an untouched copy of the model; the logits recomputed without a cache."""
+    untouched = _recurrent_gemma()
+    one_token = torch.tensor([[9], [17]])
+    greedy = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, **_LOGITS)
+    fresh = copy.deepcopy(untouched).generate(one_token, **greedy)
+
+    used = copy.deepcopy(untouched)
+    used.generate(prompt(batch=2, length=7, seed=2), max_new_tokens=4, pad_token_id=0)
+    theirs = used.generate(one_token, **greedy)
+    gap = max((a - b).abs().max().item() for a, b in zip(theirs.logits, fresh.logits))
+    assert gap > 1e-2, "transformers' RecurrentGemma now starts each call afresh: reset_state can go"
+
+    for earlier in (lambda m: m.generate(prompt(batch=2, length=7, seed=2), max_new_tokens=4, pad_token_id=0),
+                    lambda m: genplug.generate(m, prompt(batch=2, length=7, seed=3), max_new_tokens=4, pad_token_id=0)):
+        used = copy.deepcopy(untouched)
+        earlier(used)
+        ours = genplug.generate(used, one_token, **greedy)
+        assert torch.equal(ours.sequences, fresh.sequences)
+        assert max((a - b).abs().max().item() for a, b in zip(ours.logits, fresh.logits)) < 1e-5
+        assert _logits_gap_to_recompute(used, ours, 1) < 1e-5

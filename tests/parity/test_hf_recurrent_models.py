@@ -6,7 +6,9 @@ genplug's cache backends store attention keys and values only, so these models g
 cache (or keep their own state); the cases check that every decoding mode then gives transformers'
 tokens and scores, that what cannot work is refused as transformers refuses it (assisted decoding: as
 transformers < 5.25 does, see test_hf_deliberate_differences.py). Chunked prefill (``prefill_chunk_size``) on
-these families is checked in test_hf_chunked_prefill.py.
+these families is checked in test_hf_chunked_prefill.py. transformers' RWKV mixes the rows of a batch and
+RecurrentGemma carries state from one call into the next; genplug does neither, which
+test_hf_deliberate_differences.py checks against independent oracles, so RWKV is compared here on one row.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def _inputs():
 @pytest.mark.parametrize("name", list(_MODELS))
 def test_greedy_and_sampling_with_scores(name):
     ids, mask = _inputs()
+    if name == "rwkv":  # transformers mixes the rows of an RWKV batch; genplug's: test_hf_deliberate_differences.py
+        ids, mask = ids[1:], mask[1:]
     common = dict(input_ids=ids, attention_mask=mask, max_new_tokens=8, min_new_tokens=8, pad_token_id=0,
                   return_dict_in_generate=True, output_scores=True, output_logits=True)
     assert_same(*run_both(model(name), **common))
