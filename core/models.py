@@ -248,6 +248,11 @@ class ModelAdapter:
         to forget; adapters name the model families that keep some on their modules (transformers'
         RecurrentGemma)."""
 
+    def reorder_state(self, beam_idx: torch.LongTensor) -> None:
+        """Make row ``i`` of the state the model keeps outside its cache (on its own modules) hold what row
+        ``beam_idx[i]`` held; beam search calls it with every reordering of the cache. The generic adapter
+        has no such state (see :meth:`reset_state`)."""
+
     def why_no_chunked_prefill(self) -> Optional[str]:
         """None when the model continues exactly from what its cache holds while it is fed several tokens at
         once -- ``prefill_chunk_size`` feeds the prompt so, one piece after another --, else why not, and

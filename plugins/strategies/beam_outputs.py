@@ -45,20 +45,25 @@ def cache_reorderer(adapter, cache: Any):
     ``beam_idx[i]`` held, looked up once per call.
 
     A model-level ``_reorder_cache`` (RAG, XLNet) wins, as in transformers; then the cache's
-    ``reorder_cache``; a cache with neither is refused with the fix.
+    ``reorder_cache``; a cache with neither is refused with the fix. The adapter's ``reorder_state``
+    follows either (state kept on the model's modules).
     """
     model_reorder = getattr(adapter.model, "_reorder_cache", None)
-    if callable(model_reorder):
-        return model_reorder
-    if cache is not None and not callable(getattr(cache, "reorder_cache", None)):
-        raise GenerationInputError(
-            f"the cache ({type(cache).__name__}) has no reorder_cache(beam_idx): beam search moves cache rows "
-            "between beams every step. Use a cache backend with the 'reorder' capability (e.g. "
-            "cache_implementation='dynamic') or use_cache=False."
-        )
+    if not callable(model_reorder):
+        if cache is not None and not callable(getattr(cache, "reorder_cache", None)):
+            raise GenerationInputError(
+                f"the cache ({type(cache).__name__}) has no reorder_cache(beam_idx): beam search moves cache rows "
+                "between beams every step. Use a cache backend with the 'reorder' capability (e.g. "
+                "cache_implementation='dynamic') or use_cache=False."
+            )
+
+        def model_reorder(cache, beam_idx):
+            cache.reorder_cache(beam_idx)
+            return cache
 
     def reorder(cache, beam_idx):
-        cache.reorder_cache(beam_idx)
+        cache = model_reorder(cache, beam_idx)
+        adapter.reorder_state(beam_idx)  # state the model keeps outside the cache (RecurrentGemma's)
         return cache
 
     return reorder

@@ -63,6 +63,9 @@ _STATE_RESTARTING_FORWARDS = {
 # one row is exact, and so are forwards over several tokens. The adapter runs such forwards one row at a time.
 _ONE_TOKEN_FORWARDS_MIXING_ROWS = frozenset({"rwkv"})
 
+# Model types that keep per-row state as tensors on their modules, by attribute name (``reorder_state``).
+_MODULE_STATE = {"recurrent_gemma": ("conv1d_state", "recurrent_states")}
+
 # The forward arguments that hold one entry per row (a state is a list of such tensors), split by that loop.
 _PER_ROW_ARGUMENTS = ("input_ids", "inputs_embeds", "attention_mask", "position_ids", "past_key_values")
 
@@ -245,6 +248,19 @@ class TransformersAdapter(ModelAdapter):
         setup = getattr(self.model, "_setup_cache", None)
         if callable(setup):
             setup(self.model.config, batch_size, self.device, self.dtype)
+
+    def reorder_state(self, beam_idx: torch.LongTensor) -> None:
+        """Reorder the per-row state a model keeps on its modules (``_MODULE_STATE``: RecurrentGemma's convolution
+        window and RG-LRU state) with the beams. transformers reorders only the cache, so its beam search on
+        RecurrentGemma goes on from another beam's recurrent state (scores 0.03-0.06 off after a few steps)."""
+        names = _MODULE_STATE.get(getattr(self.decoder_config, "model_type", None))
+        if not names:
+            return
+        for module in self.model.modules():
+            for name in names:
+                state = getattr(module, name, None)
+                if isinstance(state, torch.Tensor):
+                    setattr(module, name, state.index_select(0, beam_idx.to(state.device)))
 
     def why_no_chunked_prefill(self) -> Optional[str]:
         """Why a forward over a later piece of the prompt would not continue from the earlier ones, for the model

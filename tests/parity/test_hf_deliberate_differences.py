@@ -222,3 +222,33 @@ def test_recurrent_gemma_starts_every_call_from_an_empty_state():
         assert torch.equal(ours.sequences, fresh.sequences)
         assert max((a - b).abs().max().item() for a, b in zip(ours.logits, fresh.logits)) < 1e-5
         assert _logits_gap_to_recompute(used, ours, 1) < 1e-5
+
+
+def _with_weights_that_matter(model):
+    """Weights with std 0.2 (transformers' initialisation leaves the recurrent state barely reaching the logits)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() >= 2 and "embed" not in name and "lm_head" not in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    return model
+
+
+def test_recurrent_gemma_beams_carry_their_own_recurrent_state():
+    """transformers' RecurrentGemma keeps its recurrent blocks' state on the modules, and beam search reorders only
+    the cache: after a reordering a beam goes on from another beam's convolution window and RG-LRU state.
+    genplug reorders that state with the cache (the adapter's `reorder_state`). Oracle: the same beam search
+    without a cache, which recomputes every beam's whole sequence each step."""
+    model = _with_weights_that_matter(_recurrent_gemma())
+    ids = prompt(batch=2, length=6, seed=7)
+    beams = dict(num_beams=3, num_return_sequences=2, max_new_tokens=STEPS, min_new_tokens=STEPS, pad_token_id=0,
+                 return_dict_in_generate=True, output_scores=True)
+    oracle = genplug.generate(copy.deepcopy(model), ids, use_cache=False, **beams)
+    theirs = copy.deepcopy(model).generate(ids, **beams)
+    assert (theirs.sequences_scores - oracle.sequences_scores).abs().max() > 1e-3, (
+        "transformers' RecurrentGemma beams now follow their own state: reorder_state can go")
+    ours = genplug.generate(copy.deepcopy(model), ids, **beams)
+    assert torch.equal(ours.sequences, oracle.sequences)
+    torch.testing.assert_close(ours.sequences_scores, oracle.sequences_scores, atol=1e-5, rtol=0)
+    for step, (a, b) in enumerate(zip(ours.scores, oracle.scores)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0, msg=f"step {step}")

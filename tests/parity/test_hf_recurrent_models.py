@@ -94,7 +94,9 @@ def test_an_early_stop_leaves_nothing_to_undo(name, mode):
     assert_same(ours, theirs, check=("scores", "sequences_scores") if mode else ("scores",))
 
 
-@pytest.mark.parametrize("name", [n for n in _MODELS if n != "rwkv"])
+# RecurrentGemma keeps part of its state on its modules, which transformers' beam search does not reorder and
+# genplug's does: test_hf_deliberate_differences.py checks it against a beam search without a cache
+@pytest.mark.parametrize("name", [n for n in _MODELS if n not in ("rwkv", "recurrent_gemma")])
 def test_beam_search_reorders_the_recurrent_state(name):
     ids, mask = _inputs()
     assert_same(*run_both(model(name), input_ids=ids, attention_mask=mask, max_new_tokens=6, pad_token_id=0,
