@@ -286,13 +286,10 @@ def draft_model(config, context: CandidateContext):
         if context.assistant_tokenizer is None or context.tokenizer is None:
             raise GenerationInputError("assisted generation with the assistant's own tokenizer needs both "
                                        "tokenizer= (the model's) and assistant_tokenizer=")
-        if context.input_ids.shape[0] != 1:
-            raise GenerationInputError(
-                f"a draft model with its own tokenizer re-encodes one row's text at a time (got a batch of "
-                f"{context.input_ids.shape[0]}, num_return_sequences included); generate the rows one by one")
         return OtherTokenizerDraftCandidates(draft, context.tokenizer, context.assistant_tokenizer,
                                              bool(config.do_sample), num_tokens, schedule, context.max_length,
-                                             context.device)
+                                             context.device, context.eos_token_ids, context.attention_mask,
+                                             context.input_ids.shape[1])
     if draft.vocab_size is not None and adapter.vocab_size is not None and draft.vocab_size != adapter.vocab_size:
         raise GenerationInputError(
             f"the assistant model's vocabulary ({draft.vocab_size}) differs from the model's "

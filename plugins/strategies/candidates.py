@@ -291,44 +291,73 @@ class OtherTokenizerDraftCandidates:
     ``do_sample``) without the call's processors, which speak the target's vocabulary; candidates come
     without draft probabilities, so sampling keeps the target-sampled tokens that match them. Greedy
     verification makes the result plain greedy search's whatever the draft proposes.
+
+    In a batch each row is handled alone, in a loop: its own text (the prompt's padding, from
+    ``prompt_mask``, left out), its own draft cache, its own number of candidates in the target's tokens
+    (``lengths``; the rest is filler, as :func:`padded` fills it). Rows re-encode to different lengths in
+    the draft's tokens and stop drafting at different points, so batching the draft would mean padding
+    its cache to the longest row and re-aligning it every round. A row that ended with an EOS after the
+    prompt proposes nothing: the loop no longer counts a finished row's matches, so drafting for it
+    would be wasted.
     """
 
     def __init__(self, adapter: ModelAdapter, target_tokenizer, draft_tokenizer, do_sample: bool,
-                 num_tokens: float, schedule: str, max_length: int, device):
+                 num_tokens: float, schedule: str, max_length: int, device, eos_token_ids=None,
+                 prompt_mask: Optional[torch.Tensor] = None, prompt_length: int = 0):
         self.adapter, self.target_tokenizer, self.draft_tokenizer = adapter, target_tokenizer, draft_tokenizer
         self.do_sample, self.num_tokens, self.schedule, self.max_length = do_sample, float(num_tokens), schedule, max_length
         self.device = device
-        self.cache = None
-        self.seen = torch.zeros(1, 0, dtype=torch.long, device=device)  # the draft tokens its cache holds
+        self.eos_token_ids, self.prompt_mask, self.prompt_length = eos_token_ids, prompt_mask, prompt_length
+        self.caches: dict = {}  # per row: the draft's cache
+        self.seen: dict = {}  # per row: the draft tokens its cache holds ([1, n])
         self.draft_eos = getattr(draft_tokenizer, "eos_token_id", None)
 
     def _encode(self, tokenizer, text: str, special: bool) -> torch.LongTensor:
         ids = tokenizer(text, add_special_tokens=special, return_tensors="pt")["input_ids"]
         return torch.as_tensor(ids, dtype=torch.long).reshape(1, -1).to(self.device)
 
-    def _step(self, ids: torch.LongTensor, start: int):
-        """Draft logits after ``ids``, feeding ``ids[:, start:]`` through the draft's cache."""
+    def _step(self, row: int, ids: torch.LongTensor, start: int):
+        """Draft logits after ``ids`` (row ``row``'s draft tokens), feeding ``ids[:, start:]`` through that
+        row's draft cache."""
         positions = torch.arange(start, ids.shape[1], device=self.device)[None, :]
-        out = self.adapter.step(ids[:, start:], None, positions, self.cache, {}, use_cache=True)
-        if self.cache is None:
-            self.cache = returned_cache(out)
+        out = self.adapter.step(ids[:, start:], None, positions, self.caches.get(row), {}, use_cache=True)
+        if self.caches.get(row) is None:
+            self.caches[row] = returned_cache(out)
         return out.logits[:, -1, :].float()
 
     def candidates(self, tokens: torch.LongTensor) -> Candidates:
         budget = min(int(self.num_tokens), self.max_length - tokens.shape[1] - 1)
-        none = tokens[:, :0]
         if budget <= 0:
-            return none, None
-        text = self.target_tokenizer.decode(tokens[0].tolist(), skip_special_tokens=True)
+            return padded([tokens[0, :0]] * tokens.shape[0], tokens)
+        rows = [tokens[row, :0] if self._ended(tokens, row) else self._row(tokens, row, budget).to(tokens.device)
+                for row in range(tokens.shape[0])]
+        return padded(rows, tokens)
+
+    def _ended(self, tokens: torch.LongTensor, row: int) -> bool:
+        """Whether row ``row`` has an EOS after the prompt (it is finished: what follows is padding)."""
+        if self.eos_token_ids is None:
+            return False
+        generated = tokens[row, self.prompt_length:]
+        return bool(torch.isin(generated, self.eos_token_ids.to(generated.device)).any())
+
+    def _row(self, tokens: torch.LongTensor, row: int, budget: int) -> torch.LongTensor:
+        """Row ``row``'s candidates (1-D, at most ``budget`` target tokens)."""
+        own = tokens[row]
+        if self.prompt_mask is not None:  # leave the prompt's padding out of the text
+            keep = torch.ones_like(own, dtype=torch.bool)
+            keep[:self.prompt_mask.shape[1]] = self.prompt_mask[row].bool().to(own.device)
+            own = own[keep]
+        text = self.target_tokenizer.decode(own.tolist(), skip_special_tokens=True)
         ids = self._encode(self.draft_tokenizer, text, special=True)
-        shared = _common_prefix(self.seen, ids)
-        shared = min(shared, ids.shape[1] - 1)  # feed at least one token, for the next logits
-        if self.cache is not None and shared < self.seen.shape[1]:
+        seen = self.seen.get(row, ids[:, :0])
+        shared = min(_common_prefix(seen, ids), ids.shape[1] - 1)  # feed at least one token, for the next logits
+        cache = self.caches.get(row)
+        if cache is not None and shared < seen.shape[1]:
             if shared == 0:
-                self.cache = None
+                del self.caches[row]
             else:
-                self.cache.crop(shared)
-        logits = self._step(ids, shared)
+                cache.crop(shared)
+        logits = self._step(row, ids, shared)
         fed = ids.shape[1]  # how many of ids the draft's cache holds
         drafted = []
         for i in range(budget):
@@ -339,20 +368,19 @@ class OtherTokenizerDraftCandidates:
             drafted.append(token)
             ids = torch.cat((ids, token[:, None]), dim=1)
             if i + 1 < budget:
-                logits = self._step(ids, ids.shape[1] - 1)
+                logits = self._step(row, ids, ids.shape[1] - 1)
                 fed = ids.shape[1]
-        self.seen = ids[:, :fed]
+        self.seen[row] = ids[:, :fed]
         if not drafted:
-            return none, None
+            return tokens[row, :0]
         prefix = self.draft_tokenizer.decode(ids[0, : ids.shape[1] - len(drafted)].tolist(), skip_special_tokens=True)
         full = self.draft_tokenizer.decode(ids[0].tolist(), skip_special_tokens=True)
         added = full[len(prefix):] if full.startswith(prefix) else self.draft_tokenizer.decode(
             [int(t) for t in drafted], skip_special_tokens=True)
-        candidates = self._encode(self.target_tokenizer, added, special=False)[:, :budget]
-        return candidates.to(tokens.device), None
+        return self._encode(self.target_tokenizer, added, special=False)[0, :budget]
 
     def accepted(self, length: int) -> None:
-        """The draft's cache is matched against the re-encoded text next round."""
+        """The draft's caches are matched against the re-encoded text next round."""
 
     def update(self, n_matches: int, n_candidates: int) -> None:
         self.num_tokens = scheduled(self.num_tokens, self.schedule, n_matches, n_candidates)

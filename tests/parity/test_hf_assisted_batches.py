@@ -131,17 +131,6 @@ def test_padded_candidates_fill_past_each_row_with_its_last_token():
     assert ids.tolist() == [[1, 2, 3], [4, 8, 8]] and lengths.tolist() == [3, 1] and scores is None
 
 
-def test_a_draft_with_its_own_tokenizer_takes_one_row():
-    class Tokenizer:
-        eos_token_id = None
-
-    model = tiny_model("llama")
-    ids, mask = repetitive_batch(rows=2)
-    with pytest.raises(GenerationInputError, match="one row's text at a time"):
-        genplug.generate(model, ids, attention_mask=mask, max_new_tokens=4, assistant_model=draft_model(),
-                         tokenizer=Tokenizer(), assistant_tokenizer=Tokenizer())
-
-
 # ----------------------------------------------------------------------------- generators from plugins
 
 
