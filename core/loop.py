@@ -72,8 +72,9 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         return use_cache and cache is not None and step_inputs.takes_tokens_only and not crosses_refill and (
             graph_decode_possible(adapter, processors, stopping_criteria, config, cache, streamer, synced_gpus) is None)
 
-    if use_cache and cache is not None and step_inputs.embeds is None and not step_inputs.prompt_only and not chunk_size:
-        # replayed from a CUDA graph where an earlier call with a prompt of this shape captured it
+    if (prefill_graph.ENABLED and use_cache and cache is not None and step_inputs.embeds is None
+            and not step_inputs.prompt_only and not chunk_size):
+        # opt-in: replayed from a CUDA graph where an earlier call with a prompt of this shape captured it
         outputs = prefill_graph.prefill(
             adapter, cache, tokens[:, :prompt_len], None if step_inputs.mask is None else step_inputs.mask[:, :prompt_len],
             None if step_inputs.positions is None else step_inputs.positions[..., :prompt_len], model_kwargs,

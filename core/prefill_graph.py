@@ -47,9 +47,9 @@ def prefill(adapter, cache, ids: torch.Tensor, mask: Optional[torch.Tensor], pos
     ``positions`` into the empty static ``cache``): replayed from an earlier call's graph when one fits;
     else run eagerly, then captured for the next call with a prompt of this shape when ``graph_loop()``
     says the CUDA-graph decode loop takes over (a static cache allocates its buffers at its first
-    prompt, so that is known for sure only afterwards)."""
+    prompt, so that is known for sure only afterwards). The caller checks :data:`ENABLED`."""
     global LAST_PREFILL
-    if not ENABLED or not getattr(adapter.model, "prefill_capturable", False) or ids.numel() > MAX_TOKENS or (
+    if not getattr(adapter.model, "prefill_capturable", False) or ids.numel() > MAX_TOKENS or (
             ids.device.type != "cuda" and not RUN_ON_CPU):
         LAST_PREFILL = None
         return eager()
