@@ -5,6 +5,7 @@ runs before each of genplug's calls, as in bench/gpu_decode.py, where the failur
 Run: python bench/probes/prefill_graph_check.py NAME PDL(0|1) PREFILL_MAX_TOKENS [HF(0|1)]"""
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -32,8 +33,14 @@ for step, (mode, extra) in enumerate((("greedy", {}), ("sampling", gpu_decode.SA
     for i in range(2):
         if hf is not None:
             hf.generate(ids, cache_implementation="static", max_new_tokens=64, eos_token_id=None, **extra)
-        out = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=64, eos_token_id=None, **extra)
-        torch.cuda.synchronize()
+        try:
+            out = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=64, eos_token_id=None,
+                                   **extra)
+            torch.cuda.synchronize()
+        except Exception:
+            print(name, step, mode, i, "FAILED after prefill", prefill_graph.LAST_PREFILL, flush=True)
+            traceback.print_exc(limit=-12)
+            sys.exit(1)
         print(name, step, mode, i, prefill_graph.LAST_PREFILL, flush=True)
         outs.setdefault(mode, []).append(out)
 eager = genplug.generate(native, ids, cache_implementation="static", max_new_tokens=64, eos_token_id=None,
