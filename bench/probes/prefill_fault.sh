@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call to find the prefill graph's illegal memory access (core/prefill_graph.py): the probe
+# One device call: the step variants (bench/probes/step_variants.py), then the search for the prefill graph's illegal memory access (core/prefill_graph.py): the probe
 # with and without PDL and interleaved transformers calls, once with CUDA_LAUNCH_BLOCKING=1 for the
 # failing kernel's traceback, compute-sanitizer where the machine has it; then the breakdown of one
 # batch-1 call with its per-kernel table. Writes each part to $OUT.
@@ -10,6 +10,7 @@ cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/device.txt"
 python -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$out/device.txt"
+timeout 150 python bench/probes/step_variants.py 2>&1 | grep -v Writing | tee "$out/variants.txt" | tail -9
 probe() { timeout "$1" python bench/probes/prefill_graph_check.py "${@:2}" 2>&1 | grep -v Writing | tail -25; }
 {
   probe 90 pdl-graph 1 1024 0

@@ -1,10 +1,10 @@
 """Batch-1 greedy decode of the native 1B model under variants of the fused step: programmatic
-dependent launch (GENPLUG_PDL=1), the attention's cached slots split among programs with a group's
-query heads together (decode_kernels.ATTENTION_CONFIG), and the gate/up projection through genplug's
-GEMV (stored [out, in]) instead of cuBLAS. Prints tokens/s (best of 3 calls of 256 new tokens) and
-whether the graph loop equals the eager path under the same variant. The last line names the fastest
-variant whose graph loop equals its eager path as flags for bench/gpu_decode.py (gate/up GEMV variants
-excluded there: the twin of a transformers model keeps cuBLAS for it).
+dependent launch (GENPLUG_PDL), the attention's split (decode_kernels.ATTENTION_CONFIG), the gate/up
+projection through genplug's GEMV (stored [out, in]) instead of cuBLAS, cos/sin read from RoPE's table
+by position (fused_step.ROPE_TABLE) or computed by the step, and the output head through genplug's GEMV
+(fused_step.HEAD_THROUGH_GEMV). Prints tokens/s (best of 3 calls of 256 new tokens) and whether the
+graph loop equals the eager path under the same variant. The last line names the fastest variant whose
+graph loop equals its eager path.
 
 Run: python bench/probes/step_variants.py
 """
@@ -21,20 +21,19 @@ import gpu_decode  # noqa: E402
 import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug import triton_support  # noqa: E402
-from genplug.plugins.models.llama import decode_kernels  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels, fused_step  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
-VARIANTS = [  # (name, PDL, attention config, gate/up through the GEMV)
-    ("as shipped (PDL, split attention)", "1", SHIPPED_ATTENTION, False),
-    ("PDL off", "0", SHIPPED_ATTENTION, False),
-    ("PDL off, attention 1 split x 1 head", "0", (1, 1, 128, 8, 1), False),
-    ("PDL, attention 1 split x 1 head", "1", (1, 1, 128, 8, 1), False),
-    ("attention 16 splits x 4 heads", "0", (16, 4, 16, 4, 1), False),
-    ("attention 4 splits x 1 head", "0", (4, 1, 32, 4, 1), False),
-    ("PDL + attention 8x4 + gate/up GEMV", "1", (8, 4, 32, 4, 1), True),
-    ("PDL off, gate/up GEMV", "0", SHIPPED_ATTENTION, True),
-    ("PDL + attention 16x4", "1", (16, 4, 16, 4, 1), False),
-    ("PDL + attention 4x4", "1", (4, 4, 32, 4, 1), False),
+SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False, rope_table=fused_step.ROPE_TABLE,
+               head_gemv=fused_step.HEAD_THROUGH_GEMV)
+VARIANTS = [  # (name, changes to the shipped setting)
+    ("as shipped", {}),
+    ("RoPE computed by the step", dict(rope_table=False)),
+    ("head through the GEMV", dict(head_gemv=True)),
+    ("RoPE table + head GEMV", dict(rope_table=True, head_gemv=True)),
+    ("RoPE table + head GEMV + gate/up GEMV", dict(rope_table=True, head_gemv=True, gate_up_gemv=True)),
+    ("PDL off", dict(pdl="0")),
+    ("as shipped (again: noise)", {}),
 ]
 
 
@@ -51,11 +50,13 @@ def main():
     native = gpu_decode.native_one_b()
     ids = torch.randint(3, 128000, (1, gpu_decode.PROMPT), device="cuda")
     results = []
-    for name, pdl, attention, gemv_gate_up in VARIANTS:
-        os.environ["GENPLUG_PDL"] = pdl
+    for name, changes in VARIANTS:
+        setting = dict(SHIPPED, **changes)
+        os.environ["GENPLUG_PDL"] = setting["pdl"]
         triton_support._DEPENDENT_LAUNCH.clear()
-        decode_kernels.ATTENTION_CONFIG["one row"] = attention
-        gate_up_storage(native, gemv_gate_up)
+        decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
+        fused_step.ROPE_TABLE, fused_step.HEAD_THROUGH_GEMV = setting["rope_table"], setting["head_gemv"]
+        gate_up_storage(native, setting["gate_up_gemv"])
         graph_loop.release(native)
 
         def run(**extra):
@@ -69,13 +70,12 @@ def main():
             same = torch.equal(out, eager)
             print(f"{name:40} {gpu_decode.NEW / best:7.1f} tokens/s (first call {first:.2f} s); "
                   f"graph == eager {same}", flush=True)
-            if same and not gemv_gate_up:
-                results.append((gpu_decode.NEW / best, pdl, attention))
+            if same:
+                results.append((gpu_decode.NEW / best, name))
         except Exception as exc:  # one broken variant must not hide the others
             print(f"{name:40} {type(exc).__name__}: {exc}"[:300], flush=True)
     if results:
-        _, pdl, attention = max(results)
-        print(f"best flags: --pdl {pdl} --attention {','.join(map(str, attention))}")
+        print(f"fastest with graph == eager: {max(results)[1]}")
 
 
 if __name__ == "__main__":

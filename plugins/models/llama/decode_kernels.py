@@ -132,11 +132,12 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
 @triton.jit
 def _rope_cache_attention_kernel(
     qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
-    partial_ptr, arrivals_ptr, q_norm_ptr, k_norm_ptr, norm_eps,
+    partial_ptr, arrivals_ptr, q_norm_ptr, k_norm_ptr, norm_eps, position_ptr, position_row, table_rows,
     qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
     QKV_PARTS: tl.constexpr, QUERIES: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, QK_NORM: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, QK_NORM: tl.constexpr, ROPE_TABLE: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     # One program per (row, QUERIES query heads of one key/value group, split of the cached slots):
     # its query heads read each cached key and value once. Every program rotates its new queries and
@@ -156,8 +157,12 @@ def _rope_cache_attention_kernel(
     rolled = (d + DIM // 2) % DIM  # RoPE's rotate-half partner; the sign sits in `sin`
     g = tl.arange(0, BLOCK_G)
     g_in = g < QUERIES
-    cos = tl.load(cos_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
-    sin = tl.load(sin_ptr + row * rope_row + d, mask=d_in, other=0.0).to(tl.float32)
+    if ROPE_TABLE:  # cos/sin are tables by position: this row's token's row of them (kept inside the table)
+        rope_at = tl.minimum(tl.maximum(tl.load(position_ptr + row * position_row), 0), table_rows - 1) * DIM
+    else:
+        rope_at = row * rope_row
+    cos = tl.load(cos_ptr + rope_at + d, mask=d_in, other=0.0).to(tl.float32)
+    sin = tl.load(sin_ptr + rope_at + d, mask=d_in, other=0.0).to(tl.float32)
     qkv = qkv_ptr + row * qkv_row
 
     head = team * QUERIES + g  # this program's query heads
@@ -355,7 +360,8 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                          heads: int, kv_heads: int, head_dim: int,
                          config: Optional[Tuple[int, int, int, int, int]] = None,
                          arrivals: Optional[torch.Tensor] = None,
-                         qk_norm: Optional[Tuple[torch.Tensor, torch.Tensor, float]] = None) -> torch.Tensor:
+                         qk_norm: Optional[Tuple[torch.Tensor, torch.Tensor, float]] = None,
+                         positions: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
 
     ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
@@ -368,6 +374,9 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     head's cached slots and the last to finish merges their softmax states, counting arrivals in
     ``arrivals`` (:func:`new_arrivals`; left zero, so the calls of one step may share it).
     ``qk_norm = (query weight, key weight, eps)`` RMS-norms each query and key head before RoPE (Qwen3).
+    With ``positions [batch or 1, 1]`` (long), ``cos``/``sin`` are instead tables ``[rows, head_dim]`` by
+    position (``RotaryEmbedding.table``) and each row rotates by the row of its position (clamped into
+    the table): the step then launches no RoPE kernels of its own.
     """
     if keys.stride() != values.stride() or keys.stride(-1) != 1:
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
@@ -383,6 +392,8 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                          f"({groups}) and splits must be a power of two")
     qkv, qkv_parts, qkv_stride = _as_parts(qkv)
     cos, sin = cos.contiguous(), sin.contiguous()
+    if positions is not None and (cos.dim() != 2 or cos.shape[1] != head_dim or sin.shape != cos.shape):
+        raise ValueError(f"with positions, cos/sin must be [rows, {head_dim}] tables; got {tuple(cos.shape)}")
     valid = valid.contiguous().view(torch.uint8)
     out = torch.empty(batch, 1, heads * head_dim, dtype=keys.dtype, device=keys.device)
     block_g, block_d = triton.next_power_of_2(queries), triton.next_power_of_2(head_dim)
@@ -395,10 +406,13 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     _rope_cache_attention_kernel[(batch, heads // queries, splits)](
         qkv, qkv_stride, cos, sin, slot, valid, keys, values, out, partial, counters,
         *(qk_norm if qk_norm is not None else (out, out, 0.0)),
+        *((positions, positions.stride(0) if positions.shape[0] > 1 else 0, cos.shape[0]) if positions is not None
+          else (slot, 0, 1)),
         qkv.shape[-1], head_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts, QUERIES=queries,
-        SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None, PDL=pdl,
+        SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None,
+        ROPE_TABLE=positions is not None, PDL=pdl,
         num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out

@@ -12,16 +12,29 @@ import torch.nn.functional as F
 
 from . import decode_kernels
 
+# Switches for bench/probes/step_variants.py (measured on the GPU; the defaults are the faster ones):
+# the CUDA-graph step reads cos/sin from RoPE's table by position instead of computing them;
+# the output head of one row goes through genplug's GEMV (float32 logits) instead of cuBLAS.
+ROPE_TABLE = True
+HEAD_THROUGH_GEMV = False
 
-def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers) -> torch.Tensor:
+
+def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=None) -> torch.Tensor:
     """The final-normed hidden state ``[batch, 1, hidden]`` of the embedded tokens ``hidden``, through the
     fused kernels; writes their keys/values at ``slot`` (same arguments as :func:`.graph_step.static_decode_step`).
 
     Each layer hands on ``(residual, delta)`` unsummed, so every residual add happens inside the next
-    norm's kernel.
+    norm's kernel. ``positions_below=n`` promises every position is below ``n`` (the CUDA-graph step:
+    a token's position never passes its cache slot): the attention kernels then read cos/sin from the
+    rotary embedding's table by position, and the step launches no RoPE kernels (the same bits).
     """
     core = model.model
-    cos, sin = core.rotary_emb(position_ids, hidden.dtype)
+    positions = None
+    if positions_below is not None and ROPE_TABLE and core.rotary_emb.tabulates():
+        cos, sin = core.rotary_emb.table(positions_below, hidden.dtype, hidden.device)
+        positions = position_ids.reshape(position_ids.shape[0], 1)
+    else:
+        cos, sin = core.rotary_emb(position_ids, hidden.dtype)
     # one set of zeroed counters for every layer's attention: each call leaves them zero again
     arrivals = None
     if decode_kernels.ATTENTION_CONFIG["one row" if hidden.shape[0] == 1 else "rows"][0] > 1:
@@ -29,11 +42,21 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers) -> tor
     delta = None
     for layer, cache_layer in zip(core.layers, layers):
         hidden, delta = fused_decode_layer(layer, hidden, delta, cos, sin, slot, valid,
-                                           cache_layer.keys, cache_layer.values, arrivals)
+                                           cache_layer.keys, cache_layer.values, arrivals, positions)
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.weight, core.norm.eps)[1]
 
 
-def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, values, arrivals=None):
+def fused_logits(model, normed) -> torch.Tensor:
+    """The output head over the final-normed ``normed [batch, 1, hidden]``: logits ``[batch, 1, vocab]``,
+    float32 from genplug's GEMV where :data:`HEAD_THROUGH_GEMV` and it takes the head, else the
+    model's own head (model dtype). The CUDA-graph step and the eager one-token forward both call this."""
+    head = model.lm_head
+    if HEAD_THROUGH_GEMV and _gemv_takes(head, normed.shape[0] == 1):
+        return decode_kernels.gemv(normed, head.weight_t, head.bias).parts[0].unsqueeze(1)
+    return head.forward(normed)
+
+
+def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, values, arrivals=None, positions=None):
     """One decoder layer with the fused kernels: ``(residual, delta)`` in, ``(residual, delta)`` out.
 
     Around the four matmuls run three small kernels: add+norm, RoPE+cache write+attention, add+norm.
@@ -49,6 +72,7 @@ def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, valu
         _matmul(attn.qkv_proj, normed, one_row), cos, sin, slot, valid, keys, values,
         attn.num_heads, attn.num_kv_heads, attn.head_dim, arrivals=arrivals,
         qk_norm=None if attn.q_norm is None else (attn.q_norm.weight, attn.k_norm.weight, attn.q_norm.eps),
+        positions=positions,
     )
     norm = layer.post_attention_layernorm
     residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.weight, norm.eps)

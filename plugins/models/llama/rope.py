@@ -141,6 +141,34 @@ class RotaryEmbedding(nn.Module):
         # A plain attribute, not a buffer, so model.to(torch.bfloat16) cannot round it; forward() moves
         # it to the device of the positions when the model has moved.
         self.inv_freq = inv_freq
+        # (cos, sin) tables by position, kept for the module's life: a captured CUDA graph reads them by address
+        self.tables: Dict[Tuple[torch.dtype, torch.device], Tuple[torch.Tensor, torch.Tensor]] = {}
+        self.retired_tables = []
+
+    def tabulates(self) -> bool:
+        """Whether ``(cos, sin)`` follow from the position alone, so :meth:`table` can hold them: not for
+        ``dynamic`` and ``longrope``, whose frequencies depend on the furthest position of the forward."""
+        return self.rope_type not in ("dynamic", "longrope")
+
+    def table(self, length: int, dtype: torch.dtype, device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)`` ``[rows >= length, rotary_dim]`` for positions ``0 .. rows - 1``: row ``p`` holds
+        the bits that :meth:`forward` computes for position ``p`` (the same elementwise ops). A decode
+        kernel reads the row of its token's position instead of the step launching RoPE's half-dozen
+        small kernels. Grown to the next power of two when too short; a replaced table is kept, not
+        freed, since a CUDA graph captured earlier still reads it."""
+        key = (dtype, torch.device(device))
+        held = self.tables.get(key)
+        if held is not None and held[0].shape[0] >= length:
+            return held
+        if not self.tabulates():
+            raise ValueError(f"{self.rope_type} RoPE has no table: its angles depend on the whole forward")
+        rows = 1 << max(0, int(length) - 1).bit_length()
+        cos, sin = self.forward(torch.arange(rows, device=device)[None], dtype)
+        table = (cos.reshape(rows, -1).contiguous(), sin.reshape(rows, -1).contiguous())
+        if held is not None:
+            self.retired_tables.append(held)
+        self.tables[key] = table
+        return table
 
     def _dynamic_inverse_frequencies(self, position_ids: torch.Tensor) -> torch.Tensor:
         """NTK-aware growth of the base once the furthest position passes the trained length (no host sync)."""

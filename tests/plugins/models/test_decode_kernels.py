@@ -153,12 +153,41 @@ def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, 
     config = (data.draw(st.sampled_from([1, 2, 4, 8]), label="splits"), queries,
               data.draw(st.sampled_from([16, 32]), label="block_s"), 4, 1)
     arrivals = kernels.new_arrivals(batch, heads, DEVICE)
+    by_position = {}
+    if data.draw(st.booleans(), label="cos_sin_from_a_table"):  # RotaryEmbedding.table's form: rows by position
+        rows = cos.shape[0]
+        positions = torch.tensor(data.draw(st.lists(st.integers(0, 9), min_size=rows, max_size=rows, unique=True),
+                                           label="positions"), device=DEVICE)[:, None]
+        table_cos, table_sin = (torch.randn(10, dim, generator=g).to(DEVICE) for _ in range(2))
+        table_cos[positions[:, 0]], table_sin[positions[:, 0]] = cos.view(rows, dim), sin.view(rows, dim)
+        cos, sin, by_position = table_cos, table_sin, dict(positions=positions)
     out = kernels.rope_cache_attention(qkv, cos, sin, slot_t, valid, keys, values, heads, kv_heads, dim,
-                                       config=config, arrivals=arrivals, qk_norm=qk_norm)
+                                       config=config, arrivals=arrivals, qk_norm=qk_norm, **by_position)
     assert not arrivals.any()  # left zero for the next call
     torch.testing.assert_close(keys, ref_keys, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(values, ref_values, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_rope_cache_attention_keeps_positions_inside_the_table(kernels):
+    """A position past the table's end (or below 0) reads its last (first) row, never memory outside it."""
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(2, 1, 3 * 8, generator=g).to(DEVICE)
+    table_cos, table_sin = (torch.randn(4, 8, generator=g).to(DEVICE) for _ in range(2))
+    valid = torch.ones(2, 3, dtype=torch.bool, device=DEVICE)
+
+    def attend(cos, sin, **kw):
+        keys, values = torch.zeros(2, 1, 3, 8, device=DEVICE), torch.zeros(2, 1, 3, 8, device=DEVICE)
+        out = kernels.rope_cache_attention(qkv, cos, sin, torch.tensor(2, device=DEVICE), valid, keys, values,
+                                           1, 1, 8, **kw)
+        return out, keys
+
+    out, keys = attend(table_cos, table_sin, positions=torch.tensor([[7], [-3]], device=DEVICE))
+    rows = torch.tensor([3, 0], device=DEVICE)
+    expected_out, expected_keys = attend(table_cos[rows].view(2, 1, 1, 8), table_sin[rows].view(2, 1, 1, 8))
+    assert torch.equal(out, expected_out) and torch.equal(keys, expected_keys)
+    with pytest.raises(ValueError, match="tables"):
+        attend(table_cos[None, :, None], table_sin[None, :, None], positions=torch.zeros(2, 1, dtype=torch.long))
 
 
 def test_rope_cache_attention_refuses_a_config_it_cannot_run(kernels):
@@ -226,12 +255,16 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkey
         torch.testing.assert_close(mine.keys.float(), theirs.keys.float(), rtol=0.05, atol=0.05)
 
 
+@pytest.mark.parametrize("head_gemv", [False, True], ids=["head: cuBLAS", "head: GEMV"])
 @pytest.mark.parametrize("rows", [1, 2], ids=["one row: GEMV kernels", "two rows: PyTorch matmuls"])
-def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, rows):
+def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, rows, head_gemv, monkeypatch):
     """Greedy output of the eager loop (model forward, one token at a time) equals the graph loop's,
-    bit for bit, because both run :func:`graph_step.fused_decode_hidden`; with left padding."""
+    bit for bit, because both run :func:`graph_step.fused_decode_hidden` and ``fused_logits`` (the
+    graph step with cos/sin from RoPE's table, the eager one computing them); with left padding."""
     import genplug
+    from genplug.plugins.models.llama import fused_step
 
+    monkeypatch.setattr(fused_step, "HEAD_THROUGH_GEMV", head_gemv)
     model = native_model(seed=1).to(DEVICE, torch.bfloat16)
     model.store_for_gpu_decode()
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)[:rows]

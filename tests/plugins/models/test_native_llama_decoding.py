@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from native_llama_fixtures import GEMMA_SWITCHES, PHI3_SWITCHES, native_model
 
@@ -268,3 +269,38 @@ def test_longrope_switches_to_the_long_factors_past_the_original_context():
         cos, _ = rotary(positions, torch.float32)
         expected = (positions[..., None].float() * base / torch.tensor(rope[factors])).cos() * scale
         assert cos[0, :, 0, :4].sub(expected[0]).abs().max() <= 1e-6, factors
+
+
+@settings(max_examples=20, deadline=None)
+@given(rope_type=st.sampled_from(["default", "linear", "llama3"]), length=st.integers(1, 300),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
+def test_rope_table_rows_hold_the_bits_of_each_position(rope_type, length, dtype, data):
+    """Row p of ``RotaryEmbedding.table`` is what ``forward`` gives for position p alone (the decode
+    kernels read it instead of computing cos/sin); it has at least ``length`` rows, grows by powers of
+    two, and a table it replaces stays alive (a captured graph still reads it)."""
+    from genplug.plugins.models.llama.rope import RotaryEmbedding
+
+    rope = {"rope_type": rope_type, "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    rotary = RotaryEmbedding(rope, head_dim=16, max_position_embeddings=256)
+    cos, sin = rotary.table(length, dtype, "cpu")
+    assert cos.shape == sin.shape and cos.shape[1] == 16 and length <= cos.shape[0] < 2 * max(length, 1) + 1
+    assert cos.shape[0] & (cos.shape[0] - 1) == 0
+    for p in data.draw(st.lists(st.integers(0, length - 1), min_size=1, max_size=5), label="positions"):
+        one_cos, one_sin = rotary(torch.tensor([[p]]), dtype)
+        assert torch.equal(cos[p], one_cos.view(-1)) and torch.equal(sin[p], one_sin.view(-1))
+    assert rotary.table(length, dtype, "cpu")[0] is cos  # long enough: the same tensors
+    grown, _ = rotary.table(cos.shape[0] + 1, dtype, "cpu")
+    assert grown.shape[0] == 2 * cos.shape[0] and torch.equal(grown[: cos.shape[0]], cos)
+    assert any(old[0] is cos for old in rotary.retired_tables)
+
+
+def test_rope_table_is_refused_where_angles_depend_on_the_forward():
+    from genplug.plugins.models.llama.rope import RotaryEmbedding
+    from native_llama_fixtures import longrope
+
+    dynamic = RotaryEmbedding({"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}, 8, 64)
+    for rotary in (dynamic, RotaryEmbedding(longrope(1.0, original_max_position_embeddings=16), 8, 64)):
+        assert not rotary.tabulates()
+        with pytest.raises(ValueError, match="no table"):
+            rotary.table(4, torch.float32, "cpu")
