@@ -25,13 +25,15 @@ from genplug.plugins.models.llama import decode_kernels, fused_step  # noqa: E40
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False, rope_table=fused_step.ROPE_TABLE,
-               head_gemv=fused_step.HEAD_THROUGH_GEMV)
+               head_gemv=fused_step.HEAD_THROUGH_GEMV, one_tile=decode_kernels.ONE_TILE_MAX_K)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     ("RoPE computed by the step", dict(rope_table=False)),
     ("head through the GEMV", dict(head_gemv=True)),
-    ("RoPE table + head GEMV", dict(rope_table=True, head_gemv=True)),
     ("RoPE table + head GEMV + gate/up GEMV", dict(rope_table=True, head_gemv=True, gate_up_gemv=True)),
+    ("GEMV one tile up to k 512 (qkv, o)", dict(one_tile=512)),
+    ("GEMV one tile up to k 1024 (+ down)", dict(one_tile=1024)),
+    ("one tile 512 + head GEMV", dict(one_tile=512, head_gemv=True)),
     ("PDL off", dict(pdl="0")),
     ("as shipped (again: noise)", {}),
 ]
@@ -56,6 +58,7 @@ def main():
         triton_support._DEPENDENT_LAUNCH.clear()
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         fused_step.ROPE_TABLE, fused_step.HEAD_THROUGH_GEMV = setting["rope_table"], setting["head_gemv"]
+        decode_kernels.ONE_TILE_MAX_K = setting["one_tile"]
         gate_up_storage(native, setting["gate_up_gemv"])
         graph_loop.release(native)
 
