@@ -369,27 +369,50 @@ def capture_stream(device: torch.device):
 
 
 def _capture(step, *state):
-    """Run one step for real (lazy set-up -- cuBLAS workspaces, kernel compiles -- happens outside the
-    capture), then capture one step; the captured buffers are the live state tensors.
+    """Capture one step over the live state tensors (see :func:`capture_graph`)."""
+    return capture_graph(step, state[0].device, state)[0]
 
-    Warm-up and capture use one side stream per device for the whole process (cuBLAS keeps a
-    workspace per stream), and ``capture_begin`` is called directly: ``torch.cuda.graph`` would also
-    empty the allocator's cache on every call, making the next call's allocations go to the driver.
+
+def capture_graph(run, device: torch.device, state, before_each=None):
+    """``(graph, what the captured run returned)``: ``run()`` once for real (lazy set-up -- cuBLAS
+    workspaces, kernel compiles -- happens outside the capture), then captured; ``state`` (see
+    :func:`restored_afterwards`) is put back afterwards, and ``before_each()`` runs before each of the two.
+
+    Warm-up and capture use one side stream per device for the whole process, and ``capture_begin`` is
+    called directly: ``torch.cuda.graph`` would also empty the allocator's cache on every call, making
+    the next call's allocations go to the driver. cuBLAS's cached workspaces are dropped before and
+    after the capture (as inductor's CUDA-graph trees do), so the one this graph bakes in is allocated
+    in its own private pool and lives exactly as long as the graph. Otherwise it would be the shared
+    workspace of the capture stream, which anyone may free while the graph lives: inductor's graph
+    trees (transformers' static cache + compile) drop every workspace, and PyTorch >= 2.11 drops the
+    stream's when any graph captured on it is destroyed -- the later replay of this one then wrote freed
+    memory (an illegal memory access, 2026-12-05).
     """
-    device = state[0].device
     stream = capture_stream(device)
     with restored_afterwards(state):
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
-            step()
+            if before_each is not None:
+                before_each()
+            run()
+            if before_each is not None:
+                before_each()
+            _drop_cublas_workspaces()
             graph = torch.cuda.CUDAGraph()
             graph.capture_begin()
             try:
-                step()
+                result = run()
             finally:
                 graph.capture_end()
+                _drop_cublas_workspaces()
         torch.cuda.current_stream(device).wait_stream(stream)
-    return graph
+    return graph, result
+
+
+def _drop_cublas_workspaces() -> None:
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # absent from CPU builds
+    if clear is not None:
+        clear()
 
 
 @contextlib.contextmanager

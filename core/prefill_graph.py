@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from .graph_loop import capture_stream, restored_afterwards
+from .graph_loop import capture_graph
 
 ENABLED = os.environ.get("GENPLUG_PREFILL_GRAPH", "0") == "1"
 MAX_TOKENS = 1024  # batch x prompt length: longer prompts keep the GPU busy anyway, and a graph keeps its activations
@@ -131,22 +131,8 @@ class _Prefill:
                 layer.position.zero_()
 
         seen = [layer.seen for layer in cache.layers]
-        device = ids.device
-        stream = capture_stream(device)
         try:
-            with restored_afterwards((cache,)):
-                stream.wait_stream(torch.cuda.current_stream(device))
-                with torch.cuda.stream(stream):
-                    as_if_empty()
-                    run()
-                    as_if_empty()
-                    graph = torch.cuda.CUDAGraph()
-                    graph.capture_begin()
-                    try:
-                        outputs = run()
-                    finally:
-                        graph.capture_end()
-                torch.cuda.current_stream(device).wait_stream(stream)
+            graph, outputs = capture_graph(run, ids.device, (cache,), before_each=as_if_empty)
             return cls(inputs, outputs.logits, graph, None)
         except torch.cuda.OutOfMemoryError:
             raise

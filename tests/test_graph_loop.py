@@ -130,6 +130,63 @@ def test_buffers_are_restored_when_a_capture_fails():
     assert all(float(layer.keys.abs().sum()) == 0 and int(layer.position) == 5 for layer in cache.layers)
 
 
+def test_a_graph_captures_its_own_cublas_workspace(monkeypatch):
+    """cuBLAS's cached workspaces are dropped right before the capture (the graph's GEMMs then allocate
+    theirs in the graph's private pool) and right after it (later eager work on the capture stream does
+    not borrow it): a workspace shared through the stream's cache was freed under live graphs by
+    inductor's graph trees and by PyTorch's graph destructor (illegal memory access on the GPU)."""
+    events = []
+
+    class Graph:
+        def capture_begin(self):
+            events.append("begin")
+
+        def capture_end(self):
+            events.append("end")
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class Layer:
+        keys, values, position = torch.zeros(2), torch.zeros(2), torch.tensor(0)
+
+    class Cache:
+        layers = [Layer()]
+
+    monkeypatch.setattr(graph_loop, "capture_stream", lambda device: Stream())
+    monkeypatch.setattr(graph_loop, "_drop_cublas_workspaces", lambda: events.append("drop"))
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    graph, result = graph_loop.capture_graph(lambda: events.append("run") or len(events), torch.device("cpu"),
+                                             (Cache(),), before_each=lambda: events.append("reset"))
+    assert isinstance(graph, Graph) and result == 6  # what the captured run returned
+    assert events == ["reset", "run", "reset", "drop", "begin", "run", "end", "drop"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_replays_survive_dropped_cublas_workspaces(monkeypatch):
+    """A graph kept for the next call keeps working after every cached cuBLAS workspace was dropped and
+    the allocator's free memory handed back and refilled (what inductor's graph trees and a destroyed
+    graph do between two genplug calls)."""
+    import genplug.prefill_graph as prefill_graph
+
+    monkeypatch.setattr(prefill_graph, "ENABLED", True)
+    model = genplug.load_model()[0].to("cuda", torch.bfloat16)
+    prompt = torch.tensor([[5, 9, 17, 3, 44, 8, 1, 2]], device="cuda")
+    kw = dict(max_new_tokens=12, cache_implementation="static")
+    eager = genplug.generate(model, prompt, disable_compile=True, **kw)
+    for _ in range(3):
+        assert torch.equal(genplug.generate(model, prompt, **kw), eager)
+        torch._C._cuda_clearCublasWorkspaces()
+        torch.cuda.empty_cache()
+        junk = [torch.full((1 << 18,), float("nan"), device="cuda") for _ in range(64)]
+        torch.cuda.synchronize()
+        del junk
+    assert prefill_graph.LAST_PREFILL == "replayed"
+
+
 def test_min_new_tokens_and_eos_run_in_the_graph_loop(model_and_tokenizer, on_cpu):
     """min_length / min_new_tokens read only the length: the graph loop takes them (at_length) and
     stops exactly where the eager loop does."""

@@ -11,6 +11,8 @@ cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/device.txt"
 python -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$out/device.txt"
+timeout 100 python -m pytest -q -x -p no:cacheprovider tests/test_graph_loop.py tests/test_prefill_graph.py \
+    tests/plugins/models/test_decode_kernels.py > "$out/cuda_tests.txt" 2>&1; tail -2 "$out/cuda_tests.txt"
 timeout 150 python bench/probes/step_variants.py 2>&1 | grep -v Writing | tee "$out/variants.txt" | tail -10
 for pdl in 0 1; do
   timeout 80 python bench/gpu_decode.py --batches 64 --modes greedy --cells "native (static; default" --pdl $pdl 2>&1 \
