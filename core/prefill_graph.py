@@ -2,9 +2,9 @@
 
 At batch 1 a short prompt's forward is bound by the host, not the GPU: a 16-layer model launches
 ~440 kernels from Python (~10 ms on an H100) for ~2 ms of GPU work -- about 4% of a 256-token call,
-which the CUDA-graph decode loop has otherwise made GPU-bound. So once a static cache has taken a
-prompt of some shape eagerly (which also sets up every kernel that forward uses), the forward over
-that shape is captured, and a later call with a prompt of the same shape on the same cache copies its
+which the CUDA-graph decode loop has otherwise made GPU-bound. So once a static cache has taken
+prompts of some shape eagerly twice (which also sets up every kernel that forward uses), the forward
+over that shape is captured, and a later call with a prompt of the same shape on the same cache copies its
 tokens (and mask, positions) into the graph's input buffers and replays it.
 
 Off by default (``GENPLUG_PREFILL_GRAPH=1`` turns it on): in its one GPU run (H100, 2026-12-05) it took
@@ -33,21 +33,25 @@ from .graph_loop import capture_graph
 ENABLED = os.environ.get("GENPLUG_PREFILL_GRAPH", "0") == "1"
 MAX_TOKENS = 1024  # batch x prompt length: longer prompts keep the GPU busy anyway, and a graph keeps its activations
 MAX_SHAPES = 4  # prompt shapes kept per cache; the least recently used is dropped
+MAX_NOTED = 16  # prompt shapes seen once per cache, remembered so that a second sight captures
 RUN_ON_CPU = False  # tests: "capture" keeps the forward, "replay" runs it over the same input buffers
-# What the last call did: None (not for this model, device or size), "eager", "captured", "refused"
-# (capture failed) or "replayed". For tests and probes.
+# What the last call did: None (not for this model, device or size), "eager", "noted" (a shape's first
+# sight: eager), "captured", "refused" (capture failed) or "replayed". For tests and probes.
 LAST_PREFILL: Optional[str] = None
 
 _GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cache -> OrderedDict(key -> _Prefill or None)
+_NOTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cache -> OrderedDict(key -> None)
 
 
 def prefill(adapter, cache, ids: torch.Tensor, mask: Optional[torch.Tensor], positions: Optional[torch.Tensor],
             model_kwargs: Dict[str, Any], eager: Callable[[], Any], graph_loop: Callable[[], bool]):
     """The outputs of the prompt's forward ``eager()`` (``adapter.step`` over ``ids`` with ``mask`` and
     ``positions`` into the empty static ``cache``): replayed from an earlier call's graph when one fits;
-    else run eagerly, then captured for the next call with a prompt of this shape when ``graph_loop()``
-    says the CUDA-graph decode loop takes over (a static cache allocates its buffers at its first
-    prompt, so that is known for sure only afterwards). The caller checks :data:`ENABLED`."""
+    else run eagerly, and captured for later calls when this is the second call with a prompt of this
+    shape and ``graph_loop()`` says the CUDA-graph decode loop takes over (a static cache allocates its
+    buffers at its first prompt, so that is known for sure only afterwards). A capture costs about two
+    more forwards, so a shape seen once is only noted: calls whose prompt lengths keep changing never
+    pay for graphs they would not replay. The caller checks :data:`ENABLED`."""
     global LAST_PREFILL
     if not getattr(adapter.model, "prefill_capturable", False) or ids.numel() > MAX_TOKENS or (
             ids.device.type != "cuda" and not RUN_ON_CPU):
@@ -64,6 +68,9 @@ def prefill(adapter, cache, ids: torch.Tensor, mask: Optional[torch.Tensor], pos
     if graphs is None or key not in graphs:  # each shape is tried once: a refusal is kept as None
         key = _key(adapter, cache, ids, mask, positions, model_kwargs)
         if key is not None and graph_loop():
+            if not _seen_before(cache, key):
+                LAST_PREFILL = "noted"
+                return outputs
             graphs = _GRAPHS.setdefault(cache, collections.OrderedDict())
             graphs[key] = _Prefill.capture(adapter, cache, ids, mask, positions, model_kwargs)
             while len(graphs) > MAX_SHAPES:
@@ -77,6 +84,19 @@ def prefill(adapter, cache, ids: torch.Tensor, mask: Optional[torch.Tensor], pos
 def forget(cache) -> None:
     """Drop the prefill graphs kept for ``cache`` (they hold device memory for their activations)."""
     _GRAPHS.pop(cache, None)
+    _NOTED.pop(cache, None)
+
+
+def _seen_before(cache, key) -> bool:
+    """Whether a prompt of shape ``key`` came to ``cache`` before; notes it (the last :data:`MAX_NOTED`)."""
+    noted = _NOTED.setdefault(cache, collections.OrderedDict())
+    if key in noted:
+        del noted[key]
+        return True
+    noted[key] = None
+    while len(noted) > MAX_NOTED:
+        noted.popitem(last=False)
+    return False
 
 
 def _key(adapter, cache, ids, mask, positions, model_kwargs):

@@ -42,6 +42,8 @@ def test_later_prompts_of_the_same_shape_replay_and_match_the_eager_loop(model_a
     (ids_a, mask_a), (ids_b, mask_b) = _same_shape_prompts(tokenizer)
     kw = dict(max_new_tokens=12, cache_implementation="static")  # (a cache handed back is not reused)
     genplug.generate(model, ids_a, attention_mask=mask_a, **kw)
+    assert prefill_graph.LAST_PREFILL == "noted"  # a shape's first sight: eager, noted
+    genplug.generate(model, ids_a, attention_mask=mask_a, **kw)
     assert prefill_graph.LAST_PREFILL == "captured"
     replayed = genplug.generate(model, ids_b, attention_mask=mask_b, **kw)
     assert prefill_graph.LAST_PREFILL == "replayed"
@@ -63,9 +65,11 @@ def test_each_prompt_shape_has_its_own_graph_and_the_oldest_is_dropped(model_and
         assert torch.equal(out, genplug.generate(model, ids, disable_compile=True, **kw))
         return what
 
-    # 8 was used again after 9, so 10 pushes 9 out and 8 stays
-    assert [call(8, 0), call(9, 1), call(8, 2), call(10, 3), call(8, 4), call(9, 5)] == [
-        "captured", "captured", "replayed", "captured", "replayed", "captured"]
+    # each shape is captured at its second sight; 8 was used again after 9, so 10 pushes 9 out and 8 stays
+    calls = [(8, 0), (8, 1), (9, 2), (9, 3), (8, 4), (10, 5), (10, 6), (8, 7), (9, 8), (9, 9), (9, 10)]
+    assert [call(length, seed) for length, seed in calls] == [
+        "noted", "captured", "noted", "captured", "replayed", "noted", "captured", "replayed", "noted", "captured",
+        "replayed"]
 
 
 def test_prompts_past_the_token_limit_and_eager_calls_are_not_captured(model_and_tokenizer, on_cpu, monkeypatch):
@@ -88,6 +92,9 @@ def test_a_cache_that_already_holds_tokens_runs_the_prompt_eagerly(model_and_tok
     ids = torch.randint(5, 200, (1, 6), generator=torch.Generator().manual_seed(1))
     cache = genplug.StaticCache(config=model.config, max_cache_len=64)
     genplug.generate(model, ids, max_new_tokens=3, past_key_values=cache)
+    assert prefill_graph.LAST_PREFILL == "noted"
+    cache.reset()
+    genplug.generate(model, ids, max_new_tokens=3, past_key_values=cache)
     assert prefill_graph.LAST_PREFILL == "captured"
     cache.crop(-2)  # 7 tokens left in it: the next prompt continues them
     longer = torch.cat([ids, torch.randint(5, 200, (1, 1))], dim=1)
@@ -95,6 +102,19 @@ def test_a_cache_that_already_holds_tokens_runs_the_prompt_eagerly(model_and_tok
     out = genplug.generate(model, more, max_new_tokens=3, past_key_values=cache)
     assert prefill_graph.LAST_PREFILL == "eager"
     assert out.shape == (1, 9)
+
+
+def test_prompts_of_changing_shapes_are_never_captured(model_and_tokenizer, on_cpu, monkeypatch):
+    """A capture costs two more forwards: shapes seen once are only noted (the last MAX_NOTED of them)."""
+    model, _ = model_and_tokenizer
+    graph_loop.release(model)
+    monkeypatch.setattr(prefill_graph, "MAX_NOTED", 3)
+    kw = dict(max_new_tokens=None, max_length=24, cache_implementation="static")
+    seen = []
+    for length in (5, 6, 7, 8, 5, 8):  # 5 was forgotten (3 shapes noted since), 8 was not
+        genplug.generate(model, torch.randint(5, 200, (1, length), generator=torch.Generator().manual_seed(length)), **kw)
+        seen.append(prefill_graph.LAST_PREFILL)
+    assert seen == ["noted", "noted", "noted", "noted", "noted", "captured"]
 
 
 def test_off_unless_asked_for(model_and_tokenizer, on_cpu, monkeypatch):
