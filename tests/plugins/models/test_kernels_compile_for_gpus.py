@@ -29,7 +29,7 @@ NORM = {"x_ptr": "*bf16", "delta_ptr": "*fp32", "delta_parts_stride": "i32", "we
 ATTENTION = {"qkv_ptr": "*fp32", "qkv_parts_stride": "i32", "cos_ptr": "*bf16", "sin_ptr": "*bf16", "slot_ptr": "*i64",
              "valid_ptr": "*u8", "keys_ptr": "*bf16", "values_ptr": "*bf16", "out_ptr": "*bf16",
              "partial_ptr": "*fp32", "arrivals_ptr": "*i32", "q_norm_ptr": "*bf16", "k_norm_ptr": "*bf16",
-             "norm_eps": "fp32", "qkv_row": "i32", "rope_row": "i32", "valid_row": "i32", "cache_batch": "i32",
+             "norm_eps": "fp32", "position_ptr": "*i64", "position_row": "i32", "table_rows": "i32", "qkv_row": "i32", "rope_row": "i32", "valid_row": "i32", "cache_batch": "i32",
              "cache_head": "i32", "cache_slot": "i32", "scale": "fp32"}
 ONE_B = {"HEADS": 32, "KV_HEADS": 8, "GROUPS": 4, "DIM": 64, "QKV_PARTS": 4, "BLOCK_D": 64}
 
@@ -50,11 +50,11 @@ for pdl in (False, True):
         results[f"gemv pdl={pdl} silu={silu}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_SILU": silu,
             "HAS_BIAS": False, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
     results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "BLOCK": 2048, "PDL": pdl})
-for splits, queries, block_s, qk_norm, pdl in ((1, 1, 128, False, False), (8, 4, 32, False, True),
-                                               (16, 4, 16, True, True), (4, 1, 32, True, False)):
-    results[f"attention splits={splits} queries={queries} qk_norm={qk_norm} pdl={pdl}"] = compiled(
+for splits, queries, block_s, qk_norm, table, pdl in ((1, 1, 128, False, False, False), (8, 4, 32, False, True, True),
+                                                      (16, 4, 16, True, False, True), (4, 1, 32, True, True, False)):
+    results[f"attention splits={splits} queries={queries} qk_norm={qk_norm} rope_table={table} pdl={pdl}"] = compiled(
         dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": queries, "SPLITS": splits,
-        "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "PDL": pdl})
+        "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "ROPE_TABLE": table, "PDL": pdl})
 print(json.dumps(results))
 '''
 
