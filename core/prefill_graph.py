@@ -7,15 +7,19 @@ prompts of some shape eagerly twice (which also sets up every kernel that forwar
 over that shape is captured, and a later call with a prompt of the same shape on the same cache copies its
 tokens (and mask, positions) into the graph's input buffers and replays it.
 
-Off by default (``GENPLUG_PREFILL_GRAPH=1`` turns it on): in its one GPU run (H100, 2026-12-05) it took
-batch-1 greedy from 806 to 822 tokens/s, but a sampling call after greedy calls on the same model then
-hit an illegal memory access that was not found before the device time ran out;
-``bench/probes/prefill_graph_check.py`` runs the sequence with and without it and PDL.
+On by default (``GENPLUG_PREFILL_GRAPH=0`` turns it off). On an H100 (2026-12-05) batch-1 greedy of
+256 tokens went from ~806 to 828 tokens/s with it. Its first GPU run had ended in an illegal memory
+access: the cuBLAS workspace its GEMMs used was the capture stream's shared one, freed under it by
+inductor's graph trees and by PyTorch's graph destructor; captures now allocate their own
+(:func:`.graph_loop.capture_graph`), and ``bench/probes/prefill_graph_check.py`` -- greedy, sampling,
+greedy again, with transformers' static+compile calls between -- passes.
 
 Only on the CUDA-graph decode path (the caller checks that), for models that declare
 ``prefill_capturable`` (genplug's native family: the forward reads nothing on the host except the
 cache's token counters, which are those of an empty cache at every prefill), over caches of plain
-static layers, for prompts of at most :data:`MAX_TOKENS` tokens in all.
+static layers, for prompts of at most :data:`MAX_TOKENS` tokens in all. Each graph keeps the memory of
+its forward's activations (tens of MB for a 1B model's 1,024-token prompt), at most :data:`MAX_SHAPES`
+per cache; they go with the cache (``graph_loop.release(model)``, or :func:`forget`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 
 from .graph_loop import capture_graph
 
-ENABLED = os.environ.get("GENPLUG_PREFILL_GRAPH", "0") == "1"
+ENABLED = os.environ.get("GENPLUG_PREFILL_GRAPH", "1") != "0"
 MAX_TOKENS = 1024  # batch x prompt length: longer prompts keep the GPU busy anyway, and a graph keeps its activations
 MAX_SHAPES = 4  # prompt shapes kept per cache; the least recently used is dropped
 MAX_NOTED = 16  # prompt shapes seen once per cache, remembered so that a second sight captures

@@ -1,4 +1,4 @@
-"""The prompt's forward replayed from a captured graph (core/prefill_graph.py, opt-in), run on the CPU:
+"""The prompt's forward replayed from a captured graph (core/prefill_graph.py), run on the CPU:
 the buffers are refilled and the forward is run over them, so a replayed prefill must give exactly
 what the eager loop gives for every later prompt of the same shape."""
 
@@ -117,7 +117,21 @@ def test_prompts_of_changing_shapes_are_never_captured(model_and_tokenizer, on_c
     assert seen == ["noted", "noted", "noted", "noted", "noted", "captured"]
 
 
-def test_off_unless_asked_for(model_and_tokenizer, on_cpu, monkeypatch):
+@pytest.mark.parametrize("setting, enabled", [(None, True), ("1", True), ("0", False)])
+def test_on_by_default_and_off_with_the_environment_switch(setting, enabled):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GENPLUG_PREFILL_GRAPH"}
+    if setting is not None:
+        env["GENPLUG_PREFILL_GRAPH"] = setting
+    done = subprocess.run([sys.executable, "-c", "import genplug.prefill_graph as p; print(p.ENABLED)"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.strip() == str(enabled), done.stderr[-500:]
+
+
+def test_off_when_turned_off(model_and_tokenizer, on_cpu, monkeypatch):
     model, _ = model_and_tokenizer
     graph_loop.release(model)
     monkeypatch.setattr(prefill_graph, "ENABLED", False)

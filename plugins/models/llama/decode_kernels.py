@@ -248,12 +248,6 @@ MAX_SPLITS = 8
 # bench/probes/decode_attention.py with one program per query head.
 ATTENTION_CONFIG = {"one row": (8, 4, 32, 4, 1), "rows": (1, 1, 128, 2, 2)}
 
-# With PDL, a GEMV program whose slice of the weights is at most this many rows of k reads it as one
-# tile, so every weight load is issued before the program waits for the previous kernel (0: off;
-# bench/probes/step_variants.py measures it).
-ONE_TILE_MAX_K = 0
-
-
 class PartialSums:
     """A one-row matmul's output left as float32 partial sums ``parts [splits, rows, width]`` (split-K).
 
@@ -301,9 +295,6 @@ def gemv(x, weight_t: torch.Tensor, bias: Optional[torch.Tensor] = None, silu_in
     splits = triton.cdiv(in_width, k_per_split)
     out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
     pdl = triton_support.dependent_launch(weight_t.device)
-    if pdl and config is None and k_per_split <= ONE_TILE_MAX_K:
-        # the program's whole slice of the weights as one tile: all of it is loaded before the wait
-        block_k = triton.next_power_of_2(k_per_split)
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
         in_width, out_width, k_per_split, X_PARTS=x_parts, X_SILU=silu_input, HAS_BIAS=bias is not None,

@@ -12,11 +12,10 @@ import torch.nn.functional as F
 
 from . import decode_kernels
 
-# Switches for bench/probes/step_variants.py (measured on the GPU; the defaults are the faster ones):
-# the CUDA-graph step reads cos/sin from RoPE's table by position instead of computing them;
-# the output head of one row goes through genplug's GEMV (float32 logits) instead of cuBLAS.
+# The CUDA-graph step reads cos/sin from RoPE's table by position instead of launching RoPE's small
+# kernels (bench/probes/step_variants.py switches it off: on an H100, 2026-12-05, batch-1 greedy
+# 810 and 799 tokens/s with it in two runs, 801 without -- within run-to-run noise, ~9 fewer launches).
 ROPE_TABLE = True
-HEAD_THROUGH_GEMV = False
 
 
 def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=None) -> torch.Tensor:
@@ -44,16 +43,6 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
         hidden, delta = fused_decode_layer(layer, hidden, delta, cos, sin, slot, valid,
                                            cache_layer.keys, cache_layer.values, arrivals, positions)
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.weight, core.norm.eps)[1]
-
-
-def fused_logits(model, normed) -> torch.Tensor:
-    """The output head over the final-normed ``normed [batch, 1, hidden]``: logits ``[batch, 1, vocab]``,
-    float32 from genplug's GEMV where :data:`HEAD_THROUGH_GEMV` and it takes the head, else the
-    model's own head (model dtype). The CUDA-graph step and the eager one-token forward both call this."""
-    head = model.lm_head
-    if HEAD_THROUGH_GEMV and _gemv_takes(head, normed.shape[0] == 1):
-        return decode_kernels.gemv(normed, head.weight_t, head.bias).parts[0].unsqueeze(1)
-    return head.forward(normed)
 
 
 def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, values, arrivals=None, positions=None):

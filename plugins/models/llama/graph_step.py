@@ -59,11 +59,11 @@ def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, s
     core = model.model
     hidden = core.embed_tokens(token)
     if layer_fn is None and model.fused_kernels_fit and fused_kernels_apply(hidden):
-        from .fused_step import fused_decode_hidden, fused_logits  # imports Triton: only where it runs
+        from .fused_step import fused_decode_hidden  # imports Triton: only where it runs
 
         # positions stay below the cache length: a token's position never passes its slot
         normed = fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=valid.shape[-1])
-        return fused_logits(model, normed)[:, -1].float()
+        return model.lm_head(normed)[:, -1].float()
     rotations = core.rotations(position_ids, hidden.dtype)
     masks = {None: valid[:, None, None, :]}
     for window in set(core.layer_windows) - {None}:  # a key slot is in the window of the query's slot

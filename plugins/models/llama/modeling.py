@@ -472,12 +472,12 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         valid[:, : past + 1] = True if attention_mask is None else attention_mask.bool()
         if position_ids is None:
             position_ids = torch.full((1, 1), past, dtype=torch.long, device=hidden.device)
-        from .fused_step import fused_decode_hidden, fused_logits  # imports Triton: only where the kernels run
+        from .fused_step import fused_decode_hidden  # imports Triton: only where the kernels run
 
         normed = fused_decode_hidden(self, hidden, position_ids, layers[0].position, valid, layers)
         for layer in layers:
             layer.mark_written(1)
-        return fused_logits(self, normed)
+        return self.lm_head.forward(normed)
 
     # ------------------------------------------------------------------ running it
 
