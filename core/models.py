@@ -291,6 +291,12 @@ class ModelAdapter:
         """Called once per generate() call with the resolved generation config, before any input is
         prepared: an adapter may choose how it will run the model (the generic adapter has no choice)."""
 
+    def prefill_capturable(self, model_kwargs: dict) -> bool:
+        """Whether the prompt's forward with ``model_kwargs`` over an empty static cache may be captured as
+        a CUDA graph and replayed (:mod:`genplug.prefill_graph`): it reads nothing on the host but the
+        cache's counters. Models say so with a ``prefill_capturable`` attribute (genplug's native family)."""
+        return bool(getattr(self.model, "prefill_capturable", False))
+
     def why_no_static_decode(self, cache: Any) -> Optional[str]:
         """None when :meth:`static_decode_step` can run over ``cache`` (the CUDA-graph loop), else why not.
 

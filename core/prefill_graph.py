@@ -14,9 +14,10 @@ inductor's graph trees and by PyTorch's graph destructor; captures now allocate 
 (:func:`.graph_loop.capture_graph`), and ``bench/probes/prefill_graph_check.py`` -- greedy, sampling,
 greedy again, with transformers' static+compile calls between -- passes.
 
-Only on the CUDA-graph decode path (the caller checks that), for models that declare
-``prefill_capturable`` (genplug's native family: the forward reads nothing on the host except the
-cache's token counters, which are those of an empty cache at every prefill), over caches of plain
+Only on the CUDA-graph decode path (the caller checks that), where the adapter says the forward is
+capturable (``ModelAdapter.prefill_capturable``: genplug's native family, and transformers models run
+by their native twin -- the forward reads nothing on the host except the cache's token counters, which
+are those of an empty cache at every prefill), over caches of plain
 static layers, for prompts of at most :data:`MAX_TOKENS` tokens in all. Each graph keeps the memory of
 its forward's activations (tens of MB for a 1B model's 1,024-token prompt), at most :data:`MAX_SHAPES`
 per cache; they go with the cache (``graph_loop.release(model)``, or :func:`forget`).
@@ -57,7 +58,7 @@ def prefill(adapter, cache, ids: torch.Tensor, mask: Optional[torch.Tensor], pos
     more forwards, so a shape seen once is only noted: calls whose prompt lengths keep changing never
     pay for graphs they would not replay. The caller checks :data:`ENABLED`."""
     global LAST_PREFILL
-    if not getattr(adapter.model, "prefill_capturable", False) or ids.numel() > MAX_TOKENS or (
+    if not adapter.prefill_capturable(model_kwargs) or ids.numel() > MAX_TOKENS or (
             ids.device.type != "cuda" and not RUN_ON_CPU):
         LAST_PREFILL = None
         return eager()

@@ -139,3 +139,24 @@ def test_off_when_turned_off(model_and_tokenizer, on_cpu, monkeypatch):
     for _ in range(2):
         genplug.generate(model, ids, max_new_tokens=3, cache_implementation="static")
         assert prefill_graph.LAST_PREFILL is None
+
+
+def test_a_transformers_model_run_by_its_native_twin_replays_too(on_cpu):
+    """The twin runs the prompt's forward, so it is captured and replayed as a native model's is; the
+    replayed call equals the eager loop and transformers' own generate."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, head_dim=16, vocab_size=120, pad_token_id=0)
+    hf = transformers.LlamaForCausalLM(config).eval()
+    kw = dict(max_new_tokens=8, cache_implementation="static")
+    seen = []
+    for seed in range(3):
+        ids = torch.randint(5, 120, (1, 7), generator=torch.Generator().manual_seed(seed))
+        out = genplug.generate(hf, ids, **kw)
+        seen.append(prefill_graph.LAST_PREFILL)
+    assert seen == ["noted", "captured", "replayed"]
+    assert torch.equal(out, genplug.generate(hf, ids, disable_compile=True, **kw))
+    assert torch.equal(out, hf.generate(ids, do_sample=False, **kw))
+    genplug.generate(hf, ids, native_kernels=False, **kw)  # transformers' own forward: never captured
+    assert prefill_graph.LAST_PREFILL is None

@@ -129,6 +129,12 @@ class TransformersAdapter(ModelAdapter):
             return self._forward_row_by_row(kwargs)
         return super().forward(**kwargs)
 
+    def prefill_capturable(self, model_kwargs: dict) -> bool:
+        """Where the native twin runs the prompt's forward (every argument one it takes), it is the twin's
+        -- capturable like a native model's."""
+        return self.twin is not None and self.twin.prefill_capturable and all(
+            value is None or key in _TWIN_ARGUMENTS for key, value in model_kwargs.items())
+
     def _forward_row_by_row(self, kwargs: dict) -> Any:
         """One forward per row, stacked back into the batch's outputs, for the model types of
         ``_ONE_TOKEN_FORWARDS_MIXING_ROWS`` (RWKV), whose forward over one token mixes the rows.

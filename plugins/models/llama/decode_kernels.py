@@ -88,16 +88,25 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
 
 @triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
-                 k_per_split,
-                 X_PARTS: tl.constexpr, X_SILU: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
+                 X_PARTS: tl.constexpr, X_SILU: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_SILU, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = silu(gate[k]) * up[k], so the activation never makes a trip through memory.
+    # With W_PARTS > 1, w is the concatenation of W_PARTS matrices stored apart (a transformers model's
+    # q/k/v or gate/up, read in place): columns from bound1 (bound2) on are w1's (w2's).
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_in = n < out_width
+    local = n  # the column within the stored matrix (the boundaries are multiples of BLOCK_N)
+    if W_PARTS > 1:
+        if pid_n * BLOCK_N >= bound1:
+            w_ptr, bias_ptr, local = w1_ptr, bias1_ptr, n - bound1
+    if W_PARTS > 2:
+        if pid_n * BLOCK_N >= bound2:
+            w_ptr, bias_ptr, local = w2_ptr, bias2_ptr, n - bound2
     first = split * k_per_split
     last = tl.minimum(first + k_per_split, in_width)
     acc = tl.zeros([BLOCK_N], tl.float32)
@@ -105,13 +114,13 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
         # each weight tile is loaded one iteration ahead, the first before waiting for the previous
         # kernel: it streams while that kernel finishes (same arithmetic, same order)
         k = first + tl.arange(0, BLOCK_K)
-        w = tl.load(w_ptr + k[:, None] * w_stride_k + n[None, :] * w_stride_n,
+        w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                     mask=(k < last)[:, None] & n_in[None, :], other=0.0)
         _after_previous_kernel(PDL)
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             ahead = k + BLOCK_K
-            w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + n[None, :] * w_stride_n,
+            w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + local[None, :] * w_stride_n,
                               mask=(ahead < last)[:, None] & n_in[None, :], other=0.0)
             x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_SILU)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
@@ -121,12 +130,12 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
             k = start + tl.arange(0, BLOCK_K)
             k_in = k < last
             x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_SILU)
-            w = tl.load(w_ptr + k[:, None] * w_stride_k + n[None, :] * w_stride_n,
+            w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                         mask=k_in[:, None] & n_in[None, :], other=0.0)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
     if HAS_BIAS:
         if split == 0:
-            acc += tl.load(bias_ptr + n, mask=n_in, other=0.0).to(tl.float32)
+            acc += tl.load(bias_ptr + local, mask=n_in, other=0.0).to(tl.float32)
     tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
 
 @triton.jit
@@ -277,15 +286,49 @@ def gemv_applies(weight_t: Optional[torch.Tensor]) -> bool:
     return weight_t is not None and weight_t.dim() == 2 and 1 in weight_t.stride()
 
 
-def gemv(x, weight_t: torch.Tensor, bias: Optional[torch.Tensor] = None, silu_input: bool = False,
+PART_ALIGNMENT = 64  # a stored part's width must be a multiple of this (of every block_n the GEMV uses)
+MAX_WEIGHT_PARTS = 3
+
+
+def gemv_applies_to_parts(weights_t, biases=None) -> bool:
+    """Whether :func:`gemv` can read the concatenation of ``weights_t`` (each ``[in, out_i]``) in place:
+    at most 3 of them with the same strides (the kernel steps through all of them alike: parts of a
+    ``[out, in]`` storage, as transformers stores them), dtype and device, widths multiples of
+    :data:`PART_ALIGNMENT`, and biases all present or all absent."""
+    weights_t = list(weights_t)
+    if not 1 <= len(weights_t) <= MAX_WEIGHT_PARTS or not all(gemv_applies(w) for w in weights_t):
+        return False
+    first = weights_t[0]
+    def steps(w):  # strides that matter (a dimension of one element has no stride to speak of)
+        return tuple(stride if size > 1 else None for size, stride in zip(w.shape, w.stride()))
+
+    if any(w.shape[0] != first.shape[0] or w.dtype != first.dtype or w.device != first.device
+           or any(a is not None and b is not None and a != b for a, b in zip(steps(w), steps(first)))
+           for w in weights_t):
+        return False
+    if len(weights_t) > 1 and any(w.shape[1] % PART_ALIGNMENT for w in weights_t[:-1]):
+        return False
+    biases = list(biases) if biases is not None else [None] * len(weights_t)
+    return len(biases) == len(weights_t) and len({b is None for b in biases}) == 1
+
+
+def gemv(x, weight_t, bias=None, silu_input: bool = False,
          config: Optional[Tuple[int, int, int, int, int]] = None) -> PartialSums:
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
     ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``silu_input=True`` it is the gate/up
     projection ``[1, 1, 2 * in]`` and the input is ``silu(gate) * up``, computed while loading.
+    ``weight_t`` may also be a sequence of up to 3 matrices ``[in, out_i]`` (and ``bias`` a sequence
+    like it), read in place as their concatenation ``[in, sum out_i]`` (:func:`gemv_applies_to_parts`).
     ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
     """
-    in_width, out_width = weight_t.shape
+    parts = list(weight_t) if isinstance(weight_t, (list, tuple)) else [weight_t]
+    biases = list(bias) if isinstance(bias, (list, tuple)) else [bias] * (len(parts) == 1)
+    if not gemv_applies_to_parts(parts, biases):
+        raise ValueError("gemv: the weights must be 1 to 3 matrices of one layout, dtype and in-width, whose widths "
+                         f"(all but the last) are multiples of {PART_ALIGNMENT}, with all biases or none")
+    weight_t, bias = parts[0], biases[0]
+    in_width, out_width = weight_t.shape[0], sum(w.shape[1] for w in parts)
     x, x_parts, x_stride = _as_parts(x)
     block_n, block_k, warps, stages, per_sm = config or _gemv_config(in_width, out_width, weight_t.stride(0) == 1)
     columns = triton.cdiv(out_width, block_n)
@@ -295,10 +338,19 @@ def gemv(x, weight_t: torch.Tensor, bias: Optional[torch.Tensor] = None, silu_in
     splits = triton.cdiv(in_width, k_per_split)
     out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
     pdl = triton_support.dependent_launch(weight_t.device)
+    bounds = [sum(w.shape[1] for w in parts[:i]) for i in range(1, MAX_WEIGHT_PARTS)]
+    extra = []  # (weight, bias, first column) of the second and third parts, if any
+    for i in (1, 2):
+        w = parts[i] if i < len(parts) else weight_t
+        b = biases[i] if i < len(parts) and biases[i] is not None else w
+        extra += [w, b, bounds[i - 1] if i < len(parts) else out_width]
+    if len(parts) > 1 and any(b % block_n for b in bounds[: len(parts) - 1]):
+        raise ValueError(f"gemv: part boundaries {bounds} are not multiples of block_n={block_n}")
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
-        in_width, out_width, k_per_split, X_PARTS=x_parts, X_SILU=silu_input, HAS_BIAS=bias is not None,
-        BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages, launch_pdl=pdl,
+        in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_SILU=silu_input, HAS_BIAS=bias is not None,
+        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
+        launch_pdl=pdl,
     )
     return PartialSums(out)
 

@@ -80,15 +80,26 @@ def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, valu
 
 
 def _gemv_takes(projection, one_row: bool) -> bool:
-    """Whether genplug's GEMV runs this projection: one row, and one weight matrix stored ``[out, in]``
-    (where it reads faster than cuBLAS: bench/probes/gemv_configs.py; the loader stores the
-    projections that gain so on CUDA)."""
+    """Whether genplug's GEMV runs this projection: one row, and weights stored ``[out, in]`` (where it
+    reads faster than cuBLAS: bench/probes/gemv_configs.py; the loader stores the projections that gain
+    so on CUDA) -- one matrix, or the separate q/k/v or gate/up matrices of a transformers model's
+    twin (``ConcatProjection``), read in place as one."""
+    if not one_row:
+        return False
+    weights = _stored_weights(projection)
+    return weights is not None and all(w.stride(0) == 1 for w in weights) and decode_kernels.gemv_applies_to_parts(
+        weights, getattr(projection, "biases", None))
+
+
+def _stored_weights(projection):
     weight = getattr(projection, "weight_t", None)
-    return one_row and decode_kernels.gemv_applies(weight) and weight.stride(0) == 1
+    return [weight] if weight is not None else getattr(projection, "weights_t", None)
 
 
 def _matmul(projection, x, one_row: bool):
     """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so, else PyTorch's matmul."""
     if _gemv_takes(projection, one_row):
-        return decode_kernels.gemv(x, projection.weight_t, projection.bias)
+        weights = _stored_weights(projection)
+        biases = getattr(projection, "biases", None) or [getattr(projection, "bias", None)]
+        return decode_kernels.gemv(x, weights, biases)
     return projection.forward(x)

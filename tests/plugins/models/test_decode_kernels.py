@@ -88,6 +88,35 @@ def test_gemv_matches_torch(kernels, in_width, out_width, with_bias, k_contiguou
     torch.testing.assert_close(out.total().cpu(), expected, rtol=1e-4, atol=1e-4)
 
 
+@settings(max_examples=15, deadline=None)
+@given(in_width=st.integers(1, 160), widths=st.lists(st.sampled_from([64, 128, 192]), min_size=1, max_size=2),
+       last=st.integers(1, 100), with_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_gemv_over_separately_stored_parts_matches_their_concatenation(kernels, in_width, widths, last, with_bias,
+                                                                      seed):
+    """A transformers model's q/k/v (or gate/up), stored as separate ``[out, in]`` matrices, read in place as one."""
+    g = torch.Generator().manual_seed(seed)
+    parts = [torch.randn(w, in_width, generator=g).t() for w in widths + [last]]
+    biases = [torch.randn(w.shape[1], generator=g) for w in parts] if with_bias else [None] * len(parts)
+    x = torch.randn(1, 1, in_width, generator=g)
+    expected = x @ torch.cat(parts, dim=1) + (torch.cat(biases) if with_bias else 0)
+    out = kernels.gemv(x.to(DEVICE), [w.to(DEVICE) for w in parts], [b if b is None else b.to(DEVICE) for b in biases])
+    torch.testing.assert_close(out.total().cpu(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gemv_refuses_parts_it_cannot_read_as_one(kernels):
+    x = torch.randn(1, 1, 8, device=DEVICE)
+    aligned, odd = torch.randn(64, 8, device=DEVICE).t(), torch.randn(40, 8, device=DEVICE).t()
+    for weights, biases in (([odd, aligned], None),  # a boundary off the alignment
+                            ([aligned, torch.randn(64, 9, device=DEVICE).t()], None),  # other in-widths
+                            ([aligned, aligned.contiguous()], None),  # other layouts
+                            ([torch.randn(8, 64, device=DEVICE), torch.randn(8, 128, device=DEVICE)], None),  # [in, out]s
+                            ([aligned, aligned], [torch.zeros(64, device=DEVICE), None]),  # one bias of two
+                            ([aligned] * 4, None)):  # more than three
+        assert not kernels.gemv_applies_to_parts(weights, biases)
+        with pytest.raises(ValueError, match="1 to 3 matrices"):
+            kernels.gemv(x, weights, biases)
+
+
 @settings(max_examples=10, deadline=None)
 @given(in_width=st.integers(1, 200), out_width=st.integers(1, 100), seed=st.integers(0, 2**16))
 def test_gemv_with_silu_input_matches_torch(kernels, in_width, out_width, seed):
@@ -312,3 +341,29 @@ def test_gemma_and_phi3_models_take_the_pytorch_step_where_the_kernels_are_on(ke
         step = graph_step.static_decode_step(model, token, position, slot, valid, cache.layers)
         eager = model(token, attention_mask=valid[:, :6].long(), position_ids=position, past_key_values=cache)
     torch.testing.assert_close(step, eager.logits[:, -1].float(), rtol=0.02, atol=0.02)  # the same PyTorch step
+
+
+def test_a_transformers_twin_reads_its_separate_q_k_v_and_gate_up_through_one_gemv(kernels, graph_on_cpu, monkeypatch):
+    """The twin of a transformers Llama keeps q/k/v and gate/up as separate matrices (read in place):
+    at one row each set goes through one GEMV launch, not one matmul per matrix and a concatenation.
+    Greedy graph == eager path, and the fused step's logits stay within bf16 noise of transformers'."""
+    transformers = pytest.importorskip("transformers")
+    import genplug
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=128, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, head_dim=32, vocab_size=120, pad_token_id=0)
+    hf = transformers.LlamaForCausalLM(config).to(DEVICE, torch.bfloat16).eval()
+    widths, real_gemv = [], kernels.gemv
+    monkeypatch.setattr(kernels, "gemv", lambda x, w, *a, **k: widths.append(
+        tuple(p.shape[1] for p in w) if isinstance(w, (list, tuple)) else (w.shape[1],)) or real_gemv(x, w, *a, **k))
+    prompt = torch.tensor([[5, 9, 17, 3, 44]], device=DEVICE)
+    kw = dict(max_new_tokens=6, cache_implementation="static")
+    graph = genplug.generate(hf, prompt, **kw)
+    assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
+    assert (128, 64, 64) in widths and (192, 192) in widths  # q/k/v and gate/up, one launch each
+    assert torch.equal(graph, genplug.generate(hf, prompt, disable_compile=True, **kw))
+    out = genplug.generate(hf, prompt, disable_compile=True, output_logits=True, return_dict_in_generate=True, **kw)
+    with torch.no_grad():
+        theirs = hf(out.sequences[:, :-1]).logits[:, prompt.shape[1] - 1:].float()
+    torch.testing.assert_close(torch.stack(out.logits, 1).float(), theirs, rtol=0.05, atol=0.05)

@@ -23,7 +23,8 @@ from triton.compiler import ASTSource
 from genplug.plugins.models.llama import decode_kernels as dk
 
 GEMV = {"x_ptr": "*fp32", "x_parts_stride": "i32", "w_ptr": "*bf16", "w_stride_k": "i32", "w_stride_n": "i32",
-        "bias_ptr": "*bf16", "out_ptr": "*fp32", "in_width": "i32", "out_width": "i32", "k_per_split": "i32"}
+        "bias_ptr": "*bf16", "out_ptr": "*fp32", "in_width": "i32", "out_width": "i32", "k_per_split": "i32",
+        "w1_ptr": "*bf16", "bias1_ptr": "*bf16", "bound1": "i32", "w2_ptr": "*bf16", "bias2_ptr": "*bf16", "bound2": "i32"}
 NORM = {"x_ptr": "*bf16", "delta_ptr": "*fp32", "delta_parts_stride": "i32", "weight_ptr": "*bf16",
         "sum_ptr": "*bf16", "norm_ptr": "*bf16", "width": "i32", "eps": "fp32"}
 ATTENTION = {"qkv_ptr": "*fp32", "qkv_parts_stride": "i32", "cos_ptr": "*bf16", "sin_ptr": "*bf16", "slot_ptr": "*i64",
@@ -47,8 +48,9 @@ def compiled(kernel, signature, constants):
 results = {}
 for pdl in (False, True):
     for silu in (False, True):
+        # silu=True with the weights in three parts and biases (a transformers twin's q/k/v), else one matrix
         results[f"gemv pdl={pdl} silu={silu}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_SILU": silu,
-            "HAS_BIAS": False, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
+            "HAS_BIAS": silu, "W_PARTS": 3 if silu else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
     results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "BLOCK": 2048, "PDL": pdl})
 for splits, queries, block_s, qk_norm, table, pdl in ((1, 1, 128, False, False, False), (8, 4, 32, False, True, True),
                                                       (16, 4, 16, True, False, True), (4, 1, 32, True, True, False)):
