@@ -269,7 +269,8 @@ class _Session:
         for forward in self.candidates:
             self.forward = forward
             try:
-                self.graph = _capture(self.step, *state)
+                # the step writes each cache layer at the slot of the token it feeds, nowhere else
+                self.graph = _capture(self.step, *state, written=self.slot.view(1))
                 self.step = self.forward = self.candidates = None  # the graph replays without them
                 return
             except torch.cuda.OutOfMemoryError:
@@ -368,15 +369,16 @@ def capture_stream(device: torch.device):
     return stream
 
 
-def _capture(step, *state):
+def _capture(step, *state, written=None):
     """Capture one step over the live state tensors (see :func:`capture_graph`)."""
-    return capture_graph(step, state[0].device, state)[0]
+    return capture_graph(step, state[0].device, state, written=written)[0]
 
 
-def capture_graph(run, device: torch.device, state, before_each=None):
+def capture_graph(run, device: torch.device, state, before_each=None, written=None):
     """``(graph, what the captured run returned)``: ``run()`` once for real (lazy set-up -- cuBLAS
     workspaces, kernel compiles -- happens outside the capture), then captured; ``state`` (see
-    :func:`restored_afterwards`) is put back afterwards, and ``before_each()`` runs before each of the two.
+    :func:`restored_afterwards`, with the cache slots the run ``written``) is put back afterwards, and
+    ``before_each()`` runs before each of the two. (The capture itself executes nothing.)
 
     Warm-up and capture use one side stream per device for the whole process, and ``capture_begin`` is
     called directly: ``torch.cuda.graph`` would also empty the allocator's cache on every call, making
@@ -389,7 +391,7 @@ def capture_graph(run, device: torch.device, state, before_each=None):
     memory (an illegal memory access, 2026-12-05).
     """
     stream = capture_stream(device)
-    with restored_afterwards(state):
+    with restored_afterwards(state, written):
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             if before_each is not None:
@@ -416,18 +418,34 @@ def _drop_cublas_workspaces() -> None:
 
 
 @contextlib.contextmanager
-def restored_afterwards(state):
+def restored_afterwards(state, written=None):
     """Put every buffer back as it was on leaving -- the loop state tensors and the cache's keys, values
     and write counters (``state[-1]`` is the cache) -- also when the body fails: warm-up and capture
-    run the step for real."""
+    run the step for real. ``written`` says which cache slots the body may write, so that only those
+    are copied aside (a copy of a whole large static cache could exhaust the memory the call had): a
+    ``slice`` of slots, or a 1-D index tensor of them (read on entry); None copies whole buffers."""
     live = [t for t in state if isinstance(t, torch.Tensor)]
+    buffers = []
     for layer in state[-1].layers:
-        live += [layer.keys, layer.values] + ([layer.position] if getattr(layer, "position", None) is not None else [])
+        live += [layer.position] if getattr(layer, "position", None) is not None else []
+        buffers += [layer.keys, layer.values]
     saved = [t.clone() for t in live]
+    if isinstance(written, torch.Tensor):
+        written = written.clone()  # the body may move the tensor it came from (the slot)
+        kept = [b.index_select(2, written) for b in buffers]
+    else:
+        kept = [b.clone() if written is None else b[:, :, written].clone() for b in buffers]
     try:
         yield
     finally:
-        if live[0].is_cuda:
+        if buffers and buffers[0].is_cuda or live and live[0].is_cuda:
             torch.cuda.synchronize()
         for tensor, copy in zip(live, saved):
             tensor.copy_(copy)
+        for buffer, copy in zip(buffers, kept):
+            if isinstance(written, torch.Tensor):
+                buffer.index_copy_(2, written, copy)
+            elif written is None:
+                buffer.copy_(copy)
+            else:
+                buffer[:, :, written].copy_(copy)

@@ -316,6 +316,8 @@ class ModelAdapter:
         0-d device tensor), attending to the slots where ``valid [batch, max_cache_len]`` is True.
 
         Shapes never change and nothing is read on the host, so the step can be captured as a CUDA graph.
+        The step writes the cache at ``slot`` and nowhere else: the capture's warm-up run puts back only
+        that slot of every layer (:func:`genplug.graph_loop.restored_afterwards`).
         """
         return self.model.static_decode_step(token, position_ids, slot, valid, cache.layers)
 

@@ -157,11 +157,10 @@ class _Prefill:
 
         seen = [layer.seen for layer in cache.layers]
         try:
-            graph, outputs = capture_graph(run, ids.device, (cache,), before_each=as_if_empty)
+            graph, outputs = capture_graph(run, ids.device, (cache,), before_each=as_if_empty,
+                                           written=slice(0, ids.shape[1]))  # the prompt's slots
             return cls(inputs, outputs.logits, graph, None)
-        except torch.cuda.OutOfMemoryError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # out of memory included: the prompt then runs eagerly, as before
             warnings.warn(f"genplug: the prompt's forward could not be captured as a CUDA graph ({type(exc).__name__}: "
                           f"{str(exc)[:200]}); prompts of this shape run eagerly", RuntimeWarning, stacklevel=4)
             return None

@@ -94,7 +94,7 @@ def test_failed_capture_falls_back_to_uncompiled_then_step_by_step(model_and_tok
     eager = genplug.generate(model, enc["input_ids"], disable_compile=True, **kw)
     attempts = []
 
-    def failing_capture(step, *state):
+    def failing_capture(step, *state, **kw):
         attempts.append(step)
         raise RuntimeError("operation not permitted when stream is capturing")
 
@@ -128,6 +128,38 @@ def test_buffers_are_restored_when_a_capture_fails():
             raise RuntimeError("capture failed")
     assert int(slot) == 7 and torch.equal(tokens, torch.arange(6))
     assert all(float(layer.keys.abs().sum()) == 0 and int(layer.position) == 5 for layer in cache.layers)
+
+
+@pytest.mark.parametrize("written", ["slice", "index"])
+def test_only_the_written_cache_slots_are_copied_aside_and_put_back(written):
+    """A capture's warm-up writes the prompt's slots (prefill) or the fed token's slot (decode step, whose
+    slot tensor also moves): those are put back, from copies of them alone -- not of the whole cache."""
+    class Layer:
+        def __init__(self):
+            self.keys, self.values = torch.arange(24.0).view(1, 2, 6, 2), -torch.arange(24.0).view(1, 2, 6, 2)
+            self.position = torch.tensor(3)
+
+    class Cache:
+        layers = [Layer(), Layer()]
+
+    cache, slot = Cache(), torch.tensor(4)
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+    region = slice(1, 3) if written == "slice" else slot.view(1)
+    with pytest.raises(RuntimeError):
+        with graph_loop.restored_afterwards((slot, cache), region):
+            for layer in cache.layers:
+                layer.keys[:, :, 1:3] = 7.0
+                layer.values[:, :, 4] = 7.0
+                layer.position.add_(1)
+            slot.add_(1)
+            raise RuntimeError("capture failed")
+    assert int(slot) == 4 and all(int(layer.position) == 3 for layer in cache.layers)
+    for layer, (keys, values) in zip(cache.layers, before):
+        if written == "slice":  # slots 1-2 put back; slot 4 was not announced, so it keeps the write
+            assert torch.equal(layer.keys, keys) and torch.equal(layer.values[:, :, :4], values[:, :, :4])
+            assert bool((layer.values[:, :, 4] == 7.0).all())
+        else:  # slot 4 (read on entry, before the slot moved) put back; 1-2 keep the writes
+            assert torch.equal(layer.values, values) and bool((layer.keys[:, :, 1:3] == 7.0).all())
 
 
 def test_a_graph_captures_its_own_cublas_workspace(monkeypatch):
@@ -275,7 +307,7 @@ def test_one_new_token_captures_nothing(model_and_tokenizer, on_cpu, monkeypatch
     kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=1, cache_implementation="static")
     attempts = []
     monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
-    monkeypatch.setattr(graph_loop, "_capture", lambda step, *state: attempts.append(step))
+    monkeypatch.setattr(graph_loop, "_capture", lambda step, *state, **kw: attempts.append(step))
     out = genplug.generate(model, enc["input_ids"], **kw)
     assert attempts == [] and graph_loop.LAST_CAPTURE_SECONDS is not None
     assert torch.equal(out, genplug.generate(model, enc["input_ids"], disable_compile=True, **kw))
@@ -295,7 +327,7 @@ def test_a_kept_graph_does_not_keep_its_model_alive(monkeypatch):
 
     monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
     monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
-    monkeypatch.setattr(graph_loop, "_capture", lambda step, *state: ReplayNothing())
+    monkeypatch.setattr(graph_loop, "_capture", lambda step, *state, **kw: ReplayNothing())
     model = NativeLlamaForCausalLM(NativeLlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
                                                      num_hidden_layers=1, num_attention_heads=2,
                                                      num_key_value_heads=1, head_dim=8, max_position_embeddings=32)).eval()
