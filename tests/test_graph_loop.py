@@ -162,6 +162,64 @@ def test_only_the_written_cache_slots_are_copied_aside_and_put_back(written):
             assert torch.equal(layer.values, values) and bool((layer.keys[:, :, 1:3] == 7.0).all())
 
 
+def test_a_capture_whose_warm_up_ran_for_real_leaves_the_call_as_the_eager_loop(model_and_tokenizer, on_cpu, monkeypatch):
+    """The whole capture path on the CPU, with CUDA's graph pieces stood in for: the warm-up step runs
+    for real (it writes the cache at the fed token's slot, moves the slot and the counters), the
+    restore puts back that slot and the state, and "replays" run the step -- the output equals the
+    eager loop's, with left padding, call after call."""
+    import contextlib
+
+    class Graph:
+        pending = None  # (step, its session, the model step it calls) of the capture under way
+
+        def __init__(self):
+            self.run, self.session, self.forward = Graph.pending
+
+        def capture_begin(self):
+            pass
+
+        def capture_end(self):
+            pass
+
+        def replay(self):  # what the GPU would replay: the step as captured (the session drops its parts)
+            self.session.forward = self.forward
+            self.run()
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class Event:
+        def record(self):
+            pass
+
+        def query(self):
+            return True
+
+    real_capture_graph = graph_loop.capture_graph
+
+    def capture_graph(run, *args, **kwargs):
+        session = next(c.cell_contents for c in run.__closure__ if isinstance(c.cell_contents, graph_loop._Session))
+        Graph.pending = (run, session, session.forward)
+        return real_capture_graph(run, *args, **kwargs)
+
+    monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "capture_graph", capture_graph)
+    monkeypatch.setattr(graph_loop, "capture_stream", lambda device: Stream())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=20, cache_implementation="static")
+    eager = genplug.generate(model, enc["input_ids"], disable_compile=True, **kw)
+    for _ in range(2):  # captured, then the kept graph reused
+        assert torch.equal(genplug.generate(model, enc["input_ids"], **kw), eager)
+    assert graph_loop.LAST_GRAPH_REUSED
+
+
 def test_a_graph_captures_its_own_cublas_workspace(monkeypatch):
     """cuBLAS's cached workspaces are dropped right before the capture (the graph's GEMMs then allocate
     theirs in the graph's private pool) and right after it (later eager work on the capture stream does
