@@ -146,10 +146,18 @@ def _session_key(adapter, processors, criteria, config, do_sample, input_ids, ma
             _fingerprint(list(processors)), _fingerprint(list(criteria)), config.pad_token_id, bool(do_sample),
             tuple(input_ids.shape[:1]), max_length, input_ids.dtype, str(input_ids.device),
             repr(compile_options(config, adapter)), os.environ.get("GENPLUG_DECODE_KERNELS"),
-            tuple(p.data_ptr() for p in adapter.model.parameters()),
+            parameters_key(adapter.model),
         )
     except _NotComparable:
         return None
+
+
+def parameters_key(model) -> tuple:
+    """What a graph over ``model``'s weights depends on: each parameter's object, address, dtype and device.
+    A graph reads the weights by address; and where a parameter object is replaced, even over the same
+    storage, a transformers model's native twin -- whose buffers (RoPE's table) a graph also reads --
+    is rebuilt, so the old graph must not be replayed."""
+    return tuple((id(p), p.data_ptr(), p.dtype, str(p.device)) for p in model.parameters())
 
 
 class _NotComparable(Exception):

@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from .graph_loop import capture_graph
+from .graph_loop import capture_graph, parameters_key
 
 ENABLED = os.environ.get("GENPLUG_PREFILL_GRAPH", "1") != "0"
 MAX_TOKENS = 1024  # batch x prompt length: longer prompts keep the GPU busy anyway, and a graph keeps its activations
@@ -113,7 +113,7 @@ def _key(adapter, cache, ids, mask, positions, model_kwargs):
         return None  # a tensor argument would be baked in by address
     try:
         extra = repr(sorted((k, v) for k, v in model_kwargs.items() if v is not None))
-        weights = tuple(p.data_ptr() for p in adapter.model.parameters())
+        weights = parameters_key(adapter.model)
     except TypeError:
         return None
     return (_shape(ids), _shape(mask), _shape(positions), extra, weights)

@@ -474,3 +474,20 @@ def test_vocabulary_sized_masks_do_not_prevent_reuse(on_cpu, settings):
                       if name == "bad_words_ids" else [9]) for name, value in settings.items()}
     genplug.generate(model, ids, **kw, **changed)
     assert graph_loop.LAST_GRAPH_REUSED is False
+
+
+def test_a_replaced_parameter_object_is_not_replayed_over(model_and_tokenizer, on_cpu):
+    """A graph is kept only for the same parameter objects at the same addresses: a parameter replaced
+    by a new object, even over the same storage, makes the next call capture anew (a transformers
+    model's twin is rebuilt then, and the old graph read its buffers)."""
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    enc = _batch(tokenizer)
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=6, cache_implementation="static")
+    first = genplug.generate(model, enc["input_ids"], **kw)
+    genplug.generate(model, enc["input_ids"], **kw)
+    assert graph_loop.LAST_GRAPH_REUSED
+    norm = model.model.norm
+    norm.weight = torch.nn.Parameter(norm.weight.detach(), requires_grad=False)  # same storage, new object
+    again = genplug.generate(model, enc["input_ids"], **kw)
+    assert not graph_loop.LAST_GRAPH_REUSED and torch.equal(again, first)
