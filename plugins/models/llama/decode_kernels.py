@@ -299,6 +299,7 @@ def gemv_applies_to_parts(weights_t, biases=None) -> bool:
     if not 1 <= len(weights_t) <= MAX_WEIGHT_PARTS or not all(gemv_applies(w) for w in weights_t):
         return False
     first = weights_t[0]
+
     def steps(w):  # strides that matter (a dimension of one element has no stride to speak of)
         return tuple(stride if size > 1 else None for size, stride in zip(w.shape, w.stride()))
 
@@ -323,7 +324,12 @@ def gemv(x, weight_t, bias=None, silu_input: bool = False,
     ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
     """
     parts = list(weight_t) if isinstance(weight_t, (list, tuple)) else [weight_t]
-    biases = list(bias) if isinstance(bias, (list, tuple)) else [bias] * (len(parts) == 1)
+    if isinstance(bias, (list, tuple)):
+        biases = list(bias)
+    elif bias is None:
+        biases = [None] * len(parts)
+    else:
+        biases = [bias] if len(parts) == 1 else []  # one bias for several matrices: refused below
     if not gemv_applies_to_parts(parts, biases):
         raise ValueError("gemv: the weights must be 1 to 3 matrices of one layout, dtype and in-width, whose widths "
                          f"(all but the last) are multiples of {PART_ALIGNMENT}, with all biases or none")

@@ -99,7 +99,8 @@ def test_gemv_over_separately_stored_parts_matches_their_concatenation(kernels, 
     biases = [torch.randn(w.shape[1], generator=g) for w in parts] if with_bias else [None] * len(parts)
     x = torch.randn(1, 1, in_width, generator=g)
     expected = x @ torch.cat(parts, dim=1) + (torch.cat(biases) if with_bias else 0)
-    out = kernels.gemv(x.to(DEVICE), [w.to(DEVICE) for w in parts], [b if b is None else b.to(DEVICE) for b in biases])
+    given_biases = [b.to(DEVICE) for b in biases] if with_bias else None  # None: no bias for any part
+    out = kernels.gemv(x.to(DEVICE), [w.to(DEVICE) for w in parts], given_biases)
     torch.testing.assert_close(out.total().cpu(), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -111,7 +112,8 @@ def test_gemv_refuses_parts_it_cannot_read_as_one(kernels):
                             ([aligned, aligned.contiguous()], None),  # other layouts
                             ([torch.randn(8, 64, device=DEVICE), torch.randn(8, 128, device=DEVICE)], None),  # [in, out]s
                             ([aligned, aligned], [torch.zeros(64, device=DEVICE), None]),  # one bias of two
-                            ([aligned] * 4, None)):  # more than three
+                            ([aligned] * 4, None),  # more than three
+                            ([aligned, aligned], torch.zeros(128, device=DEVICE))):  # one bias for two
         assert not kernels.gemv_applies_to_parts(weights, biases)
         with pytest.raises(ValueError, match="1 to 3 matrices"):
             kernels.gemv(x, weights, biases)
