@@ -146,7 +146,7 @@ def _rope_cache_attention_kernel(
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
     QKV_PARTS: tl.constexpr, QUERIES: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, QK_NORM: tl.constexpr, ROPE_TABLE: tl.constexpr,
-    PDL: tl.constexpr,
+    ROPE_DIM: tl.constexpr, PDL: tl.constexpr,
 ):
     # One program per (row, QUERIES query heads of one key/value group, split of the cached slots):
     # its query heads read each cached key and value once. Every program rotates its new queries and
@@ -163,15 +163,18 @@ def _rope_cache_attention_kernel(
     slot = tl.load(slot_ptr)
     d = tl.arange(0, BLOCK_D)
     d_in = d < DIM
-    rolled = (d + DIM // 2) % DIM  # RoPE's rotate-half partner; the sign sits in `sin`
+    # RoPE turns the first ROPE_DIM dimensions of each head (Phi-3's partial rotary: fewer than DIM);
+    # the rest pass through (cos 1, sin 0, their own partner)
+    turned = d < ROPE_DIM
+    rolled = tl.where(turned, (d + ROPE_DIM // 2) % ROPE_DIM, d)  # RoPE's rotate-half partner; the sign sits in `sin`
     g = tl.arange(0, BLOCK_G)
     g_in = g < QUERIES
     if ROPE_TABLE:  # cos/sin are tables by position: this row's token's row of them (kept inside the table)
-        rope_at = tl.minimum(tl.maximum(tl.load(position_ptr + row * position_row), 0), table_rows - 1) * DIM
+        rope_at = tl.minimum(tl.maximum(tl.load(position_ptr + row * position_row), 0), table_rows - 1) * ROPE_DIM
     else:
         rope_at = row * rope_row
-    cos = tl.load(cos_ptr + rope_at + d, mask=d_in, other=0.0).to(tl.float32)
-    sin = tl.load(sin_ptr + rope_at + d, mask=d_in, other=0.0).to(tl.float32)
+    cos = tl.load(cos_ptr + rope_at + d, mask=turned, other=1.0).to(tl.float32)
+    sin = tl.load(sin_ptr + rope_at + d, mask=turned, other=0.0).to(tl.float32)
     qkv = qkv_ptr + row * qkv_row
 
     head = team * QUERIES + g  # this program's query heads
@@ -424,7 +427,8 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
 
     ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
     projection (queries, keys, values, unrotated); ``cos``/``sin`` come from the rotary embedding
-    (``[batch or 1, 1, 1, head_dim]``); ``slot`` (0-d long) is the cache slot of the new token, which
+    (``[batch or 1, 1, 1, rotary_dim]``: RoPE turns the first ``rotary_dim`` dimensions of each head,
+    all of them but for Phi-3's partial rotary); ``slot`` (0-d long) is the cache slot of the new token, which
     this writes in ``keys``/``values`` ``[batch, kv_heads, max_cache_len, head_dim]``;
     ``valid [batch, max_cache_len]`` (bool) marks the slots each row attends to before ``slot``; the
     new token itself is always attended to. ``config = (splits, query heads per program, block_s,
@@ -450,8 +454,12 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                          f"({groups}) and splits must be a power of two")
     qkv, qkv_parts, qkv_stride = _as_parts(qkv)
     cos, sin = cos.contiguous(), sin.contiguous()
-    if positions is not None and (cos.dim() != 2 or cos.shape[1] != head_dim or sin.shape != cos.shape):
-        raise ValueError(f"with positions, cos/sin must be [rows, {head_dim}] tables; got {tuple(cos.shape)}")
+    rotary_dim = cos.shape[-1]  # the dimensions RoPE turns, the first of each head (Phi-3: fewer than head_dim)
+    if rotary_dim % 2 or rotary_dim > head_dim or sin.shape != cos.shape:
+        raise ValueError(f"cos/sin {tuple(cos.shape)} / {tuple(sin.shape)}: the rotary width must be even, at most "
+                         f"head_dim={head_dim}, and the same for both")
+    if positions is not None and cos.dim() != 2:
+        raise ValueError(f"with positions, cos/sin must be [rows, rotary_dim] tables; got {tuple(cos.shape)}")
     valid = valid.contiguous().view(torch.uint8)
     out = torch.empty(batch, 1, heads * head_dim, dtype=keys.dtype, device=keys.device)
     block_g, block_d = triton.next_power_of_2(queries), triton.next_power_of_2(head_dim)
@@ -466,11 +474,11 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         *(qk_norm if qk_norm is not None else (out, out, 0.0)),
         *((positions, positions.stride(0) if positions.shape[0] > 1 else 0, cos.shape[0]) if positions is not None
           else (slot, 0, 1)),
-        qkv.shape[-1], head_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
+        qkv.shape[-1], rotary_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts, QUERIES=queries,
         SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None,
-        ROPE_TABLE=positions is not None, PDL=pdl,
+        ROPE_TABLE=positions is not None, PDL=pdl, ROPE_DIM=rotary_dim,
         num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out

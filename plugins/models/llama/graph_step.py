@@ -35,12 +35,11 @@ def fused_kernels_apply(hidden: torch.Tensor) -> bool:
 
 def fused_kernels_cover(config) -> bool:
     """Whether the fused kernels compute this model's decode step: Llama's block (with Qwen3's optional
-    q/k norms) over full-attention layers, RoPE over whole heads. Gemma's (1 + weight) norms, sandwich
-    norms, embedding scale, attention scale, soft-capping and per-layer RoPE are not in them, nor are
-    sliding windows, Phi-3's partial rotary or LongRoPE (scaled cos/sin): such models run the PyTorch step."""
+    q/k norms, Phi-3's partial rotary and LongRoPE's scaled cos/sin) over full-attention layers. Gemma's
+    (1 + weight) norms, sandwich norms, embedding scale, attention scale, soft-capping and per-layer RoPE
+    are not in them, nor are sliding windows: such models run the PyTorch step."""
     return not (
-        config.rotary_dim != config.head_dim or config.rope_parameters.get("rope_type") == "longrope"
-        or config.unit_offset_norms or config.sandwich_norms or config.scale_embeddings
+        config.rotary_dim % 2 or config.unit_offset_norms or config.sandwich_norms or config.scale_embeddings
         or config.query_pre_attn_scalar is not None or config.attn_logit_softcapping is not None
         or config.final_logit_softcapping is not None or config.local_rope_parameters is not None
         or any(config.window_of_layer(i) for i in range(config.num_hidden_layers))

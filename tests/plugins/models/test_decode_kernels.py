@@ -160,7 +160,8 @@ def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, 
     shared_positions = data.draw(st.booleans(), label="shared_positions")
     g = torch.Generator().manual_seed(seed)
     qkv = torch.randn(batch, 1, (heads + 2 * kv_heads) * dim, generator=g)
-    angles = torch.rand(1 if shared_positions else batch, 1, 1, dim // 2, generator=g) * 6.3
+    rotary = data.draw(st.sampled_from([dim, dim // 2]), label="rotary_dim")  # Phi-3's partial rotary: dim // 2
+    angles = torch.rand(1 if shared_positions else batch, 1, 1, rotary // 2, generator=g) * 6.3
     cos = torch.cat((angles.cos(), angles.cos()), -1)
     sin = torch.cat((-angles.sin(), angles.sin()), -1)
     keys = torch.randn(batch, kv_heads, max_len, dim, generator=g)
@@ -189,8 +190,8 @@ def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, 
         rows = cos.shape[0]
         positions = torch.tensor(data.draw(st.lists(st.integers(0, 9), min_size=rows, max_size=rows, unique=True),
                                            label="positions"), device=DEVICE)[:, None]
-        table_cos, table_sin = (torch.randn(10, dim, generator=g).to(DEVICE) for _ in range(2))
-        table_cos[positions[:, 0]], table_sin[positions[:, 0]] = cos.view(rows, dim), sin.view(rows, dim)
+        table_cos, table_sin = (torch.randn(10, rotary, generator=g).to(DEVICE) for _ in range(2))
+        table_cos[positions[:, 0]], table_sin[positions[:, 0]] = cos.view(rows, rotary), sin.view(rows, rotary)
         cos, sin, by_position = table_cos, table_sin, dict(positions=positions)
     out = kernels.rope_cache_attention(qkv, cos, sin, slot_t, valid, keys, values, heads, kv_heads, dim,
                                        config=config, arrivals=arrivals, qk_norm=qk_norm, **by_position)
@@ -317,16 +318,16 @@ def test_kernels_stay_off_where_they_do_not_apply(kernels, monkeypatch):
     assert not kernels.usable(torch.zeros(1, 1, 8, dtype=torch.float16, device=DEVICE))
 
 
-@pytest.mark.parametrize("family", [*GEMMA_SWITCHES, *PHI3_SWITCHES])
-def test_gemma_and_phi3_models_take_the_pytorch_step_where_the_kernels_are_on(kernels, family, monkeypatch):
-    """The kernels compute Llama's block (and Qwen3's q/k norms): Gemma's (1 + weight) norms, embedding
-    scale, sandwich norms, attention scale, soft-caps, local RoPE and windows are not in them, nor Phi-3's
-    partial rotary and LongRoPE. Such a model's one-token step -- graph step and eager forward alike --
+@pytest.mark.parametrize("family", [*GEMMA_SWITCHES])
+def test_gemma_models_take_the_pytorch_step_where_the_kernels_are_on(kernels, family, monkeypatch):
+    """The kernels compute Llama's block (and Qwen3's q/k norms, Phi-3's partial rotary and LongRoPE):
+    Gemma's (1 + weight) norms, embedding scale, sandwich norms, attention scale, soft-caps, local RoPE
+    and windows are not in them. Such a model's one-token step -- graph step and eager forward alike --
     runs the PyTorch step instead."""
     import genplug
     from genplug.plugins.models.llama import fused_step
 
-    model = native_model(seed=2, **{**GEMMA_SWITCHES, **PHI3_SWITCHES}[family]).to(DEVICE, torch.bfloat16)
+    model = native_model(seed=2, **GEMMA_SWITCHES[family]).to(DEVICE, torch.bfloat16)
     assert native_model().fused_kernels_fit and not model.fused_kernels_fit
     monkeypatch.setattr(fused_step, "fused_decode_hidden", lambda *args: pytest.fail("the fused kernels ran"))
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
@@ -369,3 +370,35 @@ def test_a_transformers_twin_reads_its_separate_q_k_v_and_gate_up_through_one_ge
     with torch.no_grad():
         theirs = hf(out.sequences[:, :-1]).logits[:, prompt.shape[1] - 1:].float()
     torch.testing.assert_close(torch.stack(out.logits, 1).float(), theirs, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("family", [*PHI3_SWITCHES])
+def test_phi3_partial_rotary_and_longrope_run_the_fused_kernels(kernels, graph_on_cpu, family, monkeypatch):
+    """Phi-3's partial rotary (RoPE turns the first rotary_dim dimensions of each head) and LongRoPE's
+    scaled, position-dependent cos/sin go through the fused kernels: the step's logits stay within
+    bf16 noise of the PyTorch step's, and greedy graph == eager path, with left padding."""
+    import genplug
+
+    model = native_model(seed=2, **PHI3_SWITCHES[family]).to(DEVICE, torch.bfloat16)
+    model.store_for_gpu_decode()
+    assert model.fused_kernels_fit and model.config.rotary_dim < model.config.head_dim
+    prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    caches = [genplug.StaticCache(config=model.config, max_cache_len=12) for _ in range(2)]
+    with torch.no_grad():
+        for cache in caches:
+            model(prompt, attention_mask=mask, position_ids=positions, past_key_values=cache)
+        token, slot = torch.tensor([[7], [11]], device=DEVICE), torch.tensor(5, device=DEVICE)
+        valid = torch.zeros(2, 12, dtype=torch.bool, device=DEVICE)
+        valid[:, :6] = torch.cat((mask, torch.ones_like(mask[:, :1])), -1).bool()
+        position = positions[:, -1:] + 1
+        fused = graph_step.static_decode_step(model, token, position, slot, valid, caches[0].layers)
+        unfused = graph_step.static_decode_step(model, token, position, slot, valid, caches[1].layers,
+                                                layer_fn=graph_step.decode_layer)
+    torch.testing.assert_close(fused, unfused, rtol=0.05, atol=0.05)
+    assert (fused.argmax(-1) == unfused.argmax(-1)).all()
+    kw = dict(attention_mask=mask, max_new_tokens=8, cache_implementation="static", pad_token_id=0)
+    graph = genplug.generate(model, prompt, **kw)
+    assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
+    assert torch.equal(graph, genplug.generate(model, prompt, disable_compile=True, **kw))

@@ -52,11 +52,15 @@ for pdl in (False, True):
         results[f"gemv pdl={pdl} silu={silu}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_SILU": silu,
             "HAS_BIAS": silu, "W_PARTS": 3 if silu else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
     results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "BLOCK": 2048, "PDL": pdl})
-for splits, queries, block_s, qk_norm, table, pdl in ((1, 1, 128, False, False, False), (8, 4, 32, False, True, True),
-                                                      (16, 4, 16, True, False, True), (4, 1, 32, True, True, False)):
-    results[f"attention splits={splits} queries={queries} qk_norm={qk_norm} rope_table={table} pdl={pdl}"] = compiled(
+for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, False, 64, False),
+                                                           (8, 4, 32, False, True, 64, True),
+                                                           (16, 4, 16, True, False, 48, True),
+                                                           (4, 1, 32, True, True, 48, False)):
+    results[f"attention splits={splits} queries={queries} qk_norm={qk_norm} rope_table={table} rotary={rot} "
+            f"pdl={pdl}"] = compiled(
         dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": queries, "SPLITS": splits,
-        "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "ROPE_TABLE": table, "PDL": pdl})
+        "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "ROPE_TABLE": table, "ROPE_DIM": rot,
+        "PDL": pdl})
 print(json.dumps(results))
 '''
 

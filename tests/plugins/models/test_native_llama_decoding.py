@@ -204,7 +204,7 @@ def test_static_decode_step_equals_full_recompute(overrides):
     cache = genplug.StaticCache(config=model.config, max_cache_len=16, crop_margin=16)
     with torch.no_grad():
         model(input_ids=sequence[:, :5], past_key_values=cache)
-        assert model.supports_static_decode(cache) and not model.fused_kernels_fit
+        assert model.supports_static_decode(cache)  # (float32 on the CPU: the PyTorch step, kernels or not)
         valid = torch.zeros(2, 16, dtype=torch.bool)
         valid[:, :5] = True
         for i in range(5, 13):
