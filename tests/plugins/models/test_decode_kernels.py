@@ -402,3 +402,28 @@ def test_phi3_partial_rotary_and_longrope_run_the_fused_kernels(kernels, graph_o
     graph = genplug.generate(model, prompt, **kw)
     assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
     assert torch.equal(graph, genplug.generate(model, prompt, disable_compile=True, **kw))
+
+
+def test_a_transformers_phi3_twin_with_partial_rotary_runs_the_fused_kernels(kernels, graph_on_cpu, monkeypatch):
+    """A transformers Phi-3 (3/4 of each head rotated) through its twin and the fused kernels: greedy
+    graph == eager path, and the step's logits within bf16 noise of transformers' own."""
+    transformers = pytest.importorskip("transformers")
+    import genplug
+    from genplug.plugins.models.llama import fused_step
+
+    torch.manual_seed(0)
+    config = transformers.Phi3Config(hidden_size=128, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                                     num_key_value_heads=2, vocab_size=120, pad_token_id=0, partial_rotary_factor=0.75,
+                                     sliding_window=None, max_position_embeddings=64)
+    hf = transformers.Phi3ForCausalLM(config).to(DEVICE, torch.bfloat16).eval()
+    ran, real = [], fused_step.fused_decode_hidden
+    monkeypatch.setattr(fused_step, "fused_decode_hidden", lambda *a, **k: ran.append(1) or real(*a, **k))
+    prompt = torch.tensor([[5, 9, 17, 3, 44]], device=DEVICE)
+    kw = dict(max_new_tokens=6, cache_implementation="static")
+    graph = genplug.generate(hf, prompt, **kw)
+    assert ran and graph_on_cpu.LAST_CAPTURE_SECONDS is not None
+    assert torch.equal(graph, genplug.generate(hf, prompt, disable_compile=True, **kw))
+    out = genplug.generate(hf, prompt, disable_compile=True, output_logits=True, return_dict_in_generate=True, **kw)
+    with torch.no_grad():
+        theirs = hf(out.sequences[:, :-1]).logits[:, prompt.shape[1] - 1:].float()
+    torch.testing.assert_close(torch.stack(out.logits, 1).float(), theirs, rtol=0.05, atol=0.05)
