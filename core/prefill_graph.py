@@ -70,19 +70,20 @@ def prefill(adapter, cache, ids: torch.Tensor, mask: Optional[torch.Tensor], pos
         LAST_PREFILL = "replayed"
         return entry.replay(ids, mask, positions, cache)
     outputs = eager()
-    if graphs is None or key not in graphs:  # each shape is tried once: a refusal is kept as None
+    if key is None:  # a new cache's buffers come with its first prompt: only now is it known to be plain static
         key = _key(adapter, cache, ids, mask, positions, model_kwargs)
-        if key is not None and graph_loop():
-            if not _seen_before(cache, key):
-                LAST_PREFILL = "noted"
-                return outputs
-            graphs = _GRAPHS.setdefault(cache, collections.OrderedDict())
-            graphs[key] = _Prefill.capture(adapter, cache, ids, mask, positions, model_kwargs)
-            while len(graphs) > MAX_SHAPES:
-                graphs.popitem(last=False)
-            LAST_PREFILL = "captured" if graphs[key] is not None else "refused"
-            return outputs
-    LAST_PREFILL = "eager"
+    # each shape is tried once: a refusal is kept as None
+    if key is None or (graphs is not None and key in graphs) or not graph_loop():
+        LAST_PREFILL = "eager"
+        return outputs
+    if not _seen_before(cache, key):
+        LAST_PREFILL = "noted"
+        return outputs
+    graphs = _GRAPHS.setdefault(cache, collections.OrderedDict())
+    graphs[key] = _Prefill.capture(adapter, cache, ids, mask, positions, model_kwargs)
+    while len(graphs) > MAX_SHAPES:
+        graphs.popitem(last=False)
+    LAST_PREFILL = "captured" if graphs[key] is not None else "refused"
     return outputs
 
 

@@ -299,6 +299,9 @@ def gemv_applies_to_parts(weights_t, biases=None) -> bool:
     ``[out, in]`` storage, as transformers stores them), dtype and device, widths multiples of
     :data:`PART_ALIGNMENT`, and biases all present or all absent."""
     weights_t = list(weights_t)
+    biases = list(biases) if biases is not None else [None] * len(weights_t)
+    if len(weights_t) == 1:  # the common case, checked on every eager step: one matrix, one bias or none
+        return gemv_applies(weights_t[0]) and len(biases) == 1
     if not 1 <= len(weights_t) <= MAX_WEIGHT_PARTS or not all(gemv_applies(w) for w in weights_t):
         return False
     first = weights_t[0]
@@ -310,14 +313,13 @@ def gemv_applies_to_parts(weights_t, biases=None) -> bool:
            or any(a is not None and b is not None and a != b for a, b in zip(steps(w), steps(first)))
            for w in weights_t):
         return False
-    if len(weights_t) > 1 and any(w.shape[1] % PART_ALIGNMENT for w in weights_t[:-1]):
+    if any(w.shape[1] % PART_ALIGNMENT for w in weights_t[:-1]):
         return False
-    biases = list(biases) if biases is not None else [None] * len(weights_t)
     return len(biases) == len(weights_t) and len({b is None for b in biases}) == 1
 
 
 def gemv(x, weight_t, bias=None, silu_input: bool = False,
-         config: Optional[Tuple[int, int, int, int, int]] = None) -> PartialSums:
+         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False) -> PartialSums:
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
     ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``silu_input=True`` it is the gate/up
@@ -325,6 +327,7 @@ def gemv(x, weight_t, bias=None, silu_input: bool = False,
     ``weight_t`` may also be a sequence of up to 3 matrices ``[in, out_i]`` (and ``bias`` a sequence
     like it), read in place as their concatenation ``[in, sum out_i]`` (:func:`gemv_applies_to_parts`).
     ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
+    ``checked=True``: the caller has checked :func:`gemv_applies_to_parts` (the fused step, every step).
     """
     parts = list(weight_t) if isinstance(weight_t, (list, tuple)) else [weight_t]
     if isinstance(bias, (list, tuple)):
@@ -333,7 +336,7 @@ def gemv(x, weight_t, bias=None, silu_input: bool = False,
         biases = [None] * len(parts)
     else:
         biases = [bias] if len(parts) == 1 else []  # one bias for several matrices: refused below
-    if not gemv_applies_to_parts(parts, biases):
+    if not checked and not gemv_applies_to_parts(parts, biases):
         raise ValueError("gemv: the weights must be 1 to 3 matrices of one layout, dtype and in-width, whose widths "
                          f"(all but the last) are multiples of {PART_ALIGNMENT}, with all biases or none")
     weight_t, bias = parts[0], biases[0]

@@ -101,5 +101,5 @@ def _matmul(projection, x, one_row: bool):
     if _gemv_takes(projection, one_row):
         weights = _stored_weights(projection)
         biases = getattr(projection, "biases", None) or [getattr(projection, "bias", None)]
-        return decode_kernels.gemv(x, weights, biases)
+        return decode_kernels.gemv(x, weights, biases, checked=True)
     return projection.forward(x)
