@@ -26,12 +26,15 @@ from genplug import triton_support  # noqa: E402
 from genplug.plugins.models.llama import decode_kernels, fused_step  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
-SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False, rope_table=fused_step.ROPE_TABLE)
+SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True, rope_table=fused_step.ROPE_TABLE,
+               norms_in_gemvs=fused_step.NORMS_IN_GEMVS)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
-    ("RoPE computed by the step", dict(rope_table=False)),
-    ("gate/up GEMV", dict(gate_up_gemv=True)),
+    ("norms as their own kernels", dict(norms_in_gemvs=False)),
+    ("gate/up through cuBLAS (norms as kernels)", dict(gate_up_gemv=False)),
     ("PDL off", dict(pdl="0")),
+    ("PDL off, norms as kernels", dict(pdl="0", norms_in_gemvs=False)),
+    ("PDL off, gate/up through cuBLAS", dict(pdl="0", gate_up_gemv=False)),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -55,6 +58,7 @@ def main():
         triton_support._DEPENDENT_LAUNCH.clear()
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         fused_step.ROPE_TABLE = setting["rope_table"]
+        fused_step.NORMS_IN_GEMVS = setting["norms_in_gemvs"]
         gate_up_storage(native, setting["gate_up_gemv"])
         graph_loop.release(native)
 
