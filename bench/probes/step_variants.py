@@ -1,12 +1,12 @@
-"""Batch-1 greedy decode of the native 1B model under variants of the fused step: programmatic
-dependent launch (GENPLUG_PDL), the attention's split (decode_kernels.ATTENTION_CONFIG), the gate/up
-projection through genplug's GEMV (stored [out, in]) instead of cuBLAS, and cos/sin read from RoPE's
-table by position (fused_step.ROPE_TABLE) or computed by the step. (Also tried on 2026-12-05, H100, and
-removed: the output head through genplug's GEMV, 798 tokens/s against 810/799 as shipped; a GEMV
-program's whole weight slice as one tile loaded before the PDL wait, 778 for qkv/o and 762 with down
-too.) Prints tokens/s (best of 3 calls of 256 new tokens) and whether the
-graph loop equals the eager path under the same variant. The last line names the fastest variant whose
-graph loop equals its eager path.
+"""Batch-1 greedy decode of the native 1B model under variants of the fused step: the RMSNorms inside
+the GEMVs (fused_step.NORMS_IN_GEMVS) or as kernels of their own, the gate/up projection through
+genplug's GEMV (stored [out, in]) or cuBLAS (which also puts the norms back in their own kernels), and
+programmatic dependent launch (GENPLUG_PDL). (Also tried on 2026-12-05, H100: cos/sin computed by the
+step instead of read from RoPE's table, 801 tokens/s against 810/799; and removed: the output head
+through genplug's GEMV, 798; a GEMV program's whole weight slice as one tile loaded before the PDL
+wait, 778 for qkv/o and 762 with down too.) Prints tokens/s (best of 3 calls of 256 new tokens) and
+whether the graph loop equals the eager path under the same variant. The last line names the
+fastest variant whose graph loop equals its eager path.
 
 Run: python bench/probes/step_variants.py
 """
