@@ -19,3 +19,4 @@ timeout 170 python bench/gpu_decode.py --batches 1 \
   | tee "$out/gpu_decode_b1.txt" | tail -12
 timeout 90 python bench/gpu_decode.py --batches 16,64 --cells "native (static; default" --repeats 2 2>&1 \
   | grep -v Writing | tee "$out/gpu_decode_b16_64.txt" | tail -8
+timeout 60 python bench/probes/step_kernels.py 2>&1 | grep -v Writing > "$out/step_kernels.txt"; head -32 "$out/step_kernels.txt"
