@@ -459,7 +459,8 @@ def gemv(x, weight_t, bias=None, silu_input: bool = False,
 
 def gemv_counters(width: int, device: torch.device) -> torch.Tensor:
     """Zeroed counters for :func:`gemv`'s ``residual=`` epilogue over an output of up to ``width``
-    columns (one per column: enough for any block size; it leaves them zero)."""
+    columns (one per column: enough for any block size; it leaves them zero). The same int32 zeros
+    serve :func:`rope_cache_attention`'s ``arrivals`` (one per row and query head)."""
     return torch.zeros(width, dtype=torch.int32, device=device)
 
 

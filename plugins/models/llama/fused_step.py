@@ -38,13 +38,14 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
         positions = position_ids.reshape(position_ids.shape[0], 1)
     else:
         cos, sin = core.rotary_emb(position_ids, hidden.dtype)
-    # one set of zeroed counters for every layer's attention: each call leaves them zero again
-    arrivals = None
-    if decode_kernels.ATTENTION_CONFIG["one row" if hidden.shape[0] == 1 else "rows"][0] > 1:
-        arrivals = decode_kernels.new_arrivals(hidden.shape[0], model.config.num_attention_heads, hidden.device)
-    counters = None
-    if hidden.shape[0] == 1 and NORMS_IN_GEMVS:
-        counters = decode_kernels.gemv_counters(hidden.shape[-1], hidden.device)
+    # one zeroed buffer (one memset) of counters for every layer's attention split merge and GEMV
+    # residual add: each call leaves them zero again
+    rows, heads, width = hidden.shape[0], model.config.num_attention_heads, hidden.shape[-1]
+    split = decode_kernels.ATTENTION_CONFIG["one row" if rows == 1 else "rows"][0] > 1
+    in_gemvs = rows == 1 and NORMS_IN_GEMVS
+    zeroed = decode_kernels.gemv_counters(rows * heads * split + width * in_gemvs, hidden.device)
+    arrivals = zeroed[: rows * heads] if split else None
+    counters = zeroed[rows * heads * split:] if in_gemvs else None
     delta = None
     for layer, cache_layer in zip(core.layers, layers):
         hidden, delta = fused_decode_layer(layer, hidden, delta, cos, sin, slot, valid,
