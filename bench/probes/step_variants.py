@@ -1,5 +1,6 @@
 """Batch-1 greedy decode of the native 1B model under variants of the fused step: the RMSNorms inside
-the GEMVs (fused_step.NORMS_IN_GEMVS) or as kernels of their own, the gate/up projection through
+the GEMVs (fused_step.NORMS_IN_GEMVS) or as kernels of their own, the attention kernel's first
+cached keys/values read before or after its PDL wait (decode_kernels.ATTENTION_EARLY_LOADS), the gate/up projection through
 genplug's GEMV (stored [out, in]) or cuBLAS (which also puts the norms back in their own kernels), and
 programmatic dependent launch (GENPLUG_PDL). (Also tried on 2026-12-05, H100: cos/sin computed by the
 step instead of read from RoPE's table, 801 tokens/s against 810/799; and removed: the output head
@@ -27,10 +28,11 @@ from genplug.plugins.models.llama import decode_kernels, fused_step  # noqa: E40
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True, rope_table=fused_step.ROPE_TABLE,
-               norms_in_gemvs=fused_step.NORMS_IN_GEMVS)
+               norms_in_gemvs=fused_step.NORMS_IN_GEMVS, early_loads=decode_kernels.ATTENTION_EARLY_LOADS)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     ("norms as their own kernels", dict(norms_in_gemvs=False)),
+    ("attention loads the cache after the wait", dict(early_loads=False)),
     ("gate/up through cuBLAS (norms as kernels)", dict(gate_up_gemv=False)),
     ("PDL off", dict(pdl="0")),
     ("PDL off, norms as kernels", dict(pdl="0", norms_in_gemvs=False)),
@@ -59,6 +61,7 @@ def main():
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         fused_step.ROPE_TABLE = setting["rope_table"]
         fused_step.NORMS_IN_GEMVS = setting["norms_in_gemvs"]
+        decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         gate_up_storage(native, setting["gate_up_gemv"])
         graph_loop.release(native)
 

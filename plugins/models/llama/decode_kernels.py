@@ -199,7 +199,7 @@ def _rope_cache_attention_kernel(
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
     QKV_PARTS: tl.constexpr, QUERIES: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, QK_NORM: tl.constexpr, ROPE_TABLE: tl.constexpr,
-    ROPE_DIM: tl.constexpr, PDL: tl.constexpr,
+    ROPE_DIM: tl.constexpr, PDL: tl.constexpr, EARLY_LOADS: tl.constexpr,
 ):
     # One program per (row, QUERIES query heads of one key/value group, split of the cached slots):
     # its query heads read each cached key and value once. Every program rotates its new queries and
@@ -212,7 +212,10 @@ def _rope_cache_attention_kernel(
     split = tl.program_id(2)
     TEAMS: tl.constexpr = HEADS // QUERIES
     kv_head = team * QUERIES // GROUPS
-    _after_previous_kernel(PDL)
+    # With EARLY_LOADS, everything but the new token's q/k/v is read before waiting for the previous
+    # kernel (the projection): the slot, positions, cos/sin and the first cached keys/values were all
+    # written before it started (by earlier steps, the step's bookkeeping and RoPE).
+    _after_previous_kernel(PDL and not EARLY_LOADS)
     slot = tl.load(slot_ptr)
     d = tl.arange(0, BLOCK_D)
     d_in = d < DIM
@@ -228,6 +231,18 @@ def _rope_cache_attention_kernel(
         rope_at = row * rope_row
     cos = tl.load(cos_ptr + rope_at + d, mask=turned, other=1.0).to(tl.float32)
     sin = tl.load(sin_ptr + rope_at + d, mask=turned, other=0.0).to(tl.float32)
+    cache_at = row * cache_batch + kv_head * cache_head
+    chunk = tl.cdiv(tl.cdiv(slot, SPLITS), BLOCK_S) * BLOCK_S
+    begin = split * chunk
+    end = tl.minimum(begin + chunk, slot)
+    # this split's cached slots before `slot` stream one tile ahead of the softmax (the first now)
+    s = begin + tl.arange(0, BLOCK_S)
+    at = cache_at + s[:, None] * cache_slot + d[None, :]
+    kv_in = (s < end)[:, None] & d_in[None, :]
+    k_ahead = tl.load(keys_ptr + at, mask=kv_in, other=0.0)
+    v_ahead = tl.load(values_ptr + at, mask=kv_in, other=0.0)
+    attend_ahead = tl.load(valid_ptr + row * valid_row + s, mask=s < end, other=0)
+    _after_previous_kernel(PDL and EARLY_LOADS)
     qkv = qkv_ptr + row * qkv_row
 
     head = team * QUERIES + g  # this program's query heads
@@ -249,7 +264,6 @@ def _rope_cache_attention_kernel(
     value = _summed(qkv, (HEADS + KV_HEADS + kv_head) * DIM + d, d_in, QKV_PARTS, qkv_parts_stride)
     key = key.to(keys_ptr.dtype.element_ty)  # attend to the key as the cache will hold it
     value = value.to(values_ptr.dtype.element_ty)
-    cache_at = row * cache_batch + kv_head * cache_head
     if (split == 0) & (team * QUERIES % GROUPS == 0):
         tl.store(keys_ptr + cache_at + slot * cache_slot + d, key, mask=d_in)
         tl.store(values_ptr + cache_at + slot * cache_slot + d, value, mask=d_in)
@@ -260,17 +274,14 @@ def _rope_cache_attention_kernel(
     best = tl.where(own, tl.sum(query * key.to(tl.float32)[None, :], axis=1), -1.0e30)
     total = tl.where(own, 1.0, 0.0) + tl.zeros([BLOCK_G], tl.float32)
     acc = tl.where(own, 1.0, 0.0) * value.to(tl.float32)[None, :] + tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-    chunk = tl.cdiv(tl.cdiv(slot, SPLITS), BLOCK_S) * BLOCK_S
-    begin = split * chunk
-    end = tl.minimum(begin + chunk, slot)
     for start in range(begin, end, BLOCK_S):  # this split's cached slots before `slot`
-        s = start + tl.arange(0, BLOCK_S)
-        s_in = s < end
-        attend = tl.load(valid_ptr + row * valid_row + s, mask=s_in, other=0) != 0
+        k, v, attend = k_ahead.to(tl.float32), v_ahead.to(tl.float32), attend_ahead != 0
+        s = start + BLOCK_S + tl.arange(0, BLOCK_S)
         at = cache_at + s[:, None] * cache_slot + d[None, :]
-        kv_in = s_in[:, None] & d_in[None, :]
-        k = tl.load(keys_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
-        v = tl.load(values_ptr + at, mask=kv_in, other=0.0).to(tl.float32)
+        kv_in = (s < end)[:, None] & d_in[None, :]
+        k_ahead = tl.load(keys_ptr + at, mask=kv_in, other=0.0)
+        v_ahead = tl.load(values_ptr + at, mask=kv_in, other=0.0)
+        attend_ahead = tl.load(valid_ptr + row * valid_row + s, mask=s < end, other=0)
         scores = tl.sum(query[:, None, :] * k[None, :, :], axis=2)  # [groups, slots]
         scores = tl.where(attend[None, :], scores, float("-inf"))
         new_best = tl.maximum(best, tl.max(scores, axis=1))
@@ -312,6 +323,9 @@ MAX_SPLITS = 8
 # program per head and no split, 808 with PDL; 16 splits 794, 4 splits x 1 head 779). Rows: tuned by
 # bench/probes/decode_attention.py with one program per query head.
 ATTENTION_CONFIG = {"one row": (8, 4, 32, 4, 1), "rows": (1, 1, 128, 2, 2)}
+# The attention kernel reads the cached keys/values' first tile (and the slot, positions, cos/sin)
+# before waiting for the q/k/v projection to finish (programmatic dependent launch only; same bits).
+ATTENTION_EARLY_LOADS = True
 
 class PartialSums:
     """A one-row matmul's output left as float32 partial sums ``parts [splits, rows, width]`` (split-K).
@@ -583,7 +597,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts, QUERIES=queries,
         SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None,
-        ROPE_TABLE=positions is not None, PDL=pdl, ROPE_DIM=rotary_dim,
+        ROPE_TABLE=positions is not None, PDL=pdl, ROPE_DIM=rotary_dim, EARLY_LOADS=ATTENTION_EARLY_LOADS,
         num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out

@@ -72,7 +72,7 @@ for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, Fa
             f"pdl={pdl}"] = compiled(
         dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": queries, "SPLITS": splits,
         "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "ROPE_TABLE": table, "ROPE_DIM": rot,
-        "PDL": pdl})
+        "PDL": pdl, "EARLY_LOADS": True})
 print(json.dumps(results))
 '''
 
