@@ -1,13 +1,15 @@
-"""Batch-1 greedy decode of the native 1B model under variants of the fused step: the RMSNorms inside
-the GEMVs (fused_step.NORMS_IN_GEMVS) or as kernels of their own, the attention kernel's first
-cached keys/values read before or after its PDL wait (decode_kernels.ATTENTION_EARLY_LOADS), the gate/up projection through
-genplug's GEMV (stored [out, in]) or cuBLAS (which also puts the norms back in their own kernels), and
-programmatic dependent launch (GENPLUG_PDL). (Also tried on 2026-12-05, H100: cos/sin computed by the
-step instead of read from RoPE's table, 801 tokens/s against 810/799; and removed: the output head
-through genplug's GEMV, 798; a GEMV program's whole weight slice as one tile loaded before the PDL
-wait, 778 for qkv/o and 762 with down too.) Prints tokens/s (best of 3 calls of 256 new tokens) and
-whether the graph loop equals the eager path under the same variant. The last line names the
-fastest variant whose graph loop equals its eager path.
+"""Batch-1 greedy decode of the native 1B model under variants of the fused step: programmatic
+dependent launch (GENPLUG_PDL), the attention kernel's first cached keys/values read before or after
+its PDL wait (decode_kernels.ATTENTION_EARLY_LOADS), the attention's split (ATTENTION_CONFIG), and the
+gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS. Tried on H100s on
+2026-12-05 and removed (bench/results/gpu_decode_h100.txt): the output head through genplug's GEMV
+(798 tokens/s against 810/799 as shipped); a GEMV program's whole weight slice as one tile loaded
+before the PDL wait (778, 762); the RMSNorms inside the GEMVs, the o/down GEMVs adding into the
+residual stream through a last-split merge (812/815 against 860 with the norm kernels, commit
+8f805d7). cos/sin computed by the step instead of read from RoPE's table: 801 (within noise, kept
+the table). Prints tokens/s (best of 3 calls of 256 new tokens) and whether the graph loop equals
+the eager path under the same variant. The last line names the fastest variant whose graph loop
+equals its eager path.
 
 Run: python bench/probes/step_variants.py
 """
@@ -24,19 +26,16 @@ import gpu_decode  # noqa: E402
 import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug import triton_support  # noqa: E402
-from genplug.plugins.models.llama import decode_kernels, fused_step  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
-SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True, rope_table=fused_step.ROPE_TABLE,
-               norms_in_gemvs=fused_step.NORMS_IN_GEMVS, early_loads=decode_kernels.ATTENTION_EARLY_LOADS)
+SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
+               early_loads=decode_kernels.ATTENTION_EARLY_LOADS)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
-    ("norms as their own kernels", dict(norms_in_gemvs=False)),
     ("attention loads the cache after the wait", dict(early_loads=False)),
-    ("gate/up through cuBLAS (norms as kernels)", dict(gate_up_gemv=False)),
+    ("gate/up GEMV", dict(gate_up_gemv=True)),
     ("PDL off", dict(pdl="0")),
-    ("PDL off, norms as kernels", dict(pdl="0", norms_in_gemvs=False)),
-    ("PDL off, gate/up through cuBLAS", dict(pdl="0", gate_up_gemv=False)),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -59,8 +58,6 @@ def main():
         os.environ["GENPLUG_PDL"] = setting["pdl"]
         triton_support._DEPENDENT_LAUNCH.clear()
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
-        fused_step.ROPE_TABLE = setting["rope_table"]
-        fused_step.NORMS_IN_GEMVS = setting["norms_in_gemvs"]
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         gate_up_storage(native, setting["gate_up_gemv"])
         graph_loop.release(native)

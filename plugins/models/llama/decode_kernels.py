@@ -52,8 +52,7 @@ def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
 
 @triton.jit
 def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_ptr, norm_ptr, width, eps,
-                         DELTA_PARTS: tl.constexpr, STORE_SUM: tl.constexpr, BLOCK: tl.constexpr,
-                         PDL: tl.constexpr):
+                         DELTA_PARTS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     inside = cols < width
@@ -63,9 +62,8 @@ def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_p
     if DELTA_PARTS > 0:
         x += _summed(delta_ptr, row * width + cols, inside, DELTA_PARTS, delta_parts_stride)
         x = x.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
-    if STORE_SUM:
-        tl.store(sum_ptr + row * width + cols, x.to(sum_ptr.dtype.element_ty), mask=inside)
-    x = x.to(tl.float32)
+        tl.store(sum_ptr + row * width + cols, x, mask=inside)
+        x = x.to(tl.float32)
     inverse_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / width + eps)
     tl.store(norm_ptr + row * width + cols, (x * inverse_rms * weight).to(norm_ptr.dtype.element_ty), mask=inside)
 
@@ -80,52 +78,22 @@ def _silu_mul_kernel(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr):
     tl.store(out_ptr + row * width + cols, out.to(out_ptr.dtype.element_ty), mask=inside)
 
 @triton.jit
-def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, norm_w_ptr, inverse_rms,
-                X_PARTS: tl.constexpr, X_SILU: tl.constexpr, X_NORM: tl.constexpr):
-    """The GEMV's input at ``k`` in float32: summed partial sums, SiLU(gate) * up of them, or the
-    RMS-normed residual stream (rounded to the model dtype, as a stored normed vector would be)."""
+def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr, X_SILU: tl.constexpr):
+    """The GEMV's input at ``k`` in float32: summed partial sums, or SiLU(gate) * up of them."""
     if X_SILU:
         gate = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
         up = _summed(x_ptr + in_width, k, k_in, X_PARTS, x_parts_stride)
         return gate / (1.0 + tl.exp(-gate)) * up
-    if X_NORM:
-        x = tl.load(x_ptr + k, mask=k_in, other=0.0).to(tl.float32)
-        weight = tl.load(norm_w_ptr + k, mask=k_in, other=0.0).to(tl.float32)
-        return (x * inverse_rms * weight).to(x_ptr.dtype.element_ty).to(tl.float32)
     return _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
-
-@triton.jit
-def _inverse_rms(squares_ptr, square_count, width, eps, SQUARES_BLOCK: tl.constexpr):
-    """1 / RMS of a vector of ``width`` from the sums of squares of its column blocks (fixed order)."""
-    q = tl.arange(0, SQUARES_BLOCK)
-    squares = tl.load(squares_ptr + q, mask=q < square_count, other=0.0)
-    return 1.0 / tl.sqrt(tl.sum(squares, axis=0) / width + eps)
-
-@triton.jit
-def _add_to_residual(delta, residual_ptr, squares_ptr, pid_n, n, n_in):
-    """``residual[n] += delta`` in place (rounded to the model dtype, as the residual stream is stored),
-    and this column block's sum of squares of the result, for the next norm."""
-    total = tl.load(residual_ptr + n, mask=n_in, other=0.0).to(tl.float32) + delta
-    total = total.to(residual_ptr.dtype.element_ty)
-    tl.store(residual_ptr + n, total, mask=n_in)
-    total = total.to(tl.float32)
-    tl.store(squares_ptr + pid_n, tl.sum(total * total, axis=0))
 
 @triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
-                 norm_w_ptr, squares_ptr, square_count, norm_eps, residual_ptr, out_squares_ptr, counters_ptr,
-                 X_PARTS: tl.constexpr, X_SILU: tl.constexpr, X_NORM: tl.constexpr, SQUARES_BLOCK: tl.constexpr,
-                 ADD_RESIDUAL: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
+                 X_PARTS: tl.constexpr, X_SILU: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_SILU, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = silu(gate[k]) * up[k], so the activation never makes a trip through memory.
-    # With X_NORM, x is the residual stream and the input is its RMSNorm: the RMS from the sums of
-    # squares the previous GEMV left (ADD_RESIDUAL), so no norm kernel runs in between.
-    # With ADD_RESIDUAL, the output is added into the residual stream in place: the last split of each
-    # column block to finish sums all splits (in split order: deterministic), adds, and leaves the
-    # block's sum of squares in out_squares.
     # With W_PARTS > 1, w is the concatenation of W_PARTS matrices stored apart (a transformers model's
     # q/k/v or gate/up, read in place): columns from bound1 (bound2) on are w1's (w2's).
     pid_n = tl.program_id(0)
@@ -149,27 +117,19 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
         w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                     mask=(k < last)[:, None] & n_in[None, :], other=0.0)
         _after_previous_kernel(PDL)
-        inverse_rms = 1.0
-        if X_NORM:
-            inverse_rms = _inverse_rms(squares_ptr, square_count, in_width, norm_eps, SQUARES_BLOCK)
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             ahead = k + BLOCK_K
             w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + local[None, :] * w_stride_n,
                               mask=(ahead < last)[:, None] & n_in[None, :], other=0.0)
-            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, norm_w_ptr, inverse_rms,
-                            X_PARTS, X_SILU, X_NORM)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_SILU)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
             w = w_ahead
     else:
-        inverse_rms = 1.0
-        if X_NORM:
-            inverse_rms = _inverse_rms(squares_ptr, square_count, in_width, norm_eps, SQUARES_BLOCK)
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             k_in = k < last
-            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, norm_w_ptr, inverse_rms,
-                            X_PARTS, X_SILU, X_NORM)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_SILU)
             w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                         mask=k_in[:, None] & n_in[None, :], other=0.0)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
@@ -177,19 +137,6 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
         if split == 0:
             acc += tl.load(bias_ptr + local, mask=n_in, other=0.0).to(tl.float32)
     tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
-    if ADD_RESIDUAL:
-        splits = tl.num_programs(1)
-        if splits == 1:
-            _add_to_residual(acc, residual_ptr, out_squares_ptr, pid_n, n, n_in)
-        else:
-            tl.debug_barrier()  # every thread's stores precede the release below
-            arrived = tl.atomic_add(counters_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-            if arrived == splits - 1:  # the block's last split: every split's sums are in `out`
-                delta = tl.load(out_ptr + n, mask=n_in, other=0.0, cache_modifier=".cg")
-                for p in range(1, splits):
-                    delta += tl.load(out_ptr + p * out_width + n, mask=n_in, other=0.0, cache_modifier=".cg")
-                _add_to_residual(delta, residual_ptr, out_squares_ptr, pid_n, n, n_in)
-                tl.store(counters_ptr + pid_n, 0)  # ready for the next call
 
 @triton.jit
 def _rope_cache_attention_kernel(
@@ -325,6 +272,8 @@ MAX_SPLITS = 8
 ATTENTION_CONFIG = {"one row": (8, 4, 32, 4, 1), "rows": (1, 1, 128, 2, 2)}
 # The attention kernel reads the cached keys/values' first tile (and the slot, positions, cos/sin)
 # before waiting for the q/k/v projection to finish (programmatic dependent launch only; same bits).
+# bench/probes/step_variants.py on an H100, 2026-12-05: 812.5 and 815.0 tokens/s with, 809.5 without
+# (a since-removed step variant); the step it ships in measured 853.6 (bench/results/gpu_decode_h100.txt).
 ATTENTION_EARLY_LOADS = True
 
 class PartialSums:
@@ -342,19 +291,6 @@ class PartialSums:
     def total(self) -> torch.Tensor:
         """The summed output ``[rows, 1, width]`` in float32 (for tests and fallbacks)."""
         return self.parts.sum(0).unsqueeze(1)
-
-
-class NormedResidual:
-    """The residual stream ``residual [1, 1, width]`` after a :func:`gemv` added its output in place
-    (``residual=``), with ``squares [blocks]``: the sums of squares of its column blocks, which a
-    following :func:`gemv` (``norm=``) turns into the RMS of its RMSNorm'd input -- so no norm kernel
-    runs between the two matmuls.
-    """
-
-    __slots__ = ("residual", "squares")
-
-    def __init__(self, residual: torch.Tensor, squares: torch.Tensor):
-        self.residual, self.squares = residual, squares
 
 
 def _as_parts(x) -> Tuple[torch.Tensor, int, int]:
@@ -399,17 +335,11 @@ def gemv_applies_to_parts(weights_t, biases=None) -> bool:
 
 
 def gemv(x, weight_t, bias=None, silu_input: bool = False,
-         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False,
-         norm: Optional[Tuple[torch.Tensor, float]] = None, residual: Optional[torch.Tensor] = None,
-         counters: Optional[torch.Tensor] = None):
+         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False) -> PartialSums:
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
     ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``silu_input=True`` it is the gate/up
     projection ``[1, 1, 2 * in]`` and the input is ``silu(gate) * up``, computed while loading.
-    With ``norm=(weight, eps)``, ``x`` is a :class:`NormedResidual` and the input is its RMSNorm.
-    With ``residual=`` (``[1, 1, out]``, the model dtype), the product is added into ``residual`` in
-    place and a :class:`NormedResidual` returned instead; ``counters`` (:func:`gemv_counters`, left
-    zero, so the calls of one step may share it) count the splits that finished each column block.
     ``weight_t`` may also be a sequence of up to 3 matrices ``[in, out_i]`` (and ``bias`` a sequence
     like it), read in place as their concatenation ``[in, sum out_i]`` (:func:`gemv_applies_to_parts`).
     ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
@@ -427,23 +357,9 @@ def gemv(x, weight_t, bias=None, silu_input: bool = False,
                          f"(all but the last) are multiples of {PART_ALIGNMENT}, with all biases or none")
     weight_t, bias = parts[0], biases[0]
     in_width, out_width = weight_t.shape[0], sum(w.shape[1] for w in parts)
-    if isinstance(x, NormedResidual) != (norm is not None) or (norm is not None and silu_input):
-        raise ValueError("gemv: norm=(weight, eps) goes with a NormedResidual input (and not with silu_input)")
-    squares, norm_weight, eps = weight_t, weight_t, 0.0  # not read without a norm
-    if norm is not None:
-        x, squares, (norm_weight, eps) = x.residual, x.squares, norm
     x, x_parts, x_stride = _as_parts(x)
     block_n, block_k, warps, stages, per_sm = config or _gemv_config(in_width, out_width, weight_t.stride(0) == 1)
     columns = triton.cdiv(out_width, block_n)
-    out_squares = count = weight_t  # not written without a residual
-    if residual is not None:
-        if residual.shape[-1] != out_width or residual.numel() != out_width or not residual.is_contiguous():
-            raise ValueError(f"gemv: residual must be one contiguous row of the output width {out_width}; "
-                             f"got {tuple(residual.shape)}")
-        out_squares = torch.empty(columns, dtype=torch.float32, device=weight_t.device)
-        count = counters if counters is not None else gemv_counters(out_width, weight_t.device)
-        if count.numel() < columns:
-            raise ValueError(f"gemv: {count.numel()} counters for {columns} column blocks")
     # enough programs to fill the GPU, but few splits: the consumer reads every split's partial sums
     splits = max(1, min(MAX_SPLITS, triton.cdiv(in_width, block_k), per_sm * _sm_count(weight_t.device) // columns))
     k_per_split = triton.cdiv(triton.cdiv(in_width, splits), block_k) * block_k
@@ -460,22 +376,11 @@ def gemv(x, weight_t, bias=None, silu_input: bool = False,
         raise ValueError(f"gemv: part boundaries {bounds} are not multiples of block_n={block_n}")
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
-        in_width, out_width, k_per_split, *extra, norm_weight, squares, squares.numel(), eps,
-        residual if residual is not None else weight_t, out_squares, count,
-        X_PARTS=x_parts, X_SILU=silu_input, X_NORM=norm is not None,
-        SQUARES_BLOCK=triton.next_power_of_2(squares.numel()) if norm is not None else 1,
-        ADD_RESIDUAL=residual is not None, HAS_BIAS=bias is not None,
+        in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_SILU=silu_input, HAS_BIAS=bias is not None,
         W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
         launch_pdl=pdl,
     )
-    return PartialSums(out) if residual is None else NormedResidual(residual, out_squares)
-
-
-def gemv_counters(width: int, device: torch.device) -> torch.Tensor:
-    """Zeroed counters for :func:`gemv`'s ``residual=`` epilogue over an output of up to ``width``
-    columns (one per column: enough for any block size; it leaves them zero). The same int32 zeros
-    serve :func:`rope_cache_attention`'s ``arrivals`` (one per row and query head)."""
-    return torch.zeros(width, dtype=torch.int32, device=device)
+    return PartialSums(out)
 
 
 def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int, int, int, int, int]:
@@ -498,27 +403,22 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNTS[index]
 
 
-def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
-                 fresh: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(x + delta, rms_norm(x + delta) * weight)``; with ``delta=None`` just ``(x, rms_norm(x) * weight)``.
 
-    ``x`` is ``[rows, 1, width]``; ``delta`` the same shape, :class:`PartialSums`, or a
-    :class:`NormedResidual` (already added into ``x``: as ``None``). The sum is rounded to the model
-    dtype before it is normed, as the residual stream is stored. ``fresh=True``: the returned sum is
-    a new tensor even without a delta (a :func:`gemv` with ``residual=`` will add into it in place).
+    ``x`` is ``[rows, 1, width]``; ``delta`` the same shape or :class:`PartialSums`. The sum is rounded
+    to the model dtype before it is normed, as the residual stream is stored.
     """
     width = x.shape[-1]
     x = x.contiguous()
     rows = x.numel() // width
-    if isinstance(delta, NormedResidual):
-        delta = None
     delta, delta_parts, delta_stride = _as_parts(delta) if delta is not None else (x, 0, 0)
-    total = torch.empty_like(x) if delta_parts or fresh else x
+    total = torch.empty_like(x) if delta_parts else x
     normed = torch.empty_like(x)
     pdl = triton_support.dependent_launch(x.device)
     _add_rms_norm_kernel[(rows,)](
         x, delta, delta_stride, weight, total, normed, width, eps,
-        DELTA_PARTS=delta_parts, STORE_SUM=total is not x, BLOCK=triton.next_power_of_2(width), PDL=pdl,
+        DELTA_PARTS=delta_parts, BLOCK=triton.next_power_of_2(width), PDL=pdl,
         num_warps=_warps_for(width * max(1, delta_parts)), launch_pdl=pdl,
     )
     return total, normed

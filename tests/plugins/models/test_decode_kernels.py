@@ -133,70 +133,6 @@ def test_gemv_with_silu_input_matches_torch(kernels, in_width, out_width, seed):
         torch.testing.assert_close(out.total().cpu(), expected, rtol=1e-4, atol=1e-4)
 
 
-def _bf16(*shape, generator, scale=1.0):
-    return (scale * torch.randn(*shape, generator=generator)).to(torch.bfloat16)
-
-
-@settings(max_examples=15, deadline=None)
-@given(in_width=st.integers(1, 200), out_width=st.integers(1, 100), with_bias=st.booleans(),
-       block_k=st.sampled_from([16, 64]), silu=st.booleans(), seed=st.integers(0, 2**16))
-def test_gemv_adding_into_the_residual_matches_torch(kernels, in_width, out_width, with_bias, block_k, silu, seed):
-    """``residual=``: the product is added into the residual stream in place (rounded to bf16 once), and
-    each column block's sum of squares of the result is left for the next norm; the split counters are
-    left zero. Small k-blocks force several splits, so the last-to-finish merge runs."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, 1, (2 if silu else 1) * in_width, generator=g)
-    weight_t = torch.randn(out_width, in_width, generator=g).t()
-    bias = torch.randn(out_width, generator=g) if with_bias else None
-    residual = _bf16(1, 1, out_width, generator=g, scale=4.0)
-    act = F.silu(x[..., :in_width]) * x[..., in_width:] if silu else x
-    expected = residual.float() + act @ weight_t + (bias if with_bias else 0)
-    counters = kernels.gemv_counters(out_width, DEVICE)
-    mine = residual.to(DEVICE)
-    block_n = 16
-    out = kernels.gemv(x.to(DEVICE), weight_t.to(DEVICE), bias.to(DEVICE) if with_bias else None, silu_input=silu,
-                       config=(block_n, block_k, 4, 1, 8), residual=mine, counters=counters)
-    assert isinstance(out, kernels.NormedResidual) and out.residual is mine
-    assert out.residual.dtype == torch.bfloat16
-    torch.testing.assert_close(mine.float().cpu(), expected, rtol=2**-7, atol=1e-3)
-    blocks = F.pad(mine.float().cpu().flatten(), (0, -out_width % block_n)).view(-1, block_n)
-    torch.testing.assert_close(out.squares.cpu(), (blocks ** 2).sum(-1), rtol=1e-5, atol=1e-5)
-    assert not counters.any()
-
-
-@settings(max_examples=15, deadline=None)
-@given(width=st.integers(1, 150), out_width=st.sampled_from([16, 64, 100]), eps=st.sampled_from([1e-6, 1e-5, 0.5]),
-       seed=st.integers(0, 2**16))
-def test_gemv_of_the_norm_of_the_residual_matches_rms_norm_then_matmul(kernels, width, out_width, eps, seed):
-    """``norm=``: the input is the RMSNorm of a :class:`NormedResidual`, its RMS from the sums of squares
-    the producing GEMV left -- the same as ``F.rms_norm`` (rounded to bf16) and then the matmul. The
-    producer is a GEMV over an identity-like matrix, so its sums of squares are the kernel's own."""
-    g = torch.Generator().manual_seed(seed)
-    start = _bf16(1, 1, width, generator=g, scale=3.0)
-    delta = torch.randn(1, 1, width, generator=g)
-    norm_weight = _bf16(width, generator=g) + 1
-    weight_t = torch.randn(out_width, width, generator=g).t()
-    summed = kernels.gemv(delta.to(DEVICE), torch.eye(width).t().to(DEVICE), residual=start.to(DEVICE),
-                          counters=kernels.gemv_counters(width, DEVICE))
-    residual = summed.residual.float().cpu()
-    normed = F.rms_norm(residual, (width,), norm_weight.float(), eps).to(torch.bfloat16).float()
-    out = kernels.gemv(summed, weight_t.to(DEVICE), norm=(norm_weight.to(DEVICE), eps))
-    assert isinstance(out, kernels.PartialSums)
-    torch.testing.assert_close(out.total().cpu(), normed @ weight_t, rtol=2e-2, atol=2e-2 * (1 + width ** 0.5))
-
-
-def test_gemv_refuses_a_norm_without_a_normed_residual_and_a_residual_of_another_width(kernels):
-    x = torch.randn(1, 1, 8, device=DEVICE)
-    weight_t = torch.randn(16, 8, device=DEVICE).t()
-    with pytest.raises(ValueError, match="NormedResidual"):
-        kernels.gemv(x, weight_t, norm=(torch.ones(8, device=DEVICE), 1e-6))
-    summed = kernels.NormedResidual(x, torch.zeros(1, device=DEVICE))
-    with pytest.raises(ValueError, match="NormedResidual"):
-        kernels.gemv(summed, weight_t)
-    with pytest.raises(ValueError, match="output width 16"):
-        kernels.gemv(x, weight_t, residual=torch.zeros(1, 1, 8, device=DEVICE))
-
-
 def _reference_attention(qkv, cos, sin, slot, valid, keys, values, heads, kv_heads, dim, qk_norm=None):
     """graph_step's unfused ops: (norm the heads,) rotate, write the cache at ``slot``, SDPA over the valid slots."""
     batch = qkv.shape[0]
@@ -317,7 +253,7 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkey
     import genplug
 
     model = native_model(seed=3, qk_norm=qk_norm).to(DEVICE, torch.bfloat16)
-    model.store_for_gpu_decode()  # all four projections through the GEMV kernel at one row
+    model.store_for_gpu_decode()  # o/down through the GEMV kernel at one row
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)
     cache = genplug.StaticCache(config=model.config, max_cache_len=12)
@@ -338,13 +274,10 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkey
     gemv_calls, real_gemv = [], kernels.gemv
     monkeypatch.setattr(kernels, "gemv", lambda *a, **k: gemv_calls.append(k) or real_gemv(*a, **k))
     fused = graph_step.static_decode_step(model, token, position, slot, valid, cache.layers)
-    # one row: qkv, o, gate/up and down (SiLU input) of every layer through the GEMV kernel, the
-    # norms inside them (o and down add into the residual stream); two rows: none
+    # one row: qkv, o and down (SiLU input) of every layer through the GEMV kernel; two rows: none
     layers = model.config.num_hidden_layers
-    assert len(gemv_calls) == (4 * layers if rows == 1 else 0)
+    assert len(gemv_calls) == (3 * layers if rows == 1 else 0)
     assert sum(bool(k.get("silu_input")) for k in gemv_calls) == (layers if rows == 1 else 0)
-    assert sum(k.get("residual") is not None for k in gemv_calls) == (2 * layers if rows == 1 else 0)
-    assert sum(k.get("norm") is not None for k in gemv_calls) == (2 * layers - 1 if rows == 1 else 0)
     unfused = graph_step.static_decode_step(model, token, position, slot, valid, unfused_cache.layers,
                                             layer_fn=graph_step.decode_layer)
     assert fused.dtype == torch.float32 and fused.shape == (rows, model.config.vocab_size)
