@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 
+from . import triton_support
 from .stopping import StoppingCriteriaList
 from .vocab_ops import first_argmax, gumbel_sample
 
@@ -42,6 +43,9 @@ LAST_CAPTURE_SECONDS: Optional[float] = None  # set by every graph-loop call (bu
 LAST_GRAPH_REUSED: Optional[bool] = None  # whether that call replayed an earlier call's graph
 RUN_ON_CPU = False  # tests switch this on to check the step logic without CUDA
 TRY_CAPTURE_ON_CPU = False  # tests switch this on (with a fake _capture) to check the fallbacks
+# A step's bookkeeping (fed token, positions, valid slots, token choice's second pass, accepting the
+# token, EOS flags, slot) as two Triton kernels where they run (.loop_kernels), instead of ~15 PyTorch ones.
+FUSED_BOOKKEEPING = True
 
 
 def graph_decode_possible(adapter, processors, criteria, config, cache, streamer, synced_gpus) -> Optional[str]:
@@ -250,7 +254,20 @@ class _Session:
             accept(choose(process(tokens, logits, column), column), column)
             slot.add_(1)
 
-        self.step = step
+        def fused_step():  # the same step, its bookkeeping in two kernels (.loop_kernels)
+            from . import loop_kernels
+
+            token, column = loop_kernels.advance(tokens, slot, positions, valid)
+            logits = self.forward(token, positions, slot, valid, cache)
+            scores = process(tokens, logits, column)
+            if scores.dtype != torch.float32 or scores.dim() != 2:
+                accept(choose(scores, column), column)
+                slot.add_(1)
+                return
+            loop_kernels.choose_and_accept(scores, seed if do_sample else None, column, tokens, slot, unfinished,
+                                           generated, eos, pad, advance_slot=True)
+
+        self.step = fused_step if FUSED_BOOKKEEPING and triton_support.runs_on(tokens) else step
 
     def fill(self, input_ids, prompt_mask) -> None:
         """Load a prompt into the buffers (in place: a captured graph reads these very tensors).

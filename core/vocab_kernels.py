@@ -80,14 +80,22 @@ def top_values(scores: torch.Tensor, k: int) -> torch.Tensor:
 def chunked_choice(scores: torch.Tensor, seed: torch.Tensor = None, step: torch.Tensor = None) -> torch.Tensor:
     """Per row: the first index of the maximum of ``scores [rows, vocab]`` (float32), or with ``seed``
     and ``step`` (0-d int64 device tensors) a Gumbel-max draw from ``softmax(scores)``."""
+    best, index = chunk_bests(scores, seed, step)
+    rows, chunks = best.shape
+    out = torch.empty(rows, dtype=torch.int64, device=scores.device)
+    _best_chunk_kernel[(rows,)](best, index, chunks, out, BLOCK=max(16, triton.next_power_of_2(chunks)), num_warps=4)
+    return out
+
+
+def chunk_bests(scores: torch.Tensor, seed: torch.Tensor = None, step: torch.Tensor = None):
+    """The first pass of :func:`chunked_choice`: ``(best [rows, chunks] float32, index [rows, chunks]
+    int32)``, each 1,024-entry chunk's best (noisy, with ``seed``) score and its first index in the row."""
     rows, width = scores.shape
     scores = scores.contiguous()
     chunks = triton.cdiv(width, CHUNK)
     best = torch.empty(rows, chunks, dtype=torch.float32, device=scores.device)
     index = torch.empty(rows, chunks, dtype=torch.int32, device=scores.device)
-    out = torch.empty(rows, dtype=torch.int64, device=scores.device)
     gumbel = seed is not None
-    _chunk_best_kernel[(rows, chunks)](scores, width, chunks, seed if gumbel else out, step if gumbel else out,
+    _chunk_best_kernel[(rows, chunks)](scores, width, chunks, seed if gumbel else best, step if gumbel else best,
                                        best, index, GUMBEL=gumbel, BLOCK=CHUNK, num_warps=4)
-    _best_chunk_kernel[(rows,)](best, index, chunks, out, BLOCK=max(16, triton.next_power_of_2(chunks)), num_warps=4)
-    return out
+    return best, index

@@ -1,5 +1,6 @@
 """Batch-1 greedy decode of the native 1B model under variants of the fused step: programmatic
-dependent launch (GENPLUG_PDL), the attention kernel's first cached keys/values read before or after
+dependent launch (GENPLUG_PDL), the loop's bookkeeping as two kernels or as PyTorch ops
+(graph_loop.FUSED_BOOKKEEPING), the attention kernel's first cached keys/values read before or after
 its PDL wait (decode_kernels.ATTENTION_EARLY_LOADS), the attention's split (ATTENTION_CONFIG), and the
 gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS. Tried on H100s on
 2026-12-05 and removed (bench/results/gpu_decode_h100.txt): the output head through genplug's GEMV
@@ -11,7 +12,7 @@ the table). Prints tokens/s (best of 3 calls of 256 new tokens) and whether the 
 the eager path under the same variant. The last line names the fastest variant whose graph loop
 equals its eager path.
 
-Run: python bench/probes/step_variants.py
+Run: python bench/probes/step_variants.py ["variant name" ...]
 """
 import os
 import sys
@@ -30,9 +31,10 @@ from genplug.plugins.models.llama import decode_kernels  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
-               early_loads=decode_kernels.ATTENTION_EARLY_LOADS)
+               early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
+    ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
     ("attention loads the cache after the wait", dict(early_loads=False)),
     ("gate/up GEMV", dict(gate_up_gemv=True)),
     ("PDL off", dict(pdl="0")),
@@ -50,6 +52,7 @@ def gate_up_storage(model, through_gemv: bool):
 
 
 def main():
+    only = [name.strip() for name in sys.argv[1:]]  # run only these variants (default: all)
     native = gpu_decode.native_one_b()
     ids = torch.randint(3, 128000, (1, gpu_decode.PROMPT), device="cuda")
     results = []
@@ -59,8 +62,11 @@ def main():
         triton_support._DEPENDENT_LAUNCH.clear()
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
+        graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
         gate_up_storage(native, setting["gate_up_gemv"])
         graph_loop.release(native)
+        if only and name not in only:
+            continue
 
         def run(**extra):
             return genplug.generate(native, ids, cache_implementation="static", max_new_tokens=gpu_decode.NEW,

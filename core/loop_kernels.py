@@ -1,0 +1,103 @@
+"""The CUDA-graph loop's per-step bookkeeping in two Triton kernels instead of ~15 PyTorch ones.
+
+Around the model's forward, a decode step of :mod:`.graph_loop` reads the fed token, advances the
+positions, marks the cache slot valid, computes the next column, then -- after the token choice --
+masks finished rows with the pad token, writes the token, counts the step, updates the rows' EOS
+flags and moves the slot on. In PyTorch each of those is a kernel of its own: at batch 1, where a
+step is ~1.2 ms, they cost ~60-80 us of launches and waits (bench/results/gpu_decode_h100.txt).
+
+Here :func:`advance` does the first group in one program, and :func:`choose_and_accept` runs
+:mod:`.vocab_kernels`' per-chunk choice and then one program that picks each row's best chunk and does
+the second group. The results are the same integers as the PyTorch step's (the choice is the first
+maximum, as ``torch.argmax``), so the eager loop and the graph loop still agree token for token.
+Imported by :mod:`.graph_loop` only where :func:`.triton_support.runs_on` says a kernel can run.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from . import vocab_kernels
+
+ROWS_PER_BLOCK = 64  # rows handled together by the single program of each kernel
+
+
+@triton.jit
+def _advance_kernel(tokens_ptr, tokens_row, slot_ptr, positions_ptr, positions_row, valid_ptr, valid_row,
+                    token_out_ptr, column_out_ptr, rows, BLOCK_R: tl.constexpr):
+    # token = tokens[:, slot]; positions += 1; valid[:, slot] = True; column = slot + 1
+    slot = tl.load(slot_ptr)
+    for first in range(0, rows, BLOCK_R):
+        r = first + tl.arange(0, BLOCK_R)
+        r_in = r < rows
+        tl.store(token_out_ptr + r, tl.load(tokens_ptr + r * tokens_row + slot, mask=r_in), mask=r_in)
+        at = positions_ptr + r * positions_row
+        tl.store(at, tl.load(at, mask=r_in) + 1, mask=r_in)
+        tl.store(valid_ptr + r * valid_row + slot, tl.full([BLOCK_R], 1, tl.uint8), mask=r_in)
+    tl.store(column_out_ptr, slot + 1)
+
+
+@triton.jit
+def _accept_kernel(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, column_ptr, slot_ptr,
+                   unfinished_ptr, generated_ptr, eos_ptr, eos_count, pad,
+                   HAS_EOS: tl.constexpr, ADVANCE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+                   BLOCK_E: tl.constexpr):
+    # per row: the token at the best chunk's index (first maximum); finished rows get the pad token;
+    # tokens[:, column] = token; generated += any(unfinished before this step);
+    # unfinished &= token not an EOS; with ADVANCE, slot += 1
+    column = tl.load(column_ptr)
+    c = tl.arange(0, BLOCK_C)
+    e = tl.arange(0, BLOCK_E)
+    eos = tl.load(eos_ptr + e, mask=e < eos_count, other=0)
+    any_alive = tl.full([], 0, tl.int32)
+    for first in range(0, rows, BLOCK_R):
+        r = first + tl.arange(0, BLOCK_R)
+        r_in = r < rows
+        best = tl.load(best_ptr + r[:, None] * chunks + c[None, :], mask=r_in[:, None] & (c < chunks)[None, :],
+                       other=float("-inf"))
+        winner = tl.argmax(best, axis=1, tie_break_left=True)
+        token = tl.load(index_ptr + r * chunks + winner, mask=r_in, other=0).to(tl.int64)
+        alive = tl.load(unfinished_ptr + r, mask=r_in, other=0)
+        any_alive = tl.maximum(any_alive, tl.max(alive.to(tl.int32), axis=0))
+        if HAS_EOS:
+            token = tl.where(alive != 0, token, pad)
+            hit = tl.max(((token[:, None] == eos[None, :]) & (e < eos_count)[None, :]).to(tl.int32), axis=1)
+            tl.store(unfinished_ptr + r, ((alive != 0) & (hit == 0)).to(tl.uint8), mask=r_in)
+        tl.store(tokens_ptr + r * tokens_row + column, token, mask=r_in)
+    tl.store(generated_ptr, tl.load(generated_ptr) + any_alive.to(tl.int64))
+    if ADVANCE:
+        tl.store(slot_ptr, tl.load(slot_ptr) + 1)
+
+
+def advance(tokens: torch.Tensor, slot: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor):
+    """``(token [rows, 1], column)``: the token at column ``slot`` of ``tokens [rows, max_length]``, and
+    ``slot + 1`` (0-d); ``positions [rows, 1]`` advance by one and ``valid[:, slot]`` becomes True, in place."""
+    rows = tokens.shape[0]
+    token = torch.empty(rows, 1, dtype=tokens.dtype, device=tokens.device)
+    column = torch.empty((), dtype=slot.dtype, device=slot.device)
+    _advance_kernel[(1,)](tokens, tokens.stride(0), slot, positions, positions.stride(0), valid.view(torch.uint8),
+                          valid.stride(0),
+                          token, column, rows, BLOCK_R=min(ROWS_PER_BLOCK, triton.next_power_of_2(rows)), num_warps=1)
+    return token, column
+
+
+def choose_and_accept(scores: torch.Tensor, seed: Optional[torch.Tensor], column: torch.Tensor,
+                      tokens: torch.Tensor, slot: torch.Tensor, unfinished: torch.Tensor,
+                      generated: torch.Tensor, eos: Optional[torch.Tensor], pad: int, advance_slot: bool) -> None:
+    """Choose each row's token from ``scores [rows, vocab]`` (float32: the first maximum, or with
+    ``seed`` a Gumbel-max draw whose stream is picked by ``column``) and accept it, in place: as the
+    graph loop's ``accept`` followed (with ``advance_slot``) by ``slot += 1``."""
+    best, index = vocab_kernels.chunk_bests(scores, seed, column)
+    rows, chunks = best.shape
+    eos_ids = eos if eos is not None else column
+    _accept_kernel[(1,)](
+        best, index, chunks, rows, tokens, tokens.stride(0), column, slot, unfinished.view(torch.uint8),
+        generated, eos_ids, eos_ids.numel() if eos is not None else 0, pad,
+        HAS_EOS=eos is not None, ADVANCE=advance_slot, BLOCK_R=min(ROWS_PER_BLOCK, triton.next_power_of_2(rows)),
+        BLOCK_C=max(16, triton.next_power_of_2(chunks)),
+        BLOCK_E=max(2, triton.next_power_of_2(eos_ids.numel() if eos is not None else 1)), num_warps=4,
+    )
