@@ -3,13 +3,7 @@
 # the batch-1 table against transformers' static+compile first (the closing figures), then the step
 # variants with and without the fused bookkeeping, then the CUDA tests of the new kernels and of the
 # decode kernels. Each part goes to $OUT as it finishes (a cut-short call still returns the first).
-set -u
-out=${OUT:-probe_out}
-mkdir -p "$out"
-cd "$(dirname "$0")/../.."
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/device.txt"
-python -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$out/device.txt"
+source "$(dirname "$0")/device_setup.sh"
 timeout 200 python bench/gpu_decode.py --batches 1 \
   --cells "static+compile,native (static; default,hf model (static; default" 2>&1 | grep -v Writing \
   > "$out/gpu_decode_b1.txt"; tail -9 "$out/gpu_decode_b1.txt"

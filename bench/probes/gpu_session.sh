@@ -3,12 +3,7 @@
 # an H100): the CUDA kernel tests (the split attention's cross-program merge and programmatic
 # dependent launch only run for real on a GPU), the step variants, the attention sweep and the
 # breakdown of one call. Writes each part to $OUT (or ./probe_out). Usage: bash bench/probes/gpu_session.sh
-set -u
-out=${OUT:-probe_out}
-mkdir -p "$out"
-cd "$(dirname "$0")/../.."
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/device.txt"
-python -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$out/device.txt"
+source "$(dirname "$0")/device_setup.sh"
 GENPLUG_PDL=1 timeout 240 python -m pytest -q -x -p no:cacheprovider tests/plugins/models/test_decode_kernels.py \
     tests/test_vocab_kernels.py tests/plugins/processors/test_truncation_kernels.py > "$out/tests_pdl.txt" 2>&1
 tail -2 "$out/tests_pdl.txt"

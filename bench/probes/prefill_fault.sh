@@ -5,13 +5,7 @@
 # (bench/probes/prefill_graph_check.py) without and with interleaved transformers static+compile
 # calls -- with CUDA_LAUNCH_BLOCKING=1 and without PDL only if it fails; then the batch-1 table with
 # the prefill graph on. Writes each part to $OUT.
-set -u
-out=${OUT:-probe_out}
-mkdir -p "$out"
-cd "$(dirname "$0")/../.."
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/device.txt"
-python -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$out/device.txt"
+source "$(dirname "$0")/device_setup.sh"
 timeout 90 python -m pytest -q -x -p no:cacheprovider tests/test_graph_loop.py tests/test_prefill_graph.py \
     tests/plugins/models/test_decode_kernels.py -k "cublas or prefill or unfused_ops or inside_the_table or share_the_kernels" \
     > "$out/cuda_tests.txt" 2>&1; tail -1 "$out/cuda_tests.txt"

@@ -3,13 +3,7 @@
 # (bench/probes/step_variants.py), then the batch-1 table (bench/gpu_decode.py --batches 1) with the
 # fastest variant whose graph loop equals its eager path, then the CUDA kernel tests under PDL.
 # Writes each part to $OUT (or ./probe_out). Usage: bash bench/probes/tune_then_measure.sh [batches]
-set -u
-out=${OUT:-probe_out}
-mkdir -p "$out"
-cd "$(dirname "$0")/../.."
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/device.txt"
-python -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$out/device.txt"
+source "$(dirname "$0")/device_setup.sh"
 timeout 200 python bench/probes/step_variants.py 2>&1 | grep -v Writing | tee "$out/variants.txt"
 flags=$(grep "^best flags:" "$out/variants.txt" | sed 's/^best flags://')
 echo "gpu_decode flags: $flags"
