@@ -2,7 +2,8 @@
 atomic merge, Qwen3's q/k norms -- compile for an H100 (sm_90) even on a machine without a GPU.
 
 Triton's interpreter (the other kernel tests) never compiles them, so a typo there would only show on
-a lent GPU. The merge must publish its partial results with a release/acquire atomic behind a barrier.
+a lent GPU. The graph loop's bookkeeping kernels (core/loop_kernels.py) are compiled too. The
+merge must publish its partial results with a release/acquire atomic behind a barrier.
 The compiler runs in a subprocess: this test session runs Triton in interpreter mode.
 """
 
@@ -61,6 +62,15 @@ for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, Fa
         dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": queries, "SPLITS": splits,
         "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "ROPE_TABLE": table, "ROPE_DIM": rot,
         "PDL": pdl, "EARLY_LOADS": True})
+# the graph loop's bookkeeping kernels (core/loop_kernels.py)
+from genplug import loop_kernels as lk
+results["loop advance"] = compiled(lk._advance_kernel, {"tokens_ptr": "*i64", "tokens_row": "i32", "slot_ptr": "*i64",
+    "positions_ptr": "*i64", "positions_row": "i32", "valid_ptr": "*u8", "valid_row": "i32", "token_out_ptr": "*i64",
+    "column_out_ptr": "*i64", "rows": "i32"}, {"BLOCK_R": 64})
+results["loop accept"] = compiled(lk._accept_kernel, {"best_ptr": "*fp32", "index_ptr": "*i32", "chunks": "i32",
+    "rows": "i32", "tokens_ptr": "*i64", "tokens_row": "i32", "column_ptr": "*i64", "slot_ptr": "*i64",
+    "unfinished_ptr": "*u8", "generated_ptr": "*i64", "eos_ptr": "*i64", "eos_count": "i32", "pad": "i32"},
+    {"HAS_EOS": True, "ADVANCE": True, "BLOCK_R": 64, "BLOCK_C": 128, "BLOCK_E": 2})
 print(json.dumps(results))
 '''
 
@@ -78,7 +88,7 @@ def compiled():
 
 
 def test_every_variant_compiles_through_ptxas(compiled):
-    assert len(compiled) == 10 and all(result["cubin"] for result in compiled.values())
+    assert len(compiled) == 12 and all(result["cubin"] for result in compiled.values())
 
 
 def test_dependent_launch_waits_only_when_asked(compiled):
