@@ -245,29 +245,29 @@ class _Session:
         self.candidates.append(adapter.static_decode_step)
         self.forward = self.candidates[0]
 
+        # the bookkeeping around the forward as two Triton kernels where they run, else PyTorch ops
+        kernels = None
+        if FUSED_BOOKKEEPING and triton_support.runs_on(tokens):
+            from . import loop_kernels as kernels  # imports Triton
+
         def step():
-            token = tokens.gather(1, slot.expand(batch, 1))
-            positions.add_(1)
-            valid.index_fill_(1, slot.view(1), True)
-            logits = self.forward(token, positions, slot, valid, cache)
-            column = slot + 1
-            accept(choose(process(tokens, logits, column), column), column)
-            slot.add_(1)
-
-        def fused_step():  # the same step, its bookkeeping in two kernels (.loop_kernels)
-            from . import loop_kernels
-
-            token, column = loop_kernels.advance(tokens, slot, positions, valid)
+            if kernels is not None:
+                token, column = kernels.advance(tokens, slot, positions, valid)
+            else:
+                token = tokens.gather(1, slot.expand(batch, 1))
+                positions.add_(1)
+                valid.index_fill_(1, slot.view(1), True)
+                column = slot + 1
             logits = self.forward(token, positions, slot, valid, cache)
             scores = process(tokens, logits, column)
-            if scores.dtype != torch.float32 or scores.dim() != 2:
-                accept(choose(scores, column), column)
-                slot.add_(1)
+            if kernels is not None and scores.dtype == torch.float32 and scores.dim() == 2:
+                kernels.choose_and_accept(scores, seed if do_sample else None, column, tokens, slot, unfinished,
+                                          generated, eos, pad, advance_slot=True)
                 return
-            loop_kernels.choose_and_accept(scores, seed if do_sample else None, column, tokens, slot, unfinished,
-                                           generated, eos, pad, advance_slot=True)
+            accept(choose(scores, column), column)
+            slot.add_(1)
 
-        self.step = fused_step if FUSED_BOOKKEEPING and triton_support.runs_on(tokens) else step
+        self.step = step
 
     def fill(self, input_ids, prompt_mask) -> None:
         """Load a prompt into the buffers (in place: a captured graph reads these very tensors).

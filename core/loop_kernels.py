@@ -93,11 +93,11 @@ def choose_and_accept(scores: torch.Tensor, seed: Optional[torch.Tensor], column
     graph loop's ``accept`` followed (with ``advance_slot``) by ``slot += 1``."""
     best, index = vocab_kernels.chunk_bests(scores, seed, column)
     rows, chunks = best.shape
-    eos_ids = eos if eos is not None else column
+    eos_count = eos.numel() if eos is not None else 0
     _accept_kernel[(1,)](
         best, index, chunks, rows, tokens, tokens.stride(0), column, slot, unfinished.view(torch.uint8),
-        generated, eos_ids, eos_ids.numel() if eos is not None else 0, pad,
+        generated, eos if eos is not None else column, eos_count, pad,
         HAS_EOS=eos is not None, ADVANCE=advance_slot, BLOCK_R=min(ROWS_PER_BLOCK, triton.next_power_of_2(rows)),
-        BLOCK_C=max(16, triton.next_power_of_2(chunks)),
-        BLOCK_E=max(2, triton.next_power_of_2(eos_ids.numel() if eos is not None else 1)), num_warps=4,
+        BLOCK_C=max(16, triton.next_power_of_2(chunks)), BLOCK_E=max(2, triton.next_power_of_2(eos_count)),
+        num_warps=4,
     )
