@@ -11,7 +11,7 @@ graph), greedy
 and sampling, batch 1/16/64. Prints one table: tokens/s, % of the bandwidth limit (batch 1), ratio to
 transformers' best, and the first call's time (compile and capture included).
 Run on the accelerator: python bench/gpu_decode.py [--batches 1,16,64] [--cells substring,...] [--gemv]
-[--pdl 0|1] [--attention splits,heads,block,warps,stages] [--prefetch gemv_mb,norm_mb]  (the last three try a kernel setting other than
+[--pdl 0|1] [--attention splits,heads,block,warps,stages]  (the last two try a kernel setting other than
 the shipped one: programmatic dependent launch, decode_kernels.ATTENTION_CONFIG["one row"])
 """
 
@@ -83,8 +83,6 @@ def main():
     parser.add_argument("--layers", type=int, default=16)
     parser.add_argument("--pdl", choices=("0", "1"), help="set GENPLUG_PDL for this run")
     parser.add_argument("--attention", help="one-row attention config for this run: splits,heads,block,warps,stages")
-    parser.add_argument("--prefetch", help="L2 prefetch of weights for this run, in MB: gemv,norm "
-                        "(decode_kernels.GEMV_L2_PREFETCH_BYTES, NORM_L2_PREFETCH_BYTES)")
     args = parser.parse_args()
     import os
 
@@ -94,9 +92,6 @@ def main():
         os.environ["GENPLUG_PDL"] = args.pdl
     if args.attention:
         decode_kernels.ATTENTION_CONFIG["one row"] = tuple(int(v) for v in args.attention.split(","))
-    if args.prefetch:
-        gemv_mb, norm_mb = (int(v) for v in args.prefetch.split(","))
-        decode_kernels.GEMV_L2_PREFETCH_BYTES, decode_kernels.NORM_L2_PREFETCH_BYTES = gemv_mb << 20, norm_mb << 20
     print(f"PDL {'off' if os.environ.get('GENPLUG_PDL') == '0' else 'on where supported'}, one-row attention {decode_kernels.ATTENTION_CONFIG['one row']}")
     import transformers
 

@@ -2,8 +2,7 @@
 dependent launch (GENPLUG_PDL), the loop's bookkeeping as two kernels or as PyTorch ops
 (graph_loop.FUSED_BOOKKEEPING), the attention kernel's first cached keys/values read before or after
 its PDL wait (decode_kernels.ATTENTION_EARLY_LOADS), the attention's split (ATTENTION_CONFIG), and the
-gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS, and the L2 prefetch
-of weights before the PDL wait (decode_kernels.GEMV_L2_PREFETCH_BYTES, NORM_L2_PREFETCH_BYTES). Tried on H100s on
+gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS. Tried on H100s on
 2026-12-05 and removed (bench/results/gpu_decode_h100.txt): the output head through genplug's GEMV
 (798 tokens/s against 810/799 as shipped); a GEMV program's whole weight slice as one tile loaded
 before the PDL wait (778, 762); the RMSNorms inside the GEMVs, the o/down GEMVs adding into the
@@ -32,16 +31,9 @@ from genplug.plugins.models.llama import decode_kernels  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
-               early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_prefetch=decode_kernels.GEMV_L2_PREFETCH_BYTES, norm_prefetch=decode_kernels.NORM_L2_PREFETCH_BYTES)
+               early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
-    ("GEMVs prefetch their slices to L2 (32 MB)", dict(gemv_prefetch=32 << 20)),
-    ("GEMVs prefetch to L2 (8 MB)", dict(gemv_prefetch=8 << 20)),
-    ("norm prefetches gate/up to L2 (16 MB)", dict(norm_prefetch=16 << 20)),
-    ("GEMVs (32 MB) + norm (16 MB) prefetch to L2", dict(gemv_prefetch=32 << 20, norm_prefetch=16 << 20)),
-    ("GEMVs (32 MB) + norm (32 MB) prefetch to L2", dict(gemv_prefetch=32 << 20, norm_prefetch=32 << 20)),
-    ("gate/up GEMV + GEMVs prefetch to L2 (32 MB)", dict(gate_up_gemv=True, gemv_prefetch=32 << 20)),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
     ("attention loads the cache after the wait", dict(early_loads=False)),
     ("gate/up GEMV", dict(gate_up_gemv=True)),
@@ -71,8 +63,6 @@ def main():
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
-        decode_kernels.GEMV_L2_PREFETCH_BYTES = setting["gemv_prefetch"]
-        decode_kernels.NORM_L2_PREFETCH_BYTES = setting["norm_prefetch"]
         gate_up_storage(native, setting["gate_up_gemv"])
         graph_loop.release(native)
         if only and name not in only:
@@ -94,11 +84,7 @@ def main():
         except Exception as exc:  # one broken variant must not hide the others
             print(f"{name:40} {type(exc).__name__}: {exc}"[:300], flush=True)
     if results:
-        best = max(results)[1]
-        print(f"fastest with graph == eager: {best}")
-        setting = dict(SHIPPED, **dict(VARIANTS)[best])
-        if not setting["gate_up_gemv"] and setting["pdl"] == "1":  # what gpu_decode.py can set
-            print(f"best flags: --prefetch {setting['gemv_prefetch'] >> 20},{setting['norm_prefetch'] >> 20}")
+        print(f"fastest with graph == eager: {max(results)[1]}")
 
 
 if __name__ == "__main__":

@@ -43,16 +43,6 @@ def _after_previous_kernel(PDL: tl.constexpr):
         tl.extra.cuda.gdc_launch_dependents()
 
 @triton.jit
-def _prefetch_to_l2(addresses, nbytes):
-    """Ask the L2 cache to fetch ``nbytes`` bytes at each of ``addresses`` (int64; 16-byte aligned, sizes
-    multiples of 16, 0 for none): Hopper's bulk prefetch, which takes no registers and does not wait, so
-    a kernel can start its whole weight slice streaming before it waits for the previous kernel. Make
-    ``addresses`` at least as many as the program's threads: each element is issued by its own thread."""
-    tl.inline_asm_elementwise(
-        "{ .reg .pred p; setp.ne.u32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
-        "=r,l,r", [addresses, nbytes], dtype=tl.int32, is_pure=False, pack=1)
-
-@triton.jit
 def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
     """``sum_p ptr[p * part_stride + offsets]`` in float32, parts added in a fixed order."""
     total = tl.load(ptr + offsets, mask=mask, other=0.0).to(tl.float32)
@@ -62,16 +52,10 @@ def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
 
 @triton.jit
 def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_ptr, norm_ptr, width, eps,
-                         prefetch_ptr, prefetch_step, prefetch_piece, DELTA_PARTS: tl.constexpr, BLOCK: tl.constexpr,
-                         PDL: tl.constexpr, PREFETCH_PIECES: tl.constexpr):
+                         DELTA_PARTS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     inside = cols < width
-    if PREFETCH_PIECES > 0:  # the next matmul's first weights head for L2 while this kernel waits and runs
-        if row == 0:
-            pieces = tl.arange(0, PREFETCH_PIECES)
-            _prefetch_to_l2((prefetch_ptr + pieces * prefetch_step).to(tl.int64, bitcast=True),
-                            prefetch_piece + tl.zeros([PREFETCH_PIECES], tl.int32))
     weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
     _after_previous_kernel(PDL)
     x = tl.load(x_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
@@ -104,9 +88,9 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
 
 @triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
-                 k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2, prefetch_elements,
+                 k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
                  X_PARTS: tl.constexpr, X_SILU: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, PREFETCH_CHUNKS: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_SILU, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = silu(gate[k]) * up[k], so the activation never makes a trip through memory.
@@ -129,15 +113,6 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     if PDL:
         # each weight tile is loaded one iteration ahead, the first before waiting for the previous
         # kernel: it streams while that kernel finishes (same arithmetic, same order)
-        if PREFETCH_CHUNKS > 0:  # and (k contiguous) the next prefetch_elements of each row head for L2
-            c = tl.arange(0, PREFETCH_CHUNKS)
-            ahead_from = first + BLOCK_K
-            ahead_to = tl.minimum(last, ahead_from + prefetch_elements)
-            piece = tl.cdiv(tl.cdiv(tl.maximum(ahead_to - ahead_from, 0), PREFETCH_CHUNKS), 8) * 8  # 16 bytes
-            starts = ahead_from + c * piece
-            sizes = tl.minimum(tl.maximum(ahead_to - starts, 0), piece)
-            sizes = tl.where(n_in[:, None], sizes[None, :] * 2, 0)  # bytes (2-byte weights, checked by the caller)
-            _prefetch_to_l2((w_ptr + local[:, None] * w_stride_n + starts[None, :]).to(tl.int64, bitcast=True), sizes)
         k = first + tl.arange(0, BLOCK_K)
         w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                     mask=(k < last)[:, None] & n_in[None, :], other=0.0)
@@ -301,15 +276,6 @@ ATTENTION_CONFIG = {"one row": (8, 4, 32, 4, 1), "rows": (1, 1, 128, 2, 2)}
 # (a since-removed step variant); the step it ships in measured 853.6 (bench/results/gpu_decode_h100.txt).
 ATTENTION_EARLY_LOADS = True
 
-# With programmatic dependent launch, each GEMV program also asks L2 to fetch the rest of its weight
-# slice (up to this many bytes over the whole matrix) before it waits for the previous kernel, so the
-# whole matrix -- not just each program's first tile -- streams while that kernel finishes. 0: off.
-GEMV_L2_PREFETCH_BYTES = 0
-# The add+norm kernel before a matmul of PyTorch's (the gate/up projection through cuBLAS, the output
-# head) asks L2 for that matmul's first this many bytes: cuBLAS does not take part in programmatic
-# dependent launch, so its weights would start streaming only once it starts. 0: off.
-NORM_L2_PREFETCH_BYTES = 0
-
 class PartialSums:
     """A one-row matmul's output left as float32 partial sums ``parts [splits, rows, width]`` (split-K).
 
@@ -408,25 +374,13 @@ def gemv(x, weight_t, bias=None, silu_input: bool = False,
         extra += [w, b, bounds[i - 1] if i < len(parts) else out_width]
     if len(parts) > 1 and any(b % block_n for b in bounds[: len(parts) - 1]):
         raise ValueError(f"gemv: part boundaries {bounds} are not multiples of block_n={block_n}")
-    prefetch_chunks = prefetch_elements = 0
-    if pdl and GEMV_L2_PREFETCH_BYTES and _l2_prefetchable(parts):
-        prefetch_chunks = max(1, warps * 32 // block_n)  # one piece per thread
-        prefetch_elements = GEMV_L2_PREFETCH_BYTES // (2 * out_width * splits) // 8 * 8
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
-        in_width, out_width, k_per_split, *extra, prefetch_elements, X_PARTS=x_parts, X_SILU=silu_input,
-        HAS_BIAS=bias is not None, W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl,
-        PREFETCH_CHUNKS=prefetch_chunks if prefetch_elements else 0, num_warps=warps, num_stages=stages,
+        in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_SILU=silu_input, HAS_BIAS=bias is not None,
+        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
         launch_pdl=pdl,
     )
     return PartialSums(out)
-
-
-def _l2_prefetchable(parts) -> bool:
-    """Whether Hopper's bulk L2 prefetch can take the GEMV's rows of weights: stored ``[out, in]`` (each
-    row's k contiguous), 2-byte elements, rows starting on 16-byte boundaries."""
-    return all(w.stride(0) == 1 and w.element_size() == 2 and w.stride(1) % 8 == 0 and w.shape[0] % 8 == 0
-               and w.data_ptr() % 16 == 0 for w in parts)
 
 
 def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int, int, int, int, int]:
@@ -449,14 +403,11 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNTS[index]
 
 
-def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
-                 prefetch: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(x + delta, rms_norm(x + delta) * weight)``; with ``delta=None`` just ``(x, rms_norm(x) * weight)``.
 
     ``x`` is ``[rows, 1, width]``; ``delta`` the same shape or :class:`PartialSums`. The sum is rounded
-    to the model dtype before it is normed, as the residual stream is stored. ``prefetch``: the weights
-    of the matmul that follows (one that cannot prefetch for itself: PyTorch's); with programmatic
-    dependent launch the kernel asks L2 for their first :data:`NORM_L2_PREFETCH_BYTES` bytes.
+    to the model dtype before it is normed, as the residual stream is stored.
     """
     width = x.shape[-1]
     x = x.contiguous()
@@ -465,17 +416,10 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
     total = torch.empty_like(x) if delta_parts else x
     normed = torch.empty_like(x)
     pdl = triton_support.dependent_launch(x.device)
-    warps = _warps_for(width * max(1, delta_parts))
-    pieces, piece = 0, 0
-    if pdl and NORM_L2_PREFETCH_BYTES and prefetch is not None and prefetch.is_contiguous() \
-            and prefetch.data_ptr() % 16 == 0:
-        pieces = warps * 32
-        piece = min(NORM_L2_PREFETCH_BYTES, prefetch.numel() * prefetch.element_size()) // pieces // 16 * 16
     _add_rms_norm_kernel[(rows,)](
-        x, delta, delta_stride, weight, total, normed, width, eps, prefetch if piece else x,
-        piece // (prefetch.element_size() if piece else 1), piece,
+        x, delta, delta_stride, weight, total, normed, width, eps,
         DELTA_PARTS=delta_parts, BLOCK=triton.next_power_of_2(width), PDL=pdl,
-        PREFETCH_PIECES=pieces if piece else 0, num_warps=warps, launch_pdl=pdl,
+        num_warps=_warps_for(width * max(1, delta_parts)), launch_pdl=pdl,
     )
     return total, normed
 

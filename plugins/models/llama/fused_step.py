@@ -64,8 +64,7 @@ def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, valu
         positions=positions,
     )
     norm = layer.post_attention_layernorm
-    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.weight, norm.eps,
-                                                   prefetch=_pytorch_matmul_weights(mlp.gate_up_proj, one_row))
+    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.weight, norm.eps)
     gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
     down = mlp.down_proj
     if mlp.act is F.silu and _gemv_takes(down, one_row):
@@ -90,14 +89,6 @@ def _gemv_takes(projection, one_row: bool) -> bool:
     weights = _stored_weights(projection)
     return weights is not None and all(w.stride(0) == 1 for w in weights) and decode_kernels.gemv_applies_to_parts(
         weights, getattr(projection, "biases", None))
-
-
-def _pytorch_matmul_weights(projection, one_row: bool):
-    """The one stored matrix PyTorch's matmul will read for ``projection`` (where genplug's GEMV does not
-    take it), for the kernel before it to prefetch; None otherwise."""
-    if _gemv_takes(projection, one_row):
-        return None
-    return getattr(projection, "weight_t", None)
 
 
 def _stored_weights(projection):

@@ -133,36 +133,6 @@ def test_gemv_with_silu_input_matches_torch(kernels, in_width, out_width, seed):
         torch.testing.assert_close(out.total().cpu(), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("in_width,out_width,parts", [(2048, 3072, 1), (8192, 2048, 1), (2048, 1536, 3), (96, 200, 1)])
-def test_l2_prefetch_of_weights_leaves_the_bits_unchanged(kernels, in_width, out_width, parts, monkeypatch):
-    """The GEMV's and the add+norm kernel's L2 prefetch (inline PTX, only with programmatic dependent
-    launch on a Hopper GPU) is a hint: the results must be bit-identical with it and without."""
-    from genplug import triton_support
-
-    if DEVICE != "cuda" or not triton_support.dependent_launch(torch.device("cuda")):
-        pytest.skip("the L2 prefetch runs only with programmatic dependent launch (Hopper or newer)")
-    g = torch.Generator().manual_seed(in_width + out_width)
-    x = torch.randn(1, 1, in_width, generator=g).to(DEVICE, torch.bfloat16)
-    stored = [torch.randn(out_width // parts, in_width, generator=g).to(DEVICE, torch.bfloat16) for _ in range(parts)]
-    weights = [w.t() for w in stored]  # [in, out] views of [out, in] storage, as the loader keeps them
-    follows = torch.randn(in_width, 4 * out_width, generator=g).to(DEVICE, torch.bfloat16)
-    norm_weight = torch.rand(in_width, generator=g).to(DEVICE, torch.bfloat16)
-
-    def run():
-        gemv = kernels.gemv(x, weights if parts > 1 else weights[0]).parts.clone()
-        normed = kernels.add_rms_norm(x, kernels.PartialSums(gemv[:, :, :in_width].contiguous())
-                                      if out_width >= in_width else None, norm_weight, 1e-6, prefetch=follows)
-        return gemv, normed
-
-    plain = run()
-    monkeypatch.setattr(kernels, "GEMV_L2_PREFETCH_BYTES", 32 << 20)
-    monkeypatch.setattr(kernels, "NORM_L2_PREFETCH_BYTES", 16 << 20)
-    assert kernels._l2_prefetchable(weights)
-    prefetched = run()
-    assert torch.equal(plain[0], prefetched[0])
-    assert all(torch.equal(a, b) for a, b in zip(plain[1], prefetched[1]))
-
-
 def _reference_attention(qkv, cos, sin, slot, valid, keys, values, heads, kv_heads, dim, qk_norm=None):
     """graph_step's unfused ops: (norm the heads,) rotate, write the cache at ``slot``, SDPA over the valid slots."""
     batch = qkv.shape[0]

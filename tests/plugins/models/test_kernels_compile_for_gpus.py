@@ -1,5 +1,5 @@
 """The GPU-only branches of the decode kernels -- programmatic dependent launch, the split attention's
-atomic merge, Qwen3's q/k norms, the L2 prefetch of weights -- compile for an H100 (sm_90) even on a machine without a GPU.
+atomic merge, Qwen3's q/k norms -- compile for an H100 (sm_90) even on a machine without a GPU.
 
 Triton's interpreter (the other kernel tests) never compiles them, so a typo there would only show on
 a lent GPU. The graph loop's bookkeeping kernels (core/loop_kernels.py) are compiled too. The
@@ -25,11 +25,9 @@ from genplug.plugins.models.llama import decode_kernels as dk
 
 GEMV = {"x_ptr": "*fp32", "x_parts_stride": "i32", "w_ptr": "*bf16", "w_stride_k": "i32", "w_stride_n": "i32",
         "bias_ptr": "*bf16", "out_ptr": "*fp32", "in_width": "i32", "out_width": "i32", "k_per_split": "i32",
-        "w1_ptr": "*bf16", "bias1_ptr": "*bf16", "bound1": "i32", "w2_ptr": "*bf16", "bias2_ptr": "*bf16", "bound2": "i32",
-        "prefetch_elements": "i32"}
+        "w1_ptr": "*bf16", "bias1_ptr": "*bf16", "bound1": "i32", "w2_ptr": "*bf16", "bias2_ptr": "*bf16", "bound2": "i32"}
 NORM = {"x_ptr": "*bf16", "delta_ptr": "*fp32", "delta_parts_stride": "i32", "weight_ptr": "*bf16",
-        "sum_ptr": "*bf16", "norm_ptr": "*bf16", "width": "i32", "eps": "fp32", "prefetch_ptr": "*bf16",
-        "prefetch_step": "i32", "prefetch_piece": "i32"}
+        "sum_ptr": "*bf16", "norm_ptr": "*bf16", "width": "i32", "eps": "fp32"}
 ATTENTION = {"qkv_ptr": "*fp32", "qkv_parts_stride": "i32", "cos_ptr": "*bf16", "sin_ptr": "*bf16", "slot_ptr": "*i64",
              "valid_ptr": "*u8", "keys_ptr": "*bf16", "values_ptr": "*bf16", "out_ptr": "*bf16",
              "partial_ptr": "*fp32", "arrivals_ptr": "*i32", "q_norm_ptr": "*bf16", "k_norm_ptr": "*bf16",
@@ -46,17 +44,15 @@ def compiled(kernel, signature, constants):
     return {"cubin": "cubin" in out.asm, "gdc_wait": "griddepcontrol.wait" in ptx,
             "atomics": [lines[i].strip() for i in atomics],
             "barrier_before_atomic": bool(atomics) and any("bar.sync" in l for l in lines[max(0, atomics[0] - 12):atomics[0]]),
-            "cached_past_l1": "ld.global.cg" in ptx, "l2_prefetch": "cp.async.bulk.prefetch.L2.global" in ptx}
+            "cached_past_l1": "ld.global.cg" in ptx}
 
 results = {}
 for pdl in (False, True):
     for silu in (False, True):
         # silu=True with the weights in three parts and biases (a transformers twin's q/k/v), else one matrix
         results[f"gemv pdl={pdl} silu={silu}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_SILU": silu,
-            "HAS_BIAS": silu, "W_PARTS": 3 if silu else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl,
-            "PREFETCH_CHUNKS": 8 if pdl else 0})
-    results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "BLOCK": 2048, "PDL": pdl,
-                                                                          "PREFETCH_PIECES": 128 if pdl else 0})
+            "HAS_BIAS": silu, "W_PARTS": 3 if silu else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
+    results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "BLOCK": 2048, "PDL": pdl})
 for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, False, 64, False),
                                                            (8, 4, 32, False, True, 64, True),
                                                            (16, 4, 16, True, False, 48, True),
@@ -98,13 +94,6 @@ def test_every_variant_compiles_through_ptxas(compiled):
 def test_dependent_launch_waits_only_when_asked(compiled):
     for name, result in compiled.items():
         assert result["gdc_wait"] == ("pdl=True" in name), name
-
-
-def test_gemv_and_norm_prefetch_weights_to_l2_only_with_dependent_launch(compiled):
-    # (the L2 prefetch is inline PTX: the interpreter never runs it, ptxas checks it here)
-    for name, result in compiled.items():
-        if name.startswith(("gemv", "norm")):
-            assert result["l2_prefetch"] == ("pdl=True" in name), name
 
 
 def test_the_split_merge_publishes_through_an_acq_rel_atomic(compiled):
