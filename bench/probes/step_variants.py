@@ -8,7 +8,9 @@ gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS. 
 before the PDL wait (778, 762); the RMSNorms inside the GEMVs, the o/down GEMVs adding into the
 residual stream through a last-split merge (812/815 against 860 with the norm kernels, commit
 8f805d7). cos/sin computed by the step instead of read from RoPE's table: 801 (within noise, kept
-the table). Prints tokens/s (best of 3 calls of 256 new tokens) and whether the graph loop equals
+the table). Hopper's bulk L2 prefetch of weights before the PDL wait (commit
+26be87f, H100, 2026-12-05, sixth session): each GEMV program's whole slice 788 (32 MB) / 810 (8 MB)
+against 859 / 857 as shipped; the add+norm kernel prefetching cuBLAS's gate/up 459; both 438. Prints tokens/s (best of 3 calls of 256 new tokens) and whether the graph loop equals
 the eager path under the same variant. The last line names the fastest variant whose graph loop
 equals its eager path.
 
