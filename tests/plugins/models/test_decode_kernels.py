@@ -6,6 +6,8 @@ Oracles: the plain PyTorch decode step of :mod:`graph_step` (norm, RoPE, ``index
 share the kernels) and stay close to the unfused step.
 """
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -375,8 +377,9 @@ def test_a_transformers_twin_reads_its_separate_q_k_v_and_gate_up_through_one_ge
 @pytest.mark.parametrize("family", [*PHI3_SWITCHES])
 def test_phi3_partial_rotary_and_longrope_run_the_fused_kernels(kernels, graph_on_cpu, family, monkeypatch):
     """Phi-3's partial rotary (RoPE turns the first rotary_dim dimensions of each head) and LongRoPE's
-    scaled, position-dependent cos/sin go through the fused kernels: the step's logits stay within
-    bf16 noise of the PyTorch step's, and greedy graph == eager path, with left padding."""
+    scaled, position-dependent cos/sin go through the fused kernels: the step's logits are as close
+    to the PyTorch step in float32 as the PyTorch step in bf16 is (bf16 noise, not a wrong rotation),
+    and greedy graph == eager path, with left padding."""
     import genplug
 
     model = native_model(seed=2, **PHI3_SWITCHES[family]).to(DEVICE, torch.bfloat16)
@@ -385,19 +388,22 @@ def test_phi3_partial_rotary_and_longrope_run_the_fused_kernels(kernels, graph_o
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    caches = [genplug.StaticCache(config=model.config, max_cache_len=12) for _ in range(2)]
-    with torch.no_grad():
-        for cache in caches:
-            model(prompt, attention_mask=mask, position_ids=positions, past_key_values=cache)
-        token, slot = torch.tensor([[7], [11]], device=DEVICE), torch.tensor(5, device=DEVICE)
-        valid = torch.zeros(2, 12, dtype=torch.bool, device=DEVICE)
-        valid[:, :6] = torch.cat((mask, torch.ones_like(mask[:, :1])), -1).bool()
-        position = positions[:, -1:] + 1
-        fused = graph_step.static_decode_step(model, token, position, slot, valid, caches[0].layers)
-        unfused = graph_step.static_decode_step(model, token, position, slot, valid, caches[1].layers,
-                                                layer_fn=graph_step.decode_layer)
-    torch.testing.assert_close(fused, unfused, rtol=0.05, atol=0.05)
-    assert (fused.argmax(-1) == unfused.argmax(-1)).all()
+    token, slot = torch.tensor([[7], [11]], device=DEVICE), torch.tensor(5, device=DEVICE)
+    valid = torch.zeros(2, 12, dtype=torch.bool, device=DEVICE)
+    valid[:, :6] = torch.cat((mask, torch.ones_like(mask[:, :1])), -1).bool()
+    position = positions[:, -1:] + 1
+
+    def step(of, **layer_fn):
+        cache = genplug.StaticCache(config=of.config, max_cache_len=12)
+        with torch.no_grad():
+            of(prompt, attention_mask=mask, position_ids=positions, past_key_values=cache)
+            return graph_step.static_decode_step(of, token, position, slot, valid, cache.layers, **layer_fn)
+
+    fused, unfused = step(model), step(model, layer_fn=graph_step.decode_layer)
+    reference = step(copy.deepcopy(model).float(), layer_fn=graph_step.decode_layer)  # same weights, float32
+    fused_error, bf16_error = (fused - reference).abs().max(), (unfused - reference).abs().max()
+    assert fused_error <= 2 * bf16_error + 1e-3, (fused_error, bf16_error)
+    torch.testing.assert_close(fused, unfused, rtol=0.1, atol=0.1)
     kw = dict(attention_mask=mask, max_new_tokens=8, cache_implementation="static", pad_token_id=0)
     graph = genplug.generate(model, prompt, **kw)
     assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
