@@ -52,7 +52,7 @@ def main():
                 if config[0] * config[1] > 128 * 128 or (layout == "out_in" and config[1] < 64):
                     continue
                 try:
-                    t = seconds_per_call([lambda w=w: dk.gemv(x, w, silu_input=silu, config=config) for w in weights])
+                    t = seconds_per_call([lambda w=w: dk.gemv(x, w, gated_input="silu" if silu else None, config=config) for w in weights])
                 except Exception as exc:  # a config Triton cannot compile (too many registers, ...)
                     print(f"  {name} {config}: {type(exc).__name__}")
                     continue

@@ -9,8 +9,8 @@ whatever its size. With these, :mod:`.fused_step` runs four small launches per l
 * :func:`rope_cache_attention` -- RoPE on the new query and key, the key/value written into the
   static cache at ``slot``, and attention of each query head over the cache;
 * :func:`gemv` -- one-row split-K matmul whose :class:`PartialSums` the next kernel adds up while
-  loading (the down projection computes SiLU(gate)*up as it reads its input);
-* :func:`silu_mul` -- ``silu(gate) * up``, for more than one row.
+  loading (the down projection computes act(gate)*up -- SiLU, or Gemma's tanh-GELU -- as it reads its input);
+* :func:`gated` -- ``act(gate) * up``, for more than one row.
 
 Arithmetic is float32 inside each kernel, rounded once on the way out. The eager forward of a
 one-token step over a static cache runs the same kernels as the captured CUDA graph, so greedy
@@ -52,15 +52,23 @@ def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
 
 @triton.jit
 def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_ptr, norm_ptr, width, eps,
-                         DELTA_PARTS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+                         delta_weight_ptr, delta_eps, DELTA_PARTS: tl.constexpr, DELTA_NORM: tl.constexpr,
+                         BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     inside = cols < width
     weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
+    if DELTA_NORM:
+        delta_weight = tl.load(delta_weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
     _after_previous_kernel(PDL)
     x = tl.load(x_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
     if DELTA_PARTS > 0:
-        x += _summed(delta_ptr, row * width + cols, inside, DELTA_PARTS, delta_parts_stride)
+        delta = _summed(delta_ptr, row * width + cols, inside, DELTA_PARTS, delta_parts_stride)
+        if DELTA_NORM:  # Gemma 2/3: the sublayer's output (as the model stores it) is normed before the add
+            delta = delta.to(sum_ptr.dtype.element_ty).to(tl.float32)
+            delta_scale = 1.0 / tl.sqrt(tl.sum(delta * delta, axis=0) / width + delta_eps)
+            delta = (delta * delta_scale * delta_weight).to(sum_ptr.dtype.element_ty).to(tl.float32)
+        x += delta
         x = x.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
         tl.store(sum_ptr + row * width + cols, x, mask=inside)
         x = x.to(tl.float32)
@@ -68,32 +76,43 @@ def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_p
     tl.store(norm_ptr + row * width + cols, (x * inverse_rms * weight).to(norm_ptr.dtype.element_ty), mask=inside)
 
 @triton.jit
-def _silu_mul_kernel(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr):
+def _tanh(x):
+    """tanh in float32 from one exp (tanh(20) is 1 in float32: the clamp keeps exp finite)."""
+    return 1.0 - 2.0 / (tl.exp(2.0 * tl.minimum(x, 20.0)) + 1.0)
+
+@triton.jit
+def _gated(gate, up, GATE: tl.constexpr):
+    """``act(gate) * up`` in float32: GATE 1 is SiLU (Llama), 2 the tanh-approximated GELU (Gemma)."""
+    if GATE == 1:
+        return gate / (1.0 + tl.exp(-gate)) * up
+    return 0.5 * gate * (1.0 + _tanh(0.7978845608028654 * (gate + 0.044715 * gate * gate * gate))) * up
+
+@triton.jit
+def _gated_kernel(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr, GATE: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = cols < width
     gate = tl.load(gate_up_ptr + row * 2 * width + cols, mask=inside, other=0.0).to(tl.float32)
     up = tl.load(gate_up_ptr + row * 2 * width + width + cols, mask=inside, other=0.0).to(tl.float32)
-    out = gate / (1.0 + tl.exp(-gate)) * up
-    tl.store(out_ptr + row * width + cols, out.to(out_ptr.dtype.element_ty), mask=inside)
+    tl.store(out_ptr + row * width + cols, _gated(gate, up, GATE).to(out_ptr.dtype.element_ty), mask=inside)
 
 @triton.jit
-def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr, X_SILU: tl.constexpr):
-    """The GEMV's input at ``k`` in float32: summed partial sums, or SiLU(gate) * up of them."""
-    if X_SILU:
+def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr, X_GATE: tl.constexpr):
+    """The GEMV's input at ``k`` in float32: summed partial sums, or act(gate) * up of them."""
+    if X_GATE > 0:
         gate = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
         up = _summed(x_ptr + in_width, k, k_in, X_PARTS, x_parts_stride)
-        return gate / (1.0 + tl.exp(-gate)) * up
+        return _gated(gate, up, X_GATE)
     return _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
 
 @triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
-                 X_PARTS: tl.constexpr, X_SILU: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
+                 X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
-    # With X_SILU, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
-    # x[k] = silu(gate[k]) * up[k], so the activation never makes a trip through memory.
+    # With X_GATE, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
+    # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
     # With W_PARTS > 1, w is the concatenation of W_PARTS matrices stored apart (a transformers model's
     # q/k/v or gate/up, read in place): columns from bound1 (bound2) on are w1's (w2's).
     pid_n = tl.program_id(0)
@@ -122,14 +141,14 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
             ahead = k + BLOCK_K
             w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + local[None, :] * w_stride_n,
                               mask=(ahead < last)[:, None] & n_in[None, :], other=0.0)
-            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_SILU)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
             w = w_ahead
     else:
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             k_in = k < last
-            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_SILU)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_GATE)
             w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                         mask=k_in[:, None] & n_in[None, :], other=0.0)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
@@ -142,18 +161,20 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
 def _rope_cache_attention_kernel(
     qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
     partial_ptr, arrivals_ptr, q_norm_ptr, k_norm_ptr, norm_eps, position_ptr, position_row, table_rows,
-    qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale,
+    qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale, softcap, window,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
     QKV_PARTS: tl.constexpr, QUERIES: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, QK_NORM: tl.constexpr, ROPE_TABLE: tl.constexpr,
-    ROPE_DIM: tl.constexpr, PDL: tl.constexpr, EARLY_LOADS: tl.constexpr,
+    ROPE_DIM: tl.constexpr, PDL: tl.constexpr, EARLY_LOADS: tl.constexpr, SOFTCAP: tl.constexpr,
 ):
     # One program per (row, QUERIES query heads of one key/value group, split of the cached slots):
     # its query heads read each cached key and value once. Every program rotates its new queries and
     # key itself; the group's first program writes the new key/value into the cache (nobody reads that
     # slot in this step) and the last split attends to the new token, from registers. With several
     # splits each leaves its softmax state (running max, sum, weighted values) in `partial`, and the
-    # last to arrive merges them.
+    # last to arrive merges them. With `window` > 0 (a sliding layer) only the slots after
+    # slot - window are attended to (the cache spans every position: slot s is position s); with
+    # SOFTCAP (Gemma 2) each scaled score s becomes tanh(s / softcap) * softcap.
     row = tl.program_id(0)
     team = tl.program_id(1)  # which QUERIES query heads
     split = tl.program_id(2)
@@ -179,8 +200,9 @@ def _rope_cache_attention_kernel(
     cos = tl.load(cos_ptr + rope_at + d, mask=turned, other=1.0).to(tl.float32)
     sin = tl.load(sin_ptr + rope_at + d, mask=turned, other=0.0).to(tl.float32)
     cache_at = row * cache_batch + kv_head * cache_head
-    chunk = tl.cdiv(tl.cdiv(slot, SPLITS), BLOCK_S) * BLOCK_S
-    begin = split * chunk
+    lowest = tl.where(window > 0, tl.maximum(slot - window + 1, 0), 0)  # the first slot in the window
+    chunk = tl.cdiv(tl.cdiv(slot - lowest, SPLITS), BLOCK_S) * BLOCK_S
+    begin = lowest + split * chunk
     end = tl.minimum(begin + chunk, slot)
     # this split's cached slots before `slot` stream one tile ahead of the softmax (the first now)
     s = begin + tl.arange(0, BLOCK_S)
@@ -218,7 +240,10 @@ def _rope_cache_attention_kernel(
     # softmax state per query head; the last split starts from the new token (always attended to),
     # the others from nothing (a finite floor for the max keeps empty splits free of inf - inf)
     own = split == SPLITS - 1
-    best = tl.where(own, tl.sum(query * key.to(tl.float32)[None, :], axis=1), -1.0e30)
+    own_score = tl.sum(query * key.to(tl.float32)[None, :], axis=1)
+    if SOFTCAP:
+        own_score = softcap * _tanh(own_score / softcap)
+    best = tl.where(own, own_score, -1.0e30)
     total = tl.where(own, 1.0, 0.0) + tl.zeros([BLOCK_G], tl.float32)
     acc = tl.where(own, 1.0, 0.0) * value.to(tl.float32)[None, :] + tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
     for start in range(begin, end, BLOCK_S):  # this split's cached slots before `slot`
@@ -230,6 +255,8 @@ def _rope_cache_attention_kernel(
         v_ahead = tl.load(values_ptr + at, mask=kv_in, other=0.0)
         attend_ahead = tl.load(valid_ptr + row * valid_row + s, mask=s < end, other=0)
         scores = tl.sum(query[:, None, :] * k[None, :, :], axis=2)  # [groups, slots]
+        if SOFTCAP:
+            scores = softcap * _tanh(scores / softcap)
         scores = tl.where(attend[None, :], scores, float("-inf"))
         new_best = tl.maximum(best, tl.max(scores, axis=1))
         p = tl.exp(scores - new_best[:, None])
@@ -334,12 +361,16 @@ def gemv_applies_to_parts(weights_t, biases=None) -> bool:
     return len(biases) == len(weights_t) and len({b is None for b in biases}) == 1
 
 
-def gemv(x, weight_t, bias=None, silu_input: bool = False,
+GATES = {"silu": 1, "gelu_tanh": 2}  # the gated MLP activations the kernels compute (constexpr codes)
+
+
+def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
          config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False) -> PartialSums:
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
-    ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``silu_input=True`` it is the gate/up
-    projection ``[1, 1, 2 * in]`` and the input is ``silu(gate) * up``, computed while loading.
+    ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
+    see :data:`GATES`) it is the gate/up projection ``[1, 1, 2 * in]`` and the input is
+    ``act(gate) * up``, computed while loading.
     ``weight_t`` may also be a sequence of up to 3 matrices ``[in, out_i]`` (and ``bias`` a sequence
     like it), read in place as their concatenation ``[in, sum out_i]`` (:func:`gemv_applies_to_parts`).
     ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
@@ -352,6 +383,8 @@ def gemv(x, weight_t, bias=None, silu_input: bool = False,
         biases = [None] * len(parts)
     else:
         biases = [bias] if len(parts) == 1 else []  # one bias for several matrices: refused below
+    if gated_input is not None and gated_input not in GATES:
+        raise ValueError(f"gemv: gated_input must be one of {sorted(GATES)} or None, not {gated_input!r}")
     if not checked and not gemv_applies_to_parts(parts, biases):
         raise ValueError("gemv: the weights must be 1 to 3 matrices of one layout, dtype and in-width, whose widths "
                          f"(all but the last) are multiples of {PART_ALIGNMENT}, with all biases or none")
@@ -376,7 +409,7 @@ def gemv(x, weight_t, bias=None, silu_input: bool = False,
         raise ValueError(f"gemv: part boundaries {bounds} are not multiples of block_n={block_n}")
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
-        in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_SILU=silu_input, HAS_BIAS=bias is not None,
+        in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
         W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
         launch_pdl=pdl,
     )
@@ -403,11 +436,15 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNTS[index]
 
 
-def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
+                 delta_norm: Optional[Tuple[torch.Tensor, float]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(x + delta, rms_norm(x + delta) * weight)``; with ``delta=None`` just ``(x, rms_norm(x) * weight)``.
 
     ``x`` is ``[rows, 1, width]``; ``delta`` the same shape or :class:`PartialSums`. The sum is rounded
-    to the model dtype before it is normed, as the residual stream is stored.
+    to the model dtype before it is normed, as the residual stream is stored. ``delta_norm =
+    (weight, eps)`` norms ``delta`` first (Gemma 2/3's post-attention and post-feed-forward norms; the
+    normed delta is rounded to the model dtype, as that norm's output is). Norm weights are what the
+    normed values are multiplied by: Gemma's ``1 + weight`` is passed as such (``RMSNorm.scale``).
     """
     width = x.shape[-1]
     x = x.contiguous()
@@ -416,22 +453,26 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float) -> Tu
     total = torch.empty_like(x) if delta_parts else x
     normed = torch.empty_like(x)
     pdl = triton_support.dependent_launch(x.device)
+    delta_weight, delta_eps = delta_norm if delta_norm is not None and delta_parts else (weight, 0.0)
     _add_rms_norm_kernel[(rows,)](
-        x, delta, delta_stride, weight, total, normed, width, eps,
-        DELTA_PARTS=delta_parts, BLOCK=triton.next_power_of_2(width), PDL=pdl,
+        x, delta, delta_stride, weight, total, normed, width, eps, delta_weight, delta_eps,
+        DELTA_PARTS=delta_parts, DELTA_NORM=delta_norm is not None and delta_parts > 0,
+        BLOCK=triton.next_power_of_2(width), PDL=pdl,
         num_warps=_warps_for(width * max(1, delta_parts)), launch_pdl=pdl,
     )
     return total, normed
 
 
-def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    """``silu(gate) * up`` for ``gate_up = [..., 2 * width]`` holding gate then up."""
+def gated(gate_up: torch.Tensor, act: str = "silu") -> torch.Tensor:
+    """``act(gate) * up`` for ``gate_up = [..., 2 * width]`` holding gate then up (``act`` one of :data:`GATES`)."""
+    if act not in GATES:
+        raise ValueError(f"gated: act must be one of {sorted(GATES)}, not {act!r}")
     width = gate_up.shape[-1] // 2
     gate_up = gate_up.contiguous()
     rows = gate_up.numel() // (2 * width)
     out = torch.empty(*gate_up.shape[:-1], width, dtype=gate_up.dtype, device=gate_up.device)
     block = min(1024, triton.next_power_of_2(width))
-    _silu_mul_kernel[(rows, triton.cdiv(width, block))](gate_up, out, width, BLOCK=block, num_warps=4)
+    _gated_kernel[(rows, triton.cdiv(width, block))](gate_up, out, width, BLOCK=block, GATE=GATES[act], num_warps=4)
     return out
 
 
@@ -441,7 +482,8 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                          config: Optional[Tuple[int, int, int, int, int]] = None,
                          arrivals: Optional[torch.Tensor] = None,
                          qk_norm: Optional[Tuple[torch.Tensor, torch.Tensor, float]] = None,
-                         positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+                         positions: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+                         softcap: Optional[float] = None, window: Optional[int] = None) -> torch.Tensor:
     """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
 
     ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
@@ -457,7 +499,10 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     ``qk_norm = (query weight, key weight, eps)`` RMS-norms each query and key head before RoPE (Qwen3).
     With ``positions [batch or 1, 1]`` (long), ``cos``/``sin`` are instead tables ``[rows, head_dim]`` by
     position (``RotaryEmbedding.table``) and each row rotates by the row of its position (clamped into
-    the table): the step then launches no RoPE kernels of its own.
+    the table): the step then launches no RoPE kernels of its own. ``scale`` multiplies the scores
+    (None: ``head_dim ** -0.5``; Gemma's ``query_pre_attn_scalar ** -0.5``), ``softcap`` caps them as
+    ``tanh(s / softcap) * softcap`` (Gemma 2), and ``window`` (a sliding layer over a cache whose slot
+    ``s`` is position ``s``) limits each row to the slots after ``slot - window``.
     """
     if keys.stride() != values.stride() or keys.stride(-1) != 1:
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
@@ -468,6 +513,8 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         queries = math.gcd(queries, groups)
     else:
         splits, queries, block_s, warps, stages = config
+    if softcap is not None and not softcap > 0 or window is not None and window < 1:
+        raise ValueError(f"softcap must be positive and window at least 1; got softcap={softcap}, window={window}")
     if groups % queries or splits & (splits - 1):
         raise ValueError(f"attention config {config}: query heads per program must divide the group size "
                          f"({groups}) and splits must be a power of two")
@@ -494,10 +541,12 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         *((positions, positions.stride(0) if positions.shape[0] > 1 else 0, cos.shape[0]) if positions is not None
           else (slot, 0, 1)),
         qkv.shape[-1], rotary_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
-        keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5,
+        keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5 if scale is None else scale,
+        float(softcap or 1.0), int(window or 0),
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts, QUERIES=queries,
         SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None,
         ROPE_TABLE=positions is not None, PDL=pdl, ROPE_DIM=rotary_dim, EARLY_LOADS=ATTENTION_EARLY_LOADS,
+        SOFTCAP=softcap is not None,
         num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out

@@ -23,60 +23,74 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
     fused kernels; writes their keys/values at ``slot`` (same arguments as :func:`.graph_step.static_decode_step`).
 
     Each layer hands on ``(residual, delta)`` unsummed, so every residual add happens inside the next
-    norm's kernel. ``positions_below=n`` promises every position is below ``n`` (the CUDA-graph step:
-    a token's position never passes its cache slot): the attention kernels then read cos/sin from the
-    rotary embedding's table by position, and the step launches no RoPE kernels (the same bits).
+    norm's kernel (with Gemma 2/3's norm of the delta before it). ``positions_below=n`` promises every
+    position is below ``n`` (the CUDA-graph step: a token's position never passes its cache slot): the
+    attention kernels then read cos/sin from the rotary embeddings' tables by position, and the step
+    launches no RoPE kernels (the same bits).
     """
     core = model.model
+    embeddings = [core.rotary_emb] + ([core.local_rotary_emb] if core.local_rotary_emb is not None else [])
     positions = None
-    if positions_below is not None and ROPE_TABLE and core.rotary_emb.tabulates():
-        cos, sin = core.rotary_emb.table(positions_below, hidden.dtype, hidden.device)
+    if positions_below is not None and ROPE_TABLE and all(e.tabulates() for e in embeddings):
+        rotations = [e.table(positions_below, hidden.dtype, hidden.device) for e in embeddings]
         positions = position_ids.reshape(position_ids.shape[0], 1)
     else:
-        cos, sin = core.rotary_emb(position_ids, hidden.dtype)
+        rotations = [e(position_ids, hidden.dtype) for e in embeddings]
     # one set of zeroed counters for every layer's attention: each call leaves them zero again
     arrivals = None
     if decode_kernels.ATTENTION_CONFIG["one row" if hidden.shape[0] == 1 else "rows"][0] > 1:
         arrivals = decode_kernels.new_arrivals(hidden.shape[0], model.config.num_attention_heads, hidden.device)
-    delta = None
-    for layer, cache_layer in zip(core.layers, layers):
-        hidden, delta = fused_decode_layer(layer, hidden, delta, cos, sin, slot, valid,
-                                           cache_layer.keys, cache_layer.values, arrivals, positions)
-    return decode_kernels.add_rms_norm(hidden, delta, core.norm.weight, core.norm.eps)[1]
+    delta = delta_norm = None
+    for (layer, window, rope), cache_layer in zip(core.layer_plan, layers):
+        cos, sin = rotations[rope]
+        hidden, delta, delta_norm = fused_decode_layer(layer, hidden, delta, delta_norm, cos, sin, slot, valid,
+                                                       cache_layer.keys, cache_layer.values, arrivals, positions,
+                                                       window)
+    return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
 
-def fused_decode_layer(layer, residual, delta, cos, sin, slot, valid, keys, values, arrivals=None, positions=None):
-    """One decoder layer with the fused kernels: ``(residual, delta)`` in, ``(residual, delta)`` out.
+def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid, keys, values, arrivals=None,
+                       positions=None, window=None):
+    """One decoder layer with the fused kernels: ``(residual, delta, delta_norm)`` in and out, where
+    ``delta_norm`` is the ``(weights, eps)`` of the norm ``delta`` takes before it is added (Gemma 2/3's
+    post-feed-forward norm), or None.
 
     Around the four matmuls run three small kernels: add+norm, RoPE+cache write+attention, add+norm.
     At batch 1, projections stored ``[out, in]`` go through genplug's split-K GEMV, whose partial sums
-    the next kernel adds up while loading; the down projection then computes SiLU(gate)*up as it reads
-    its input. Other matmuls are PyTorch's, and SiLU*up is one more small kernel.
+    the next kernel adds up while loading; the down projection then computes act(gate)*up as it reads
+    its input. Other matmuls are PyTorch's, and act(gate)*up is one more small kernel.
     """
     attn, mlp = layer.self_attn, layer.mlp
     one_row = residual.shape[0] == 1
     norm = layer.input_layernorm
-    residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.weight, norm.eps)
+    residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
     out = decode_kernels.rope_cache_attention(
         _matmul(attn.qkv_proj, normed, one_row), cos, sin, slot, valid, keys, values,
         attn.num_heads, attn.num_kv_heads, attn.head_dim, arrivals=arrivals,
-        qk_norm=None if attn.q_norm is None else (attn.q_norm.weight, attn.k_norm.weight, attn.q_norm.eps),
-        positions=positions,
+        qk_norm=None if attn.q_norm is None else (attn.q_norm.scale(), attn.k_norm.scale(), attn.q_norm.eps),
+        positions=positions, scale=attn.scale, softcap=attn.softcap, window=window,
     )
-    norm = layer.post_attention_layernorm
-    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.weight, norm.eps)
+    if layer.pre_feedforward_layernorm is None:  # Llama: the attention output added as it is
+        norm, attended_norm = layer.post_attention_layernorm, None
+    else:  # Gemma 2/3: normed first, and the MLP's input has a norm of its own
+        post = layer.post_attention_layernorm
+        norm, attended_norm = layer.pre_feedforward_layernorm, (post.scale(), post.eps)
+    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.scale(),
+                                                   norm.eps, attended_norm)
+    post = layer.post_feedforward_layernorm
+    mlp_norm = None if post is None else (post.scale(), post.eps)
     gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
     down = mlp.down_proj
-    if mlp.act is F.silu and _gemv_takes(down, one_row):
-        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, silu_input=True)
+    if mlp.gate_kind is not None and _gemv_takes(down, one_row):
+        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind), mlp_norm
     if isinstance(gate_up, decode_kernels.PartialSums):
         gate_up = gate_up.total().to(residual.dtype)
-    if mlp.act is F.silu:
-        activated = decode_kernels.silu_mul(gate_up)
+    if mlp.gate_kind is not None:
+        activated = decode_kernels.gated(gate_up, mlp.gate_kind)
     else:
         gate, up = gate_up.chunk(2, dim=-1)
         activated = mlp.act(gate) * up
-    return residual, down.forward(activated)
+    return residual, down.forward(activated), mlp_norm
 
 
 def _gemv_takes(projection, one_row: bool) -> bool:

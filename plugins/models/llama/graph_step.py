@@ -34,16 +34,11 @@ def fused_kernels_apply(hidden: torch.Tensor) -> bool:
 
 
 def fused_kernels_cover(config) -> bool:
-    """Whether the fused kernels compute this model's decode step: Llama's block (with Qwen3's optional
-    q/k norms, Phi-3's partial rotary and LongRoPE's scaled cos/sin) over full-attention layers. Gemma's
-    (1 + weight) norms, sandwich norms, embedding scale, attention scale, soft-capping and per-layer RoPE
-    are not in them, nor are sliding windows: such models run the PyTorch step."""
-    return not (
-        config.rotary_dim % 2 or config.unit_offset_norms or config.sandwich_norms or config.scale_embeddings
-        or config.query_pre_attn_scalar is not None or config.attn_logit_softcapping is not None
-        or config.final_logit_softcapping is not None or config.local_rope_parameters is not None
-        or any(config.window_of_layer(i) for i in range(config.num_hidden_layers))
-    )
+    """Whether the fused kernels compute this model's decode step: every block of the family -- Llama's,
+    with Qwen3's q/k norms, Phi-3's partial rotary and LongRoPE's scaled cos/sin, Gemma's (1 + weight)
+    norms, sandwich norms, attention scale and soft-capping, tanh-GELU, per-layer RoPE and sliding
+    layers -- as long as RoPE turns an even number of dimensions."""
+    return config.rotary_dim % 2 == 0
 
 
 def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, slot: torch.Tensor,
@@ -62,7 +57,7 @@ def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, s
 
         # positions stay below the cache length: a token's position never passes its slot
         normed = fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=valid.shape[-1])
-        return model.lm_head(normed)[:, -1].float()
+        return model.logits_of(normed)[:, -1].float()
     rotations = core.rotations(position_ids, hidden.dtype)
     masks = {None: valid[:, None, None, :]}
     for window in set(core.layer_windows) - {None}:  # a key slot is in the window of the query's slot

@@ -80,6 +80,10 @@ class RMSNorm(nn.Module):
             return F.rms_norm(x, self.shape, self.weight, self.eps)
         return self.weight * F.rms_norm(x.float(), self.shape, None, self.eps).to(x.dtype)
 
+    def scale(self) -> torch.Tensor:
+        """What the normed values are multiplied by (the fused decode kernels take it as the norm's weights)."""
+        return self.weight
+
 
 class UnitOffsetRMSNorm(RMSNorm):
     """Gemma's RMSNorm: scales by ``1 + weight`` (weights are stored centred on zero), in float32, and
@@ -91,6 +95,18 @@ class UnitOffsetRMSNorm(RMSNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x.float(), self.shape, 1.0 + self.weight.float(), self.eps).to(x.dtype)
+
+    def scale(self) -> torch.Tensor:
+        """``1 + weight`` in float32, kept between calls (a decode step would otherwise launch a kernel
+        per norm for it) and remade when the weights change: replaced, or edited in place."""
+        weight = self.weight
+        key = (weight.data_ptr(), weight._version, weight.device)
+        cached = self.__dict__.get("_scale")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, 1.0 + weight.detach().float())
+            self.__dict__["_scale"] = cached
+        return cached[1]
 
 
 def make_norm(config: NativeLlamaConfig, size: int) -> RMSNorm:
@@ -231,6 +247,8 @@ class MLP(nn.Module):
         self.gate_up_proj = Projection(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = Projection(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.act = _ACTIVATIONS[config.hidden_act]
+        # the fused decode kernels' name for act(gate) * up (decode_kernels.GATES); None: computed by PyTorch
+        self.gate_kind = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh"}.get(config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj.forward(x).chunk(2, dim=-1)
@@ -365,7 +383,7 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         self.model = NativeLlamaModel(config)
         self.lm_head = Projection(config.hidden_size, config.vocab_size, bias=False)
         self.final_logit_softcapping = config.final_logit_softcapping
-        # whether the fused Triton decode kernels implement this model's step (not Gemma's, Phi-3's RoPE, windows)
+        # whether the fused Triton decode kernels implement this model's step (graph_step.fused_kernels_cover)
         self.fused_kernels_fit = fused_kernels_cover(config)
         self.tie_weights()
 
@@ -477,7 +495,7 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         normed = fused_decode_hidden(self, hidden, position_ids, layers[0].position, valid, layers)
         for layer in layers:
             layer.mark_written(1)
-        return self.lm_head.forward(normed)
+        return self.logits_of(normed)
 
     # ------------------------------------------------------------------ running it
 

@@ -1,5 +1,5 @@
 """The GPU-only branches of the decode kernels -- programmatic dependent launch, the split attention's
-atomic merge, Qwen3's q/k norms -- compile for an H100 (sm_90) even on a machine without a GPU.
+atomic merge, Qwen3's q/k norms, Gemma's soft-capped scores, tanh-GELU and normed deltas -- compile for an H100 (sm_90) even on a machine without a GPU.
 
 Triton's interpreter (the other kernel tests) never compiles them, so a typo there would only show on
 a lent GPU. The graph loop's bookkeeping kernels (core/loop_kernels.py) are compiled too. The
@@ -27,12 +27,13 @@ GEMV = {"x_ptr": "*fp32", "x_parts_stride": "i32", "w_ptr": "*bf16", "w_stride_k
         "bias_ptr": "*bf16", "out_ptr": "*fp32", "in_width": "i32", "out_width": "i32", "k_per_split": "i32",
         "w1_ptr": "*bf16", "bias1_ptr": "*bf16", "bound1": "i32", "w2_ptr": "*bf16", "bias2_ptr": "*bf16", "bound2": "i32"}
 NORM = {"x_ptr": "*bf16", "delta_ptr": "*fp32", "delta_parts_stride": "i32", "weight_ptr": "*bf16",
-        "sum_ptr": "*bf16", "norm_ptr": "*bf16", "width": "i32", "eps": "fp32"}
+        "sum_ptr": "*bf16", "norm_ptr": "*bf16", "width": "i32", "eps": "fp32", "delta_weight_ptr": "*fp32",
+        "delta_eps": "fp32"}
 ATTENTION = {"qkv_ptr": "*fp32", "qkv_parts_stride": "i32", "cos_ptr": "*bf16", "sin_ptr": "*bf16", "slot_ptr": "*i64",
              "valid_ptr": "*u8", "keys_ptr": "*bf16", "values_ptr": "*bf16", "out_ptr": "*bf16",
              "partial_ptr": "*fp32", "arrivals_ptr": "*i32", "q_norm_ptr": "*bf16", "k_norm_ptr": "*bf16",
              "norm_eps": "fp32", "position_ptr": "*i64", "position_row": "i32", "table_rows": "i32", "qkv_row": "i32", "rope_row": "i32", "valid_row": "i32", "cache_batch": "i32",
-             "cache_head": "i32", "cache_slot": "i32", "scale": "fp32"}
+             "cache_head": "i32", "cache_slot": "i32", "scale": "fp32", "softcap": "fp32", "window": "i32"}
 ONE_B = {"HEADS": 32, "KV_HEADS": 8, "GROUPS": 4, "DIM": 64, "QKV_PARTS": 4, "BLOCK_D": 64}
 
 def compiled(kernel, signature, constants):
@@ -48,11 +49,13 @@ def compiled(kernel, signature, constants):
 
 results = {}
 for pdl in (False, True):
-    for silu in (False, True):
-        # silu=True with the weights in three parts and biases (a transformers twin's q/k/v), else one matrix
-        results[f"gemv pdl={pdl} silu={silu}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_SILU": silu,
-            "HAS_BIAS": silu, "W_PARTS": 3 if silu else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
-    results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "BLOCK": 2048, "PDL": pdl})
+    for gate in (0, 2 if pdl else 1):
+        # a gated input (SiLU, Gemma's tanh-GELU) with the weights in three parts and biases (a transformers
+        # twin's q/k/v), else one matrix
+        results[f"gemv pdl={pdl} gate={gate}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": gate,
+            "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
+    results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "DELTA_NORM": pdl,
+                                                                          "BLOCK": 2048, "PDL": pdl})
 for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, False, 64, False),
                                                            (8, 4, 32, False, True, 64, True),
                                                            (16, 4, 16, True, False, 48, True),
@@ -61,7 +64,7 @@ for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, Fa
             f"pdl={pdl}"] = compiled(
         dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": queries, "SPLITS": splits,
         "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "ROPE_TABLE": table, "ROPE_DIM": rot,
-        "PDL": pdl, "EARLY_LOADS": True})
+        "PDL": pdl, "EARLY_LOADS": True, "SOFTCAP": qk_norm})
 # the graph loop's bookkeeping kernels (core/loop_kernels.py)
 from genplug import loop_kernels as lk
 results["loop advance"] = compiled(lk._advance_kernel, {"tokens_ptr": "*i64", "tokens_row": "i32", "slot_ptr": "*i64",

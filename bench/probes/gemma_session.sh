@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One short device call for the Gemma paths of the fused decode kernels: their CUDA tests (Gemma 1/2/3
+# native and transformers twins, the gated activations, the normed delta, the soft-capped/windowed
+# attention), then bench/probes/gemma_kernels.py (a Gemma-3-1B shape, fused kernels against the PyTorch
+# graph step). Each part goes to $OUT as it finishes. Usage: bash bench/probes/gemma_session.sh
+source "$(dirname "$0")/device_setup.sh"
+timeout 80 python -m pytest -q -p no:cacheprovider tests/plugins/models/test_decode_kernels.py \
+  -k "gemma or gated or delta or attention" > "$out/cuda_tests.txt" 2>&1; tail -3 "$out/cuda_tests.txt"
+timeout 150 python bench/probes/gemma_kernels.py 2>&1 | grep -v -e Writing -e warn | tee "$out/gemma_kernels.txt"
