@@ -8,7 +8,6 @@ the two compute the same bits. Imported only where :func:`.graph_step.fused_kern
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import decode_kernels
 
