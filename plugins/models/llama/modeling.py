@@ -98,7 +98,9 @@ class UnitOffsetRMSNorm(RMSNorm):
 
     def scale(self) -> torch.Tensor:
         """``1 + weight`` in float32, kept between calls (a decode step would otherwise launch a kernel
-        per norm for it) and remade when the weights change: replaced, or edited in place."""
+        per norm for it) and remade when the weights change: replaced, or edited in place. A captured
+        decode graph keeps reading the one made before its capture, like the RoPE tables: release it
+        (``genplug.graph_loop.release(model)``) after editing the weights of a model it was captured for."""
         weight = self.weight
         key = (weight.data_ptr(), weight._version, weight.device)
         cached = self.__dict__.get("_scale")
