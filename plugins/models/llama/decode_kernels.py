@@ -297,6 +297,11 @@ MAX_SPLITS = 8
 # program per head and no split, 808 with PDL; 16 splits 794, 4 splits x 1 head 779). Rows: tuned by
 # bench/probes/decode_attention.py with one program per query head.
 ATTENTION_CONFIG = {"one row": (8, 4, 32, 4, 1), "rows": (1, 1, 128, 2, 2)}
+# The head size those were tuned at (the 1B shape). For larger heads the tuned block_s shrinks in
+# proportion, so each program's tile of products stays the tuned size: compiled for sm_90 as tuned, the
+# one-row kernel of a Gemma-sized head (256) spilled 328 bytes per thread and the rows kernel of a
+# Llama-8B-sized head (128) 6,032 (tests/plugins/models/test_kernels_compile_for_gpus.py).
+ATTENTION_TUNED_HEAD_DIM = 64
 # The attention kernel reads the cached keys/values' first tile (and the slot, positions, cos/sin)
 # before waiting for the q/k/v projection to finish (programmatic dependent launch only; same bits).
 # bench/probes/step_variants.py on an H100, 2026-12-05: 812.5 and 815.0 tokens/s with, 809.5 without
@@ -508,11 +513,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
     batch = keys.shape[0]
     groups = heads // kv_heads
-    if config is None:  # the tuned setting, its query heads per program fitted to this model's groups
-        splits, queries, block_s, warps, stages = ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
-        queries = math.gcd(queries, groups)
-    else:
-        splits, queries, block_s, warps, stages = config
+    splits, queries, block_s, warps, stages = config or attention_config(batch, groups, head_dim)
     if softcap is not None and not softcap > 0 or window is not None and window < 1:
         raise ValueError(f"softcap must be positive and window at least 1; got softcap={softcap}, window={window}")
     if groups % queries or splits & (splits - 1):
@@ -550,6 +551,17 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out
+
+
+def attention_config(batch: int, groups: int, head_dim: int) -> Tuple[int, int, int, int, int]:
+    """The tuned ``(splits, query heads per program, block_s, warps, stages)`` of :func:`rope_cache_attention`
+    for this batch (one row or more), fitted to the model: query heads per program divide its group
+    size, and slots per tile shrink for heads larger than the tuned one -- each program holds a
+    ``[queries, block_s, head_dim]`` tile of products, which must not outgrow the tuned tile."""
+    splits, queries, block_s, warps, stages = ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
+    queries = math.gcd(queries, groups)
+    block_s = max(1, min(block_s, block_s * ATTENTION_TUNED_HEAD_DIM // triton.next_power_of_2(head_dim)))
+    return splits, queries, block_s, warps, stages
 
 
 def new_arrivals(batch: int, heads: int, device: torch.device) -> torch.Tensor:
