@@ -458,10 +458,11 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
     total = torch.empty_like(x) if delta_parts else x
     normed = torch.empty_like(x)
     pdl = triton_support.dependent_launch(x.device)
-    delta_weight, delta_eps = delta_norm if delta_norm is not None and delta_parts else (weight, 0.0)
+    norms_delta = delta_norm is not None and delta_parts > 0
+    delta_weight, delta_eps = delta_norm if norms_delta else (weight, 0.0)
     _add_rms_norm_kernel[(rows,)](
         x, delta, delta_stride, weight, total, normed, width, eps, delta_weight, delta_eps,
-        DELTA_PARTS=delta_parts, DELTA_NORM=delta_norm is not None and delta_parts > 0,
+        DELTA_PARTS=delta_parts, DELTA_NORM=norms_delta,
         BLOCK=triton.next_power_of_2(width), PDL=pdl,
         num_warps=_warps_for(width * max(1, delta_parts)), launch_pdl=pdl,
     )
@@ -514,7 +515,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     batch = keys.shape[0]
     groups = heads // kv_heads
     splits, queries, block_s, warps, stages = config or attention_config(batch, groups, head_dim)
-    if softcap is not None and not softcap > 0 or window is not None and window < 1:
+    if (softcap is not None and not softcap > 0) or (window is not None and window < 1):
         raise ValueError(f"softcap must be positive and window at least 1; got softcap={softcap}, window={window}")
     if groups % queries or splits & (splits - 1):
         raise ValueError(f"attention config {config}: query heads per program must divide the group size "
