@@ -47,12 +47,13 @@ def gemma3():
         bos_token_id=2, eos_token_id=1, pad_token_id=0))
 
 
+DEVICE = "cuda"
 FAMILIES = {"qwen2": qwen2, "phi3": phi3, "gemma3": gemma3}
 
 
 def measure(name, build, bandwidth):
     torch.manual_seed(0)
-    with torch.device("cuda"):  # random init on the GPU: seconds, not minutes, for 4B parameters
+    with torch.device(DEVICE):  # random init on the GPU: seconds, not minutes, for 4B parameters
         hf = build().to(torch.bfloat16).eval()
     weight_bytes = sum(p.numel() * p.element_size() for p in hf.parameters())
     limit = bandwidth / weight_bytes
@@ -60,7 +61,7 @@ def measure(name, build, bandwidth):
     fused = reason is None and native_twin(hf).fused_kernels_fit
     print(f"{name}: weights {weight_bytes / 1e9:.2f} GB, batch-1 limit {limit:.0f} tokens/s; twin: "
           f"{reason or 'yes'}; fused kernels cover it: {fused}", flush=True)
-    ids = torch.randint(3, 30000, (1, gpu_decode.PROMPT), device="cuda")
+    ids = torch.randint(3, 30000, (1, gpu_decode.PROMPT), device=DEVICE)
 
     def theirs():
         return hf.generate(ids, cache_implementation="static", max_new_tokens=gpu_decode.NEW, eos_token_id=None,
@@ -82,8 +83,6 @@ def measure(name, build, bandwidth):
               f"first call {first:.1f} s)", flush=True)
     print(f"  genplug graph == eager: {torch.equal(rows[1][3], eager)}; genplug == transformers (greedy tokens): "
           f"{torch.equal(rows[1][3], rows[0][3])}", flush=True)
-    del hf
-    torch.cuda.empty_cache()
 
 
 def main():
@@ -91,6 +90,7 @@ def main():
     names = sys.argv[1:] or list(FAMILIES)
     for name in names:
         measure(name, FAMILIES[name], bandwidth)
+        torch.cuda.empty_cache()  # the last family's model is gone with measure's frame
 
 
 if __name__ == "__main__":
