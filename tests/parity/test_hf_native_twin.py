@@ -28,7 +28,7 @@ GEMMA = {
     # eager attention (soft-capped scores), final logit soft-cap, query_pre_attn_scalar, four norms per layer
     "gemma2": lambda window: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
         **GEMMA_SHAPE, sliding_window=window, layer_types=SLIDING_FIRST, attn_logit_softcapping=2.0,
-        final_logit_softcapping=3.0, query_pre_attn_scalar=12)),
+        final_logit_softcapping=3.0, query_pre_attn_scalar=12, attn_implementation="eager")),
     # SDPA, q/k norms, a linear-scaled global RoPE and a local one of another base
     "gemma3": lambda window: transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(
         **GEMMA_SHAPE, sliding_window=window, layer_types=SLIDING_FIRST, final_logit_softcapping=3.0,

@@ -512,7 +512,8 @@ def _tiny_transformers_gemma(transformers, family):
     sliding = dict(sliding_window=32, query_pre_attn_scalar=16)
     if family == "gemma2":
         return transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
-            **shape, **sliding, attn_logit_softcapping=20.0, final_logit_softcapping=10.0))
+            **shape, **sliding, attn_logit_softcapping=20.0, final_logit_softcapping=10.0,
+            attn_implementation="eager"))  # the soft-capping attention (transformers 5.17 defaults Gemma 2 to SDPA)
     return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**shape, **sliding, sliding_window_pattern=2))
 
 
