@@ -4,7 +4,10 @@ greedy tokens/s at batch 1 and 16 through genplug's native model, same process, 
 loop equals the eager path. Few layers, so the model builds quickly; the attention's share of a step
 is what changes.
 
-Run on the accelerator: python bench/probes/head_sizes.py
+``--one-row``: batch 1 with heads of 256 only, each program's slots per tile at 8, 16 and 32, for 8 query
+heads over 4 key/value heads and 4 over 1 (Gemma-3-1B's grouping).
+
+Run on the accelerator: python bench/probes/head_sizes.py [--one-row]
 """
 import sys
 from pathlib import Path
@@ -26,8 +29,9 @@ SHAPES = {  # head size -> (hidden, heads, kv heads, intermediate)
 }
 
 
-def model_with_heads(head_dim: int, layers: int = 4):
-    hidden, heads, kv_heads, inter = SHAPES[head_dim]
+def model_with_heads(head_dim: int, layers: int = 4, heads=None):
+    hidden, heads_, kv_heads, inter = SHAPES[head_dim]
+    heads, kv_heads = heads or (heads_, kv_heads)
     config = NativeLlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
                                num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
                                vocab_size=32000, max_position_embeddings=4096)
@@ -40,24 +44,30 @@ def model_with_heads(head_dim: int, layers: int = 4):
 
 def main():
     fitted = decode_kernels.ATTENTION_TUNED_HEAD_DIM
-    for head_dim in SHAPES:
-        model = model_with_heads(head_dim)
-        for batch in (1, 16):
-            ids = torch.randint(3, 32000, (batch, gpu_decode.PROMPT), device="cuda")
+    if "--one-row" in sys.argv[1:]:  # batch 1, heads of 256: block_s 8 / 16 / 32 (tuned-at 64 / 128 / 256)
+        sweep = [(256, 1, [(f"block_s fitted as if tuned at {t}", t) for t in (64, 128, 256)], (8, 4)),
+                 (256, 1, [(f"block_s fitted as if tuned at {t}", t) for t in (64, 128, 256)], (4, 1))]
+    else:
+        sweep = [(head_dim, batch, [("tile fitted to the head", fitted), ("tile as tuned at 64", 10**9)], None)
+                 for head_dim in SHAPES for batch in (1, 16)]
+    for head_dim, batch, variants, heads in sweep:
+        model = model_with_heads(head_dim, heads=heads)
+        n_heads, n_kv = heads or SHAPES[head_dim][1:3]
+        ids = torch.randint(3, 32000, (batch, gpu_decode.PROMPT), device="cuda")
 
-            def run(model=model, ids=ids, **extra):
-                return genplug.generate(model, ids, cache_implementation="static", max_new_tokens=gpu_decode.NEW,
-                                        eos_token_id=None, **extra)
+        def run(model=model, ids=ids, **extra):
+            return genplug.generate(model, ids, cache_implementation="static", max_new_tokens=gpu_decode.NEW,
+                                    eos_token_id=None, **extra)
 
-            for name, tuned_at in (("tile fitted to the head", fitted), ("tile as tuned at 64", 10**9)):
-                decode_kernels.ATTENTION_TUNED_HEAD_DIM = tuned_at
-                graph_loop.release(model)
-                eager = run(disable_compile=True)
-                run()
-                best = min(gpu_decode.timed(run)[0] for _ in range(3))
-                config = decode_kernels.attention_config(batch, SHAPES[head_dim][1] // SHAPES[head_dim][2], head_dim)
-                print(f"head {head_dim} batch {batch:2d} {name:24} {config}: {batch * gpu_decode.NEW / best:9.1f} "
-                      f"tokens/s; graph == eager {torch.equal(run(), eager)}", flush=True)
+        for name, tuned_at in variants:
+            decode_kernels.ATTENTION_TUNED_HEAD_DIM = tuned_at
+            graph_loop.release(model)
+            eager = run(disable_compile=True)
+            run()
+            best = min(gpu_decode.timed(run)[0] for _ in range(3))
+            config = decode_kernels.attention_config(batch, n_heads // n_kv, head_dim)
+            print(f"head {head_dim} ({n_heads}/{n_kv} heads) batch {batch:2d} {name:32} {config}: "
+                  f"{batch * gpu_decode.NEW / best:9.1f} tokens/s; graph == eager {torch.equal(run(), eager)}", flush=True)
         decode_kernels.ATTENTION_TUNED_HEAD_DIM = fitted
         del model
         torch.cuda.empty_cache()

@@ -2,7 +2,8 @@
 dependent launch (GENPLUG_PDL), the loop's bookkeeping as two kernels or as PyTorch ops
 (graph_loop.FUSED_BOOKKEEPING), the attention kernel's first cached keys/values read before or after
 its PDL wait (decode_kernels.ATTENTION_EARLY_LOADS), the attention's split (ATTENTION_CONFIG), and the
-gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS. Tried on H100s on
+gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS, and the GEMVs' programs
+per SM (so their split-K counts). Tried on H100s on
 2026-12-05 and removed (bench/results/gpu_decode_h100.txt): the output head through genplug's GEMV
 (798 tokens/s against 810/799 as shipped); a GEMV program's whole weight slice as one tile loaded
 before the PDL wait (778, 762); the RMSNorms inside the GEMVs, the o/down GEMVs adding into the
@@ -32,14 +33,18 @@ from genplug import triton_support  # noqa: E402
 from genplug.plugins.models.llama import decode_kernels  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
+SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
-               early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING)
+               early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
+               gemv_per_sm=None)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
     ("attention loads the cache after the wait", dict(early_loads=False)),
     ("gate/up GEMV", dict(gate_up_gemv=True)),
     ("PDL off", dict(pdl="0")),
+    ("GEMV 4 programs per SM (fewer splits)", dict(gemv_per_sm=4)),
+    ("GEMV 16 programs per SM (more splits)", dict(gemv_per_sm=16)),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -51,6 +56,13 @@ def gate_up_storage(model, through_gemv: bool):
         if (weight.stride(0) == 1) != through_gemv:
             stored = weight.t().contiguous().t() if through_gemv else weight.contiguous()
             projection.weight_t = nn.Parameter(stored, requires_grad=False)
+
+
+def gemv_config_with(per_sm):
+    """The GEMV's tuned config, with ``per_sm`` programs per SM (which sets the split-K count) if given."""
+    if per_sm is None:
+        return SHIPPED_GEMV_CONFIG
+    return lambda *args: SHIPPED_GEMV_CONFIG(*args)[:4] + (per_sm,)
 
 
 def main():
@@ -66,6 +78,7 @@ def main():
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
         gate_up_storage(native, setting["gate_up_gemv"])
+        decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"])
         graph_loop.release(native)
         if only and name not in only:
             continue
