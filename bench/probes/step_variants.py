@@ -2,8 +2,10 @@
 dependent launch (GENPLUG_PDL), the loop's bookkeeping as two kernels or as PyTorch ops
 (graph_loop.FUSED_BOOKKEEPING), the attention kernel's first cached keys/values read before or after
 its PDL wait (decode_kernels.ATTENTION_EARLY_LOADS), the attention's split (ATTENTION_CONFIG), and the
-gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS, and the GEMVs' programs
-per SM (so their split-K counts). Tried on H100s on
+gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS, the GEMVs' programs
+per SM (so their split-K counts; 4 per SM measured 860.3 against 860.3 / 856.9 as shipped, 16 per SM
+845.1, H100, 2026-12-05, seventh session), the attention's split merge in the attention kernel or in
+the output projection's GEMV (decode_kernels.ATTENTION_MERGE_IN_GEMV), and the down projection's tile. Tried on H100s on
 2026-12-05 and removed (bench/results/gpu_decode_h100.txt): the output head through genplug's GEMV
 (798 tokens/s against 810/799 as shipped); a GEMV program's whole weight slice as one tile loaded
 before the PDL wait (778, 762); the RMSNorms inside the GEMVs, the o/down GEMVs adding into the
@@ -36,15 +38,20 @@ SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None)
+               gemv_per_sm=None, merge_in_gemv=decode_kernels.ATTENTION_MERGE_IN_GEMV, down_config=None)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
     ("attention loads the cache after the wait", dict(early_loads=False)),
     ("gate/up GEMV", dict(gate_up_gemv=True)),
     ("PDL off", dict(pdl="0")),
-    ("GEMV 4 programs per SM (fewer splits)", dict(gemv_per_sm=4)),
-    ("GEMV 16 programs per SM (more splits)", dict(gemv_per_sm=16)),
+    ("attention merges its own splits", dict(merge_in_gemv=False)),
+    ("down GEMV (16, 512, 4, 2, 8)", dict(down_config=(16, 512, 4, 2, 8))),
+    ("down GEMV (32, 256, 4, 2, 8)", dict(down_config=(32, 256, 4, 2, 8))),
+    ("down GEMV (16, 256, 8, 3, 8)", dict(down_config=(16, 256, 8, 3, 8))),
+    ("down GEMV (16, 256, 4, 2, 4)", dict(down_config=(16, 256, 4, 2, 4))),
+    ("down GEMV (16, 128, 4, 3, 8)", dict(down_config=(16, 128, 4, 3, 8))),
+    ("gate/up GEMV + down (16, 512, 4, 2, 8)", dict(gate_up_gemv=True, down_config=(16, 512, 4, 2, 8))),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -58,11 +65,15 @@ def gate_up_storage(model, through_gemv: bool):
             projection.weight_t = nn.Parameter(stored, requires_grad=False)
 
 
-def gemv_config_with(per_sm):
-    """The GEMV's tuned config, with ``per_sm`` programs per SM (which sets the split-K count) if given."""
-    if per_sm is None:
-        return SHIPPED_GEMV_CONFIG
-    return lambda *args: SHIPPED_GEMV_CONFIG(*args)[:4] + (per_sm,)
+def gemv_config_with(per_sm, down=None):
+    """The GEMV's tuned config, with ``per_sm`` programs per SM (which sets the split-K count) if given,
+    and ``down`` for the down projection (in-width 8192) if given."""
+    def config(in_width, out_width, k_contiguous):
+        if down is not None and in_width == 8192:
+            return down
+        tuned = SHIPPED_GEMV_CONFIG(in_width, out_width, k_contiguous)
+        return tuned if per_sm is None else tuned[:4] + (per_sm,)
+    return config
 
 
 def main():
@@ -78,7 +89,8 @@ def main():
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
         gate_up_storage(native, setting["gate_up_gemv"])
-        decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"])
+        decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"])
+        decode_kernels.ATTENTION_MERGE_IN_GEMV = setting["merge_in_gemv"]
         graph_loop.release(native)
         if only and name not in only:
             continue
