@@ -97,53 +97,22 @@ def _gated_kernel(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr, GATE: tl.con
     tl.store(out_ptr + row * width + cols, _gated(gate, up, GATE).to(out_ptr.dtype.element_ty), mask=inside)
 
 @triton.jit
-def _merged_attention(states_ptr, k, k_in, round_like_ptr, SPLITS: tl.constexpr, QUERIES: tl.constexpr,
-                      BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, DIM: tl.constexpr):
-    """One row's attention output at ``k`` (= head * DIM + d) merged from the SPLITS softmax states the
-    attention kernel left (:class:`AttentionStates`), rounded as the merged output would be stored."""
-    head = k // DIM
-    d = k % DIM
-    g = head % QUERIES
-    STATE: tl.constexpr = BLOCK_G * (BLOCK_D + 2)
-    team_at = states_ptr + (head // QUERIES) * (SPLITS * STATE)
-    top = tl.zeros(k.shape, tl.float32) - 1.0e30
-    for s in tl.static_range(SPLITS):
-        top = tl.maximum(top, tl.load(team_at + s * STATE + BLOCK_G * BLOCK_D + g, mask=k_in, other=-1.0e30))
-    weighted = tl.zeros(k.shape, tl.float32)
-    total = tl.zeros(k.shape, tl.float32)
-    for s in tl.static_range(SPLITS):
-        at = team_at + s * STATE
-        weight = tl.exp(tl.load(at + BLOCK_G * BLOCK_D + g, mask=k_in, other=-1.0e30) - top)
-        weighted += weight * tl.load(at + g * BLOCK_D + d, mask=k_in, other=0.0)
-        total += weight * tl.load(at + BLOCK_G * (BLOCK_D + 1) + g, mask=k_in, other=1.0)
-    return (weighted / total).to(round_like_ptr.dtype.element_ty).to(tl.float32)
-
-@triton.jit
-def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr, X_GATE: tl.constexpr,
-                w_ptr, X_SPLITS: tl.constexpr, X_QUERIES: tl.constexpr, X_BLOCK_G: tl.constexpr,
-                X_BLOCK_D: tl.constexpr, X_DIM: tl.constexpr):
-    """The GEMV's input at ``k`` in float32: summed partial sums, act(gate) * up of them, or (X_SPLITS > 0)
-    attention output merged from the attention kernel's split softmax states."""
-    if X_SPLITS > 0:
-        x = _merged_attention(x_ptr, k, k_in, w_ptr, X_SPLITS, X_QUERIES, X_BLOCK_G, X_BLOCK_D, X_DIM)
-    elif X_GATE > 0:
+def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr, X_GATE: tl.constexpr):
+    """The GEMV's input at ``k`` in float32: summed partial sums, or act(gate) * up of them."""
+    if X_GATE > 0:
         gate = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
         up = _summed(x_ptr + in_width, k, k_in, X_PARTS, x_parts_stride)
-        x = _gated(gate, up, X_GATE)
-    else:
-        x = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
-    return x
+        return _gated(gate, up, X_GATE)
+    return _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
 
 @triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, X_SPLITS: tl.constexpr,
-                 X_QUERIES: tl.constexpr, X_BLOCK_G: tl.constexpr, X_BLOCK_D: tl.constexpr, X_DIM: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_GATE, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
-    # With X_SPLITS > 0, x is the attention kernel's split softmax states, merged while loading.
     # With W_PARTS > 1, w is the concatenation of W_PARTS matrices stored apart (a transformers model's
     # q/k/v or gate/up, read in place): columns from bound1 (bound2) on are w1's (w2's).
     pid_n = tl.program_id(0)
@@ -172,16 +141,14 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
             ahead = k + BLOCK_K
             w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + local[None, :] * w_stride_n,
                               mask=(ahead < last)[:, None] & n_in[None, :], other=0.0)
-            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE, w_ptr, X_SPLITS, X_QUERIES,
-                            X_BLOCK_G, X_BLOCK_D, X_DIM)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
             w = w_ahead
     else:
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             k_in = k < last
-            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_GATE, w_ptr, X_SPLITS, X_QUERIES,
-                            X_BLOCK_G, X_BLOCK_D, X_DIM)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_GATE)
             w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                         mask=k_in[:, None] & n_in[None, :], other=0.0)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
@@ -199,15 +166,13 @@ def _rope_cache_attention_kernel(
     QKV_PARTS: tl.constexpr, QUERIES: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, QK_NORM: tl.constexpr, ROPE_TABLE: tl.constexpr,
     ROPE_DIM: tl.constexpr, PDL: tl.constexpr, EARLY_LOADS: tl.constexpr, SOFTCAP: tl.constexpr,
-    MERGE: tl.constexpr,
 ):
     # One program per (row, QUERIES query heads of one key/value group, split of the cached slots):
     # its query heads read each cached key and value once. Every program rotates its new queries and
     # key itself; the group's first program writes the new key/value into the cache (nobody reads that
     # slot in this step) and the last split attends to the new token, from registers. With several
     # splits each leaves its softmax state (running max, sum, weighted values) in `partial`, and the
-    # last to arrive merges them (MERGE; else the next kernel merges them while loading: the GEMV of
-    # the output projection, see _merged_attention). With `window` > 0 (a sliding layer) only the slots after
+    # last to arrive merges them. With `window` > 0 (a sliding layer) only the slots after
     # slot - window are attended to (the cache spans every position: slot s is position s); with
     # SOFTCAP (Gemma 2) each scaled score s becomes tanh(s / softcap) * softcap.
     row = tl.program_id(0)
@@ -310,21 +275,19 @@ def _rope_cache_attention_kernel(
         tl.store(mine + g[:, None] * BLOCK_D + d[None, :], acc)
         tl.store(mine + BLOCK_G * BLOCK_D + g, best)
         tl.store(mine + BLOCK_G * (BLOCK_D + 1) + g, total)
-        if MERGE:
-            tl.debug_barrier()  # every thread's stores precede the release below
-            arrived = tl.atomic_add(arrivals_ptr + row * TEAMS + team, 1, sem="acq_rel", scope="gpu")
-            if arrived == SPLITS - 1:  # the last of the group: merge in split order (deterministic)
-                sp = tl.arange(0, SPLITS)
-                states = partial_ptr + (group_at + sp) * state
-                bests = tl.load(states[:, None] + BLOCK_G * BLOCK_D + g[None, :], cache_modifier=".cg")
-                totals = tl.load(states[:, None] + BLOCK_G * (BLOCK_D + 1) + g[None, :], cache_modifier=".cg")
-                accs = tl.load(states[:, None, None] + g[None, :, None] * BLOCK_D + d[None, None, :],
-                               cache_modifier=".cg")
-                top = tl.max(bests, axis=0)
-                weights = tl.exp(bests - top[None, :])  # [splits, groups]
-                merged = tl.sum(weights[:, :, None] * accs, axis=0) / tl.sum(weights * totals, axis=0)[:, None]
-                tl.store(out_at, merged.to(out_ptr.dtype.element_ty), mask=gd_in)
-                tl.store(arrivals_ptr + row * TEAMS + team, 0)  # ready for the next step
+        tl.debug_barrier()  # every thread's stores precede the release below
+        arrived = tl.atomic_add(arrivals_ptr + row * TEAMS + team, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLITS - 1:  # the last of the group: merge in split order (deterministic)
+            sp = tl.arange(0, SPLITS)
+            states = partial_ptr + (group_at + sp) * state
+            bests = tl.load(states[:, None] + BLOCK_G * BLOCK_D + g[None, :], cache_modifier=".cg")
+            totals = tl.load(states[:, None] + BLOCK_G * (BLOCK_D + 1) + g[None, :], cache_modifier=".cg")
+            accs = tl.load(states[:, None, None] + g[None, :, None] * BLOCK_D + d[None, None, :], cache_modifier=".cg")
+            top = tl.max(bests, axis=0)
+            weights = tl.exp(bests - top[None, :])  # [splits, groups]
+            merged = tl.sum(weights[:, :, None] * accs, axis=0) / tl.sum(weights * totals, axis=0)[:, None]
+            tl.store(out_at, merged.to(out_ptr.dtype.element_ty), mask=gd_in)
+            tl.store(arrivals_ptr + row * TEAMS + team, 0)  # ready for the next step
 
 
 MAX_SPLITS = 8
@@ -344,38 +307,6 @@ ATTENTION_TUNED_HEAD_DIM = 64
 # bench/probes/step_variants.py on an H100, 2026-12-05: 812.5 and 815.0 tokens/s with, 809.5 without
 # (a since-removed step variant); the step it ships in measured 853.6 (bench/results/gpu_decode_h100.txt).
 ATTENTION_EARLY_LOADS = True
-
-# At batch 1, when the output projection runs through genplug's GEMV, the attention kernel's split
-# programs only leave their softmax states and the GEMV merges them while loading its input
-# (:class:`AttentionStates`): the attention kernel's atomic arrival count and its last program's merge
-# leave the step's critical path.
-ATTENTION_MERGE_IN_GEMV = True
-
-class AttentionStates:
-    """One row's attention output left as the split programs' softmax states (split-K over cached slots).
-
-    ``partial`` holds, per row, team (``queries`` query heads) and split, ``block_g * (block_d + 2)`` float32:
-    the weighted values ``[block_g, block_d]``, then the running maxima and the sums ``[block_g]`` each. :func:`gemv` merges them while loading its input;
-    :meth:`merged` computes the same in PyTorch (tests, fallbacks).
-    """
-
-    __slots__ = ("partial", "heads", "head_dim", "splits", "queries", "block_g", "block_d", "dtype")
-
-    def __init__(self, partial, heads, head_dim, splits, queries, block_g, block_d, dtype):
-        self.partial, self.heads, self.head_dim, self.splits = partial, heads, head_dim, splits
-        self.queries, self.block_g, self.block_d, self.dtype = queries, block_g, block_d, dtype
-
-    def merged(self) -> torch.Tensor:
-        """The attention output ``[rows, 1, heads * head_dim]`` in the model dtype."""
-        g, d = self.block_g, self.block_d
-        states = self.partial.view(-1, self.heads // self.queries, self.splits, g * (d + 2))
-        weighted = states[..., :g * d].unflatten(-1, (g, d))
-        best, total = states[..., g * d:g * (d + 1)], states[..., g * (d + 1):]
-        weight = torch.exp(best - best.amax(dim=2, keepdim=True))
-        out = (weight[..., None] * weighted).sum(2) / (weight * total).sum(2)[..., None]
-        out = out[:, :, :self.queries, :self.head_dim].reshape(out.shape[0], 1, self.heads * self.head_dim)
-        return out.to(self.dtype)
-
 
 class PartialSums:
     """A one-row matmul's output left as float32 partial sums ``parts [splits, rows, width]`` (split-K).
@@ -442,7 +373,7 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
          config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False) -> PartialSums:
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
-    ``x`` is ``[1, 1, in]`` (or partial sums of it, or one row's :class:`AttentionStates`); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
+    ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
     see :data:`GATES`) it is the gate/up projection ``[1, 1, 2 * in]`` and the input is
     ``act(gate) * up``, computed while loading.
     ``weight_t`` may also be a sequence of up to 3 matrices ``[in, out_i]`` (and ``bias`` a sequence
@@ -464,14 +395,6 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
                          f"(all but the last) are multiples of {PART_ALIGNMENT}, with all biases or none")
     weight_t, bias = parts[0], biases[0]
     in_width, out_width = weight_t.shape[0], sum(w.shape[1] for w in parts)
-    states = (0, 1, 1, 1, 1)  # (splits, queries, block_g, block_d, head_dim) of attention states, if x is them
-    if isinstance(x, AttentionStates):
-        if gated_input is not None or x.heads * x.head_dim != in_width or x.partial.numel() != (
-                x.heads // x.queries * x.splits * x.block_g * (x.block_d + 2)):
-            raise ValueError(f"gemv: attention states of {x.heads} heads x {x.head_dim} for one row cannot be the "
-                             f"input of a [{in_width}, {out_width}] matmul" + (" with a gate" if gated_input else ""))
-        states = (x.splits, x.queries, x.block_g, x.block_d, x.head_dim)
-        x = x.partial
     x, x_parts, x_stride = _as_parts(x)
     block_n, block_k, warps, stages, per_sm = config or _gemv_config(in_width, out_width, weight_t.stride(0) == 1)
     columns = triton.cdiv(out_width, block_n)
@@ -492,8 +415,8 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
         in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
-        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, X_SPLITS=states[0], X_QUERIES=states[1],
-        X_BLOCK_G=states[2], X_BLOCK_D=states[3], X_DIM=states[4], num_warps=warps, num_stages=stages, launch_pdl=pdl,
+        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
+        launch_pdl=pdl,
     )
     return PartialSums(out)
 
@@ -566,7 +489,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                          arrivals: Optional[torch.Tensor] = None,
                          qk_norm: Optional[Tuple[torch.Tensor, torch.Tensor, float]] = None,
                          positions: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                         softcap: Optional[float] = None, window: Optional[int] = None, merge: bool = True):
+                         softcap: Optional[float] = None, window: Optional[int] = None) -> torch.Tensor:
     """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
 
     ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
@@ -585,9 +508,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     the table): the step then launches no RoPE kernels of its own. ``scale`` multiplies the scores
     (None: ``head_dim ** -0.5``; Gemma's ``query_pre_attn_scalar ** -0.5``), ``softcap`` caps them as
     ``tanh(s / softcap) * softcap`` (Gemma 2), and ``window`` (a sliding layer over a cache whose slot
-    ``s`` is position ``s``) limits each row to the slots after ``slot - window``. ``merge=False`` with
-    one row and several splits returns the splits' :class:`AttentionStates` unmerged, for :func:`gemv`
-    to merge while loading (``arrivals`` is then not used).
+    ``s`` is position ``s``) limits each row to the slots after ``slot - window``.
     """
     if keys.stride() != values.stride() or keys.stride(-1) != 1:
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
@@ -611,12 +532,10 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     out = torch.empty(batch, 1, heads * head_dim, dtype=keys.dtype, device=keys.device)
     block_g, block_d = triton.next_power_of_2(queries), triton.next_power_of_2(head_dim)
     partial = counters = out  # not read with one split
-    merge = merge or splits == 1 or batch > 1
     if splits > 1:
         partial = torch.empty(batch * heads // queries * splits * block_g * (block_d + 2), dtype=torch.float32,
                               device=keys.device)
-        if merge:
-            counters = arrivals if arrivals is not None else new_arrivals(batch, heads, keys.device)
+        counters = arrivals if arrivals is not None else new_arrivals(batch, heads, keys.device)
     pdl = triton_support.dependent_launch(keys.device)
     _rope_cache_attention_kernel[(batch, heads // queries, splits)](
         qkv, qkv_stride, cos, sin, slot, valid, keys, values, out, partial, counters,
@@ -629,11 +548,9 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts, QUERIES=queries,
         SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None,
         ROPE_TABLE=positions is not None, PDL=pdl, ROPE_DIM=rotary_dim, EARLY_LOADS=ATTENTION_EARLY_LOADS,
-        SOFTCAP=softcap is not None, MERGE=merge,
+        SOFTCAP=softcap is not None,
         num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
-    if not merge:
-        return AttentionStates(partial, heads, head_dim, splits, queries, block_g, block_d, keys.dtype)
     return out
 
 

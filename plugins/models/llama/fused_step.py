@@ -35,25 +35,21 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
         positions = position_ids.reshape(position_ids.shape[0], 1)
     else:
         rotations = [e(position_ids, hidden.dtype) for e in embeddings]
-    one_row = hidden.shape[0] == 1
-    # at one row the output projection's GEMV may merge the attention's split softmax states itself
-    merge_in_gemv = one_row and decode_kernels.ATTENTION_MERGE_IN_GEMV and all(
-        _gemv_takes(layer.self_attn.o_proj, one_row) for layer in core.layers)
-    # else one set of zeroed counters for every layer's attention merge: each call leaves them zero again
+    # one set of zeroed counters for every layer's attention: each call leaves them zero again
     arrivals = None
-    if not merge_in_gemv and decode_kernels.ATTENTION_CONFIG["one row" if one_row else "rows"][0] > 1:
+    if decode_kernels.ATTENTION_CONFIG["one row" if hidden.shape[0] == 1 else "rows"][0] > 1:
         arrivals = decode_kernels.new_arrivals(hidden.shape[0], model.config.num_attention_heads, hidden.device)
     delta = delta_norm = None
     for (layer, window, rope), cache_layer in zip(core.layer_plan, layers):
         cos, sin = rotations[rope]
         hidden, delta, delta_norm = fused_decode_layer(layer, hidden, delta, delta_norm, cos, sin, slot, valid,
                                                        cache_layer.keys, cache_layer.values, arrivals, positions,
-                                                       window, merge_in_gemv)
+                                                       window)
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
 
 def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid, keys, values, arrivals=None,
-                       positions=None, window=None, merge_in_gemv=False):
+                       positions=None, window=None):
     """One decoder layer with the fused kernels: ``(residual, delta, delta_norm)`` in and out, where
     ``delta_norm`` is the ``(weights, eps)`` of the norm ``delta`` takes before it is added (Gemma 2/3's
     post-feed-forward norm), or None.
@@ -61,9 +57,7 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     Around the four matmuls run three small kernels: add+norm, RoPE+cache write+attention, add+norm.
     At batch 1, projections stored ``[out, in]`` go through genplug's split-K GEMV, whose partial sums
     the next kernel adds up while loading; the down projection then computes act(gate)*up as it reads
-    its input. Other matmuls are PyTorch's, and act(gate)*up is one more small kernel. With
-    ``merge_in_gemv`` (one row, the output projection through the GEMV) the attention's split programs
-    leave their softmax states and that GEMV merges them as it loads them.
+    its input. Other matmuls are PyTorch's, and act(gate)*up is one more small kernel.
     """
     attn, mlp = layer.self_attn, layer.mlp
     one_row = residual.shape[0] == 1
@@ -73,7 +67,7 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
         _matmul(attn.qkv_proj, normed, one_row), cos, sin, slot, valid, keys, values,
         attn.num_heads, attn.num_kv_heads, attn.head_dim, arrivals=arrivals,
         qk_norm=None if attn.q_norm is None else (attn.q_norm.scale(), attn.k_norm.scale(), attn.q_norm.eps),
-        positions=positions, scale=attn.scale, softcap=attn.softcap, window=window, merge=not merge_in_gemv,
+        positions=positions, scale=attn.scale, softcap=attn.softcap, window=window,
     )
     if layer.pre_feedforward_layernorm is None:  # Llama: the attention output added as it is
         norm, attended_norm = layer.post_attention_layernorm, None

@@ -247,54 +247,6 @@ def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, 
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
-@settings(max_examples=15, deadline=None)
-@given(kv_heads=st.integers(1, 3), groups=st.sampled_from([1, 2, 4]), dim=st.sampled_from([8, 24]),
-       max_len=st.integers(1, 70), splits=st.sampled_from([2, 4, 8]), out_width=st.integers(1, 40), data=st.data())
-def test_the_output_gemv_merges_the_attention_states_as_the_attention_kernel_would(kernels, kv_heads, groups, dim,
-                                                                                   max_len, splits, out_width, data):
-    """One row with its cached slots split among programs: left unmerged (``merge=False``), the softmax
-    states merged by :func:`gemv` as it loads them give the output projection of the merged attention
-    output -- against the kernel's own merge and the unfused ops, and :meth:`AttentionStates.merged`."""
-    heads = kv_heads * groups
-    slot = data.draw(st.integers(0, max_len - 1), label="slot")
-    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16), label="seed"))
-    qkv = torch.randn(1, 1, (heads + 2 * kv_heads) * dim, generator=g).to(DEVICE)
-    angles = torch.rand(1, 1, 1, dim // 2, generator=g) * 6.3
-    cos, sin = torch.cat((angles.cos(), angles.cos()), -1).to(DEVICE), torch.cat((-angles.sin(), angles.sin()), -1).to(DEVICE)
-    keys, values = (torch.randn(1, kv_heads, max_len, dim, generator=g).to(DEVICE) for _ in range(2))
-    valid = torch.rand(1, max_len, generator=g) < 0.7
-    valid[:, slot], valid[:, slot + 1:] = True, False
-    valid, slot_t = valid.to(DEVICE), torch.tensor(slot, device=DEVICE)
-    queries = data.draw(st.sampled_from([q for q in (1, 2, 4) if groups % q == 0]), label="queries")
-    config = (splits, queries, 16, 4, 1)
-    weight_t = torch.randn(heads * dim, out_width, generator=g).to(DEVICE)
-    expected = _reference_attention(qkv, cos, sin, slot_t, valid, keys.clone(), values.clone(), heads, kv_heads, dim)
-    merged_here = kernels.rope_cache_attention(qkv, cos, sin, slot_t, valid, keys.clone(), values.clone(), heads,
-                                               kv_heads, dim, config=config)
-    states = kernels.rope_cache_attention(qkv, cos, sin, slot_t, valid, keys, values, heads, kv_heads, dim,
-                                          config=config, merge=False)
-    assert isinstance(states, kernels.AttentionStates)
-    torch.testing.assert_close(states.merged(), merged_here, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(states.merged(), expected, rtol=1e-4, atol=1e-5)
-    projected = kernels.gemv(states, weight_t).total()
-    torch.testing.assert_close(projected, kernels.gemv(merged_here, weight_t).total(), rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(projected, expected @ weight_t, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="attention states"):
-        kernels.gemv(states, weight_t[:-1] if heads * dim > 1 else torch.randn(2, 3, device=DEVICE))
-
-
-def test_attention_merges_itself_where_nothing_else_would(kernels):
-    """``merge=False`` is a request: with one split, or several rows (the output projection is then
-    PyTorch's matmul), the attention kernel returns the merged output."""
-    for batch, splits in ((1, 1), (2, 4)):
-        qkv = torch.randn(batch, 1, 3 * 8, device=DEVICE)
-        out = kernels.rope_cache_attention(qkv, torch.ones(1, 1, 1, 8, device=DEVICE), torch.zeros(1, 1, 1, 8, device=DEVICE),
-                                           torch.tensor(2, device=DEVICE), torch.ones(batch, 4, dtype=torch.bool, device=DEVICE),
-                                           torch.zeros(batch, 1, 4, 8, device=DEVICE), torch.zeros(batch, 1, 4, 8, device=DEVICE),
-                                           1, 1, 8, config=(splits, 1, 16, 4, 1), merge=False)
-        assert isinstance(out, torch.Tensor) and out.shape == (batch, 1, 8)
-
-
 def test_rope_cache_attention_keeps_positions_inside_the_table(kernels):
     """A position past the table's end (or below 0) reads its last (first) row, never memory outside it."""
     g = torch.Generator().manual_seed(0)

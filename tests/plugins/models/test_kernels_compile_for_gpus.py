@@ -1,5 +1,5 @@
 """The GPU-only branches of the decode kernels -- programmatic dependent launch, the split attention's
-atomic merge (or its states merged by the output projection's GEMV), Qwen3's q/k norms, Gemma's soft-capped scores, tanh-GELU and normed deltas -- compile for an H100 (sm_90) even on a machine without a GPU.
+atomic merge, Qwen3's q/k norms, Gemma's soft-capped scores, tanh-GELU and normed deltas -- compile for an H100 (sm_90) even on a machine without a GPU.
 
 Triton's interpreter (the other kernel tests) never compiles them, so a typo there would only show on
 a lent GPU. The graph loop's bookkeeping kernels (core/loop_kernels.py) are compiled too. The
@@ -34,7 +34,6 @@ ATTENTION = {"qkv_ptr": "*fp32", "qkv_parts_stride": "i32", "cos_ptr": "*bf16", 
              "partial_ptr": "*fp32", "arrivals_ptr": "*i32", "q_norm_ptr": "*bf16", "k_norm_ptr": "*bf16",
              "norm_eps": "fp32", "position_ptr": "*i64", "position_row": "i32", "table_rows": "i32", "qkv_row": "i32", "rope_row": "i32", "valid_row": "i32", "cache_batch": "i32",
              "cache_head": "i32", "cache_slot": "i32", "scale": "fp32", "softcap": "fp32", "window": "i32"}
-NO_STATES = {"X_SPLITS": 0, "X_QUERIES": 1, "X_BLOCK_G": 1, "X_BLOCK_D": 1, "X_DIM": 1}
 ONE_B = {"HEADS": 32, "KV_HEADS": 8, "GROUPS": 4, "DIM": 64, "QKV_PARTS": 4, "BLOCK_D": 64}
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -67,23 +66,18 @@ for pdl in (False, True):
         # a gated input (SiLU, Gemma's tanh-GELU) with the weights in three parts and biases (a transformers
         # twin's q/k/v), else one matrix
         results[f"gemv pdl={pdl} gate={gate}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": gate,
-            "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl, **NO_STATES})
-    # the output projection merging the attention's split softmax states (1B shape: 8 splits, 4 heads of 64)
-    results[f"gemv pdl={pdl} attention states"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 1, "X_GATE": 0,
-        "HAS_BIAS": False, "W_PARTS": 1, "BLOCK_N": 16, "BLOCK_K": 128, "PDL": pdl, "X_SPLITS": 8, "X_QUERIES": 4,
-        "X_BLOCK_G": 4, "X_BLOCK_D": 64, "X_DIM": 64})
+            "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
     results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "DELTA_NORM": pdl,
                                                                           "BLOCK": 2048, "PDL": pdl})
-for splits, queries, block_s, qk_norm, table, rot, pdl, merge in ((1, 1, 128, False, False, 64, False, True),
-                                                                  (8, 4, 32, False, True, 64, True, True),
-                                                                  (8, 4, 32, False, True, 64, True, False),
-                                                                  (16, 4, 16, True, False, 48, True, True),
-                                                                  (4, 1, 32, True, True, 48, False, True)):
+for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, False, 64, False),
+                                                           (8, 4, 32, False, True, 64, True),
+                                                           (16, 4, 16, True, False, 48, True),
+                                                           (4, 1, 32, True, True, 48, False)):
     results[f"attention splits={splits} queries={queries} qk_norm={qk_norm} rope_table={table} rotary={rot} "
-            f"merge={merge} pdl={pdl}"] = compiled(
+            f"pdl={pdl}"] = compiled(
         dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": queries, "SPLITS": splits,
         "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "ROPE_TABLE": table, "ROPE_DIM": rot,
-        "PDL": pdl, "EARLY_LOADS": True, "SOFTCAP": qk_norm, "MERGE": merge})
+        "PDL": pdl, "EARLY_LOADS": True, "SOFTCAP": qk_norm})
 # the tuned attention settings (decode_kernels.attention_config) for heads of 64 (the tuned shape), 128
 # (Llama 3 8B, Mistral 7B) and 256 (Gemma), one row and several
 for batch in (1, 4):
@@ -93,7 +87,7 @@ for batch in (1, 4):
             dk._rope_cache_attention_kernel, ATTENTION, {"HEADS": heads, "KV_HEADS": kv_heads, "GROUPS": heads // kv_heads,
             "DIM": dim, "QKV_PARTS": 4 if batch == 1 else 1, "BLOCK_D": dim, "QUERIES": queries, "SPLITS": splits,
             "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": False, "ROPE_TABLE": True, "ROPE_DIM": dim, "PDL": True,
-            "EARLY_LOADS": True, "SOFTCAP": False, "MERGE": True}, warps=warps)
+            "EARLY_LOADS": True, "SOFTCAP": False}, warps=warps)
 # the graph loop's bookkeeping kernels (core/loop_kernels.py)
 from genplug import loop_kernels as lk
 results["loop advance"] = compiled(lk._advance_kernel, {"tokens_ptr": "*i64", "tokens_row": "i32", "slot_ptr": "*i64",
@@ -120,7 +114,7 @@ def compiled():
 
 
 def test_every_variant_compiles_through_ptxas(compiled):
-    assert len(compiled) == 21 and all(result["cubin"] for result in compiled.values())
+    assert len(compiled) == 18 and all(result["cubin"] for result in compiled.values())
 
 
 def test_larger_heads_get_no_more_spills_than_the_tuned_one(compiled):
@@ -145,7 +139,7 @@ def test_the_split_merge_publishes_through_an_acq_rel_atomic(compiled):
     for name, result in compiled.items():
         if not name.startswith("attention"):
             continue
-        if "splits=1 " in name or "merge=False" in name:  # nothing to merge, or the output GEMV merges
+        if "splits=1 " in name:
             assert not result["atomics"], name
         else:
             assert result["atomics"] and all("acq_rel" in a and ".gpu" in a for a in result["atomics"]), name
