@@ -4,8 +4,13 @@ dependent launch (GENPLUG_PDL), the loop's bookkeeping as two kernels or as PyTo
 its PDL wait (decode_kernels.ATTENTION_EARLY_LOADS), the attention's split (ATTENTION_CONFIG), and the
 gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS, the GEMVs' programs
 per SM (so their split-K counts; 4 per SM measured 860.3 against 860.3 / 856.9 as shipped, 16 per SM
-845.1, H100, 2026-12-05, seventh session), the attention's split merge in the attention kernel or in
-the output projection's GEMV (decode_kernels.ATTENTION_MERGE_IN_GEMV), and the down projection's tile. Tried on H100s on
+845.1, H100, 2026-12-05, seventh session), and the down projection's tile (all within noise of the
+shipped (16, 256, 4, 2, 8) on an H100 in the seventh session: 664.5-679.8 against 673.1 / 675.7, measured
+with the merge below). Tried and removed in the seventh session (commit e5939c1): the output projection's
+GEMV merging the attention's split softmax states while loading them, in place of the attention
+kernel's atomic count and last-program merge -- 673.1 / 675.7 tokens/s against 862.9 (attention's
+share of the critical path fell ~2.7 us per layer, the output GEMV's rose ~23 us: every program
+re-gathered 8 splits' states per tile, replicated across its threads). Tried on H100s on
 2026-12-05 and removed (bench/results/gpu_decode_h100.txt): the output head through genplug's GEMV
 (798 tokens/s against 810/799 as shipped); a GEMV program's whole weight slice as one tile loaded
 before the PDL wait (778, 762); the RMSNorms inside the GEMVs, the o/down GEMVs adding into the
@@ -38,14 +43,13 @@ SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, merge_in_gemv=decode_kernels.ATTENTION_MERGE_IN_GEMV, down_config=None)
+               gemv_per_sm=None, down_config=None)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
     ("attention loads the cache after the wait", dict(early_loads=False)),
     ("gate/up GEMV", dict(gate_up_gemv=True)),
     ("PDL off", dict(pdl="0")),
-    ("attention merges its own splits", dict(merge_in_gemv=False)),
     ("down GEMV (16, 512, 4, 2, 8)", dict(down_config=(16, 512, 4, 2, 8))),
     ("down GEMV (32, 256, 4, 2, 8)", dict(down_config=(32, 256, 4, 2, 8))),
     ("down GEMV (16, 256, 8, 3, 8)", dict(down_config=(16, 256, 8, 3, 8))),
@@ -90,7 +94,6 @@ def main():
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"])
-        decode_kernels.ATTENTION_MERGE_IN_GEMV = setting["merge_in_gemv"]
         graph_loop.release(native)
         if only and name not in only:
             continue
