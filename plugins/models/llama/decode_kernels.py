@@ -297,8 +297,12 @@ MAX_SPLITS = 8
 # program per head and no split, 808 with PDL; 16 splits 794, 4 splits x 1 head 779). Rows: tuned by
 # bench/probes/decode_attention.py with one program per query head.
 ATTENTION_CONFIG = {"one row": (8, 4, 32, 4, 1), "rows": (1, 1, 128, 2, 2)}
-# The head size those were tuned at (the 1B shape). For larger heads the tuned block_s shrinks in
-# proportion, so each program's tile of products stays the tuned size: compiled for sm_90 as tuned, the
+# The head size those were tuned at (the 1B shape). For larger heads (or fewer query heads per program)
+# block_s is fitted so each program's tile of products [queries, block_s, head] stays the tuned size
+# (bench/probes/head_sizes.py on an H100, 2026-12-05, seventh session, batch 1, heads of 256 -- 4 query
+# heads per program: block_s 8 / 16 / 32 gave 3178 / 3146 / 2573 tokens/s; 2 per program: 2883 / 3021 /
+# 3038, where shrinking by the head size alone had picked 8; batch 16, the rows tile fitted to heads of
+# 128 / 256: 14,269 / 28,347 tokens/s against 4,196 / 4,065 as tuned): compiled for sm_90 as tuned, the
 # one-row kernel of a Gemma-sized head (256) spilled 328 bytes per thread and the rows kernel of a
 # Llama-8B-sized head (128) 6,032 (tests/plugins/models/test_kernels_compile_for_gpus.py).
 ATTENTION_TUNED_HEAD_DIM = 64
@@ -559,9 +563,10 @@ def attention_config(batch: int, groups: int, head_dim: int) -> Tuple[int, int, 
     for this batch (one row or more), fitted to the model: query heads per program divide its group
     size, and slots per tile shrink for heads larger than the tuned one -- each program holds a
     ``[queries, block_s, head_dim]`` tile of products, which must not outgrow the tuned tile."""
-    splits, queries, block_s, warps, stages = ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
-    queries = math.gcd(queries, groups)
-    block_s = max(1, min(block_s, block_s * ATTENTION_TUNED_HEAD_DIM // triton.next_power_of_2(head_dim)))
+    splits, tuned_queries, tuned_block_s, warps, stages = ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
+    queries = math.gcd(tuned_queries, groups)
+    fits = tuned_queries * tuned_block_s * ATTENTION_TUNED_HEAD_DIM // (queries * triton.next_power_of_2(head_dim))
+    block_s = min(tuned_block_s, 1 << (max(1, fits).bit_length() - 1))  # a power of two (a tl.arange size)
     return splits, queries, block_s, warps, stages
 
 
