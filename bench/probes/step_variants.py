@@ -43,7 +43,7 @@ SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None)
+               gemv_per_sm=None, down_config=None, o_config=None)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
@@ -56,6 +56,11 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("down GEMV (16, 256, 4, 2, 4)", dict(down_config=(16, 256, 4, 2, 4))),
     ("down GEMV (16, 128, 4, 3, 8)", dict(down_config=(16, 128, 4, 3, 8))),
     ("gate/up GEMV + down (16, 512, 4, 2, 8)", dict(gate_up_gemv=True, down_config=(16, 512, 4, 2, 8))),
+    # block_k 256 = the output projection's whole split (2048 / 8): each program's whole weight slice is
+    # read before its PDL wait, while attention runs (memory is idle then)
+    ("output GEMV one tile (16, 256, 8, 2, 8)", dict(o_config=(16, 256, 8, 2, 8))),
+    ("output GEMV one tile, 4 warps", dict(o_config=(16, 256, 4, 2, 8))),
+    ("output GEMV one tile + gate/up GEMV", dict(o_config=(16, 256, 8, 2, 8), gate_up_gemv=True)),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -69,12 +74,15 @@ def gate_up_storage(model, through_gemv: bool):
             projection.weight_t = nn.Parameter(stored, requires_grad=False)
 
 
-def gemv_config_with(per_sm, down=None):
+def gemv_config_with(per_sm, down=None, output=None):
     """The GEMV's tuned config, with ``per_sm`` programs per SM (which sets the split-K count) if given,
-    and ``down`` for the down projection (in-width 8192) if given."""
+    ``down`` for the down projection (in-width 8192) and ``output`` for the output projection (2048 x
+    2048) if given."""
     def config(in_width, out_width, k_contiguous):
         if down is not None and in_width == 8192:
             return down
+        if output is not None and in_width == out_width == 2048:
+            return output
         tuned = SHIPPED_GEMV_CONFIG(in_width, out_width, k_contiguous)
         return tuned if per_sm is None else tuned[:4] + (per_sm,)
     return config
@@ -93,7 +101,8 @@ def main():
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
         gate_up_storage(native, setting["gate_up_gemv"])
-        decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"])
+        decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
+                                                       setting["o_config"])
         graph_loop.release(native)
         if only and name not in only:
             continue
