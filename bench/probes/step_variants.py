@@ -10,7 +10,10 @@ with the merge below). Tried and removed in the seventh session (commit e5939c1)
 GEMV merging the attention's split softmax states while loading them, in place of the attention
 kernel's atomic count and last-program merge -- 673.1 / 675.7 tokens/s against 862.9 (attention's
 share of the critical path fell ~2.7 us per layer, the output GEMV's rose ~23 us: every program
-re-gathered 8 splits' states per tile, replicated across its threads). Tried on H100s on
+re-gathered 8 splits' states per tile, replicated across its threads). The output projection's whole
+split as one tile (read before the PDL wait, while attention runs): 858.0 (8 warps) / 867.3 (4 warps)
+against 874.3 / 867.4 as shipped; gate/up through genplug's GEMV 879.6 (867.2 and 675.2 in the two
+runs before: within noise of as shipped each time, so cuBLAS keeps it). Tried on H100s on
 2026-12-05 and removed (bench/results/gpu_decode_h100.txt): the output head through genplug's GEMV
 (798 tokens/s against 810/799 as shipped); a GEMV program's whole weight slice as one tile loaded
 before the PDL wait (778, 762); the RMSNorms inside the GEMVs, the o/down GEMVs adding into the
