@@ -51,79 +51,29 @@ def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
     return total
 
 @triton.jit
-def _norm_input(x_ptr, delta_ptr, delta_parts_stride, delta_weight_ptr, at, cols, inside, delta_scale,
-                round_ptr, DELTA_PARTS: tl.constexpr, DELTA_NORM: tl.constexpr):
-    """``x + delta`` at ``cols`` of one row in float32, rounded to the model dtype as the residual stream
-    is stored (``delta`` normed first by ``delta_scale`` and its weights with DELTA_NORM); just ``x``
-    without a delta."""
-    x = tl.load(x_ptr + at + cols, mask=inside, other=0.0).to(tl.float32)
-    if DELTA_PARTS > 0:
-        delta = _summed(delta_ptr, at + cols, inside, DELTA_PARTS, delta_parts_stride)
-        if DELTA_NORM:  # Gemma 2/3: the sublayer's output (as the model stores it) is normed before the add
-            delta_weight = tl.load(delta_weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
-            delta = delta.to(round_ptr.dtype.element_ty).to(tl.float32)
-            delta = (delta * delta_scale * delta_weight).to(round_ptr.dtype.element_ty).to(tl.float32)
-        x = (x + delta).to(round_ptr.dtype.element_ty).to(tl.float32)
-    return x
-
-@triton.jit
 def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_ptr, norm_ptr, width, eps,
                          delta_weight_ptr, delta_eps, DELTA_PARTS: tl.constexpr, DELTA_NORM: tl.constexpr,
-                         BLOCK: tl.constexpr, PDL: tl.constexpr, CHUNKED: tl.constexpr):
-    # One program per row. A row of up to BLOCK columns is held whole (one read of everything); a wider
-    # one (CHUNKED) is walked BLOCK columns at a time, once for each sum of squares it needs and once
-    # more to write, recomputing its input each time from the inputs (L2-resident, never from what this
-    # kernel wrote) -- held whole, such a row spilled registers (tests/plugins/models/test_kernels_compile_for_gpus.py).
+                         BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
-    at = row * width
-    if not CHUNKED:
-        cols = tl.arange(0, BLOCK)
-        inside = cols < width
-        weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
-        if DELTA_NORM:
-            delta_weight = tl.load(delta_weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
-        _after_previous_kernel(PDL)
-        x = tl.load(x_ptr + at + cols, mask=inside, other=0.0).to(tl.float32)
-        if DELTA_PARTS > 0:
-            delta = _summed(delta_ptr, at + cols, inside, DELTA_PARTS, delta_parts_stride)
-            if DELTA_NORM:  # Gemma 2/3: the sublayer's output (as the model stores it) is normed before the add
-                delta = delta.to(sum_ptr.dtype.element_ty).to(tl.float32)
-                delta_scale = 1.0 / tl.sqrt(tl.sum(delta * delta, axis=0) / width + delta_eps)
-                delta = (delta * delta_scale * delta_weight).to(sum_ptr.dtype.element_ty).to(tl.float32)
-            x += delta
-            x = x.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
-            tl.store(sum_ptr + at + cols, x, mask=inside)
-            x = x.to(tl.float32)
-        inverse_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / width + eps)
-        tl.store(norm_ptr + at + cols, (x * inverse_rms * weight).to(norm_ptr.dtype.element_ty), mask=inside)
-    else:
-        _after_previous_kernel(PDL)
-        delta_scale = 1.0
-        if DELTA_NORM:
-            squares = tl.zeros([BLOCK], tl.float32)
-            for start in range(0, width, BLOCK):
-                cols = start + tl.arange(0, BLOCK)
-                delta = _summed(delta_ptr, at + cols, cols < width, DELTA_PARTS, delta_parts_stride)
-                delta = delta.to(sum_ptr.dtype.element_ty).to(tl.float32)
-                squares += delta * delta
-            delta_scale = 1.0 / tl.sqrt(tl.sum(squares, axis=0) / width + delta_eps)
-        squares = tl.zeros([BLOCK], tl.float32)
-        for start in range(0, width, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            inside = cols < width
-            x = _norm_input(x_ptr, delta_ptr, delta_parts_stride, delta_weight_ptr, at, cols, inside, delta_scale,
-                            sum_ptr, DELTA_PARTS, DELTA_NORM)
-            if DELTA_PARTS > 0:
-                tl.store(sum_ptr + at + cols, x.to(sum_ptr.dtype.element_ty), mask=inside)
-            squares += x * x
-        inverse_rms = 1.0 / tl.sqrt(tl.sum(squares, axis=0) / width + eps)
-        for start in range(0, width, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            inside = cols < width
-            x = _norm_input(x_ptr, delta_ptr, delta_parts_stride, delta_weight_ptr, at, cols, inside, delta_scale,
-                            sum_ptr, DELTA_PARTS, DELTA_NORM)
-            weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
-            tl.store(norm_ptr + at + cols, (x * inverse_rms * weight).to(norm_ptr.dtype.element_ty), mask=inside)
+    cols = tl.arange(0, BLOCK)
+    inside = cols < width
+    weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
+    if DELTA_NORM:
+        delta_weight = tl.load(delta_weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
+    _after_previous_kernel(PDL)
+    x = tl.load(x_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
+    if DELTA_PARTS > 0:
+        delta = _summed(delta_ptr, row * width + cols, inside, DELTA_PARTS, delta_parts_stride)
+        if DELTA_NORM:  # Gemma 2/3: the sublayer's output (as the model stores it) is normed before the add
+            delta = delta.to(sum_ptr.dtype.element_ty).to(tl.float32)
+            delta_scale = 1.0 / tl.sqrt(tl.sum(delta * delta, axis=0) / width + delta_eps)
+            delta = (delta * delta_scale * delta_weight).to(sum_ptr.dtype.element_ty).to(tl.float32)
+        x += delta
+        x = x.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
+        tl.store(sum_ptr + row * width + cols, x, mask=inside)
+        x = x.to(tl.float32)
+    inverse_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / width + eps)
+    tl.store(norm_ptr + row * width + cols, (x * inverse_rms * weight).to(norm_ptr.dtype.element_ty), mask=inside)
 
 @triton.jit
 def _tanh(x):
@@ -495,11 +445,6 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNTS[index]
 
 
-# Rows wider than this are normed in chunks of it (Llama-70B's 8,192, Gemma-2-27B's 4,608 -> 8,192 lanes,
-# Llama-405B's 16,384): held whole, such rows spilled registers -- compiled for sm_90, up to 576 bytes
-# per thread at 8,192 and 2,192 at 16,384 with 8 partial sums; none in chunks of 4,096.
-NORM_MAX_BLOCK = 4096
-
 def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
                  delta_norm: Optional[Tuple[torch.Tensor, float]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(x + delta, rms_norm(x + delta) * weight)``; with ``delta=None`` just ``(x, rms_norm(x) * weight)``.
@@ -519,13 +464,11 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
     pdl = triton_support.dependent_launch(x.device)
     norms_delta = delta_norm is not None and delta_parts > 0
     delta_weight, delta_eps = delta_norm if norms_delta else (weight, 0.0)
-    block = triton.next_power_of_2(width)
-    chunked = block > NORM_MAX_BLOCK
-    block = min(block, NORM_MAX_BLOCK)
     _add_rms_norm_kernel[(rows,)](
         x, delta, delta_stride, weight, total, normed, width, eps, delta_weight, delta_eps,
-        DELTA_PARTS=delta_parts, DELTA_NORM=norms_delta, BLOCK=block, PDL=pdl, CHUNKED=chunked,
-        num_warps=_warps_for((block if chunked else width) * max(1, delta_parts)), launch_pdl=pdl,
+        DELTA_PARTS=delta_parts, DELTA_NORM=norms_delta,
+        BLOCK=triton.next_power_of_2(width), PDL=pdl,
+        num_warps=_warps_for(width * max(1, delta_parts)), launch_pdl=pdl,
     )
     return total, normed
 
