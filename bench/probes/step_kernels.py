@@ -19,17 +19,22 @@ from processor_kernels import graph_time  # noqa: E402
 from genplug.plugins.caches.static import StaticCache  # noqa: E402
 
 
-def main():
+def one_step_setting():
+    """The native 1B model with a 128-token prompt in a 384-slot static cache, and the inputs of its next
+    one-token decode step: ``(model, cache, token, position_ids, slot, valid)``."""
     native = gpu_decode.native_one_b()
     cache = StaticCache(native.config, 384)
     ids = torch.randint(3, 1000, (1, 128), device="cuda")
     with torch.no_grad():
         native(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        token = ids[:, -1:]
-        pos = torch.tensor([[128]], device="cuda")
-        slot = torch.tensor(128, device="cuda")
-        valid = torch.zeros(1, 384, dtype=torch.bool, device="cuda")
-        valid[:, :129] = True
+    valid = torch.zeros(1, 384, dtype=torch.bool, device="cuda")
+    valid[:, :129] = True
+    return native, cache, ids[:, -1:], torch.tensor([[128]], device="cuda"), torch.tensor(128, device="cuda"), valid
+
+
+def main():
+    native, cache, token, pos, slot, valid = one_step_setting()
+    with torch.no_grad():
         for fused in ("1", "0"):
             os.environ["GENPLUG_DECODE_KERNELS"] = fused
             for _ in range(3):

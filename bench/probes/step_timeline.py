@@ -13,10 +13,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import gpu_decode  # noqa: E402
-
-from genplug.plugins.caches.static import StaticCache  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_kernels import one_step_setting  # noqa: E402
 
 GEMV_ROLES = ("q/k/v GEMV", "output GEMV", "down GEMV")
 
@@ -34,16 +32,8 @@ def kind_of(name: str, gemvs_seen: int) -> str:
 
 
 def main():
-    native = gpu_decode.native_one_b()
-    cache = StaticCache(native.config, 384)
-    ids = torch.randint(3, 1000, (1, 128), device="cuda")
+    native, cache, token, pos, slot, valid = one_step_setting()
     with torch.no_grad():
-        native(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        token, pos = ids[:, -1:], torch.tensor([[128]], device="cuda")
-        slot = torch.tensor(128, device="cuda")
-        valid = torch.zeros(1, 384, dtype=torch.bool, device="cuda")
-        valid[:, :129] = True
-
         def step():
             return native.static_decode_step(token, pos, slot, valid, cache.layers)
 
