@@ -70,3 +70,24 @@ def test_top_values_are_torch_topk_values(rows, width, k, levels, masked, seed):
     out = vocab_kernels.top_values(scores.to(DEVICE), k).cpu()
     assert torch.equal(out, torch.topk(scores, k, dim=-1).values)
     assert torch.equal(vocab_ops.top_values(scores.to(DEVICE), k).cpu(), out)
+
+
+@settings(max_examples=15, deadline=None)
+@given(rows=st.integers(1, 2), width=st.integers(1, 700), k=st.integers(1, 8), levels=st.integers(1, 50),
+       masked=st.floats(0, 1), seed=st.integers(0, 2**16))
+def test_top_values_over_many_rounds_of_chunks_are_torch_topk_values(rows, width, k, levels, masked, seed):
+    """With small chunks (32 entries) the candidates go through up to four rounds before one chunk holds
+    them -- as a 128k vocabulary does with 1,024-entry chunks -- and still give torch.topk's values."""
+    k = min(k, width)
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, levels, (rows, width), generator=g).float() / 7
+    scores[torch.rand(rows, width, generator=g) < masked] = float("-inf")
+    out = vocab_kernels.top_values(scores.to(DEVICE), k, chunk=32).cpu()
+    assert torch.equal(out, torch.topk(scores, k, dim=-1).values)
+
+
+def test_top_values_refuse_a_k_their_chunks_cannot_hold():
+    scores = torch.zeros(1, 64, device=DEVICE)
+    for k, chunk in ((5, 16), (0, 16), (3, 12)):
+        with pytest.raises(ValueError, match="top_values"):
+            vocab_kernels.top_values(scores, k, chunk=chunk)
