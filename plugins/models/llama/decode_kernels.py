@@ -445,6 +445,10 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNTS[index]
 
 
+# Rows wider than 4,096 spill registers in the add+norm kernel (sm_90, 8 partial sums: 64 bytes per
+# thread at 8,192, 576 with Gemma's delta norm, 2,192 at 16,384). Walking such rows in chunks of 4,096
+# instead removed the spills but measured slower on an H100 (2026-12-05, seventh session: 9.36 against
+# 5.10 us at 8,192, 17.18 against 10.24 at 16,384; bench/results/gpu_decode_h100.txt), so rows stay whole.
 def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
                  delta_norm: Optional[Tuple[torch.Tensor, float]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(x + delta, rms_norm(x + delta) * weight)``; with ``delta=None`` just ``(x, rms_norm(x) * weight)``.
@@ -575,9 +579,5 @@ def new_arrivals(batch: int, heads: int, device: torch.device) -> torch.Tensor:
     return torch.zeros(batch * heads, dtype=torch.int32, device=device)
 
 
-# Rows wider than 4,096 spill registers in the add+norm kernel (sm_90, 8 partial sums: 64 bytes per
-# thread at 8,192, 576 with Gemma's delta norm, 2,192 at 16,384). Walking such rows in chunks of 4,096
-# instead removed the spills but measured slower on an H100 (2026-12-05, seventh session: 9.36 against
-# 5.10 us at 8,192, 17.18 against 10.24 at 16,384; bench/results/gpu_decode_h100.txt), so rows stay whole.
 def _warps_for(width: int) -> int:
     return 4 if width <= 2048 else 8 if width <= 8192 else 16
