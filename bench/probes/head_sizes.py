@@ -4,8 +4,9 @@ greedy tokens/s at batch 1 and 16 through genplug's native model, same process, 
 loop equals the eager path. Few layers, so the model builds quickly; the attention's share of a step
 is what changes.
 
-``--one-row``: batch 1 with heads of 256 only, each program's slots per tile at 8, 16 and 32, for 8 query
-heads over 4 key/value heads and 4 over 1 (Gemma-3-1B's grouping).
+``--one-row``: batch 1 with heads of 256 only, each program's slots per tile as fitted, doubled and
+quadrupled (at most the tuned 32), for 8 query heads over 4 key/value heads and 4 over 1 (Gemma-3-1B's
+grouping); the printed config shows the slots per tile.
 
 Run on the accelerator: python bench/probes/head_sizes.py [--one-row]
 """
@@ -44,7 +45,7 @@ def model_with_heads(head_dim: int, layers: int = 4, heads=None):
 
 def main():
     fitted = decode_kernels.ATTENTION_TUNED_HEAD_DIM
-    if "--one-row" in sys.argv[1:]:  # batch 1, heads of 256: block_s 8 / 16 / 32 (tuned-at 64 / 128 / 256)
+    if "--one-row" in sys.argv[1:]:  # batch 1, heads of 256: block_s as fitted, then x2 and x4 (at most the tuned 32)
         sweep = [(256, 1, [(f"block_s fitted as if tuned at {t}", t) for t in (64, 128, 256)], (8, 4)),
                  (256, 1, [(f"block_s fitted as if tuned at {t}", t) for t in (64, 128, 256)], (4, 1))]
     else:
