@@ -9,7 +9,8 @@ through the adapter: by default on genplug's native kernels over its own weights
 native_kernels=False on the transformers forward -- dynamic cache, and static cache captured as a CUDA
 graph), greedy
 and sampling, batch 1/16/64. Prints one table: tokens/s, % of the bandwidth limit (batch 1), ratio to
-transformers' best, and the first call's time (compile and capture included).
+transformers' best, and the first call's time (compile and capture included); then issue 9's targets
+that the run's cells measure, each met or MISSED.
 Run on the accelerator: python bench/gpu_decode.py [--batches 1,16,64] [--cells substring,...] [--gemv]
 [--pdl 0|1] [--attention splits,heads,block,warps,stages]  (the last two try a kernel setting other than
 the shipped one: programmatic dependent launch, decode_kernels.ATTENTION_CONFIG["one row"])
@@ -177,6 +178,48 @@ def main():
                     and r[3] == r[3]), default=float("nan"))
         pct = f"{100 * tps / (limit * batch):7.1f}%" if batch == 1 else "       -"
         print(f"{batch:5d} {mode:9} {name:64} {tps:10.1f} {pct:>8} {tps / best:9.2f}x {first:10.1f}")
+    print()
+    for line in issue_targets(rows, limit, torch.equal(graph_out, eager_out) and torch.equal(hf_graph, hf_eager)):
+        print(line)
+
+
+NATIVE, COMPILED = "genplug native (static; default", "transformers static+compile"
+
+
+def issue_targets(rows, limit: float, graph_equals_eager: bool):
+    """Issue 9's targets, each as a line saying what this run measured and whether it is met; only the
+    targets whose cells were measured. ``rows`` are ``(batch, mode, name, tokens/s, first call s)``."""
+    def cell(batch, mode, prefix, column=3):
+        found = [r[column] for r in rows if r[0] == batch and r[1] == mode and r[2].startswith(prefix) and r[3] == r[3]]
+        return found[0] if found else None
+
+    lines = []
+
+    def target(text, value, met):
+        lines.append(f"target: {text}: {value} -- {'met' if met else 'MISSED'}")
+
+    greedy, anchor = cell(1, "greedy", NATIVE), cell(1, "greedy", COMPILED)
+    if greedy is not None:
+        target("batch-1 greedy, native >= 70% of the limit", f"{100 * greedy / limit:.1f}%", greedy >= 0.7 * limit)
+    if greedy is not None and anchor is not None:
+        target("batch-1 greedy, native >= 2.5x transformers' static+compile", f"{greedy / anchor:.2f}x",
+               greedy >= 2.5 * anchor)
+    sampling = cell(1, "sampling", NATIVE)
+    if greedy is not None and sampling is not None:
+        target("batch-1 sampling within 10% of greedy", f"{100 * (1 - sampling / greedy):.1f}% below",
+               sampling >= 0.9 * greedy)
+    for batch in (16, 64):
+        for mode in ("greedy", "sampling"):
+            ours, theirs = cell(batch, mode, NATIVE), cell(batch, mode, COMPILED)
+            if ours is not None and theirs is not None:
+                target(f"batch {batch} {mode} >= 1.5x transformers' static+compile", f"{ours / theirs:.2f}x",
+                       ours >= 1.5 * theirs)
+    first, their_first = cell(1, "greedy", NATIVE, 4), cell(1, "greedy", COMPILED, 4)
+    if first is not None and their_first is not None:
+        target("first call <= 0.5x transformers'", f"{first:.1f} s vs {their_first:.1f} s ({first / their_first:.2f}x)",
+               first <= 0.5 * their_first)
+    target("greedy graph path == eager path (native and twin)", graph_equals_eager, graph_equals_eager)
+    return lines
 
 
 def gemv_layouts(config, bandwidth):
