@@ -247,6 +247,27 @@ def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, 
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
+@settings(max_examples=60, deadline=None)
+@given(batch=st.sampled_from([1, 2, 16]), groups=st.integers(1, 16), head_dim=st.integers(8, 512))
+def test_attention_config_keeps_the_tuned_tile_of_products(kernels, batch, groups, head_dim):
+    """Fitted to any model, the attention settings stay runnable and no larger than tuned: query heads per
+    program divide the group, slots per tile are a power of two no more than tuned, and the tile of
+    products [queries, block_s, head] is no larger than the tuned one (unless one slot already is)."""
+    splits, queries, block_s, warps, stages = kernels.attention_config(batch, groups, head_dim)
+    tuned = kernels.ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
+    assert (splits, warps, stages) == (tuned[0], tuned[3], tuned[4])
+    assert groups % queries == 0 and queries <= tuned[1]
+    assert block_s & (block_s - 1) == 0 and 1 <= block_s <= tuned[2]
+    tile = queries * block_s * triton_next_power_of_2(head_dim)
+    tuned_tile = tuned[1] * tuned[2] * kernels.ATTENTION_TUNED_HEAD_DIM
+    assert tile <= tuned_tile or block_s == 1
+    assert tile * 2 > tuned_tile or block_s == tuned[2]  # and no smaller than it needs to be
+
+
+def triton_next_power_of_2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
 def test_rope_cache_attention_keeps_positions_inside_the_table(kernels):
     """A position past the table's end (or below 0) reads its last (first) row, never memory outside it."""
     g = torch.Generator().manual_seed(0)
