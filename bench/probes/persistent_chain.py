@@ -13,8 +13,8 @@
 
 Prints microseconds per chain (replayed from CUDA graphs), the weight bytes per second of each, and
 how far each result is from a float32 recompute. Written in the seventh session of 2026-12-05 without a
-GPU: compiled for sm_90 with Triton 3.9 it buffers `stages - 1` weight tiles and hoists no wait; its
-first GPU run is its test (an error past 1e-2 prints WRONG).
+GPU: compiled for sm_90 with Triton 3.6 (the lent H100s') and 3.9 it buffers `stages - 1` weight tiles
+and hoists no wait; its first GPU run is its test (an error past 1e-2 prints WRONG).
 
 Run on the accelerator: python bench/probes/persistent_chain.py [--layers 16] [--stages 8]
 """
@@ -30,6 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from processor_kernels import graph_time  # noqa: E402
 
 WIDTH, BLOCK_N, BLOCK_K = 2048, 16, 256
+
+
+@triton.jit
+def _address(pointers):
+    """Pointers as 64-bit integers for inline PTX (Triton 3.6 takes no pointers of two types in one asm)."""
+    return pointers.to(tl.int64, bitcast=True)
 
 
 @triton.jit
@@ -51,8 +57,8 @@ def _persistent_chain_kernel(w_desc, ys_ptr, ready_ptr, width, programs, LAYERS:
         x = tl.inline_asm_elementwise(
             "{ .reg .pred p; .reg .b32 v; $$wait: ld.acquire.gpu.global.b32 v, [$1]; setp.lt.s32 p, v, $3; "
             "@p bra $$wait; ld.global.cg.f32 $0, [$2]; }", "=r,l,l,r",
-            [ready_ptr + layer + tl.zeros([BLOCK_K], tl.int32), ys_ptr + layer * width + tile * BLOCK_K + k, everyone],
-            dtype=tl.float32, is_pure=False, pack=1)
+            [_address(ready_ptr + layer + tl.zeros([BLOCK_K], tl.int32)), _address(ys_ptr + layer * width + tile * BLOCK_K + k),
+             everyone], dtype=tl.float32, is_pure=False, pack=1)
         acc = tl.where(tile == 0, 0.0, acc) + tl.sum(w.to(tl.float32) * x[None, :], axis=1)
         # after the last tile of a matrix, publish this program's rows of ys[layer + 1]: stores, then (every
         # thread's stores reached through the reduction of their results) one release add to ready[layer + 1].
@@ -60,13 +66,13 @@ def _persistent_chain_kernel(w_desc, ys_ptr, ready_ptr, width, programs, LAYERS:
         last = (tile == K_TILES - 1).to(tl.int32)
         stored = tl.inline_asm_elementwise(
             "{ .reg .pred p; setp.ne.s32 p, $2, 0; @p st.global.f32 [$1], $3; mov.b32 $0, 0; }", "=r,l,r,r",
-            [ys_ptr + (layer + 1) * width + rows, last + tl.zeros([BLOCK_N], tl.int32), acc],
+            [_address(ys_ptr + (layer + 1) * width + rows), last + tl.zeros([BLOCK_N], tl.int32), acc],
             dtype=tl.int32, is_pure=False, pack=1)
         all_stored = tl.sum(stored, axis=0) + tl.zeros([1], tl.int32)
         tl.inline_asm_elementwise(
             "{ .reg .pred p, q; .reg .b32 r; mov.u32 r, %tid.x; setp.eq.u32 p, r, 0; setp.ne.and.s32 q, $2, 0, p; "
             "@q red.release.gpu.global.add.s32 [$1], 1; mov.b32 $0, $3; }", "=r,l,r,r",
-            [ready_ptr + layer + 1 + tl.zeros([1], tl.int32), last + tl.zeros([1], tl.int32), all_stored],
+            [_address(ready_ptr + layer + 1 + tl.zeros([1], tl.int32)), last + tl.zeros([1], tl.int32), all_stored],
             dtype=tl.int32, is_pure=False, pack=1)
 
 
