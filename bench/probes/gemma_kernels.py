@@ -21,15 +21,21 @@ import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 
 
-def gemma3_one_b():
+def gemma3_one_b_config():
+    """Gemma-3-1B's shape (transformers config; random weights are the caller's)."""
     import transformers
 
-    config = transformers.Gemma3TextConfig(
+    return transformers.Gemma3TextConfig(
         hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
         head_dim=256, vocab_size=262144, sliding_window=512, query_pre_attn_scalar=256, max_position_embeddings=32768,
         bos_token_id=2, eos_token_id=1, pad_token_id=0)
+
+
+def gemma3_one_b():
+    import transformers
+
     torch.manual_seed(0)
-    hf = transformers.Gemma3ForCausalLM(config).to(torch.bfloat16).cuda().eval()
+    hf = transformers.Gemma3ForCausalLM(gemma3_one_b_config()).to(torch.bfloat16).cuda().eval()
     weight_bytes = sum(p.numel() * p.element_size() for p in hf.parameters())
     tmp = Path(tempfile.mkdtemp())
     hf.save_pretrained(tmp)

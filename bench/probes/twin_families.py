@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_decode  # noqa: E402
 
 import genplug  # noqa: E402
+from gemma_kernels import gemma3_one_b_config  # noqa: E402
 from genplug.plugins.transformers.native_twin import native_twin, why_no_twin  # noqa: E402
 
 
@@ -41,10 +43,7 @@ def phi3():
 def gemma3():
     import transformers
 
-    return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(
-        hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
-        head_dim=256, vocab_size=262144, sliding_window=512, query_pre_attn_scalar=256, max_position_embeddings=32768,
-        bos_token_id=2, eos_token_id=1, pad_token_id=0))
+    return transformers.Gemma3ForCausalLM(gemma3_one_b_config())
 
 
 DEVICE = "cuda"
