@@ -2,13 +2,15 @@
 # One device call (~2 minutes): does the persistent-step idea hold on a GPU? First whether the device's
 # Triton pipelines weight tiles across a wait as Triton 3.9 does (bench/probes/pipelined_spin_compile.py,
 # compile only), then a chain of 16 matrices of 2048 x 2048 as one persistent launch against chained
-# GEMV launches (bench/probes/persistent_chain.py, 4 and 8 stages), then sampling's kernels per token
+# GEMV launches (bench/probes/persistent_chain.py: rows or blocks per program, tiles of 16-64 rows,
+# each with and without the waits), then sampling's kernels per token
 # with the top-k's rounds of chunks (bench/probes/sampling_kernels.py). Usage: bash bench/probes/persistent_session.sh
 source "$(dirname "$0")/device_setup.sh"
 for stages in 4 8; do
   timeout 60 python bench/probes/pipelined_spin_compile.py --stages $stages 2>&1 | grep -v -i warn | tee -a "$out/pipelined_spin.txt"
 done
-for stages in 4 8; do
-  timeout 60 python bench/probes/persistent_chain.py --stages $stages 2>&1 | grep -v -i warn | tee -a "$out/persistent_chain.txt"
+timeout 60 python bench/probes/persistent_chain.py --compile-only 2>&1 | grep -v -i warn | tee "$out/persistent_chain.txt"
+for variant in -1 0 1 2 3 4; do  # one process each: a variant that deadlocks is killed alone
+  timeout 45 python bench/probes/persistent_chain.py --variant $variant 2>&1 | grep -v -i warn | tee -a "$out/persistent_chain.txt"
 done
 timeout 90 python bench/probes/sampling_kernels.py 2>&1 | grep -v -e Writing -e warn | tee "$out/sampling_kernels.txt"
