@@ -50,15 +50,16 @@ def _address(pointers):
 
 @triton.jit
 def _publish(ready_ptr, count_index, last, stored):
-    """After the last tile of a matrix, one release add to ``ready[count_index]`` -- once every thread's
-    stores are done, which the reduction of their results (a CTA barrier) guarantees. Inline PTX: a branch
-    or an atomic in the loop stops the pipelining (checked compiled)."""
+    """After the last tile of a matrix: a CTA barrier (every thread's stores, ``stored`` being their results,
+    come before it), then one release add to ``ready[count_index]`` by thread 0. Inline PTX: a branch or an
+    atomic in the loop stops the pipelining (checked compiled). A reduction of ``stored`` alone is no barrier:
+    Triton reduces a warp-local layout with shuffles only."""
     all_stored = tl.sum(stored, axis=0) + tl.zeros([1], tl.int32)
     tl.inline_asm_elementwise(
-        "{ .reg .pred p, q; .reg .b32 r; mov.u32 r, %tid.x; setp.eq.u32 p, r, 0; setp.ne.and.s32 q, $2, 0, p; "
-        "@q red.release.gpu.global.add.s32 [$1], 1; mov.b32 $0, $3; }", "=r,l,r,r",
-        [_address(ready_ptr + count_index + tl.zeros([1], tl.int32)), last + tl.zeros([1], tl.int32), all_stored],
-        dtype=tl.int32, is_pure=False, pack=1)
+        "{ .reg .pred l, p, q; .reg .b32 r; setp.ne.s32 l, $2, 0; @l bar.sync 0; mov.u32 r, %tid.x; "
+        "setp.eq.u32 p, r, 0; and.pred q, p, l; @q red.release.gpu.global.add.s32 [$1], 1; mov.b32 $0, $3; }",
+        "=r,l,r,r", [_address(ready_ptr + count_index + tl.zeros([1], tl.int32)), last + tl.zeros([1], tl.int32),
+                     all_stored], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call (~4 minutes): does the persistent-step idea hold on a GPU? First whether the device's
+# One device call (~6 minutes): does the persistent-step idea hold on a GPU? First whether the device's
 # Triton pipelines weight tiles across a wait as Triton 3.9 does (bench/probes/pipelined_spin_compile.py,
 # compile only), then a chain of 16 matrices of 2048 x 2048 as one persistent launch against chained
 # GEMV launches (bench/probes/persistent_chain.py: rows or blocks per program, tiles of 16-64 rows,
@@ -13,10 +13,13 @@ timeout 60 python bench/probes/persistent_chain.py --compile-only 2>&1 | grep -v
 for variant in -1 0 1 2 3 4; do  # one process each: a variant that deadlocks is killed alone
   timeout 45 python bench/probes/persistent_chain.py --variant $variant 2>&1 | grep -v -i warn | tee -a "$out/persistent_chain.txt"
 done
-# the second half of a decoder layer (output projection, add+norm, gate/up, down) as one persistent
+# the second half of each decoder layer (output projection, add+norm, gate/up, down) as one persistent
 # launch per layer against the step's kernels (bench/probes/persistent_mlp.py)
 for stages in 3 4; do
   timeout 30 python bench/probes/persistent_mlp.py --compile-only --stages $stages 2>&1 | grep -v -i warn | tee -a "$out/persistent_mlp.txt"
-  timeout 60 python bench/probes/persistent_mlp.py --stages $stages 2>&1 | grep -v -i warn | tee -a "$out/persistent_mlp.txt"
+  timeout 90 python bench/probes/persistent_mlp.py --stages $stages 2>&1 | grep -v -i warn | tee -a "$out/persistent_mlp.txt"
 done
+# and in the whole batch-1 decode step (GENPLUG_PERSISTENT_MLP=1's switch), greedy graph == eager checked
+timeout 150 python bench/probes/step_variants.py "as shipped" "persistent MLP" "as shipped (again: noise)" 2>&1 \
+  | grep -v -i warn | tee "$out/step_variants.txt"
 timeout 90 python bench/probes/sampling_kernels.py 2>&1 | grep -v -e Writing -e warn | tee "$out/sampling_kernels.txt"

@@ -25,6 +25,9 @@ against 859 / 857 as shipped; the add+norm kernel prefetching cuBLAS's gate/up 4
 the eager path under the same variant. The last line names the fastest variant whose graph loop
 equals its eager path.
 
+"persistent MLP" (eighth session of 2026-12-05, not yet run): the output projection, add+norm, gate/up and
+down projections as one persistent launch per layer (GENPLUG_PERSISTENT_MLP=1).
+
 Run: python bench/probes/step_variants.py ["variant name" ...]
 """
 import os
@@ -40,13 +43,13 @@ import gpu_decode  # noqa: E402
 import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug import triton_support  # noqa: E402
-from genplug.plugins.models.llama import decode_kernels  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels, persistent_mlp  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None, o_config=None)
+               gemv_per_sm=None, down_config=None, o_config=None, persistent_mlp=persistent_mlp.ENABLED)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
@@ -66,6 +69,8 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("output GEMV one tile (16, 256, 8, 2, 8)", dict(o_config=(16, 256, 8, 2, 8))),
     ("output GEMV one tile, 4 warps", dict(o_config=(16, 256, 4, 2, 8))),
     ("output GEMV one tile + gate/up GEMV", dict(o_config=(16, 256, 8, 2, 8), gate_up_gemv=True)),
+    # everything after attention as one persistent launch per layer (plugins/models/llama/persistent_mlp.py)
+    ("persistent MLP", dict(persistent_mlp=True)),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -105,6 +110,7 @@ def main():
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
+        persistent_mlp.ENABLED = setting["persistent_mlp"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"])

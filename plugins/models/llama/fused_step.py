@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import decode_kernels
+from . import decode_kernels, persistent_mlp
 
 # The CUDA-graph step reads cos/sin from RoPE's table by position instead of launching RoPE's small
 # kernels (bench/probes/step_variants.py switches it off: on an H100, 2026-12-05, batch-1 greedy
@@ -39,17 +39,21 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
     arrivals = None
     if decode_kernels.ATTENTION_CONFIG["one row" if hidden.shape[0] == 1 else "rows"][0] > 1:
         arrivals = decode_kernels.new_arrivals(hidden.shape[0], model.config.num_attention_heads, hidden.device)
+    # the persistent MLP's counts of published programs (GENPLUG_PERSISTENT_MLP=1, one row): zeroed once per step
+    counters = [None] * len(core.layer_plan)
+    if persistent_mlp.ENABLED and hidden.shape[0] == 1:
+        counters = persistent_mlp.new_counters(len(core.layer_plan), hidden.device)
     delta = delta_norm = None
-    for (layer, window, rope), cache_layer in zip(core.layer_plan, layers):
+    for (layer, window, rope), cache_layer, counts in zip(core.layer_plan, layers, counters):
         cos, sin = rotations[rope]
         hidden, delta, delta_norm = fused_decode_layer(layer, hidden, delta, delta_norm, cos, sin, slot, valid,
                                                        cache_layer.keys, cache_layer.values, arrivals, positions,
-                                                       window)
+                                                       window, counts)
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
 
 def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid, keys, values, arrivals=None,
-                       positions=None, window=None):
+                       positions=None, window=None, mlp_counters=None):
     """One decoder layer with the fused kernels: ``(residual, delta, delta_norm)`` in and out, where
     ``delta_norm`` is the ``(weights, eps)`` of the norm ``delta`` takes before it is added (Gemma 2/3's
     post-feed-forward norm), or None.
@@ -58,6 +62,8 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     At batch 1, projections stored ``[out, in]`` go through genplug's split-K GEMV, whose partial sums
     the next kernel adds up while loading; the down projection then computes act(gate)*up as it reads
     its input. Other matmuls are PyTorch's, and act(gate)*up is one more small kernel.
+    With ``mlp_counters`` (a zeroed ``[2]`` slice of :func:`.persistent_mlp.new_counters`) and where
+    :func:`.persistent_mlp.usable` says so, everything after attention is one persistent launch instead.
     """
     attn, mlp = layer.self_attn, layer.mlp
     one_row = residual.shape[0] == 1
@@ -69,6 +75,9 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
         qk_norm=None if attn.q_norm is None else (attn.q_norm.scale(), attn.k_norm.scale(), attn.q_norm.eps),
         positions=positions, scale=attn.scale, softcap=attn.softcap, window=window,
     )
+    if mlp_counters is not None and persistent_mlp.usable(layer, residual):
+        residual, delta = persistent_mlp.persistent_mlp(layer, out, residual, mlp_counters)
+        return residual, delta, None
     if layer.pre_feedforward_layernorm is None:  # Llama: the attention output added as it is
         norm, attended_norm = layer.post_attention_layernorm, None
     else:  # Gemma 2/3: normed first, and the MLP's input has a norm of its own

@@ -1,0 +1,401 @@
+"""The second half of a decoder layer -- output projection, residual add + RMSNorm, gate/up, SiLU(gate) * up,
+down projection -- as ONE persistent Triton launch at batch 1 (Llama-shaped MLPs). Experimental: off
+unless ``GENPLUG_PERSISTENT_MLP=1``, until a GPU run measures it against the kernels it replaces
+(``bench/probes/persistent_mlp.py``; docs/performance.md, eighth session of 2026-12-05).
+
+Why: in a batch-1 step memory stands idle while the small kernels between the matmuls run, and each
+matmul starts streaming its weights only once it is launched, one tile ahead per program. Here every
+program walks its share of the three matrices' weight tiles in order through tensor descriptors (TMA),
+software-pipelined ``STAGES`` deep, and waits for activations only at each matrix's first tile: the
+weights keep streaming into shared memory while a program waits for the others.
+
+Work split over ``P`` programs, all resident at once (128 on an H100's 132 SMs):
+
+* **output projection, by rows**: each program owns ``H / P`` whole rows, so it holds the whole attention
+  output and finishes its rows itself: it adds them to the residual, stores the new residual stream
+  (bf16, as the model keeps it) and publishes the rows' sum of squares;
+* **gate/up, by blocks**: ``P / GROUPS`` blocks of outputs x ``GROUPS`` groups of 256 inputs. Once every
+  program has published, each reads its 256 inputs of the residual stream and the ``P`` sums of squares
+  (the RMSNorm's scale: no program holds a whole row) and streams its block, storing partial sums;
+* **down, by blocks**: the same split over the ``I / GROUPS`` inputs of each group, act(gate) * up
+  computed from the gate/up partials at the first tile; its partial sums are left for the next add+norm
+  kernel to add up (:class:`.decode_kernels.PartialSums` of ``GROUPS`` parts).
+
+Activations are read with inline-PTX loads after an inline-PTX wait (acquire) on a count of programs that
+have published, the wait predicated inside the PTX on "this is the matrix's first tile": Triton's
+pipeliner must see neither a branch nor an atomic in the loop, nor hoist a wait into its prologue
+(bench/probes/pipelined_spin_compile.py). A program publishes its results with a CTA barrier and then
+one release add by its first thread, in one PTX op after its stores.
+
+In Triton's interpreter (the CPU tests) the PTX becomes plain loads and stores and each matrix is its own
+launch (``PHASES`` 1, 2, 4): the interpreter runs programs one after another, where waiting for the
+others would never end. The tests check the arithmetic there; the synchronisation runs only on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from genplug import triton_support
+
+# Off by default: compiled for sm_90 and checked in the interpreter, not yet run on a GPU (2026-12-05)
+ENABLED = os.environ.get("GENPLUG_PERSISTENT_MLP", "0") == "1"
+BLOCK_K = 256  # inputs per group; a TMA box is at most 256 elements along a dimension
+TILE_ELEMENTS = 8192  # the output and down projections' tiles (16 KB in bf16); gate/up's are twice that
+
+
+@triton.jit
+def _address(pointers):
+    """Pointers as 64-bit integers for inline PTX (Triton 3.6 takes no pointers of two types in one asm)."""
+    return pointers.to(tl.int64, bitcast=True)
+
+
+@triton.jit
+def _is(t, value, shape: tl.constexpr):
+    """int32 ``t == value`` broadcast to ``shape`` (a loop index is a plain integer in Triton's interpreter)."""
+    return ((tl.zeros(shape, tl.int32) + t) == value).to(tl.int32)
+
+
+@triton.jit
+def _wait_previous_kernel_if(flag, EMULATE: tl.constexpr):
+    """``flag`` (int32) back, after -- where it is set -- waiting for the previous kernel (programmatic
+    dependent launch: ``griddepcontrol.wait``; a no-op in a launch without it)."""
+    if EMULATE:
+        return flag
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.s32 p, $1, 0; @p griddepcontrol.wait; mov.b32 $0, $1; }", "=r,r", [flag],
+        dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _wait_count_if(flag, counter_ptr, needed, EMULATE: tl.constexpr):
+    """``flag`` (int32) back, after -- where it is set -- spinning (acquire) until ``*counter >= needed``."""
+    if EMULATE:
+        return flag
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p, w; .reg .b32 v; mov.b32 $0, $3; setp.eq.s32 p, $3, 0; @p bra $$done; "
+        "$$wait: ld.acquire.gpu.global.b32 v, [$1]; setp.lt.s32 w, v, $2; @w bra $$wait; $$done: }", "=r,l,r,r",
+        [_address(counter_ptr + tl.zeros_like(flag)), needed + tl.zeros_like(flag), flag],
+        dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _load_f32_if(flag, pointers, EMULATE: tl.constexpr):
+    """float32 ``*pointers`` where ``flag`` is set (read from L2: written by other programs), else 0."""
+    if EMULATE:
+        return tl.load(pointers, mask=flag != 0, other=0.0)
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.s32 p, $2, 0; mov.b32 $0, 0; @p ld.global.cg.b32 $0, [$1]; }", "=r,l,r",
+        [_address(pointers), flag], dtype=tl.float32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _load_bf16_if(flag, pointers, EMULATE: tl.constexpr):
+    """bf16 ``*pointers`` as float32 where ``flag`` is set, else 0."""
+    if EMULATE:
+        return tl.load(pointers, mask=flag != 0, other=0.0).to(tl.float32)
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .b16 h; setp.ne.s32 p, $2, 0; mov.b32 $0, 0; @p ld.global.cg.b16 h, [$1]; "
+        "@p cvt.f32.bf16 $0, h; }", "=r,l,r", [_address(pointers), flag], dtype=tl.float32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _store_f32_if(flag, pointers, values, EMULATE: tl.constexpr):
+    """Store float32 ``values`` where ``flag`` is set; int32 zeros back, whose CTA-wide sum orders every
+    thread's stores before a :func:`_publish`."""
+    if EMULATE:
+        tl.store(pointers, values, mask=flag != 0)
+        return tl.zeros_like(flag)
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.s32 p, $2, 0; @p st.global.b32 [$1], $3; mov.b32 $0, 0; }", "=r,l,r,r",
+        [_address(pointers), flag, values], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _store_bf16_if(flag, pointers, values, EMULATE: tl.constexpr):
+    """Store float32 ``values`` rounded to bf16 where ``flag`` is set (see :func:`_store_f32_if`)."""
+    if EMULATE:
+        tl.store(pointers, values.to(tl.bfloat16), mask=flag != 0)
+        return tl.zeros_like(flag)
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .b16 h; setp.ne.s32 p, $2, 0; cvt.rn.bf16.f32 h, $3; @p st.global.b16 [$1], h; "
+        "mov.b32 $0, 0; }", "=r,l,r,r", [_address(pointers), flag, values], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _publish(counter_ptr, last, stored, EMULATE: tl.constexpr):
+    """Where ``last`` is set: a CTA barrier (every thread's stores before it, ``stored`` being their results),
+    then one release add of 1 to ``*counter`` by thread 0 -- so a program that acquires the count sees
+    every store. Inline PTX: an atomic in the loop stops the pipelining; ``last`` is the same in every thread."""
+    if not EMULATE:
+        all_stored = tl.sum(stored, axis=0) + tl.zeros([1], tl.int32)
+        tl.inline_asm_elementwise(
+            "{ .reg .pred l, p, q; .reg .b32 r; setp.ne.s32 l, $2, 0; @l bar.sync 0; mov.u32 r, %tid.x; "
+            "setp.eq.u32 p, r, 0; and.pred q, p, l; @q red.release.gpu.global.add.s32 [$1], 1; mov.b32 $0, $3; }",
+            "=r,l,r,r", [_address(counter_ptr + tl.zeros([1], tl.int32)), last + tl.zeros([1], tl.int32), all_stored],
+            dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _persistent_mlp_kernel(
+        wo_desc, wgu_desc, wd_desc, attn_ptr, resid_ptr, norm_ptr, h_ptr, squares_ptr, gu_part_ptr, d_part_ptr,
+        ready_ptr, eps, H: tl.constexpr, I: tl.constexpr, PROGRAMS: tl.constexpr, GROUPS: tl.constexpr,
+        BLOCK_K: tl.constexpr, BN_O: tl.constexpr, BN_GU: tl.constexpr, BN_D: tl.constexpr,
+        STAGES: tl.constexpr, PHASES: tl.constexpr, EMULATE: tl.constexpr):
+    # wo_desc: Wo [H, H / BLOCK_K, BLOCK_K] (rows whole), box [BN_O, H / BLOCK_K, BLOCK_K];
+    # wgu_desc: Wgu^T [H, 2I] (input-major, as the native model stores it: gate columns, then up), box [BLOCK_K, BN_GU];
+    # wd_desc: Wd [H, I / BLOCK_K, BLOCK_K], box [BN_D, I / GROUPS / BLOCK_K, BLOCK_K].
+    # attn, resid: [H] bf16 from the previous kernel. Out: h [H] bf16 (resid + Wo attn), squares [PROGRAMS]
+    # (each program's rows' sum of h^2), gu_part [GROUPS, 2I] and d_part [GROUPS, H] float32 partial sums.
+    # ready [2], zeroed: programs done with the output projection, with gate/up.
+    program = tl.program_id(0)
+    group = program % GROUPS
+    row_block = program // GROUPS
+    ROW_BLOCKS: tl.constexpr = PROGRAMS // GROUPS
+    H_BOXES: tl.constexpr = H // BLOCK_K
+    D_BOXES: tl.constexpr = I // GROUPS // BLOCK_K
+    k = tl.arange(0, BLOCK_K)
+
+    # the output projection: this program's H / PROGRAMS rows, whole
+    O_ROWS: tl.constexpr = H // PROGRAMS
+    O_TILES: tl.constexpr = O_ROWS // BN_O
+    attn_k = tl.arange(0, H_BOXES)[:, None] * BLOCK_K + k[None, :]
+    n_o = tl.arange(0, BN_O)
+    x_o = tl.zeros([H_BOXES, BLOCK_K], tl.float32)
+    squares = tl.zeros([BN_O], tl.float32)
+    for t in tl.range(0, O_TILES * (PHASES & 1), num_stages=STAGES):
+        first_row = program * O_ROWS + t * BN_O
+        w = wo_desc.load([first_row, 0, 0])  # weights: independent of every wait
+        ready = _wait_previous_kernel_if(_is(t, 0, [H_BOXES, BLOCK_K]), EMULATE)
+        x_o = tl.where(t == 0, _load_bf16_if(ready, attn_ptr + attn_k, EMULATE), x_o)
+        o = tl.sum(tl.sum(w.to(tl.float32) * x_o[None, :, :], axis=2), axis=1)
+        rows = first_row + n_o
+        every = tl.full([BN_O], 1, tl.int32)
+        h = (_load_bf16_if(every, resid_ptr + rows, EMULATE) + o).to(tl.bfloat16).to(tl.float32)
+        stored = _store_bf16_if(every, h_ptr + rows, h, EMULATE)
+        squares += h * h
+        last = _is(t, O_TILES - 1, [BN_O])
+        stored += _store_f32_if(last, squares_ptr + program + n_o * 0,
+                                tl.sum(squares, axis=0) + tl.zeros([BN_O], tl.float32), EMULATE)
+        _publish(ready_ptr, tl.max(last, axis=0), stored, EMULATE)
+
+    # gate/up: outputs [row_block * GU_ROWS, + GU_ROWS) x inputs [group * BLOCK_K, + BLOCK_K)
+    GU_ROWS: tl.constexpr = 2 * I // ROW_BLOCKS
+    GU_TILES: tl.constexpr = GU_ROWS // BN_GU
+    my_k = group * BLOCK_K + k
+    weight = tl.load(norm_ptr + my_k).to(tl.float32)
+    others = tl.arange(0, PROGRAMS)
+    n_gu = tl.arange(0, BN_GU)
+    x_gu = tl.zeros([BLOCK_K], tl.float32)
+    for t in tl.range(0, GU_TILES * ((PHASES >> 1) & 1), num_stages=STAGES):
+        first_row = row_block * GU_ROWS + t * BN_GU
+        w = wgu_desc.load([group * BLOCK_K, first_row])
+        ready = _wait_count_if(_is(t, 0, [1]), ready_ptr, PROGRAMS, EMULATE)
+        total = tl.sum(_load_f32_if(ready + tl.zeros([PROGRAMS], tl.int32), squares_ptr + others, EMULATE), axis=0)
+        inverse_rms = 1.0 / tl.sqrt(total / H + eps)
+        h = _load_bf16_if(ready + tl.zeros([BLOCK_K], tl.int32), h_ptr + my_k, EMULATE)
+        x_gu = tl.where(t == 0, (h * inverse_rms * weight).to(tl.bfloat16).to(tl.float32), x_gu)
+        part = tl.sum(w.to(tl.float32) * x_gu[:, None], axis=0)
+        every = tl.full([BN_GU], 1, tl.int32)
+        stored = _store_f32_if(every, gu_part_ptr + group * 2 * I + first_row + n_gu, part, EMULATE)
+        _publish(ready_ptr + 1, tl.max(_is(t, GU_TILES - 1, [1]), axis=0), stored, EMULATE)
+    if not EMULATE:
+        # every program has published the output projection, so all are resident: the next kernel may start
+        tl.extra.cuda.gdc_launch_dependents()
+
+    # down: rows [row_block * D_ROWS, + D_ROWS) x columns [group * I / GROUPS, + I / GROUPS)
+    D_ROWS: tl.constexpr = H // ROW_BLOCKS
+    D_TILES: tl.constexpr = D_ROWS // BN_D
+    d_k = group * (I // GROUPS) + tl.arange(0, D_BOXES)[:, None] * BLOCK_K + k[None, :]
+    n_d = tl.arange(0, BN_D)
+    x_d = tl.zeros([D_BOXES, BLOCK_K], tl.float32)
+    for t in tl.range(0, D_TILES * ((PHASES >> 2) & 1), num_stages=STAGES):
+        first_row = row_block * D_ROWS + t * BN_D
+        w = wd_desc.load([first_row, group * D_BOXES, 0])
+        ready = _wait_count_if(_is(t, 0, [1]), ready_ptr + 1, PROGRAMS, EMULATE)
+        ready = ready + tl.zeros([D_BOXES, BLOCK_K], tl.int32)
+        gate = tl.zeros([D_BOXES, BLOCK_K], tl.float32)
+        up = tl.zeros([D_BOXES, BLOCK_K], tl.float32)
+        for g in tl.static_range(GROUPS):  # the groups' partial sums, in a fixed order
+            gate += _load_f32_if(ready, gu_part_ptr + g * 2 * I + d_k, EMULATE)
+            up += _load_f32_if(ready, gu_part_ptr + g * 2 * I + I + d_k, EMULATE)
+        x_d = tl.where(t == 0, gate / (1.0 + tl.exp(-gate)) * up, x_d)
+        part = tl.sum(tl.sum(w.to(tl.float32) * x_d[None, :, :], axis=2), axis=1)
+        tl.store(d_part_ptr + group * H + first_row + n_d, part)
+
+
+class Layout(NamedTuple):
+    """How the kernel splits a layer: ``programs`` (a power of two, all resident at once), ``groups`` of
+    256 inputs, and the rows per weight tile of the output (``bn_o``), gate/up (``bn_gu``) and down
+    (``bn_d``) projections."""
+    programs: int
+    groups: int
+    bn_o: int
+    bn_gu: int
+    bn_d: int
+
+
+def layout_problem(hidden: int, intermediate: int, layout: Layout) -> Optional[str]:
+    """Why ``layout`` cannot split a layer of this shape, or None."""
+    programs, groups, bn_o, bn_gu, bn_d = layout
+    if hidden != groups * BLOCK_K:
+        return f"hidden {hidden} must be groups x {BLOCK_K}"
+    if programs & (programs - 1) or programs % groups:
+        return "programs must be a power of two and a multiple of groups"
+    row_blocks = programs // groups
+    if hidden % programs or (hidden // programs) % bn_o:
+        return "the output projection's rows must split evenly"
+    if (2 * intermediate) % row_blocks or (2 * intermediate // row_blocks) % bn_gu:
+        return "gate/up rows must split evenly"
+    if intermediate % (groups * BLOCK_K):
+        return f"intermediate must be a multiple of groups x {BLOCK_K}"
+    if hidden % row_blocks or (hidden // row_blocks) % bn_d:
+        return "the down projection's rows must split evenly"
+    if max(bn_o, bn_gu, bn_d, hidden // BLOCK_K, intermediate // groups // BLOCK_K) > 256:
+        return "a TMA box is at most 256 elements along each dimension"
+    return None
+
+
+def layout_for(hidden: int, intermediate: int, sms: int) -> Optional[Layout]:
+    """The split for a layer on a GPU of ``sms`` multiprocessors: the most programs that fit (a power of
+    two), tiles of ~16 KB (32 KB for gate/up); None where the shape does not split."""
+    if hidden % BLOCK_K:
+        return None
+    groups = hidden // BLOCK_K
+    programs = 1 << (max(sms, 1).bit_length() - 1)
+    while programs >= groups:
+        row_blocks = programs // groups
+        rows_o = hidden // programs if hidden % programs == 0 else 0
+        rows_d = hidden // row_blocks if hidden % row_blocks == 0 else 0
+        layout = Layout(programs, groups, _fitting(TILE_ELEMENTS // hidden, rows_o), 64,
+                        _fitting(TILE_ELEMENTS * groups // max(intermediate, 1), rows_d))
+        if rows_o and rows_d and layout_problem(hidden, intermediate, layout) is None:
+            return layout
+        programs //= 2
+    return None
+
+
+def _fitting(wanted: int, rows: int) -> int:
+    """The largest power of two <= ``wanted`` (at least 1) that divides ``rows``."""
+    size = 1 << (max(wanted, 1).bit_length() - 1)
+    while size > 1 and rows % size:
+        size //= 2
+    return size
+
+
+def layer_fits(layer, hidden: int) -> bool:
+    """Whether this kernel computes ``layer``'s second half: a Llama-shaped block (no sandwich norms), a SiLU
+    gated MLP without biases, bf16 weights stored as the native model stores them on CUDA (output and
+    down projections ``[out, in]``, gate/up fused and input-major), a square output projection."""
+    attn, mlp = layer.self_attn, layer.mlp
+    if layer.pre_feedforward_layernorm is not None or layer.post_feedforward_layernorm is not None:
+        return False
+    if mlp.gate_kind != "silu":
+        return False
+    weights = [getattr(p, "weight_t", None) for p in (attn.o_proj, mlp.gate_up_proj, mlp.down_proj)]
+    if any(w is None or w.dtype != torch.bfloat16 for w in weights):
+        return False
+    if any(getattr(p, "bias", None) is not None for p in (attn.o_proj, mlp.gate_up_proj, mlp.down_proj)):
+        return False
+    o_t, gate_up_t, down_t = weights
+    return (tuple(o_t.shape) == (hidden, hidden) and o_t.stride(0) == 1 and down_t.stride(0) == 1
+            and gate_up_t.stride(1) == 1 and gate_up_t.shape[0] == hidden)
+
+
+def usable(layer, residual: torch.Tensor) -> bool:
+    """Whether :func:`persistent_mlp` runs for this layer and residual stream: switched on, one row, a Hopper
+    GPU or newer (tensor descriptors; or the tests' interpreter), a layer it computes and a shape it splits."""
+    if not ENABLED or residual.shape[0] != 1 or residual.dtype != torch.bfloat16:
+        return False
+    if residual.is_cuda and torch.cuda.get_device_capability(residual.device)[0] < 9:
+        return False
+    hidden = residual.shape[-1]
+    return layer_fits(layer, hidden) and _layout(residual.device, hidden, layer.mlp.down_proj.weight_t.shape[0]) is not None
+
+
+def _layout(device: torch.device, hidden: int, intermediate: int) -> Optional[Layout]:
+    from .decode_kernels import _sm_count
+
+    return layout_for(hidden, intermediate, _sm_count(device))
+
+
+def new_counters(layers: int, device: torch.device) -> torch.Tensor:
+    """Zeroed counts of published programs, two per layer (the output projection, gate/up): one
+    allocation per step, so the step's graph zeroes them once rather than before every layer."""
+    return torch.zeros(layers, 2, dtype=torch.int32, device=device)
+
+
+_DESCRIPTORS = weakref.WeakKeyDictionary()  # layer -> (weights' addresses and layout, their descriptors)
+
+
+def _descriptors(layer, layout: Layout):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    o_t, gate_up_t, down_t = layer.self_attn.o_proj.weight_t, layer.mlp.gate_up_proj.weight_t, layer.mlp.down_proj.weight_t
+    key = (o_t.data_ptr(), gate_up_t.data_ptr(), down_t.data_ptr(), layout)
+    cached = _DESCRIPTORS.get(layer)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    hidden, intermediate = o_t.shape[0], down_t.shape[0]
+    wo, wd = o_t.t(), down_t.t()  # [out, in], contiguous rows
+    descriptors = (
+        TensorDescriptor.from_tensor(wo.view(hidden, hidden // BLOCK_K, BLOCK_K), [layout.bn_o, hidden // BLOCK_K, BLOCK_K]),
+        TensorDescriptor.from_tensor(gate_up_t, [BLOCK_K, layout.bn_gu]),
+        TensorDescriptor.from_tensor(wd.view(hidden, intermediate // BLOCK_K, BLOCK_K),
+                                     [layout.bn_d, intermediate // layout.groups // BLOCK_K, BLOCK_K]))
+    _DESCRIPTORS[layer] = (key, descriptors)
+    return descriptors
+
+
+def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counters: torch.Tensor,
+                   layout: Optional[Layout] = None, stages: int = 4):
+    """``(residual + o_proj(attended), down partial sums)`` of one Llama layer at one row, in one launch.
+
+    ``attended`` (the attention output) and ``residual`` are ``[1, 1, H]`` bf16; ``counters`` a zeroed
+    ``[2]`` int32 slice of :func:`new_counters`. The first result is the residual stream after the
+    attention block (bf16), the second the MLP's output as :class:`.decode_kernels.PartialSums`, which the
+    next add+norm kernel adds to it. Call only where :func:`usable` says so (or with an explicit ``layout``).
+    """
+    from .decode_kernels import PartialSums
+
+    hidden = residual.shape[-1]
+    intermediate = layer.mlp.down_proj.weight_t.shape[0]
+    layout = layout or _layout(residual.device, hidden, intermediate)
+    problem = layout_problem(hidden, intermediate, layout)
+    if problem is not None:
+        raise ValueError(f"persistent_mlp: {problem}")
+    device = residual.device
+    h = torch.empty_like(residual)
+    squares = torch.empty(layout.programs, dtype=torch.float32, device=device)
+    gu_part = torch.empty(layout.groups, 2 * intermediate, dtype=torch.float32, device=device)
+    d_part = torch.empty(layout.groups, 1, hidden, dtype=torch.float32, device=device)
+    norm = layer.post_attention_layernorm
+    emulate = not residual.is_cuda  # Triton's interpreter
+    args = (*_descriptors(layer, layout), attended.contiguous(), residual.contiguous(), norm.scale(), h, squares,
+            gu_part, d_part, counters, norm.eps)
+    settings = dict(H=hidden, I=intermediate, PROGRAMS=layout.programs, GROUPS=layout.groups, BLOCK_K=BLOCK_K,
+                    BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, STAGES=stages, EMULATE=emulate)
+    if emulate:
+        for phase in (1, 2, 4):
+            _persistent_mlp_kernel[(layout.programs,)](*args, **settings, PHASES=phase)
+    else:
+        pdl = triton_support.dependent_launch(device)
+        _persistent_mlp_kernel[(layout.programs,)](*args, **settings, PHASES=7, num_warps=4, launch_pdl=pdl)
+    return h, PartialSums(d_part)
+
+
+def reference(layer, attended: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The same computation in float32 with the fused step's roundings (the tests' oracle): the residual
+    stream after attention (bf16) and the MLP's output ``[H]`` (float32)."""
+    attn, mlp, norm = layer.self_attn, layer.mlp, layer.post_attention_layernorm
+    h = (residual.float().reshape(-1) + attended.float().reshape(-1) @ attn.o_proj.weight_t.float()).to(torch.bfloat16)
+    x = h.float()
+    normed = (x * torch.rsqrt(x.pow(2).mean() + norm.eps) * norm.scale().float()).to(torch.bfloat16).float()
+    gate, up = (normed @ mlp.gate_up_proj.weight_t.float()).chunk(2)
+    return h, (torch.nn.functional.silu(gate) * up) @ mlp.down_proj.weight_t.float()
