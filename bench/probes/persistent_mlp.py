@@ -38,13 +38,13 @@ def compile_only(stages: int):
     hidden, intermediate = 2048, 8192
     layout = pm.layout_for(hidden, intermediate, 132)
     constants = dict(H=hidden, I=intermediate, PROGRAMS=layout.programs, GROUPS=layout.groups, BLOCK_K=pm.BLOCK_K,
-                     BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, STAGES=stages, PHASES=7, EMULATE=False)
+                     BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, STAGES=stages, PHASES=7, EMULATE=False, TIMELINE=False)
     signature = {"wo_desc": f"tensordesc<bf16[{layout.bn_o}, {hidden // pm.BLOCK_K}, {pm.BLOCK_K}]>",
                  "wgu_desc": f"tensordesc<bf16[{pm.BLOCK_K}, {layout.bn_gu}]>",
                  "wd_desc": f"tensordesc<bf16[{layout.bn_d}, {intermediate // layout.groups // pm.BLOCK_K}, {pm.BLOCK_K}]>",
                  "attn_ptr": "*bf16", "resid_ptr": "*bf16", "norm_ptr": "*bf16", "h_ptr": "*bf16",
                  "squares_ptr": "*fp32", "gu_part_ptr": "*fp32", "d_part_ptr": "*fp32", "ready_ptr": "*i32",
-                 "eps": "fp32", **{c: "constexpr" for c in constants}}
+                 "stamps_ptr": "*i64", "eps": "fp32", **{c: "constexpr" for c in constants}}
     compiled = triton.compile(ASTSource(fn=pm._persistent_mlp_kernel, signature=signature, constexprs=constants),
                               target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
     ir = compiled.asm["ttgir"]
@@ -138,6 +138,28 @@ def main():
         print(f"{label:62} {us:8.1f} us ({us / len(layers):5.1f} per layer), {nbytes / us / 1e6:5.2f} TB/s; off a "
               f"float32 recompute by {apart[1]:.1e} after one layer{'' if apart[1] < 2e-2 else ' -- WRONG'}, "
               f"{apart[len(layers)]:.1e} after {len(layers)}", flush=True)
+    timeline(pm, layers[1], attn0, resid0, layout, args.stages)
+
+
+def timeline(pm, layer, attended, residual, layout, stages):
+    """Where one launch's time goes: each program's clock at the kernel's STAMPS, relative to the earliest
+    start, as the median and the latest over programs, against the weights each stretch streams."""
+    stamps = torch.zeros(layout.programs, 8, dtype=torch.int64, device="cuda")
+    for _ in range(3):  # the last of three back-to-back launches (compiled, caches warm)
+        pm.persistent_mlp(layer, attended, residual, pm.new_counters(1, "cuda")[0], layout, stages, stamps)
+    torch.cuda.synchronize()
+    at = (stamps[:, :len(pm.STAMPS)] - stamps[:, 0].min()).double() / 1000  # microseconds
+    mb = {2: layer.self_attn.o_proj.weight_t.numel() * 2e-6, 4: layer.mlp.gate_up_proj.weight_t.numel() * 2e-6,
+          6: layer.mlp.down_proj.weight_t.numel() * 2e-6}
+    print(f"one launch's timeline ({layout.programs} programs; us from the first program's start):")
+    for i, name in enumerate(pm.STAMPS):
+        stretch = at[:, i] - at[:, i - 1] if i else at[:, 0]
+        line = (f"  {name:28} median {at[:, i].median().item():7.2f}  latest {at[:, i].max().item():7.2f}   "
+                f"stretch before it: median {stretch.median().item():6.2f}, longest {stretch.max().item():6.2f}")
+        if i in mb:  # this stretch streamed the matrix's weights: its rate over the whole launch
+            span = at[:, i].max().item() - at[:, i - 1].min().item()
+            line += f"   ({mb[i]:.1f} MB: {mb[i] / span:.2f} TB/s over its span)" if span > 0 else ""
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

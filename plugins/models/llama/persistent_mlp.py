@@ -143,11 +143,23 @@ def _publish(counter_ptr, last, stored, EMULATE: tl.constexpr):
 
 
 @triton.jit
+def _stamp(flag, stamps_ptr, index, TIMELINE: tl.constexpr):
+    """With ``TIMELINE``, where ``flag`` is set: thread 0 writes the GPU's clock (``%globaltimer``, ns) to
+    ``stamps[program * 8 + index]`` -- where a program's time goes, for bench/probes/persistent_mlp.py."""
+    if TIMELINE:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p, q; .reg .u64 t; .reg .b32 r; mov.u32 r, %tid.x; setp.eq.u32 p, r, 0; "
+            "setp.ne.and.s32 q, $2, 0, p; mov.u64 t, %globaltimer; @q st.global.u64 [$1], t; mov.b32 $0, $2; }",
+            "=r,l,r", [_address(stamps_ptr + tl.program_id(0) * 8 + index + tl.zeros_like(flag)), flag],
+            dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def _persistent_mlp_kernel(
         wo_desc, wgu_desc, wd_desc, attn_ptr, resid_ptr, norm_ptr, h_ptr, squares_ptr, gu_part_ptr, d_part_ptr,
-        ready_ptr, eps, H: tl.constexpr, I: tl.constexpr, PROGRAMS: tl.constexpr, GROUPS: tl.constexpr,
+        ready_ptr, stamps_ptr, eps, H: tl.constexpr, I: tl.constexpr, PROGRAMS: tl.constexpr, GROUPS: tl.constexpr,
         BLOCK_K: tl.constexpr, BN_O: tl.constexpr, BN_GU: tl.constexpr, BN_D: tl.constexpr,
-        STAGES: tl.constexpr, PHASES: tl.constexpr, EMULATE: tl.constexpr):
+        STAGES: tl.constexpr, PHASES: tl.constexpr, EMULATE: tl.constexpr, TIMELINE: tl.constexpr):
     # wo_desc: Wo [H, H / BLOCK_K, BLOCK_K] (rows whole), box [BN_O, H / BLOCK_K, BLOCK_K];
     # wgu_desc: Wgu^T [H, 2I] (input-major, as the native model stores it: gate columns, then up), box [BLOCK_K, BN_GU];
     # wd_desc: Wd [H, I / BLOCK_K, BLOCK_K], box [BN_D, I / GROUPS / BLOCK_K, BLOCK_K].
@@ -169,11 +181,14 @@ def _persistent_mlp_kernel(
     n_o = tl.arange(0, BN_O)
     x_o = tl.zeros([H_BOXES, BLOCK_K], tl.float32)
     squares = tl.zeros([BN_O], tl.float32)
+    once = tl.full([1], 1, tl.int32)
+    _stamp(once, stamps_ptr, 0, TIMELINE)
     for t in tl.range(0, O_TILES * (PHASES & 1), num_stages=STAGES):
         first_row = program * O_ROWS + t * BN_O
         w = wo_desc.load([first_row, 0, 0])  # weights: independent of every wait
         ready = _wait_previous_kernel_if(_is(t, 0, [H_BOXES, BLOCK_K]), EMULATE)
         x_o = tl.where(t == 0, _load_bf16_if(ready, attn_ptr + attn_k, EMULATE), x_o)
+        _stamp(_is(t, 0, [1]), stamps_ptr, 1, TIMELINE)
         o = tl.sum(tl.sum(w.to(tl.float32) * x_o[None, :, :], axis=2), axis=1)
         rows = first_row + n_o
         every = tl.full([BN_O], 1, tl.int32)
@@ -184,6 +199,8 @@ def _persistent_mlp_kernel(
         stored += _store_f32_if(last, squares_ptr + program + n_o * 0,
                                 tl.sum(squares, axis=0) + tl.zeros([BN_O], tl.float32), EMULATE)
         _publish(ready_ptr, tl.max(last, axis=0), stored, EMULATE)
+
+    _stamp(once, stamps_ptr, 2, TIMELINE)
 
     # gate/up: outputs [row_block * GU_ROWS, + GU_ROWS) x inputs [group * BLOCK_K, + BLOCK_K)
     GU_ROWS: tl.constexpr = 2 * I // ROW_BLOCKS
@@ -201,10 +218,12 @@ def _persistent_mlp_kernel(
         inverse_rms = 1.0 / tl.sqrt(total / H + eps)
         h = _load_bf16_if(ready + tl.zeros([BLOCK_K], tl.int32), h_ptr + my_k, EMULATE)
         x_gu = tl.where(t == 0, (h * inverse_rms * weight).to(tl.bfloat16).to(tl.float32), x_gu)
+        _stamp(_is(t, 0, [1]), stamps_ptr, 3, TIMELINE)
         part = tl.sum(w.to(tl.float32) * x_gu[:, None], axis=0)
         every = tl.full([BN_GU], 1, tl.int32)
         stored = _store_f32_if(every, gu_part_ptr + group * 2 * I + first_row + n_gu, part, EMULATE)
         _publish(ready_ptr + 1, tl.max(_is(t, GU_TILES - 1, [1]), axis=0), stored, EMULATE)
+    _stamp(once, stamps_ptr, 4, TIMELINE)
     if not EMULATE:
         # every program has published the output projection, so all are resident: the next kernel may start
         tl.extra.cuda.gdc_launch_dependents()
@@ -226,8 +245,10 @@ def _persistent_mlp_kernel(
             gate += _load_f32_if(ready, gu_part_ptr + g * 2 * I + d_k, EMULATE)
             up += _load_f32_if(ready, gu_part_ptr + g * 2 * I + I + d_k, EMULATE)
         x_d = tl.where(t == 0, gate / (1.0 + tl.exp(-gate)) * up, x_d)
+        _stamp(_is(t, 0, [1]), stamps_ptr, 5, TIMELINE)
         part = tl.sum(tl.sum(w.to(tl.float32) * x_d[None, :, :], axis=2), axis=1)
         tl.store(d_part_ptr + group * H + first_row + n_d, part)
+    _stamp(once, stamps_ptr, 6, TIMELINE)
 
 
 class Layout(NamedTuple):
@@ -353,14 +374,19 @@ def _descriptors(layer, layout: Layout):
     return descriptors
 
 
+STAMPS = ("start", "previous kernel done", "output projection done", "gate/up inputs ready", "gate/up done",
+          "down inputs ready", "down done")  # the clock readings a timeline holds, per program
+
+
 def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counters: torch.Tensor,
-                   layout: Optional[Layout] = None, stages: int = 4):
+                   layout: Optional[Layout] = None, stages: int = 4, timeline: Optional[torch.Tensor] = None):
     """``(residual + o_proj(attended), down partial sums)`` of one Llama layer at one row, in one launch.
 
     ``attended`` (the attention output) and ``residual`` are ``[1, 1, H]`` bf16; ``counters`` a zeroed
     ``[2]`` int32 slice of :func:`new_counters`. The first result is the residual stream after the
     attention block (bf16), the second the MLP's output as :class:`.decode_kernels.PartialSums`, which the
     next add+norm kernel adds to it. Call only where :func:`usable` says so (or with an explicit ``layout``).
+    ``timeline`` (int64 ``[programs, 8]``, GPU only) receives each program's clock at :data:`STAMPS`.
     """
     from .decode_kernels import PartialSums
 
@@ -377,10 +403,13 @@ def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counte
     d_part = torch.empty(layout.groups, 1, hidden, dtype=torch.float32, device=device)
     norm = layer.post_attention_layernorm
     emulate = not residual.is_cuda  # Triton's interpreter
+    if timeline is not None and (emulate or tuple(timeline.shape) != (layout.programs, 8)):
+        raise ValueError(f"persistent_mlp: a timeline is int64 [{layout.programs}, 8] on the GPU")
     args = (*_descriptors(layer, layout), attended.contiguous(), residual.contiguous(), norm.scale(), h, squares,
-            gu_part, d_part, counters, norm.eps)
+            gu_part, d_part, counters, timeline if timeline is not None else counters, norm.eps)
     settings = dict(H=hidden, I=intermediate, PROGRAMS=layout.programs, GROUPS=layout.groups, BLOCK_K=BLOCK_K,
-                    BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, STAGES=stages, EMULATE=emulate)
+                    BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, STAGES=stages, EMULATE=emulate,
+                    TIMELINE=timeline is not None)
     if emulate:
         for phase in (1, 2, 4):
             _persistent_mlp_kernel[(layout.programs,)](*args, **settings, PHASES=phase)

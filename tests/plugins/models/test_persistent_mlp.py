@@ -175,37 +175,43 @@ from genplug.plugins.models.llama import persistent_mlp as pm
 
 hidden, intermediate, stages = 2048, 8192, 4
 layout = pm.layout_for(hidden, intermediate, 132)
-constants = dict(H=hidden, I=intermediate, PROGRAMS=layout.programs, GROUPS=layout.groups, BLOCK_K=pm.BLOCK_K,
-                 BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, STAGES=stages, PHASES=7, EMULATE=False)
-signature = {"wo_desc": f"tensordesc<bf16[{layout.bn_o}, {hidden // 256}, 256]>",
-             "wgu_desc": f"tensordesc<bf16[256, {layout.bn_gu}]>",
-             "wd_desc": f"tensordesc<bf16[{layout.bn_d}, {intermediate // layout.groups // 256}, 256]>",
-             "attn_ptr": "*bf16", "resid_ptr": "*bf16", "norm_ptr": "*bf16", "h_ptr": "*bf16", "squares_ptr": "*fp32",
-             "gu_part_ptr": "*fp32", "d_part_ptr": "*fp32", "ready_ptr": "*i32", "eps": "fp32",
-             **{c: "constexpr" for c in constants}}
-out = triton.compile(ASTSource(fn=pm._persistent_mlp_kernel, signature=signature, constexprs=constants),
-                     target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
-ir, ptx = out.asm["ttgir"], out.asm["ptx"]
-starts = [m.start() for m in re.finditer("scf.for", ir)]
-ends = [ir.index("scf.yield", s) for s in starts]
-outside = ir[:starts[0]] + "".join(ir[e:s] for e, s in zip(ends, starts[1:] + [len(ir)]))
-waits = lambda text: text.count("ld.acquire") + text.count("griddepcontrol.wait")
-lines = ptx.splitlines()
-releases = [i for i, line in enumerate(lines) if "red.release.gpu" in line]
 cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-stack = None
-if os.path.exists(cuobjdump):
-    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-        f.write(out.asm["cubin"])
-    found = re.search(r"STACK:(\d+)", subprocess.run([cuobjdump, "--dump-resource-usage", f.name],
-                                                     capture_output=True, text=True).stdout)
-    stack = int(found.group(1)) if found else None
-print(json.dumps({"buffered": [int(n) for n in re.findall(r"ttg.local_alloc.*?!ttg.memdesc<(\d+)x[\dx]+xbf16", ir)],
-                  "loops": len(starts), "waits_in_loops": [waits(ir[s:e]) for s, e in zip(starts, ends)],
-                  "waits_outside": waits(outside), "shared": out.metadata.shared, "stack": stack,
-                  "releases": len(releases), "barrier_before_release": all(
-                      re.search(r"bar.sync.*red.release", lines[i]) for i in releases),
-                  "release_under_a_branch": any("bra" in lines[i - 1] for i in releases)}))
+
+def analyse(timeline):
+    constants = dict(H=hidden, I=intermediate, PROGRAMS=layout.programs, GROUPS=layout.groups, BLOCK_K=pm.BLOCK_K,
+                     BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, STAGES=stages, PHASES=7, EMULATE=False,
+                     TIMELINE=timeline)
+    signature = {"wo_desc": f"tensordesc<bf16[{layout.bn_o}, {hidden // 256}, 256]>",
+                 "wgu_desc": f"tensordesc<bf16[256, {layout.bn_gu}]>",
+                 "wd_desc": f"tensordesc<bf16[{layout.bn_d}, {intermediate // layout.groups // 256}, 256]>",
+                 "attn_ptr": "*bf16", "resid_ptr": "*bf16", "norm_ptr": "*bf16", "h_ptr": "*bf16", "squares_ptr": "*fp32",
+                 "gu_part_ptr": "*fp32", "d_part_ptr": "*fp32", "ready_ptr": "*i32", "stamps_ptr": "*i64", "eps": "fp32",
+                 **{c: "constexpr" for c in constants}}
+    out = triton.compile(ASTSource(fn=pm._persistent_mlp_kernel, signature=signature, constexprs=constants),
+                         target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    ir, ptx = out.asm["ttgir"], out.asm["ptx"]
+    starts = [m.start() for m in re.finditer("scf.for", ir)]
+    ends = [ir.index("scf.yield", s) for s in starts]
+    outside = ir[:starts[0]] + "".join(ir[e:s] for e, s in zip(ends, starts[1:] + [len(ir)]))
+    waits = lambda text: text.count("ld.acquire") + text.count("griddepcontrol.wait")
+    lines = ptx.splitlines()
+    releases = [i for i, line in enumerate(lines) if "red.release.gpu" in line]
+    stack = None
+    if os.path.exists(cuobjdump):
+        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+            f.write(out.asm["cubin"])
+        found = re.search(r"STACK:(\d+)", subprocess.run([cuobjdump, "--dump-resource-usage", f.name],
+                                                          capture_output=True, text=True).stdout)
+        stack = int(found.group(1)) if found else None
+    return {"buffered": [int(n) for n in re.findall(r"ttg.local_alloc.*?!ttg.memdesc<(\d+)x[\dx]+xbf16", ir)],
+            "loops": len(starts), "waits_in_loops": [waits(ir[s:e]) for s, e in zip(starts, ends)],
+            "waits_outside": waits(outside), "shared": out.metadata.shared, "stack": stack,
+            "releases": len(releases),
+            "barrier_before_release": all(re.search(r"bar.sync.*red.release", lines[i]) for i in releases),
+            "release_under_a_branch": any("bra" in lines[i - 1] for i in releases),
+            "clock_reads": ptx.count("%globaltimer")}
+
+print(json.dumps({"plain": analyse(False), "timeline": analyse(True)}))
 '''
 
 
@@ -226,10 +232,13 @@ def test_it_compiles_for_sm90_pipelined_with_every_wait_inside_its_loop():
         if "ptxas" in done.stderr or "CUDA" in done.stderr and "not found" in done.stderr:
             pytest.skip("this Triton build has no CUDA toolchain: " + done.stderr[-300:])
         raise AssertionError(done.stderr[-3000:])
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["loops"] == 3 and result["buffered"] == [3, 3, 3], result
-    assert all(result["waits_in_loops"]) and result["waits_outside"] == 0, result
-    assert result["releases"] >= 2 and result["barrier_before_release"], result
-    assert not result["release_under_a_branch"], result  # every thread reaches the barrier
-    assert result["shared"] <= 227 * 1024, result
-    assert result["stack"] in (0, None), result
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, result in results.items():
+        assert result["loops"] == 3 and result["buffered"] == [3, 3, 3], (name, result)
+        assert all(result["waits_in_loops"]) and result["waits_outside"] == 0, (name, result)
+        assert result["releases"] >= 2 and result["barrier_before_release"], (name, result)
+        assert not result["release_under_a_branch"], (name, result)  # every thread reaches the barrier
+        assert result["shared"] <= 227 * 1024, (name, result)
+        assert result["stack"] in (0, None), (name, result)
+    # the timeline (bench/probes/persistent_mlp.py) reads the clock at the 7 points of STAMPS, and only it does
+    assert results["plain"]["clock_reads"] == 0 and results["timeline"]["clock_reads"] >= 7, results
