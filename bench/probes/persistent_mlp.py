@@ -14,7 +14,7 @@ weight tiles each of its three loops buffers and whether a wait was left outside
 into a pipeline's prologue: waiting early). Written in the eighth session of 2026-12-05 without a GPU:
 Triton 3.6 (the lent H100s') and 3.9 both buffer ``stages - 1`` tiles per loop and hoist no wait.
 
-Run on the accelerator: python bench/probes/persistent_mlp.py [--stages 4] [--compile-only]
+Run on the accelerator: python bench/probes/persistent_mlp.py [--stages 4] [--sweep] [--compile-only]
 """
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--stages", type=int, default=4)
     parser.add_argument("--compile-only", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="also time other tile sizes and pipeline depths")
     args = parser.parse_args()
     if args.compile_only:
         compile_only(args.stages)
@@ -101,11 +102,11 @@ def main():
             resid, attn = decode_kernels.add_rms_norm(resid, down, norm.scale(), norm.eps)
         return attn.float().view(hidden)
 
-    def persistent(count=len(layers), stages=args.stages):
+    def persistent(count=len(layers), stages=args.stages, split=layout):
         attn, resid = attn0, resid0
         counters = pm.new_counters(count, attn.device)
         for i, (layer, norm) in enumerate(zip(layers[:count], norms)):
-            h, down = pm.persistent_mlp(layer, attn, resid, counters[i], layout, stages)
+            h, down = pm.persistent_mlp(layer, attn, resid, counters[i], split, stages)
             resid, attn = decode_kernels.add_rms_norm(h, down, norm.scale(), norm.eps)
         return attn.float().view(hidden)
 
@@ -139,6 +140,21 @@ def main():
               f"float32 recompute by {apart[1]:.1e} after one layer{'' if apart[1] < 2e-2 else ' -- WRONG'}, "
               f"{apart[len(layers)]:.1e} after {len(layers)}", flush=True)
     timeline(pm, layers[1], attn0, resid0, layout, args.stages)
+    if args.sweep:  # (stages, bn_o, bn_gu, bn_d): deeper pipelines, bigger or smaller tiles
+        for stages, bn_o, bn_gu, bn_d in ((3, 4, 128, 8), (2, 4, 128, 16), (6, 2, 32, 4), (8, 2, 32, 4), (5, 4, 64, 8),
+                                          (4, 8, 64, 16), (4, 16, 64, 16)):
+            split = layout._replace(bn_o=bn_o, bn_gu=bn_gu, bn_d=bn_d)
+            label = f"  stages {stages}, tiles of {bn_o} / {bn_gu} / {bn_d} rows"
+            if pm.layout_problem(hidden, model.config.intermediate_size, split):
+                continue
+            try:
+                out = persistent(1, stages, split)
+                apart = ((out - expected[1]).abs().max() / expected[1].abs().max()).item()
+                us = graph_time(lambda: persistent(len(layers), stages, split))
+                print(f"{label:44} {us:8.1f} us, {nbytes / us / 1e6:5.2f} TB/s; one layer off by {apart:.1e}"
+                      f"{'' if apart < 2e-2 else ' -- WRONG'}", flush=True)
+            except Exception as exc:  # e.g. more shared memory than an SM has
+                print(f"{label:44} failed: {type(exc).__name__}: {str(exc)[:160]}", flush=True)
 
 
 def timeline(pm, layer, attended, residual, layout, stages):

@@ -15,10 +15,8 @@ for variant in -1 0 1 2 3 4; do  # one process each: a variant that deadlocks is
 done
 # the second half of each decoder layer (output projection, add+norm, gate/up, down) as one persistent
 # launch per layer against the step's kernels (bench/probes/persistent_mlp.py)
-for stages in 3 4; do
-  timeout 30 python bench/probes/persistent_mlp.py --compile-only --stages $stages 2>&1 | grep -v -i warn | tee -a "$out/persistent_mlp.txt"
-  timeout 90 python bench/probes/persistent_mlp.py --stages $stages 2>&1 | grep -v -i warn | tee -a "$out/persistent_mlp.txt"
-done
+timeout 30 python bench/probes/persistent_mlp.py --compile-only 2>&1 | grep -v -i warn | tee "$out/persistent_mlp.txt"
+timeout 150 python bench/probes/persistent_mlp.py --sweep 2>&1 | grep -v -i warn | tee -a "$out/persistent_mlp.txt"
 # and in the whole batch-1 decode step (GENPLUG_PERSISTENT_MLP=1's switch), greedy graph == eager checked
 timeout 150 python bench/probes/step_variants.py "as shipped" "persistent MLP" "as shipped (again: noise)" 2>&1 \
   | grep -v -i warn | tee "$out/step_variants.txt"

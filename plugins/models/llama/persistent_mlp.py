@@ -415,7 +415,9 @@ def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counte
             _persistent_mlp_kernel[(layout.programs,)](*args, **settings, PHASES=phase)
     else:
         pdl = triton_support.dependent_launch(device)
-        _persistent_mlp_kernel[(layout.programs,)](*args, **settings, PHASES=7, num_warps=4, launch_pdl=pdl)
+        # 4 warps hold a 256 x 64 gate/up tile in float32 without spilling (128 values a thread); more for bigger
+        warps = min(8, max(4, BLOCK_K * layout.bn_gu // 4096))
+        _persistent_mlp_kernel[(layout.programs,)](*args, **settings, PHASES=7, num_warps=warps, launch_pdl=pdl)
     return h, PartialSums(d_part)
 
 
