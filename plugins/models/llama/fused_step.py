@@ -43,41 +43,50 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
     counters = [None] * len(core.layer_plan)
     if persistent_mlp.ENABLED and hidden.shape[0] == 1:
         counters = persistent_mlp.new_counters(len(core.layer_plan), hidden.device)
-    delta = delta_norm = None
-    for (layer, window, rope), cache_layer, counts in zip(core.layer_plan, layers, counters):
+    delta = delta_norm = qkv = None
+    plan = core.layer_plan
+    for i, ((layer, window, rope), cache_layer, counts) in enumerate(zip(plan, layers, counters)):
         cos, sin = rotations[rope]
-        hidden, delta, delta_norm = fused_decode_layer(layer, hidden, delta, delta_norm, cos, sin, slot, valid,
-                                                       cache_layer.keys, cache_layer.values, arrivals, positions,
-                                                       window, counts)
+        next_layer = plan[i + 1][0] if i + 1 < len(plan) else None
+        hidden, delta, delta_norm, qkv = fused_decode_layer(layer, hidden, delta, delta_norm, cos, sin, slot, valid,
+                                                            cache_layer.keys, cache_layer.values, arrivals, positions,
+                                                            window, counts, next_layer, qkv)
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
 
 def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid, keys, values, arrivals=None,
-                       positions=None, window=None, mlp_counters=None):
-    """One decoder layer with the fused kernels: ``(residual, delta, delta_norm)`` in and out, where
-    ``delta_norm`` is the ``(weights, eps)`` of the norm ``delta`` takes before it is added (Gemma 2/3's
-    post-feed-forward norm), or None.
+                       positions=None, window=None, mlp_counters=None, next_layer=None, qkv=None):
+    """One decoder layer with the fused kernels: ``(residual, delta, delta_norm)`` in, the same plus the
+    next layer's q/k/v projection (or None) out, where ``delta_norm`` is the ``(weights, eps)`` of the norm
+    ``delta`` takes before it is added (Gemma 2/3's post-feed-forward norm), or None.
 
     Around the four matmuls run three small kernels: add+norm, RoPE+cache write+attention, add+norm.
     At batch 1, projections stored ``[out, in]`` go through genplug's split-K GEMV, whose partial sums
     the next kernel adds up while loading; the down projection then computes act(gate)*up as it reads
     its input. Other matmuls are PyTorch's, and act(gate)*up is one more small kernel.
-    With ``mlp_counters`` (a zeroed ``[2]`` slice of :func:`.persistent_mlp.new_counters`) and where
-    :func:`.persistent_mlp.usable` says so, everything after attention is one persistent launch instead.
+    With ``mlp_counters`` (a zeroed ``[3]`` slice of :func:`.persistent_mlp.new_counters`) and where
+    :func:`.persistent_mlp.usable` says so, everything after attention is one persistent launch instead,
+    which where it can (:func:`.persistent_mlp.takes_next`) also runs ``next_layer``'s add+norm and q/k/v
+    projection: that layer is then called with ``qkv`` given and ``residual`` already summed.
     """
     attn, mlp = layer.self_attn, layer.mlp
     one_row = residual.shape[0] == 1
-    norm = layer.input_layernorm
-    residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
+    if qkv is None:
+        norm = layer.input_layernorm
+        residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
+        qkv = _matmul(attn.qkv_proj, normed, one_row)
     out = decode_kernels.rope_cache_attention(
-        _matmul(attn.qkv_proj, normed, one_row), cos, sin, slot, valid, keys, values,
+        qkv, cos, sin, slot, valid, keys, values,
         attn.num_heads, attn.num_kv_heads, attn.head_dim, arrivals=arrivals,
         qk_norm=None if attn.q_norm is None else (attn.q_norm.scale(), attn.k_norm.scale(), attn.q_norm.eps),
         positions=positions, scale=attn.scale, softcap=attn.softcap, window=window,
     )
     if mlp_counters is not None and persistent_mlp.usable(layer, residual):
+        if persistent_mlp.takes_next(layer, next_layer, residual):
+            residual, next_qkv = persistent_mlp.persistent_mlp(layer, out, residual, mlp_counters, next_layer=next_layer)
+            return residual, None, None, next_qkv
         residual, delta = persistent_mlp.persistent_mlp(layer, out, residual, mlp_counters)
-        return residual, delta, None
+        return residual, delta, None, None
     if layer.pre_feedforward_layernorm is None:  # Llama: the attention output added as it is
         norm, attended_norm = layer.post_attention_layernorm, None
     else:  # Gemma 2/3: normed first, and the MLP's input has a norm of its own
@@ -90,7 +99,7 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
     down = mlp.down_proj
     if mlp.gate_kind is not None and _gemv_takes(down, one_row):
-        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind), mlp_norm
+        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind), mlp_norm, None
     if isinstance(gate_up, decode_kernels.PartialSums):
         gate_up = gate_up.total().to(residual.dtype)
     if mlp.gate_kind is not None:
@@ -98,7 +107,7 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     else:
         gate, up = gate_up.chunk(2, dim=-1)
         activated = mlp.act(gate) * up
-    return residual, down.forward(activated), mlp_norm
+    return residual, down.forward(activated), mlp_norm, None
 
 
 def _gemv_takes(projection, one_row: bool) -> bool:

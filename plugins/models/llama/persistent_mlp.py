@@ -1,5 +1,6 @@
 """The second half of a decoder layer -- output projection, residual add + RMSNorm, gate/up, SiLU(gate) * up,
-down projection -- as ONE persistent Triton launch at batch 1 (Llama-shaped MLPs). Experimental: off
+down projection, and the next layer's add + RMSNorm and q/k/v projection -- as ONE persistent Triton launch
+at batch 1 (Llama-shaped layers). Experimental: off
 unless ``GENPLUG_PERSISTENT_MLP=1``, until a GPU run measures it against the kernels it replaces
 (``bench/probes/persistent_mlp.py``; docs/performance.md, eighth session of 2026-12-05).
 
@@ -19,7 +20,12 @@ Work split over ``P`` programs, all resident at once (128 on an H100's 132 SMs):
   (the RMSNorm's scale: no program holds a whole row) and streams its block, storing partial sums;
 * **down, by blocks**: the same split over the ``I / GROUPS`` inputs of each group, act(gate) * up
   computed from the gate/up partials at the first tile; its partial sums are left for the next add+norm
-  kernel to add up (:class:`.decode_kernels.PartialSums` of ``GROUPS`` parts).
+  kernel to add up (:class:`.decode_kernels.PartialSums` of ``GROUPS`` parts) --
+* **or the next layer's q/k/v, by blocks** (``next_layer``): once every program has published the down
+  projection, each reads the whole new residual row (h plus the ``GROUPS`` partials) for the input norm's
+  scale, stores its slice of it, and streams its block of the next layer's q/k/v projection, whose
+  partial sums that layer's attention kernel adds up. The next layer then skips its add+norm and q/k/v
+  launches: a layer is attention plus this launch.
 
 Activations are read with inline-PTX loads after an inline-PTX wait (acquire) on a count of programs that
 have published, the wait predicated inside the PTX on "this is the matrix's first tile": Triton's
@@ -36,7 +42,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 import torch
 import triton
@@ -156,16 +162,20 @@ def _stamp(flag, stamps_ptr, index, TIMELINE: tl.constexpr):
 
 @triton.jit
 def _persistent_mlp_kernel(
-        wo_desc, wgu_desc, wd_desc, attn_ptr, resid_ptr, norm_ptr, h_ptr, squares_ptr, gu_part_ptr, d_part_ptr,
-        ready_ptr, stamps_ptr, eps, H: tl.constexpr, I: tl.constexpr, PROGRAMS: tl.constexpr, GROUPS: tl.constexpr,
-        BLOCK_K: tl.constexpr, BN_O: tl.constexpr, BN_GU: tl.constexpr, BN_D: tl.constexpr,
+        wo_desc, wgu_desc, wd_desc, wq_desc, attn_ptr, resid_ptr, norm_ptr, h_ptr, squares_ptr, gu_part_ptr,
+        d_part_ptr, next_norm_ptr, next_resid_ptr, q_part_ptr, ready_ptr, stamps_ptr, eps, next_eps,
+        H: tl.constexpr, I: tl.constexpr, Q_OUT: tl.constexpr, PROGRAMS: tl.constexpr, GROUPS: tl.constexpr,
+        BLOCK_K: tl.constexpr, BN_O: tl.constexpr, BN_GU: tl.constexpr, BN_D: tl.constexpr, BN_Q: tl.constexpr,
         STAGES: tl.constexpr, PHASES: tl.constexpr, EMULATE: tl.constexpr, TIMELINE: tl.constexpr):
     # wo_desc: Wo [H, H / BLOCK_K, BLOCK_K] (rows whole), box [BN_O, H / BLOCK_K, BLOCK_K];
     # wgu_desc: Wgu^T [H, 2I] (input-major, as the native model stores it: gate columns, then up), box [BLOCK_K, BN_GU];
     # wd_desc: Wd [H, I / BLOCK_K, BLOCK_K], box [BN_D, I / GROUPS / BLOCK_K, BLOCK_K].
     # attn, resid: [H] bf16 from the previous kernel. Out: h [H] bf16 (resid + Wo attn), squares [PROGRAMS]
     # (each program's rows' sum of h^2), gu_part [GROUPS, 2I] and d_part [GROUPS, H] float32 partial sums.
-    # ready [2], zeroed: programs done with the output projection, with gate/up.
+    # With PHASES & 8, the next layer's start too: its residual stream next_resid = h + down (bf16), normed
+    # by next_norm, through its q/k/v projection wq_desc (Wqkv [Q_OUT, H], box [BN_Q, BLOCK_K]) into q_part
+    # [GROUPS, Q_OUT] float32 partial sums. ready [3], zeroed: programs done with the output projection,
+    # with gate/up, with down.
     program = tl.program_id(0)
     group = program % GROUPS
     row_block = program // GROUPS
@@ -247,24 +257,57 @@ def _persistent_mlp_kernel(
         x_d = tl.where(t == 0, gate / (1.0 + tl.exp(-gate)) * up, x_d)
         _stamp(_is(t, 0, [1]), stamps_ptr, 5, TIMELINE)
         part = tl.sum(tl.sum(w.to(tl.float32) * x_d[None, :, :], axis=2), axis=1)
-        tl.store(d_part_ptr + group * H + first_row + n_d, part)
+        stored = _store_f32_if(tl.full([BN_D], 1, tl.int32), d_part_ptr + group * H + first_row + n_d, part, EMULATE)
+        _publish(ready_ptr + 2, tl.max(_is(t, D_TILES - 1, [1]), axis=0), stored, EMULATE)
     _stamp(once, stamps_ptr, 6, TIMELINE)
+
+    # the next layer's q/k/v: outputs [row_block * Q_ROWS, + Q_ROWS) x inputs [group * BLOCK_K, + BLOCK_K).
+    # Its input norm needs the whole new residual row: at the first tile every program reads it (h and the
+    # down projection's GROUPS partials: 72 KB from L2), and stores its share of it.
+    Q_ROWS: tl.constexpr = Q_OUT // ROW_BLOCKS
+    Q_TILES: tl.constexpr = Q_ROWS // BN_Q
+    cols = tl.arange(0, H)
+    mine = (cols // (H // PROGRAMS)) == program
+    next_weight = tl.load(next_norm_ptr + my_k).to(tl.float32)
+    n_q = tl.arange(0, BN_Q)
+    x_q = tl.zeros([BLOCK_K], tl.float32)
+    for t in tl.range(0, Q_TILES * ((PHASES >> 3) & 1), num_stages=STAGES):
+        first_row = row_block * Q_ROWS + t * BN_Q
+        w = wq_desc.load([first_row, group * BLOCK_K])
+        ready = _wait_count_if(_is(t, 0, [1]), ready_ptr + 2, PROGRAMS, EMULATE)
+        row_ready = ready + tl.zeros([H], tl.int32)
+        row = _load_bf16_if(row_ready, h_ptr + cols, EMULATE)
+        k_ready = ready + tl.zeros([BLOCK_K], tl.int32)
+        x = _load_bf16_if(k_ready, h_ptr + my_k, EMULATE)
+        for g in tl.static_range(GROUPS):  # in the order the add+norm kernel adds them
+            row += _load_f32_if(row_ready, d_part_ptr + g * H + cols, EMULATE)
+            x += _load_f32_if(k_ready, d_part_ptr + g * H + my_k, EMULATE)
+        row = row.to(tl.bfloat16).to(tl.float32)  # the residual stream is stored in bf16, and normed so
+        _store_bf16_if(row_ready * mine.to(tl.int32), next_resid_ptr + cols, row, EMULATE)
+        inverse_rms = 1.0 / tl.sqrt(tl.sum(row * row, axis=0) / H + next_eps)
+        x = x.to(tl.bfloat16).to(tl.float32)
+        x_q = tl.where(t == 0, (x * inverse_rms * next_weight).to(tl.bfloat16).to(tl.float32), x_q)
+        _stamp(_is(t, 0, [1]), stamps_ptr, 7, TIMELINE)
+        part = tl.sum(w.to(tl.float32) * x_q[None, :], axis=1)
+        tl.store(q_part_ptr + group * Q_OUT + first_row + n_q, part)
 
 
 class Layout(NamedTuple):
     """How the kernel splits a layer: ``programs`` (a power of two, all resident at once), ``groups`` of
     256 inputs, and the rows per weight tile of the output (``bn_o``), gate/up (``bn_gu``) and down
-    (``bn_d``) projections."""
+    (``bn_d``) projections, and of the next layer's q/k/v projection (``bn_q``; 0: not taken along)."""
     programs: int
     groups: int
     bn_o: int
     bn_gu: int
     bn_d: int
+    bn_q: int = 0
 
 
-def layout_problem(hidden: int, intermediate: int, layout: Layout) -> Optional[str]:
-    """Why ``layout`` cannot split a layer of this shape, or None."""
-    programs, groups, bn_o, bn_gu, bn_d = layout
+def layout_problem(hidden: int, intermediate: int, layout: Layout, qkv_out: int = 0) -> Optional[str]:
+    """Why ``layout`` cannot split a layer of this shape (with the next layer's q/k/v projection of
+    ``qkv_out`` outputs, if not 0), or None."""
+    programs, groups, bn_o, bn_gu, bn_d, bn_q = layout
     if hidden != groups * BLOCK_K:
         return f"hidden {hidden} must be groups x {BLOCK_K}"
     if programs & (programs - 1) or programs % groups:
@@ -278,14 +321,17 @@ def layout_problem(hidden: int, intermediate: int, layout: Layout) -> Optional[s
         return f"intermediate must be a multiple of groups x {BLOCK_K}"
     if hidden % row_blocks or (hidden // row_blocks) % bn_d:
         return "the down projection's rows must split evenly"
-    if max(bn_o, bn_gu, bn_d, hidden // BLOCK_K, intermediate // groups // BLOCK_K) > 256:
+    if qkv_out and (not bn_q or qkv_out % row_blocks or (qkv_out // row_blocks) % bn_q):
+        return "the next layer's q/k/v rows must split evenly"
+    if max(bn_o, bn_gu, bn_d, bn_q, hidden // BLOCK_K, intermediate // groups // BLOCK_K) > 256:
         return "a TMA box is at most 256 elements along each dimension"
     return None
 
 
-def layout_for(hidden: int, intermediate: int, sms: int) -> Optional[Layout]:
+def layout_for(hidden: int, intermediate: int, sms: int, qkv_out: int = 0) -> Optional[Layout]:
     """The split for a layer on a GPU of ``sms`` multiprocessors: the most programs that fit (a power of
-    two), tiles of ~16 KB (32 KB for gate/up); None where the shape does not split."""
+    two), tiles of ~16 KB (32 KB for gate/up and q/k/v); None where the shape does not split. With
+    ``qkv_out``, one that also splits the next layer's q/k/v projection (``bn_q``), else ``bn_q`` is 0."""
     if hidden % BLOCK_K:
         return None
     groups = hidden // BLOCK_K
@@ -294,9 +340,10 @@ def layout_for(hidden: int, intermediate: int, sms: int) -> Optional[Layout]:
         row_blocks = programs // groups
         rows_o = hidden // programs if hidden % programs == 0 else 0
         rows_d = hidden // row_blocks if hidden % row_blocks == 0 else 0
+        rows_q = qkv_out // row_blocks if qkv_out and qkv_out % row_blocks == 0 else 0
         layout = Layout(programs, groups, _fitting(TILE_ELEMENTS // hidden, rows_o), 64,
-                        _fitting(TILE_ELEMENTS * groups // max(intermediate, 1), rows_d))
-        if rows_o and rows_d and layout_problem(hidden, intermediate, layout) is None:
+                        _fitting(TILE_ELEMENTS * groups // max(intermediate, 1), rows_d), _fitting(64, rows_q) if rows_q else 0)
+        if rows_o and rows_d and layout_problem(hidden, intermediate, layout, qkv_out) is None:
             return layout
         programs //= 2
     return None
@@ -329,6 +376,17 @@ def layer_fits(layer, hidden: int) -> bool:
             and gate_up_t.stride(1) == 1 and gate_up_t.shape[0] == hidden)
 
 
+def next_layer_fits(layer, hidden: int) -> bool:
+    """Whether the launch before ``layer`` can also start it: its residual add + input RMSNorm and its q/k/v
+    projection (bf16, stored ``[out, in]``, no bias), so ``layer`` skips its add+norm and q/k/v launches."""
+    if not layer_fits(layer, hidden):
+        return False
+    qkv = layer.self_attn.qkv_proj
+    weight = getattr(qkv, "weight_t", None)
+    return (weight is not None and weight.dtype == torch.bfloat16 and weight.stride(0) == 1
+            and weight.shape[0] == hidden and getattr(qkv, "bias", None) is None)
+
+
 def usable(layer, residual: torch.Tensor) -> bool:
     """Whether :func:`persistent_mlp` runs for this layer and residual stream: switched on, one row, a Hopper
     GPU or newer (tensor descriptors; or the tests' interpreter), a layer it computes and a shape it splits."""
@@ -340,60 +398,77 @@ def usable(layer, residual: torch.Tensor) -> bool:
     return layer_fits(layer, hidden) and _layout(residual.device, hidden, layer.mlp.down_proj.weight_t.shape[0]) is not None
 
 
-def _layout(device: torch.device, hidden: int, intermediate: int) -> Optional[Layout]:
+def _layout(device: torch.device, hidden: int, intermediate: int, qkv_out: int = 0) -> Optional[Layout]:
     from .decode_kernels import _sm_count
 
-    return layout_for(hidden, intermediate, _sm_count(device))
+    return layout_for(hidden, intermediate, _sm_count(device), qkv_out)
+
+
+def takes_next(layer, next_layer, residual: torch.Tensor) -> bool:
+    """Whether the launch for ``layer`` (:func:`usable`) can also start ``next_layer``."""
+    if next_layer is None or not next_layer_fits(next_layer, residual.shape[-1]):
+        return False
+    qkv_out = next_layer.self_attn.qkv_proj.weight_t.shape[1]
+    return _layout(residual.device, residual.shape[-1], layer.mlp.down_proj.weight_t.shape[0], qkv_out) is not None
 
 
 def new_counters(layers: int, device: torch.device) -> torch.Tensor:
-    """Zeroed counts of published programs, two per layer (the output projection, gate/up): one
+    """Zeroed counts of published programs, three per layer (the output projection, gate/up, down): one
     allocation per step, so the step's graph zeroes them once rather than before every layer."""
-    return torch.zeros(layers, 2, dtype=torch.int32, device=device)
+    return torch.zeros(layers, 3, dtype=torch.int32, device=device)
 
 
 _DESCRIPTORS = weakref.WeakKeyDictionary()  # layer -> (weights' addresses and layout, their descriptors)
 
 
-def _descriptors(layer, layout: Layout):
+def _descriptors(layer, layout: Layout, next_layer=None):
+    """The tensor descriptors of ``layer``'s three matrices and of ``next_layer``'s q/k/v projection (without
+    a next layer, a stand-in of the same tile over the output projection: the q/k/v loop then never runs)."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
     o_t, gate_up_t, down_t = layer.self_attn.o_proj.weight_t, layer.mlp.gate_up_proj.weight_t, layer.mlp.down_proj.weight_t
-    key = (o_t.data_ptr(), gate_up_t.data_ptr(), down_t.data_ptr(), layout)
+    qkv_t = next_layer.self_attn.qkv_proj.weight_t if next_layer is not None else None
+    key = (o_t.data_ptr(), gate_up_t.data_ptr(), down_t.data_ptr(), qkv_t.data_ptr() if qkv_t is not None else 0, layout)
     cached = _DESCRIPTORS.get(layer)
     if cached is not None and cached[0] == key:
         return cached[1]
     hidden, intermediate = o_t.shape[0], down_t.shape[0]
     wo, wd = o_t.t(), down_t.t()  # [out, in], contiguous rows
+    bn_q = layout.bn_q or 1
     descriptors = (
         TensorDescriptor.from_tensor(wo.view(hidden, hidden // BLOCK_K, BLOCK_K), [layout.bn_o, hidden // BLOCK_K, BLOCK_K]),
         TensorDescriptor.from_tensor(gate_up_t, [BLOCK_K, layout.bn_gu]),
         TensorDescriptor.from_tensor(wd.view(hidden, intermediate // BLOCK_K, BLOCK_K),
-                                     [layout.bn_d, intermediate // layout.groups // BLOCK_K, BLOCK_K]))
+                                     [layout.bn_d, intermediate // layout.groups // BLOCK_K, BLOCK_K]),
+        TensorDescriptor.from_tensor(qkv_t.t() if qkv_t is not None else wo, [bn_q, BLOCK_K]))
     _DESCRIPTORS[layer] = (key, descriptors)
     return descriptors
 
 
 STAMPS = ("start", "previous kernel done", "output projection done", "gate/up inputs ready", "gate/up done",
-          "down inputs ready", "down done")  # the clock readings a timeline holds, per program
+          "down inputs ready", "down done", "next q/k/v inputs ready")  # the clock readings a timeline holds, per program
 
 
 def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counters: torch.Tensor,
-                   layout: Optional[Layout] = None, stages: int = 4, timeline: Optional[torch.Tensor] = None):
-    """``(residual + o_proj(attended), down partial sums)`` of one Llama layer at one row, in one launch.
+                   layout: Optional[Layout] = None, stages: int = 4, timeline: Optional[torch.Tensor] = None,
+                   next_layer=None):
+    """One Llama layer's second half at one row, in one launch.
 
     ``attended`` (the attention output) and ``residual`` are ``[1, 1, H]`` bf16; ``counters`` a zeroed
-    ``[2]`` int32 slice of :func:`new_counters`. The first result is the residual stream after the
-    attention block (bf16), the second the MLP's output as :class:`.decode_kernels.PartialSums`, which the
-    next add+norm kernel adds to it. Call only where :func:`usable` says so (or with an explicit ``layout``).
+    ``[3]`` int32 slice of :func:`new_counters`. Returns ``(residual + o_proj(attended), the MLP's output as
+    decode_kernels.PartialSums)`` -- the next add+norm kernel adds the two. With ``next_layer``
+    (:func:`next_layer_fits`) the launch also starts that layer and returns ``(its residual stream, its
+    q/k/v projection as PartialSums)`` instead: nothing is left to add, and the next layer goes straight
+    to attention. Call only where :func:`usable` says so (or with an explicit ``layout``).
     ``timeline`` (int64 ``[programs, 8]``, GPU only) receives each program's clock at :data:`STAMPS`.
     """
     from .decode_kernels import PartialSums
 
     hidden = residual.shape[-1]
     intermediate = layer.mlp.down_proj.weight_t.shape[0]
-    layout = layout or _layout(residual.device, hidden, intermediate)
-    problem = layout_problem(hidden, intermediate, layout)
+    qkv_out = next_layer.self_attn.qkv_proj.weight_t.shape[1] if next_layer is not None else 0
+    layout = layout or _layout(residual.device, hidden, intermediate, qkv_out)
+    problem = layout_problem(hidden, intermediate, layout, qkv_out)
     if problem is not None:
         raise ValueError(f"persistent_mlp: {problem}")
     device = residual.device
@@ -402,31 +477,52 @@ def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counte
     gu_part = torch.empty(layout.groups, 2 * intermediate, dtype=torch.float32, device=device)
     d_part = torch.empty(layout.groups, 1, hidden, dtype=torch.float32, device=device)
     norm = layer.post_attention_layernorm
+    if next_layer is not None:
+        next_norm = next_layer.input_layernorm
+        next_resid = torch.empty_like(residual)
+        q_part = torch.empty(layout.groups, 1, qkv_out, dtype=torch.float32, device=device)
+        next_args = (next_norm.scale(), next_resid, q_part)
+    else:
+        next_norm, next_args = norm, (norm.scale(), h, d_part)  # stand-ins: the q/k/v loop does not run
     emulate = not residual.is_cuda  # Triton's interpreter
     if timeline is not None and (emulate or tuple(timeline.shape) != (layout.programs, 8)):
         raise ValueError(f"persistent_mlp: a timeline is int64 [{layout.programs}, 8] on the GPU")
-    args = (*_descriptors(layer, layout), attended.contiguous(), residual.contiguous(), norm.scale(), h, squares,
-            gu_part, d_part, counters, timeline if timeline is not None else counters, norm.eps)
-    settings = dict(H=hidden, I=intermediate, PROGRAMS=layout.programs, GROUPS=layout.groups, BLOCK_K=BLOCK_K,
-                    BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, STAGES=stages, EMULATE=emulate,
-                    TIMELINE=timeline is not None)
+    args = (*_descriptors(layer, layout, next_layer), attended.contiguous(), residual.contiguous(), norm.scale(), h,
+            squares, gu_part, d_part, *next_args, counters, timeline if timeline is not None else counters, norm.eps,
+            next_norm.eps)
+    settings = dict(H=hidden, I=intermediate, Q_OUT=max(qkv_out, 1), PROGRAMS=layout.programs, GROUPS=layout.groups,
+                    BLOCK_K=BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q or 1,
+                    STAGES=stages, EMULATE=emulate, TIMELINE=timeline is not None)
+    phases = (1, 2, 4) + ((8,) if next_layer is not None else ())
     if emulate:
-        for phase in (1, 2, 4):
+        for phase in phases:
             _persistent_mlp_kernel[(layout.programs,)](*args, **settings, PHASES=phase)
     else:
         pdl = triton_support.dependent_launch(device)
         # 4 warps hold a 256 x 64 gate/up tile in float32 without spilling (128 values a thread); more for bigger
         warps = min(8, max(4, BLOCK_K * layout.bn_gu // 4096))
-        _persistent_mlp_kernel[(layout.programs,)](*args, **settings, PHASES=7, num_warps=warps, launch_pdl=pdl)
+        _persistent_mlp_kernel[(layout.programs,)](*args, **settings, PHASES=sum(phases), num_warps=warps,
+                                                   launch_pdl=pdl)
+    if next_layer is not None:
+        return next_resid, PartialSums(q_part)
     return h, PartialSums(d_part)
 
 
-def reference(layer, attended: torch.Tensor, residual: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def reference(layer, attended: torch.Tensor, residual: torch.Tensor, next_layer=None):
     """The same computation in float32 with the fused step's roundings (the tests' oracle): the residual
-    stream after attention (bf16) and the MLP's output ``[H]`` (float32)."""
+    stream after attention (bf16) and the MLP's output ``[H]`` (float32); with ``next_layer``, that layer's
+    residual stream (bf16) and q/k/v projection ``[qkv_out]`` (float32)."""
     attn, mlp, norm = layer.self_attn, layer.mlp, layer.post_attention_layernorm
     h = (residual.float().reshape(-1) + attended.float().reshape(-1) @ attn.o_proj.weight_t.float()).to(torch.bfloat16)
-    x = h.float()
-    normed = (x * torch.rsqrt(x.pow(2).mean() + norm.eps) * norm.scale().float()).to(torch.bfloat16).float()
+    normed = _normed(h, norm)
     gate, up = (normed @ mlp.gate_up_proj.weight_t.float()).chunk(2)
-    return h, (torch.nn.functional.silu(gate) * up) @ mlp.down_proj.weight_t.float()
+    down = (torch.nn.functional.silu(gate) * up) @ mlp.down_proj.weight_t.float()
+    if next_layer is None:
+        return h, down
+    stream = (h.float() + down).to(torch.bfloat16)
+    return stream, _normed(stream, next_layer.input_layernorm) @ next_layer.self_attn.qkv_proj.weight_t.float()
+
+
+def _normed(row: torch.Tensor, norm) -> torch.Tensor:
+    x = row.float()
+    return (x * torch.rsqrt(x.pow(2).mean() + norm.eps) * norm.scale().float()).to(torch.bfloat16).float()

@@ -46,6 +46,7 @@ def _inputs(hidden, seed):
 
 def _check(pm, layer, attended, residual, layout=None):
     h, down = pm.persistent_mlp(layer, attended, residual, pm.new_counters(1, residual.device)[0], layout)
+    assert pm.new_counters(2, residual.device).shape == (2, 3)
     want_h, want_down = pm.reference(layer, attended, residual)
     # the residual stream: one bf16 rounding of the same float32 sum, added in another order
     torch.testing.assert_close(h.float().view(-1), want_h.float(), rtol=2 ** -7, atol=1e-6)
@@ -53,6 +54,22 @@ def _check(pm, layer, attended, residual, layout=None):
     # the normed row is rounded to bf16 on both sides: a flipped rounding moves an input by one ulp
     assert (got - want_down).abs().max() <= 2e-2 * want_down.abs().max()
     return h, down
+
+
+def test_taking_the_next_layer_along_matches_a_float32_recompute(pm):
+    """With the next layer, the launch also sums the new residual stream, norms it with that layer's input
+    norm and runs its q/k/v projection: what the add+norm kernel and q/k/v GEMV did."""
+    model = _model(seed=5, hidden_size=512, num_attention_heads=8)  # two groups of 256 inputs
+    layer, following = model.model.layers
+    attended, residual = _inputs(512, 3)
+    assert pm.next_layer_fits(following, 512) and pm.takes_next(layer, following, residual)
+    stream, qkv = pm.persistent_mlp(layer, attended, residual, pm.new_counters(1, "cpu")[0], next_layer=following)
+    want_stream, want_qkv = pm.reference(layer, attended, residual, following)
+    # the stream adds the down projection, whose float32 sums differ in order: a bf16 ulp of the larger value
+    assert (stream.float().view(-1) - want_stream.float()).abs().max() <= 1e-2 * want_stream.float().abs().max()
+    got = qkv.total().view(-1)
+    assert got.shape == want_qkv.shape == (following.self_attn.qkv_proj.weight_t.shape[1],)
+    assert (got - want_qkv).abs().max() <= 2e-2 * want_qkv.abs().max()
 
 
 def test_one_layer_matches_a_float32_recompute(pm):
@@ -77,21 +94,28 @@ def test_every_layout_computes_the_same_layer(pm, shape, bn_o, bn_gu, bn_d, seed
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 32).map(lambda n: 256 * n), st.integers(1, 64).map(lambda n: 128 * n), st.integers(1, 160))
-def test_layout_for_picks_a_split_that_fits(hidden, intermediate, sms):
+@given(st.integers(1, 32).map(lambda n: 256 * n), st.integers(1, 64).map(lambda n: 128 * n), st.integers(1, 160),
+       st.integers(1, 64).map(lambda n: 64 * n))
+def test_layout_for_picks_a_split_that_fits(hidden, intermediate, sms, qkv_out):
     from genplug.plugins.models.llama import persistent_mlp as pm
 
     layout = pm.layout_for(hidden, intermediate, sms)
     if layout is not None:
-        assert pm.layout_problem(hidden, intermediate, layout) is None
+        assert pm.layout_problem(hidden, intermediate, layout) is None and layout.bn_q == 0
         assert layout.programs <= sms and layout.groups == hidden // 256
+    with_next = pm.layout_for(hidden, intermediate, sms, qkv_out)
+    if with_next is not None:
+        assert pm.layout_problem(hidden, intermediate, with_next, qkv_out) is None and with_next.bn_q > 0
+        assert with_next.programs <= sms
 
 
 def test_layout_for_the_1b_shape_on_an_h100():
     from genplug.plugins.models.llama import persistent_mlp as pm
 
     # 128 of the 132 SMs; 16 KB output/down tiles, 32 KB gate/up tiles (bf16)
-    assert pm.layout_for(2048, 8192, 132) == pm.Layout(128, 8, 4, 64, 8)
+    assert pm.layout_for(2048, 8192, 132) == pm.Layout(128, 8, 4, 64, 8, 0)
+    # taking the next layer's q/k/v along (3,072 outputs: 32 query and 8 key/value heads of 64)
+    assert pm.layout_for(2048, 8192, 132, 3072) == pm.Layout(128, 8, 4, 64, 8, 64)
     assert pm.layout_for(2000, 8192, 132) is None  # hidden not a multiple of 256
 
 
@@ -129,7 +153,7 @@ def test_the_fused_step_with_it_matches_the_unfused_step(pm, monkeypatch):
 
     monkeypatch.setattr(pm, "ENABLED", True)
     calls, real = [], pm.persistent_mlp
-    monkeypatch.setattr(pm, "persistent_mlp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(pm, "persistent_mlp", lambda *a, **k: calls.append(k.get("next_layer") is not None) or real(*a, **k))
     model = _model(seed=2)
     prompt = torch.tensor([[5, 9, 17, 3, 44]])
     caches = [genplug.StaticCache(config=model.config, max_cache_len=12) for _ in range(2)]
@@ -139,7 +163,9 @@ def test_the_fused_step_with_it_matches_the_unfused_step(pm, monkeypatch):
     valid = torch.zeros(1, 12, dtype=torch.bool)
     valid[:, :6] = True
     fused = graph_step.static_decode_step(model, token, position, slot, valid, caches[0].layers)
-    assert len(calls) == model.config.num_hidden_layers
+    # the first layer's launch takes the second's add+norm and q/k/v along; the last hands its down projection
+    # to the final norm
+    assert calls == [True, False]
     unfused = graph_step.static_decode_step(model, token, position, slot, valid, caches[1].layers,
                                             layer_fn=graph_step.decode_layer)
     torch.testing.assert_close(fused, unfused, rtol=0.05, atol=0.05)
@@ -174,18 +200,20 @@ from triton.compiler import ASTSource
 from genplug.plugins.models.llama import persistent_mlp as pm
 
 hidden, intermediate, stages = 2048, 8192, 4
-layout = pm.layout_for(hidden, intermediate, 132)
+layout = pm.layout_for(hidden, intermediate, 132, 3072)  # taking the next layer's q/k/v along: 4 loops
 cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 def analyse(timeline):
-    constants = dict(H=hidden, I=intermediate, PROGRAMS=layout.programs, GROUPS=layout.groups, BLOCK_K=pm.BLOCK_K,
-                     BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, STAGES=stages, PHASES=7, EMULATE=False,
-                     TIMELINE=timeline)
+    constants = dict(H=hidden, I=intermediate, Q_OUT=3072, PROGRAMS=layout.programs, GROUPS=layout.groups,
+                     BLOCK_K=pm.BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q,
+                     STAGES=stages, PHASES=15, EMULATE=False, TIMELINE=timeline)
     signature = {"wo_desc": f"tensordesc<bf16[{layout.bn_o}, {hidden // 256}, 256]>",
                  "wgu_desc": f"tensordesc<bf16[256, {layout.bn_gu}]>",
                  "wd_desc": f"tensordesc<bf16[{layout.bn_d}, {intermediate // layout.groups // 256}, 256]>",
+                 "wq_desc": f"tensordesc<bf16[{layout.bn_q}, 256]>",
                  "attn_ptr": "*bf16", "resid_ptr": "*bf16", "norm_ptr": "*bf16", "h_ptr": "*bf16", "squares_ptr": "*fp32",
-                 "gu_part_ptr": "*fp32", "d_part_ptr": "*fp32", "ready_ptr": "*i32", "stamps_ptr": "*i64", "eps": "fp32",
+                 "gu_part_ptr": "*fp32", "d_part_ptr": "*fp32", "next_norm_ptr": "*bf16", "next_resid_ptr": "*bf16",
+                 "q_part_ptr": "*fp32", "ready_ptr": "*i32", "stamps_ptr": "*i64", "eps": "fp32", "next_eps": "fp32",
                  **{c: "constexpr" for c in constants}}
     out = triton.compile(ASTSource(fn=pm._persistent_mlp_kernel, signature=signature, constexprs=constants),
                          target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
@@ -216,8 +244,8 @@ print(json.dumps({"plain": analyse(False), "timeline": analyse(True)}))
 
 
 def test_it_compiles_for_sm90_pipelined_with_every_wait_inside_its_loop():
-    """Triton's interpreter never compiles the PTX: compile the 1B shape's kernel for an H100 (no GPU needed).
-    Each of the three loops must keep weight tiles in flight (STAGES - 1 buffered) with its wait still in
+    """Triton's interpreter never compiles the PTX: compile the 1B shape's kernel for an H100 (no GPU needed),
+    taking the next layer's q/k/v along. Each of the four loops must keep weight tiles in flight (STAGES - 1 buffered) with its wait still in
     the loop (a wait hoisted into a prologue waits early and can deadlock), publish behind a CTA barrier,
     fit the shared memory and spill nothing."""
     import json
@@ -234,11 +262,11 @@ def test_it_compiles_for_sm90_pipelined_with_every_wait_inside_its_loop():
         raise AssertionError(done.stderr[-3000:])
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for name, result in results.items():
-        assert result["loops"] == 3 and result["buffered"] == [3, 3, 3], (name, result)
+        assert result["loops"] == 4 and result["buffered"] == [3, 3, 3, 3], (name, result)
         assert all(result["waits_in_loops"]) and result["waits_outside"] == 0, (name, result)
-        assert result["releases"] >= 2 and result["barrier_before_release"], (name, result)
+        assert result["releases"] >= 3 and result["barrier_before_release"], (name, result)
         assert not result["release_under_a_branch"], (name, result)  # every thread reaches the barrier
         assert result["shared"] <= 227 * 1024, (name, result)
         assert result["stack"] in (0, None), (name, result)
-    # the timeline (bench/probes/persistent_mlp.py) reads the clock at the 7 points of STAMPS, and only it does
-    assert results["plain"]["clock_reads"] == 0 and results["timeline"]["clock_reads"] >= 7, results
+    # the timeline (bench/probes/persistent_mlp.py) reads the clock at the 8 points of STAMPS, and only it does
+    assert results["plain"]["clock_reads"] == 0 and results["timeline"]["clock_reads"] >= 8, results
