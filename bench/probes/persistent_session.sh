@@ -18,6 +18,7 @@ done
 timeout 30 python bench/probes/persistent_mlp.py --compile-only 2>&1 | grep -v -i warn | tee "$out/persistent_mlp.txt"
 timeout 150 python bench/probes/persistent_mlp.py --sweep 2>&1 | grep -v -i warn | tee -a "$out/persistent_mlp.txt"
 # and in the whole batch-1 decode step (GENPLUG_PERSISTENT_MLP=1's switch), greedy graph == eager checked
-timeout 150 python bench/probes/step_variants.py "as shipped" "persistent MLP" "as shipped (again: noise)" 2>&1 \
+timeout 200 python bench/probes/step_variants.py "as shipped" "persistent MLP, next layer's q/k/v apart" "persistent MLP" \
+  "as shipped (again: noise)" 2>&1 \
   | grep -v -i warn | tee "$out/step_variants.txt"
 timeout 90 python bench/probes/sampling_kernels.py 2>&1 | grep -v -e Writing -e warn | tee "$out/sampling_kernels.txt"

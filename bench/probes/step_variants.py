@@ -26,7 +26,8 @@ the eager path under the same variant. The last line names the fastest variant w
 equals its eager path.
 
 "persistent MLP" (eighth session of 2026-12-05, not yet run): the output projection, add+norm, gate/up and
-down projections as one persistent launch per layer (GENPLUG_PERSISTENT_MLP=1).
+down projections, and the next layer's add+norm and q/k/v projection, as one persistent launch per layer
+(GENPLUG_PERSISTENT_MLP=1); "..., next layer's q/k/v apart" without the next layer's part.
 
 Run: python bench/probes/step_variants.py ["variant name" ...]
 """
@@ -49,7 +50,8 @@ SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None, o_config=None, persistent_mlp=persistent_mlp.ENABLED)
+               gemv_per_sm=None, down_config=None, o_config=None, persistent_mlp=persistent_mlp.ENABLED,
+               take_next=persistent_mlp.TAKE_NEXT)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
@@ -71,6 +73,7 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("output GEMV one tile + gate/up GEMV", dict(o_config=(16, 256, 8, 2, 8), gate_up_gemv=True)),
     # everything after attention as one persistent launch per layer (plugins/models/llama/persistent_mlp.py)
     ("persistent MLP", dict(persistent_mlp=True)),
+    ("persistent MLP, next layer's q/k/v apart", dict(persistent_mlp=True, take_next=False)),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -111,6 +114,7 @@ def main():
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
         persistent_mlp.ENABLED = setting["persistent_mlp"]
+        persistent_mlp.TAKE_NEXT = setting["take_next"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"])

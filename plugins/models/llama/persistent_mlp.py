@@ -52,6 +52,7 @@ from genplug import triton_support
 
 # Off by default: compiled for sm_90 and checked in the interpreter, not yet run on a GPU (2026-12-05)
 ENABLED = os.environ.get("GENPLUG_PERSISTENT_MLP", "0") == "1"
+TAKE_NEXT = True  # also start the next layer where it can (False: bench/probes/step_variants.py's comparison)
 BLOCK_K = 256  # inputs per group; a TMA box is at most 256 elements along a dimension
 TILE_ELEMENTS = 8192  # the output and down projections' tiles (16 KB in bf16); gate/up's are twice that
 
@@ -406,7 +407,7 @@ def _layout(device: torch.device, hidden: int, intermediate: int, qkv_out: int =
 
 def takes_next(layer, next_layer, residual: torch.Tensor) -> bool:
     """Whether the launch for ``layer`` (:func:`usable`) can also start ``next_layer``."""
-    if next_layer is None or not next_layer_fits(next_layer, residual.shape[-1]):
+    if not TAKE_NEXT or next_layer is None or not next_layer_fits(next_layer, residual.shape[-1]):
         return False
     qkv_out = next_layer.self_attn.qkv_proj.weight_t.shape[1]
     return _layout(residual.device, residual.shape[-1], layer.mlp.down_proj.weight_t.shape[0], qkv_out) is not None

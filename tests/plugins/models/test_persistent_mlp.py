@@ -145,6 +145,11 @@ def test_it_runs_only_where_switched_on_and_it_applies(pm, monkeypatch):
     assert not pm.layer_fits(gemma.model.layers[0], 256)  # sandwich norms, tanh-GELU
     biased = _model(mlp_bias=True)
     assert not pm.layer_fits(biased.model.layers[0], 256)
+    # the next layer is taken along only where it fits too, and while TAKE_NEXT says so
+    assert pm.takes_next(layer, model.model.layers[1], residual) and not pm.takes_next(layer, None, residual)
+    assert not pm.takes_next(layer, _model(qkv_bias=True).model.layers[1], residual)  # a q/k/v bias
+    monkeypatch.setattr(pm, "TAKE_NEXT", False)
+    assert not pm.takes_next(layer, model.model.layers[1], residual)
 
 
 def test_the_fused_step_with_it_matches_the_unfused_step(pm, monkeypatch):
