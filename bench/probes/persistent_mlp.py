@@ -142,7 +142,7 @@ def main():
         print(f"{label:62} {us:8.1f} us ({us / len(layers):5.1f} per layer), {nbytes / us / 1e6:5.2f} TB/s; off a "
               f"float32 recompute by {apart[1]:.1e} after one layer{'' if apart[1] < 2e-2 else ' -- WRONG'}, "
               f"{apart[len(layers)]:.1e} after {len(layers)}", flush=True)
-    timeline(pm, layers[1], attn0, resid0, layout, args.stages)
+    timeline(pm, layers[1], layers[2], attn0, resid0, args.stages)
     if args.sweep:  # (stages, bn_o, bn_gu, bn_d): deeper pipelines, bigger or smaller tiles
         for stages, bn_o, bn_gu, bn_d in ((3, 4, 128, 8), (2, 4, 128, 16), (6, 2, 32, 4), (8, 2, 32, 4), (5, 4, 64, 8),
                                           (4, 8, 64, 16), (4, 16, 64, 16)):
@@ -160,17 +160,24 @@ def main():
                 print(f"{label:44} failed: {type(exc).__name__}: {str(exc)[:160]}", flush=True)
 
 
-def timeline(pm, layer, attended, residual, layout, stages):
-    """Where one launch's time goes: each program's clock at the kernel's STAMPS, relative to the earliest
-    start, as the median and the latest over programs, against the weights each stretch streams."""
+def timeline(pm, layer, following, attended, residual, stages):
+    """Where one launch's time goes (the launch for ``layer`` taking ``following``'s add+norm and q/k/v along):
+    each program's clock at the kernel's STAMPS, relative to the earliest start, as the median and the
+    latest over programs, and each matrix's weights over its stretch."""
+    hidden = residual.shape[-1]
+    qkv_out = following.self_attn.qkv_proj.weight_t.shape[1]
+    layout = pm.layout_for(hidden, layer.mlp.down_proj.weight_t.shape[0],
+                           torch.cuda.get_device_properties(0).multi_processor_count, qkv_out)
     stamps = torch.zeros(layout.programs, 8, dtype=torch.int64, device="cuda")
     for _ in range(3):  # the last of three back-to-back launches (compiled, caches warm)
-        pm.persistent_mlp(layer, attended, residual, pm.new_counters(1, "cuda")[0], layout, stages, stamps)
+        pm.persistent_mlp(layer, attended, residual, pm.new_counters(1, "cuda")[0], layout, stages, stamps,
+                          next_layer=following)
     torch.cuda.synchronize()
-    at = (stamps[:, :len(pm.STAMPS)] - stamps[:, 0].min()).double() / 1000  # microseconds
+    at = (stamps - stamps[:, 0].min()).double() / 1000  # microseconds
     mb = {2: layer.self_attn.o_proj.weight_t.numel() * 2e-6, 4: layer.mlp.gate_up_proj.weight_t.numel() * 2e-6,
           6: layer.mlp.down_proj.weight_t.numel() * 2e-6}
-    print(f"one launch's timeline ({layout.programs} programs; us from the first program's start):")
+    print(f"one launch's timeline ({layout}; us from the first program's start; the q/k/v loop's end is the "
+          f"launch's end, not stamped):")
     for i, name in enumerate(pm.STAMPS):
         stretch = at[:, i] - at[:, i - 1] if i else at[:, 0]
         line = (f"  {name:28} median {at[:, i].median().item():7.2f}  latest {at[:, i].max().item():7.2f}   "
@@ -179,7 +186,6 @@ def timeline(pm, layer, attended, residual, layout, stages):
             span = at[:, i].max().item() - at[:, i - 1].min().item()
             line += f"   ({mb[i]:.1f} MB: {mb[i] / span:.2f} TB/s over its span)" if span > 0 else ""
         print(line, flush=True)
-
 
 if __name__ == "__main__":
     main()
