@@ -37,17 +37,7 @@ def compile_only(stages: int):
 
     hidden, intermediate = 2048, 8192
     layout = pm.layout_for(hidden, intermediate, 132, 3072)  # taking the next layer's q/k/v along
-    constants = dict(H=hidden, I=intermediate, Q_OUT=3072, PROGRAMS=layout.programs, GROUPS=layout.groups,
-                     BLOCK_K=pm.BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q,
-                     STAGES=stages, PHASES=15, EMULATE=False, TIMELINE=False)
-    signature = {"wo_desc": f"tensordesc<bf16[{layout.bn_o}, {hidden // pm.BLOCK_K}, {pm.BLOCK_K}]>",
-                 "wgu_desc": f"tensordesc<bf16[{pm.BLOCK_K}, {layout.bn_gu}]>",
-                 "wd_desc": f"tensordesc<bf16[{layout.bn_d}, {intermediate // layout.groups // pm.BLOCK_K}, {pm.BLOCK_K}]>",
-                 "wq_desc": f"tensordesc<bf16[{layout.bn_q}, {pm.BLOCK_K}]>",
-                 "attn_ptr": "*bf16", "resid_ptr": "*bf16", "norm_ptr": "*bf16", "h_ptr": "*bf16",
-                 "squares_ptr": "*fp32", "gu_part_ptr": "*fp32", "d_part_ptr": "*fp32", "next_norm_ptr": "*bf16",
-                 "next_resid_ptr": "*bf16", "q_part_ptr": "*fp32", "ready_ptr": "*i32", "stamps_ptr": "*i64",
-                 "eps": "fp32", "next_eps": "fp32", **{c: "constexpr" for c in constants}}
+    signature, constants = pm.compile_spec(hidden, intermediate, 3072, layout, stages)
     compiled = triton.compile(ASTSource(fn=pm._persistent_mlp_kernel, signature=signature, constexprs=constants),
                               target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
     ir = compiled.asm["ttgir"]

@@ -350,6 +350,24 @@ def layout_for(hidden: int, intermediate: int, sms: int, qkv_out: int = 0) -> Op
     return None
 
 
+def compile_spec(hidden: int, intermediate: int, qkv_out: int, layout: Layout, stages: int = 4, timeline: bool = False):
+    """``(signature, constants)`` of the kernel for a layer of this shape (all loops: ``qkv_out`` > 0), to compile
+    it ahead of time with ``triton.compiler.ASTSource`` -- how the tests and ``bench/probes/persistent_mlp.py
+    --compile-only`` read what a GPU's compiler makes of it without a GPU."""
+    constants = dict(H=hidden, I=intermediate, Q_OUT=max(qkv_out, 1), PROGRAMS=layout.programs, GROUPS=layout.groups,
+                     BLOCK_K=BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q or 1,
+                     STAGES=stages, PHASES=15 if qkv_out else 7, EMULATE=False, TIMELINE=timeline)
+    signature = {"wo_desc": f"tensordesc<bf16[{layout.bn_o}, {hidden // BLOCK_K}, {BLOCK_K}]>",
+                 "wgu_desc": f"tensordesc<bf16[{BLOCK_K}, {layout.bn_gu}]>",
+                 "wd_desc": f"tensordesc<bf16[{layout.bn_d}, {intermediate // layout.groups // BLOCK_K}, {BLOCK_K}]>",
+                 "wq_desc": f"tensordesc<bf16[{layout.bn_q or 1}, {BLOCK_K}]>",
+                 **{name: "*bf16" for name in ("attn_ptr", "resid_ptr", "norm_ptr", "h_ptr")},
+                 **{name: "*fp32" for name in ("squares_ptr", "gu_part_ptr", "d_part_ptr")},
+                 "next_norm_ptr": "*bf16", "next_resid_ptr": "*bf16", "q_part_ptr": "*fp32", "ready_ptr": "*i32",
+                 "stamps_ptr": "*i64", "eps": "fp32", "next_eps": "fp32", **{c: "constexpr" for c in constants}}
+    return signature, constants
+
+
 def _fitting(wanted: int, rows: int) -> int:
     """The largest power of two <= ``wanted`` (at least 1) that divides ``rows``."""
     size = 1 << (max(wanted, 1).bit_length() - 1)

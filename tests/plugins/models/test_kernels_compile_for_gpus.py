@@ -7,14 +7,11 @@ merge must publish its partial results with a release/acquire atomic behind a ba
 The compiler runs in a subprocess: this test session runs Triton in interpreter mode.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
 pytest.importorskip("triton")
+
+from helpers.compile_for_gpu import compiled_json  # noqa: E402
 
 COMPILE = r'''
 import json, os, re, subprocess, sys, tempfile
@@ -103,14 +100,7 @@ print(json.dumps(results))
 
 @pytest.fixture(scope="module")
 def compiled():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    done = subprocess.run([sys.executable, "-c", COMPILE], capture_output=True, text=True, env=env, timeout=600)
-    if done.returncode != 0:
-        if "ptxas" in done.stderr or "CUDA" in done.stderr and "not found" in done.stderr:
-            pytest.skip("this Triton build has no CUDA toolchain: " + done.stderr[-300:])
-        raise AssertionError(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return compiled_json(COMPILE)
 
 
 def test_every_variant_compiles_through_ptxas(compiled):

@@ -134,7 +134,7 @@ def test_layouts_that_do_not_split_are_refused(pm, layout, why):
 
 def test_it_runs_only_where_switched_on_and_it_applies(pm, monkeypatch):
     model = _model()
-    layer, (attended, residual) = model.model.layers[0], _inputs(256, 0)
+    layer, residual = model.model.layers[0], _inputs(256, 0)[1]
     assert not pm.usable(layer, residual)  # off by default
     monkeypatch.setattr(pm, "ENABLED", True)
     assert pm.usable(layer, residual)
@@ -209,17 +209,7 @@ layout = pm.layout_for(hidden, intermediate, 132, 3072)  # taking the next layer
 cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 def analyse(timeline):
-    constants = dict(H=hidden, I=intermediate, Q_OUT=3072, PROGRAMS=layout.programs, GROUPS=layout.groups,
-                     BLOCK_K=pm.BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q,
-                     STAGES=stages, PHASES=15, EMULATE=False, TIMELINE=timeline)
-    signature = {"wo_desc": f"tensordesc<bf16[{layout.bn_o}, {hidden // 256}, 256]>",
-                 "wgu_desc": f"tensordesc<bf16[256, {layout.bn_gu}]>",
-                 "wd_desc": f"tensordesc<bf16[{layout.bn_d}, {intermediate // layout.groups // 256}, 256]>",
-                 "wq_desc": f"tensordesc<bf16[{layout.bn_q}, 256]>",
-                 "attn_ptr": "*bf16", "resid_ptr": "*bf16", "norm_ptr": "*bf16", "h_ptr": "*bf16", "squares_ptr": "*fp32",
-                 "gu_part_ptr": "*fp32", "d_part_ptr": "*fp32", "next_norm_ptr": "*bf16", "next_resid_ptr": "*bf16",
-                 "q_part_ptr": "*fp32", "ready_ptr": "*i32", "stamps_ptr": "*i64", "eps": "fp32", "next_eps": "fp32",
-                 **{c: "constexpr" for c in constants}}
+    signature, constants = pm.compile_spec(hidden, intermediate, 3072, layout, stages, timeline)
     out = triton.compile(ASTSource(fn=pm._persistent_mlp_kernel, signature=signature, constexprs=constants),
                          target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
     ir, ptx = out.asm["ttgir"], out.asm["ptx"]
@@ -253,19 +243,9 @@ def test_it_compiles_for_sm90_pipelined_with_every_wait_inside_its_loop():
     taking the next layer's q/k/v along. Each of the four loops must keep weight tiles in flight (STAGES - 1 buffered) with its wait still in
     the loop (a wait hoisted into a prologue waits early and can deadlock), publish behind a CTA barrier,
     fit the shared memory and spill nothing."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from helpers.compile_for_gpu import compiled_json
 
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    done = subprocess.run([sys.executable, "-c", COMPILE], capture_output=True, text=True, env=env, timeout=600)
-    if done.returncode != 0:
-        if "ptxas" in done.stderr or "CUDA" in done.stderr and "not found" in done.stderr:
-            pytest.skip("this Triton build has no CUDA toolchain: " + done.stderr[-300:])
-        raise AssertionError(done.stderr[-3000:])
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = compiled_json(COMPILE)
     for name, result in results.items():
         assert result["loops"] == 4 and result["buffered"] == [3, 3, 3, 3], (name, result)
         assert all(result["waits_in_loops"]) and result["waits_outside"] == 0, (name, result)
