@@ -22,3 +22,6 @@ timeout 200 python bench/probes/step_variants.py "as shipped" "persistent MLP, n
   "as shipped (again: noise)" 2>&1 \
   | grep -v -i warn | tee "$out/step_variants.txt"
 timeout 90 python bench/probes/sampling_kernels.py 2>&1 | grep -v -e Writing -e warn | tee "$out/sampling_kernels.txt"
+# Next, if "persistent MLP" above ran faster with graph == eager: the issue's batch-1 table with it, in one run
+# against transformers: python bench/gpu_decode.py --batches 1 --repeats 2 --persistent-mlp 1 \
+#   --cells "transformers dynamic,static+compile,native (static; default,hf model (static; default"
