@@ -103,6 +103,21 @@ def _load_f32_if(flag, pointers, EMULATE: tl.constexpr):
 
 
 @triton.jit
+def _sum_f32_if(flag, pointer, count, EMULATE: tl.constexpr):
+    """``sum(pointer[0:count])`` (float32, in order) where ``flag`` (int32 ``[1]``) is set, else 0 -- every
+    thread adds them up itself (an L2 read each), so the loop's other iterations pay no CTA-wide reduction."""
+    if EMULATE:
+        return tl.sum(tl.load(pointer + tl.arange(0, 1024), mask=(tl.arange(0, 1024) < count) & (flag != 0),
+                              other=0.0), axis=0) + tl.zeros([1], tl.float32)
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p, more; .reg .b32 i, v; .reg .b64 at; mov.b32 $0, 0; setp.eq.s32 p, $2, 0; @p bra $$done; "
+        "mov.b64 at, $1; mov.b32 i, 0; $$next: ld.global.cg.f32 v, [at]; add.f32 $0, $0, v; add.s64 at, at, 4; "
+        "add.s32 i, i, 1; setp.lt.s32 more, i, $3; @more bra $$next; $$done: }", "=r,l,r,r",
+        [_address(pointer + tl.zeros_like(flag)), flag, count + tl.zeros_like(flag)], dtype=tl.float32,
+        is_pure=False, pack=1)
+
+
+@triton.jit
 def _load_bf16_if(flag, pointers, EMULATE: tl.constexpr):
     """bf16 ``*pointers`` as float32 where ``flag`` is set, else 0."""
     if EMULATE:
@@ -218,14 +233,13 @@ def _persistent_mlp_kernel(
     GU_TILES: tl.constexpr = GU_ROWS // BN_GU
     my_k = group * BLOCK_K + k
     weight = tl.load(norm_ptr + my_k).to(tl.float32)
-    others = tl.arange(0, PROGRAMS)
     n_gu = tl.arange(0, BN_GU)
     x_gu = tl.zeros([BLOCK_K], tl.float32)
     for t in tl.range(0, GU_TILES * ((PHASES >> 1) & 1), num_stages=STAGES):
         first_row = row_block * GU_ROWS + t * BN_GU
         w = wgu_desc.load([group * BLOCK_K, first_row])
         ready = _wait_count_if(_is(t, 0, [1]), ready_ptr, PROGRAMS, EMULATE)
-        total = tl.sum(_load_f32_if(ready + tl.zeros([PROGRAMS], tl.int32), squares_ptr + others, EMULATE), axis=0)
+        total = _sum_f32_if(ready, squares_ptr, PROGRAMS, EMULATE)
         inverse_rms = 1.0 / tl.sqrt(total / H + eps)
         h = _load_bf16_if(ready + tl.zeros([BLOCK_K], tl.int32), h_ptr + my_k, EMULATE)
         x_gu = tl.where(t == 0, (h * inverse_rms * weight).to(tl.bfloat16).to(tl.float32), x_gu)
@@ -311,8 +325,8 @@ def layout_problem(hidden: int, intermediate: int, layout: Layout, qkv_out: int 
     programs, groups, bn_o, bn_gu, bn_d, bn_q = layout
     if hidden != groups * BLOCK_K:
         return f"hidden {hidden} must be groups x {BLOCK_K}"
-    if programs & (programs - 1) or programs % groups:
-        return "programs must be a power of two and a multiple of groups"
+    if programs & (programs - 1) or programs % groups or programs > 1024:
+        return "programs must be a power of two (at most 1,024) and a multiple of groups"
     row_blocks = programs // groups
     if hidden % programs or (hidden // programs) % bn_o:
         return "the output projection's rows must split evenly"
