@@ -82,11 +82,14 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
         positions=positions, scale=attn.scale, softcap=attn.softcap, window=window,
     )
     if mlp_counters is not None and persistent_mlp.usable(layer, residual):
-        if persistent_mlp.takes_next(layer, next_layer, residual):
-            residual, next_qkv = persistent_mlp.persistent_mlp(layer, out, residual, mlp_counters, next_layer=next_layer)
-            return residual, None, None, next_qkv
-        residual, delta = persistent_mlp.persistent_mlp(layer, out, residual, mlp_counters)
-        return residual, delta, None, None
+        try:
+            if persistent_mlp.takes_next(layer, next_layer, residual):
+                stream, next_qkv = persistent_mlp.persistent_mlp(layer, out, residual, mlp_counters, next_layer=next_layer)
+                return stream, None, None, next_qkv
+            stream, delta = persistent_mlp.persistent_mlp(layer, out, residual, mlp_counters)
+            return stream, delta, None, None
+        except Exception as error:  # it fails before launching (compiling): the kernels below take over
+            persistent_mlp.disable(error)
     if layer.pre_feedforward_layernorm is None:  # Llama: the attention output added as it is
         norm, attended_norm = layer.post_attention_layernorm, None
     else:  # Gemma 2/3: normed first, and the MLP's input has a norm of its own

@@ -41,6 +41,7 @@ others would never end. The tests check the arithmetic there; the synchronisatio
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from typing import NamedTuple, Optional
 
@@ -407,6 +408,15 @@ def layer_fits(layer, hidden: int) -> bool:
     o_t, gate_up_t, down_t = weights
     return (tuple(o_t.shape) == (hidden, hidden) and o_t.stride(0) == 1 and down_t.stride(0) == 1
             and gate_up_t.stride(1) == 1 and gate_up_t.shape[0] == hidden)
+
+
+def disable(error: BaseException) -> None:
+    """Switch the launch off for this process after it failed (say, a Triton build that cannot compile it),
+    with one warning: the step then runs the kernels it replaces."""
+    global ENABLED
+    ENABLED = False
+    warnings.warn(f"genplug: the persistent MLP launch failed and is switched off for this process "
+                  f"({type(error).__name__}: {error})", RuntimeWarning, stacklevel=3)
 
 
 def next_layer_fits(layer, hidden: int) -> bool:

@@ -178,6 +178,34 @@ def test_the_fused_step_with_it_matches_the_unfused_step(pm, monkeypatch):
     assert fused_step.persistent_mlp is pm
 
 
+def test_a_launch_that_fails_switches_it_off_and_the_step_goes_on(pm, monkeypatch):
+    from genplug.plugins.models.llama import graph_step
+
+    monkeypatch.setattr(pm, "ENABLED", True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("this Triton cannot compile it")
+
+    monkeypatch.setattr(pm, "persistent_mlp", broken)
+    import genplug
+
+    model = _model(seed=6)
+    prompt, token = torch.tensor([[5, 9, 17]]), torch.tensor([[7]])
+    valid = torch.zeros(1, 8, dtype=torch.bool)
+    valid[:, :4] = True
+
+    def step():
+        cache = genplug.StaticCache(config=model.config, max_cache_len=8)
+        model(prompt, past_key_values=cache)
+        return graph_step.static_decode_step(model, token, torch.tensor([[3]]), torch.tensor(3), valid, cache.layers)
+
+    with pytest.warns(RuntimeWarning, match="persistent MLP launch failed and is switched off"):
+        logits = step()
+    assert not pm.ENABLED and torch.isfinite(logits).all()
+    again = step()
+    torch.testing.assert_close(logits, again)  # what the kernels it replaces compute
+
+
 @pytest.mark.slow
 def test_eager_loop_equals_graph_loop_with_it(pm, monkeypatch):
     import genplug
