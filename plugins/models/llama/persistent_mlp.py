@@ -1,8 +1,8 @@
 """The second half of a decoder layer -- output projection, residual add + RMSNorm, gate/up, SiLU(gate) * up,
 down projection, and the next layer's add + RMSNorm and q/k/v projection -- as ONE persistent Triton launch
-at batch 1 (Llama-shaped layers). Experimental: off
-unless ``GENPLUG_PERSISTENT_MLP=1``, until a GPU run measures it against the kernels it replaces
-(``bench/probes/persistent_mlp.py``; docs/performance.md, eighth session of 2026-12-05).
+at batch 1 (Llama-shaped layers). Experimental: off unless ``GENPLUG_PERSISTENT_MLP=1``, until a GPU run
+measures it against the kernels it replaces (``bench/probes/persistent_session.sh``; docs/performance.md,
+eighth session of 2026-12-05).
 
 Why: in a batch-1 step memory stands idle while the small kernels between the matmuls run, and each
 matmul starts streaming its weights only once it is launched, one tile ahead per program. Here every
@@ -34,7 +34,7 @@ pipeliner must see neither a branch nor an atomic in the loop, nor hoist a wait 
 one release add by its first thread, in one PTX op after its stores.
 
 In Triton's interpreter (the CPU tests) the PTX becomes plain loads and stores and each matrix is its own
-launch (``PHASES`` 1, 2, 4): the interpreter runs programs one after another, where waiting for the
+launch (``PHASES`` 1, 2, 4, 8): the interpreter runs programs one after another, where waiting for the
 others would never end. The tests check the arithmetic there; the synchronisation runs only on a GPU.
 """
 
@@ -130,8 +130,8 @@ def _load_bf16_if(flag, pointers, EMULATE: tl.constexpr):
 
 @triton.jit
 def _store_f32_if(flag, pointers, values, EMULATE: tl.constexpr):
-    """Store float32 ``values`` where ``flag`` is set; int32 zeros back, whose CTA-wide sum orders every
-    thread's stores before a :func:`_publish`."""
+    """Store float32 ``values`` where ``flag`` is set; int32 zeros back, for :func:`_publish` to take after
+    them (its barrier then follows every thread's stores)."""
     if EMULATE:
         tl.store(pointers, values, mask=flag != 0)
         return tl.zeros_like(flag)
