@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call (~6 minutes): does the persistent-step idea hold on a GPU? First whether the device's
+# One device call (~7 minutes): does the persistent-step idea hold on a GPU? First whether the device's
 # Triton pipelines weight tiles across a wait as Triton 3.9 does (bench/probes/pipelined_spin_compile.py,
 # compile only), then a chain of 16 matrices of 2048 x 2048 as one persistent launch against chained
 # GEMV launches (bench/probes/persistent_chain.py: rows or blocks per program, tiles of 16-64 rows,
@@ -21,6 +21,9 @@ timeout 150 python bench/probes/persistent_mlp.py --sweep 2>&1 | grep -v -i warn
 timeout 200 python bench/probes/step_variants.py "as shipped" "persistent MLP, next layer's q/k/v apart" "persistent MLP" \
   "as shipped (again: noise)" 2>&1 \
   | grep -v -i warn | tee "$out/step_variants.txt"
+# where the step's time goes with it (per kernel, critical path), against the same without it
+timeout 60 python bench/probes/step_timeline.py --persistent-mlp 2>&1 | grep -v -i warn | tee "$out/step_timeline.txt"
+timeout 60 python bench/probes/step_timeline.py 2>&1 | grep -v -i warn | tee -a "$out/step_timeline.txt"
 timeout 90 python bench/probes/sampling_kernels.py 2>&1 | grep -v -e Writing -e warn | tee "$out/sampling_kernels.txt"
 # Next, if "persistent MLP" above ran faster with graph == eager: the batch-1 table with it, in one run
 # against transformers: python bench/gpu_decode.py --batches 1 --repeats 2 --persistent-mlp 1 \
