@@ -1,8 +1,8 @@
 """The second half of a decoder layer -- output projection, residual add + RMSNorm, gate/up, SiLU(gate) * up,
 down projection, and the next layer's add + RMSNorm and q/k/v projection -- as ONE persistent Triton launch
 at batch 1 (Llama-shaped layers). Experimental: off unless ``GENPLUG_PERSISTENT_MLP=1``, until a GPU run
-measures it against the kernels it replaces (``bench/probes/persistent_session.sh`` and ``persistent_step_session.sh``; docs/performance.md,
-eighth session of 2026-12-05).
+measures it against the kernels it replaces (``bench/probes/persistent_session.sh``, then
+``persistent_step_session.sh``; docs/performance.md, eighth session of 2026-12-05).
 
 Why: in a batch-1 step memory stands idle while the small kernels between the matmuls run, and each
 matmul starts streaming its weights only once it is launched, one tile ahead per program. Here every
