@@ -130,8 +130,8 @@ def _load_bf16_if(flag, pointers, EMULATE: tl.constexpr):
 
 @triton.jit
 def _store_f32_if(flag, pointers, values, EMULATE: tl.constexpr):
-    """Store float32 ``values`` where ``flag`` is set; int32 zeros back, for :func:`_publish` to take after
-    them (its barrier then follows every thread's stores)."""
+    """Store float32 ``values`` where ``flag`` is set, as inline PTX (kept in order before a :func:`_publish`);
+    int32 zeros back (an inline-PTX op has an output)."""
     if EMULATE:
         tl.store(pointers, values, mask=flag != 0)
         return tl.zeros_like(flag)
@@ -152,17 +152,16 @@ def _store_bf16_if(flag, pointers, values, EMULATE: tl.constexpr):
 
 
 @triton.jit
-def _publish(counter_ptr, last, stored, EMULATE: tl.constexpr):
-    """Where ``last`` is set: a CTA barrier (every thread's stores before it, ``stored`` being their results),
-    then one release add of 1 to ``*counter`` by thread 0 -- so a program that acquires the count sees
-    every store. Inline PTX: an atomic in the loop stops the pipelining; ``last`` is the same in every thread."""
+def _publish(counter_ptr, last, EMULATE: tl.constexpr):
+    """Where ``last`` (int32 ``[1]``, the same in every thread) is set: a CTA barrier, then one release add of 1
+    to ``*counter`` by thread 0 -- so a program that acquires the count sees every store this program made
+    before (its stores are inline PTX too, and the compiler keeps such ops in program order). Inline PTX: an
+    atomic in the loop stops the pipelining."""
     if not EMULATE:
-        all_stored = tl.sum(stored, axis=0) + tl.zeros([1], tl.int32)
         tl.inline_asm_elementwise(
             "{ .reg .pred l, p, q; .reg .b32 r; setp.ne.s32 l, $2, 0; @l bar.sync 0; mov.u32 r, %tid.x; "
-            "setp.eq.u32 p, r, 0; and.pred q, p, l; @q red.release.gpu.global.add.s32 [$1], 1; mov.b32 $0, $3; }",
-            "=r,l,r,r", [_address(counter_ptr + tl.zeros([1], tl.int32)), last + tl.zeros([1], tl.int32), all_stored],
-            dtype=tl.int32, is_pure=False, pack=1)
+            "setp.eq.u32 p, r, 0; and.pred q, p, l; @q red.release.gpu.global.add.s32 [$1], 1; mov.b32 $0, $2; }",
+            "=r,l,r", [_address(counter_ptr + tl.zeros([1], tl.int32)), last], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -220,12 +219,12 @@ def _persistent_mlp_kernel(
         rows = first_row + n_o
         every = tl.full([BN_O], 1, tl.int32)
         h = (_load_bf16_if(every, resid_ptr + rows, EMULATE) + o).to(tl.bfloat16).to(tl.float32)
-        stored = _store_bf16_if(every, h_ptr + rows, h, EMULATE)
+        _store_bf16_if(every, h_ptr + rows, h, EMULATE)
         squares += h * h
         last = _is(t, O_TILES - 1, [BN_O])
-        stored += _store_f32_if(last, squares_ptr + program + n_o * 0,
-                                tl.sum(squares, axis=0) + tl.zeros([BN_O], tl.float32), EMULATE)
-        _publish(ready_ptr, tl.max(last, axis=0), stored, EMULATE)
+        _store_f32_if(last, squares_ptr + program + n_o * 0, tl.sum(squares, axis=0) + tl.zeros([BN_O], tl.float32),
+                      EMULATE)
+        _publish(ready_ptr, _is(t, O_TILES - 1, [1]), EMULATE)
 
     _stamp(once, stamps_ptr, 2, TIMELINE)
 
@@ -247,8 +246,8 @@ def _persistent_mlp_kernel(
         _stamp(_is(t, 0, [1]), stamps_ptr, 3, TIMELINE)
         part = tl.sum(w.to(tl.float32) * x_gu[:, None], axis=0)
         every = tl.full([BN_GU], 1, tl.int32)
-        stored = _store_f32_if(every, gu_part_ptr + group * 2 * I + first_row + n_gu, part, EMULATE)
-        _publish(ready_ptr + 1, tl.max(_is(t, GU_TILES - 1, [1]), axis=0), stored, EMULATE)
+        _store_f32_if(every, gu_part_ptr + group * 2 * I + first_row + n_gu, part, EMULATE)
+        _publish(ready_ptr + 1, _is(t, GU_TILES - 1, [1]), EMULATE)
     _stamp(once, stamps_ptr, 4, TIMELINE)
     if not EMULATE:
         # every program has published the output projection, so all are resident: the next kernel may start
@@ -273,8 +272,8 @@ def _persistent_mlp_kernel(
         x_d = tl.where(t == 0, gate / (1.0 + tl.exp(-gate)) * up, x_d)
         _stamp(_is(t, 0, [1]), stamps_ptr, 5, TIMELINE)
         part = tl.sum(tl.sum(w.to(tl.float32) * x_d[None, :, :], axis=2), axis=1)
-        stored = _store_f32_if(tl.full([BN_D], 1, tl.int32), d_part_ptr + group * H + first_row + n_d, part, EMULATE)
-        _publish(ready_ptr + 2, tl.max(_is(t, D_TILES - 1, [1]), axis=0), stored, EMULATE)
+        _store_f32_if(tl.full([BN_D], 1, tl.int32), d_part_ptr + group * H + first_row + n_d, part, EMULATE)
+        _publish(ready_ptr + 2, _is(t, D_TILES - 1, [1]), EMULATE)
     _stamp(once, stamps_ptr, 6, TIMELINE)
 
     # the next layer's q/k/v: outputs [row_block * Q_ROWS, + Q_ROWS) x inputs [group * BLOCK_K, + BLOCK_K).

@@ -254,7 +254,16 @@ def analyse(timeline):
         found = re.search(r"STACK:(\d+)", subprocess.run([cuobjdump, "--dump-resource-usage", f.name],
                                                           capture_output=True, text=True).stdout)
         stack = int(found.group(1)) if found else None
+    labels = {m.group(1): i for i, l in enumerate(lines) for m in [re.match(r"^(\$L__BB\d+_\d+):", l.strip())] if m}
+    late_stores = 0  # stores after the release add within a loop's body: the release would not cover them
+    for i, line in enumerate(lines):
+        back = re.search(r"bra(?:\.uni)?\s+(\$L__BB\d+_\d+);", line)
+        if back and back.group(1) in labels and labels[back.group(1)] < i:
+            body = lines[labels[back.group(1)]:i]
+            release = [j for j, l in enumerate(body) if "red.release" in l]
+            late_stores += sum(1 for j, l in enumerate(body) if "st.global" in l and release and j > release[0])
     return {"buffered": [int(n) for n in re.findall(r"ttg.local_alloc.*?!ttg.memdesc<(\d+)x[\dx]+xbf16", ir)],
+            "late_stores": late_stores,
             "loops": len(starts), "waits_in_loops": [waits(ir[s:e]) for s, e in zip(starts, ends)],
             "waits_outside": waits(outside), "shared": out.metadata.shared, "stack": stack,
             "releases": len(releases),
@@ -279,6 +288,7 @@ def test_it_compiles_for_sm90_pipelined_with_every_wait_inside_its_loop():
         assert all(result["waits_in_loops"]) and result["waits_outside"] == 0, (name, result)
         assert result["releases"] >= 3 and result["barrier_before_release"], (name, result)
         assert not result["release_under_a_branch"], (name, result)  # every thread reaches the barrier
+        assert result["late_stores"] == 0, (name, result)  # every store is published by the release after it
         assert result["shared"] <= 227 * 1024, (name, result)
         assert result["stack"] in (0, None), (name, result)
     # the timeline (bench/probes/persistent_mlp.py) reads the clock at the 8 points of STAMPS, and only it does
