@@ -2,8 +2,8 @@
 Triton's interpreter, where each matrix is its own launch: its arithmetic and indexing against a float32
 recompute with the fused step's roundings, over every layout it accepts; the fused step with it against
 the unfused step; the eager loop against the graph loop, bit for bit. Its synchronisation (inline PTX)
-runs only on a GPU: bench/probes/persistent_mlp.py checks its own result there, and
-test_kernels_compile_for_gpus.py compiles it for sm_90."""
+runs only on a GPU: bench/probes/persistent_mlp.py checks its own result there, and the last test here
+compiles it for sm_90 and reads the PTX (pipelining, waits, barriers, store order, spills)."""
 import math
 
 import pytest
