@@ -83,12 +83,17 @@ def _wait_previous_kernel_if(flag, EMULATE: tl.constexpr):
 
 @triton.jit
 def _wait_count_if(flag, counter_ptr, needed, EMULATE: tl.constexpr):
-    """``flag`` (int32) back, after -- where it is set -- spinning (acquire) until ``*counter >= needed``."""
+    """``flag`` (int32) back, after -- where it is set -- spinning (acquire) until ``*counter >= needed``.
+
+    A wait of 2^26 reads (tens of seconds; a step's waits take microseconds) means a program that never
+    came -- programs not all resident at once, say another kernel holding SMs -- and ends the kernel with
+    ``trap``: the process then gets a CUDA error instead of hanging."""
     if EMULATE:
         return flag
     return tl.inline_asm_elementwise(
-        "{ .reg .pred p, w; .reg .b32 v; mov.b32 $0, $3; setp.eq.s32 p, $3, 0; @p bra $$done; "
-        "$$wait: ld.acquire.gpu.global.b32 v, [$1]; setp.lt.s32 w, v, $2; @w bra $$wait; $$done: }", "=r,l,r,r",
+        "{ .reg .pred p, w, stuck; .reg .b32 v, n; mov.b32 $0, $3; setp.eq.s32 p, $3, 0; @p bra $$done; "
+        "mov.b32 n, 0; $$wait: ld.acquire.gpu.global.b32 v, [$1]; setp.ge.s32 w, v, $2; @w bra $$done; "
+        "add.s32 n, n, 1; setp.gt.u32 stuck, n, 67108864; @stuck trap; bra $$wait; $$done: }", "=r,l,r,r",
         [_address(counter_ptr + tl.zeros_like(flag)), needed + tl.zeros_like(flag), flag],
         dtype=tl.int32, is_pure=False, pack=1)
 

@@ -263,7 +263,7 @@ def analyse(timeline):
             release = [j for j, l in enumerate(body) if "red.release" in l]
             late_stores += sum(1 for j, l in enumerate(body) if "st.global" in l and release and j > release[0])
     return {"buffered": [int(n) for n in re.findall(r"ttg.local_alloc.*?!ttg.memdesc<(\d+)x[\dx]+xbf16", ir)],
-            "late_stores": late_stores,
+            "late_stores": late_stores, "bounded_waits": ptx.count("@stuck trap"),
             "loops": len(starts), "waits_in_loops": [waits(ir[s:e]) for s, e in zip(starts, ends)],
             "waits_outside": waits(outside), "shared": out.metadata.shared, "stack": stack,
             "releases": len(releases),
@@ -289,6 +289,7 @@ def test_it_compiles_for_sm90_pipelined_with_every_wait_inside_its_loop():
         assert result["releases"] >= 3 and result["barrier_before_release"], (name, result)
         assert not result["release_under_a_branch"], (name, result)  # every thread reaches the barrier
         assert result["late_stores"] == 0, (name, result)  # every store is published by the release after it
+        assert result["bounded_waits"] >= 3, (name, result)  # a program that never comes ends in a trap, not a hang
         assert result["shared"] <= 227 * 1024, (name, result)
         assert result["stack"] in (0, None), (name, result)
     # the timeline (bench/probes/persistent_mlp.py) reads the clock at the 8 points of STAMPS, and only it does
