@@ -108,7 +108,7 @@ def main():
         for layer, norm in zip(layers[:count], norms):
             h, down = pm.reference(layer, attn, resid)
             x = (h.float() + down).to(torch.bfloat16).float()
-            attn = (x * torch.rsqrt(x.pow(2).mean() + norm.eps) * norm.scale().float()).to(torch.bfloat16)
+            attn = pm.rms_normed(x, norm).to(torch.bfloat16)
             resid = x.to(torch.bfloat16)
         return attn.float().view(hidden)
 

@@ -40,6 +40,7 @@ others would never end. The tests check the arithmetic there; the synchronisatio
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 import weakref
@@ -348,6 +349,7 @@ def layout_problem(hidden: int, intermediate: int, layout: Layout, qkv_out: int 
     return None
 
 
+@functools.lru_cache(maxsize=None)  # asked per layer on every eager step: a pure function of four integers
 def layout_for(hidden: int, intermediate: int, sms: int, qkv_out: int = 0) -> Optional[Layout]:
     """The split for a layer on a GPU of ``sms`` multiprocessors: the most programs that fit (a power of
     two), tiles of ~16 KB (32 KB for gate/up and q/k/v); None where the shape does not split. With
@@ -561,15 +563,16 @@ def reference(layer, attended: torch.Tensor, residual: torch.Tensor, next_layer=
     residual stream (bf16) and q/k/v projection ``[qkv_out]`` (float32)."""
     attn, mlp, norm = layer.self_attn, layer.mlp, layer.post_attention_layernorm
     h = (residual.float().reshape(-1) + attended.float().reshape(-1) @ attn.o_proj.weight_t.float()).to(torch.bfloat16)
-    normed = _normed(h, norm)
+    normed = rms_normed(h, norm)
     gate, up = (normed @ mlp.gate_up_proj.weight_t.float()).chunk(2)
     down = (torch.nn.functional.silu(gate) * up) @ mlp.down_proj.weight_t.float()
     if next_layer is None:
         return h, down
     stream = (h.float() + down).to(torch.bfloat16)
-    return stream, _normed(stream, next_layer.input_layernorm) @ next_layer.self_attn.qkv_proj.weight_t.float()
+    return stream, rms_normed(stream, next_layer.input_layernorm) @ next_layer.self_attn.qkv_proj.weight_t.float()
 
 
-def _normed(row: torch.Tensor, norm) -> torch.Tensor:
+def rms_normed(row: torch.Tensor, norm) -> torch.Tensor:
+    """``norm(row)`` in float32, rounded to bf16 as the step's normed rows are (the recomputes' norm)."""
     x = row.float()
     return (x * torch.rsqrt(x.pow(2).mean() + norm.eps) * norm.scale().float()).to(torch.bfloat16).float()
