@@ -57,6 +57,7 @@ ENABLED = os.environ.get("GENPLUG_PERSISTENT_MLP", "0") == "1"
 TAKE_NEXT = True  # also start the next layer where it can (False: bench/probes/step_variants.py's comparison)
 BLOCK_K = 256  # inputs per group; a TMA box is at most 256 elements along a dimension
 TILE_ELEMENTS = 8192  # the output and down projections' tiles (16 KB in bf16); gate/up's are twice that
+WARPS = None  # warps per program (None: 4, more for bigger gate/up tiles); bench/probes/persistent_mlp.py --sweep
 
 
 @triton.jit
@@ -84,7 +85,10 @@ def _wait_previous_kernel_if(flag, EMULATE: tl.constexpr):
 
 @triton.jit
 def _wait_count_if(flag, counter_ptr, needed, EMULATE: tl.constexpr):
-    """``flag`` (int32) back, after -- where it is set -- spinning (acquire) until ``*counter >= needed``.
+    """``flag`` (int32) back, after -- where it is set -- waiting until ``*counter >= needed``: thread 0 spins
+    (acquire), then a CTA barrier lets the others on. One poller per program: with every thread polling, 16K
+    threads hammered one L2 line and the programs' release adds queued behind them (the waits took 4-8 us
+    after the last program had published, H100, 2026-12-05, ninth session).
 
     A wait of 2^26 reads (tens of seconds; a step's waits take microseconds) means a program that never
     came -- programs not all resident at once, say another kernel holding SMs -- and ends the kernel with
@@ -92,9 +96,11 @@ def _wait_count_if(flag, counter_ptr, needed, EMULATE: tl.constexpr):
     if EMULATE:
         return flag
     return tl.inline_asm_elementwise(
-        "{ .reg .pred p, w, stuck; .reg .b32 v, n; mov.b32 $0, $3; setp.eq.s32 p, $3, 0; @p bra $$done; "
-        "mov.b32 n, 0; $$wait: ld.acquire.gpu.global.b32 v, [$1]; setp.ge.s32 w, v, $2; @w bra $$done; "
-        "add.s32 n, n, 1; setp.gt.u32 stuck, n, 67108864; @stuck trap; bra $$wait; $$done: }", "=r,l,r,r",
+        "{ .reg .pred p, w, stuck, other; .reg .b32 v, n, t; mov.b32 $0, $3; setp.eq.s32 p, $3, 0; @p bra $$done; "
+        "mov.u32 t, %tid.x; setp.ne.u32 other, t, 0; @other bra $$sync; "
+        "mov.b32 n, 0; $$wait: ld.acquire.gpu.global.b32 v, [$1]; setp.ge.s32 w, v, $2; @w bra $$sync; "
+        "add.s32 n, n, 1; setp.gt.u32 stuck, n, 67108864; @stuck trap; bra $$wait; "
+        "$$sync: barrier.sync 0; $$done: }", "=r,l,r,r",
         [_address(counter_ptr + tl.zeros_like(flag)), needed + tl.zeros_like(flag), flag],
         dtype=tl.int32, is_pure=False, pack=1)
 
@@ -109,19 +115,34 @@ def _load_f32_if(flag, pointers, EMULATE: tl.constexpr):
         [_address(pointers), flag], dtype=tl.float32, is_pure=False, pack=1)
 
 
+# sum(pointer[0:count]) in order, 32 values a round: 8 vector loads issued before the first add, so a round
+# costs one L2 round trip (one load then one add per value, 128 round trips, took ~18 us a layer, H100,
+# 2026-12-05, ninth session); count a multiple of 32, the pointer 16-byte aligned
+_SUM_BY_32 = tl.constexpr("{ .reg .pred p, more; .reg .b32 i; .reg .f32 v<32>; .reg .b64 at; mov.b32 $0, 0; setp.eq.s32 p, $2, 0; "
+              "@p bra $$done; mov.b64 at, $1; mov.b32 i, 0; $$next: "
+              + " ".join(f"ld.global.cg.v4.f32 {{v{4 * j}, v{4 * j + 1}, v{4 * j + 2}, v{4 * j + 3}}}, [at+{16 * j}];"
+                         for j in range(8))
+              + " " + " ".join(f"add.f32 $0, $0, v{j};" for j in range(32))
+              + " add.s64 at, at, 128; add.s32 i, i, 32; setp.lt.s32 more, i, $3; @more bra $$next; $$done: }")
+_SUM_BY_1 = tl.constexpr("{ .reg .pred p, more; .reg .b32 i, v; .reg .b64 at; mov.b32 $0, 0; setp.eq.s32 p, $2, 0; @p bra $$done; "
+             "mov.b64 at, $1; mov.b32 i, 0; $$next: ld.global.cg.f32 v, [at]; add.f32 $0, $0, v; add.s64 at, at, 4; "
+             "add.s32 i, i, 1; setp.lt.s32 more, i, $3; @more bra $$next; $$done: }")
+
+
 @triton.jit
-def _sum_f32_if(flag, pointer, count, EMULATE: tl.constexpr):
-    """``sum(pointer[0:count])`` (float32, in order) where ``flag`` (int32 ``[1]``) is set, else 0 -- every
-    thread adds them up itself (an L2 read each), so the loop's other iterations pay no CTA-wide reduction."""
+def _sum_f32_if(flag, pointer, COUNT: tl.constexpr, EMULATE: tl.constexpr):
+    """``sum(pointer[0:COUNT])`` (float32, in order) where ``flag`` (int32 ``[1]``) is set, else 0 -- every
+    thread adds them up itself (from L2), so the loop's other iterations pay no CTA-wide reduction."""
     if EMULATE:
-        return tl.sum(tl.load(pointer + tl.arange(0, 1024), mask=(tl.arange(0, 1024) < count) & (flag != 0),
+        return tl.sum(tl.load(pointer + tl.arange(0, 1024), mask=(tl.arange(0, 1024) < COUNT) & (flag != 0),
                               other=0.0), axis=0) + tl.zeros([1], tl.float32)
-    return tl.inline_asm_elementwise(
-        "{ .reg .pred p, more; .reg .b32 i, v; .reg .b64 at; mov.b32 $0, 0; setp.eq.s32 p, $2, 0; @p bra $$done; "
-        "mov.b64 at, $1; mov.b32 i, 0; $$next: ld.global.cg.f32 v, [at]; add.f32 $0, $0, v; add.s64 at, at, 4; "
-        "add.s32 i, i, 1; setp.lt.s32 more, i, $3; @more bra $$next; $$done: }", "=r,l,r,r",
-        [_address(pointer + tl.zeros_like(flag)), flag, count + tl.zeros_like(flag)], dtype=tl.float32,
-        is_pure=False, pack=1)
+    if COUNT % 32 == 0:
+        return tl.inline_asm_elementwise(_SUM_BY_32, "=r,l,r,r", [_address(pointer + tl.zeros_like(flag)), flag,
+                                                                  COUNT + tl.zeros_like(flag)],
+                                         dtype=tl.float32, is_pure=False, pack=1)
+    return tl.inline_asm_elementwise(_SUM_BY_1, "=r,l,r,r", [_address(pointer + tl.zeros_like(flag)), flag,
+                                                             COUNT + tl.zeros_like(flag)],
+                                     dtype=tl.float32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -549,7 +570,7 @@ def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counte
     else:
         pdl = triton_support.dependent_launch(device)
         # 4 warps hold a 256 x 64 gate/up tile in float32 without spilling (128 values a thread); more for bigger
-        warps = min(8, max(4, BLOCK_K * layout.bn_gu // 4096))
+        warps = WARPS or min(8, max(4, BLOCK_K * layout.bn_gu // 4096))
         _persistent_mlp_kernel[(layout.programs,)](*args, **settings, PHASES=sum(phases), num_warps=warps,
                                                    launch_pdl=pdl)
     if next_layer is not None:
