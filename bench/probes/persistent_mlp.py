@@ -133,31 +133,33 @@ def main():
               f"float32 recompute by {apart[1]:.1e} after one layer{'' if apart[1] < 2e-2 else ' -- WRONG'}, "
               f"{apart[len(layers)]:.1e} after {len(layers)}", flush=True)
     timeline(pm, layers[1], layers[2], attn0, resid0, args.stages)
-    if args.sweep:  # (stages, bn_o, bn_gu, bn_d, warps): deeper pipelines, bigger or smaller tiles, more warps
+    if args.sweep:  # (stages, the down loop's, bn_o, bn_gu, bn_d, warps): deeper pipelines, bigger or smaller tiles, more warps
         # (the first GPU run streamed each loop's tiles at ~1.45 us a tile whatever their size, 3 in flight:
         # about 4.4 us from a tile's load to its buffer's reuse -- so more bytes in flight should pay)
-        for stages, bn_o, bn_gu, bn_d, warps in ((4, 4, 64, 8, 8), (4, 8, 64, 16, 4), (4, 8, 64, 16, 8),
-                                                 (3, 8, 128, 16, 8), (3, 16, 128, 32, 8), (5, 4, 64, 8, 8),
-                                                 (6, 4, 64, 8, 8), (6, 8, 64, 16, 8), (8, 4, 32, 8, 8)):
+        for stages, down_stages, bn_o, bn_gu, bn_d, warps in (
+                (4, 4, 4, 64, 8, 8), (4, 4, 8, 64, 16, 4), (4, 4, 8, 64, 16, 8), (3, 3, 8, 128, 16, 8),
+                (3, 3, 16, 128, 32, 8), (5, 5, 4, 64, 8, 8), (6, 6, 4, 64, 8, 8), (4, 8, 4, 64, 8, 4),
+                (4, 8, 4, 64, 8, 8), (5, 12, 4, 64, 8, 8), (6, 6, 8, 64, 16, 8), (8, 8, 4, 32, 8, 8)):
             split = layout._replace(bn_o=bn_o, bn_gu=bn_gu, bn_d=bn_d)
-            label = f"  stages {stages}, tiles of {bn_o} / {bn_gu} / {bn_d} rows, {warps} warps"
+            label = f"  stages {stages} (down {down_stages}), tiles of {bn_o} / {bn_gu} / {bn_d} rows, {warps} warps"
             if pm.layout_problem(hidden, model.config.intermediate_size, split):
                 continue
-            pm.WARPS = warps
+            pm.WARPS, pm.DOWN_STAGES = warps, down_stages
             try:
                 out = persistent(1, stages, split)
                 apart = ((out - expected[1]).abs().max() / expected[1].abs().max()).item()
                 us = graph_time(lambda: persistent(len(layers), stages, split))
-                print(f"{label:52} {us:8.1f} us, {nbytes / us / 1e6:5.2f} TB/s; one layer off by {apart:.1e}"
+                print(f"{label:62} {us:8.1f} us, {nbytes / us / 1e6:5.2f} TB/s; one layer off by {apart:.1e}"
                       f"{'' if apart < 2e-2 else ' -- WRONG'}", flush=True)
             except Exception as exc:  # e.g. more shared memory than an SM has
-                print(f"{label:52} failed: {type(exc).__name__}: {str(exc)[:160]}", flush=True)
+                print(f"{label:62} failed: {type(exc).__name__}: {str(exc)[:160]}", flush=True)
             finally:
-                pm.WARPS = None
-            if warps == 8 and (bn_o, bn_gu, bn_d) == (layout.bn_o, layout.bn_gu, layout.bn_d) and stages == args.stages:
-                pm.WARPS = 8
+                pm.WARPS = pm.DOWN_STAGES = None
+            if (stages, down_stages, warps, bn_d) == (5, 12, 8, layout.bn_d):  # the deepest down pipeline's timeline
+                pm.WARPS, pm.DOWN_STAGES = warps, down_stages
                 timeline(pm, layers[1], layers[2], attn0, resid0, stages)
-                pm.WARPS = None
+                pm.WARPS = pm.DOWN_STAGES = None
+
 
 def timeline(pm, layer, following, attended, residual, stages):
     """Where one launch's time goes (the launch for ``layer`` taking ``following``'s add+norm and q/k/v along):

@@ -5,7 +5,7 @@
 # of tiles, depths and warps (bench/probes/persistent_mlp.py --sweep), its CUDA tests, and the whole step.
 # Usage: bash bench/probes/persistent_second.sh
 source "$(dirname "$0")/device_setup.sh"
-timeout 240 python bench/probes/persistent_mlp.py --sweep 2>&1 | grep -v -i warn | tee "$out/persistent_mlp.txt"
-timeout 150 python bench/probes/step_variants.py "as shipped" "persistent MLP, next layer's q/k/v apart" "persistent MLP" \
+timeout 220 python bench/probes/persistent_mlp.py --sweep 2>&1 | grep -v -i warn | tee "$out/persistent_mlp.txt"
+timeout 200 python bench/probes/step_variants.py "as shipped" "persistent MLP" "persistent MLP, down 8 deep" "persistent MLP, down 8 deep, 8 warps" "persistent MLP, 5 deep, down 12, 8 warps" \
   2>&1 | grep -v -i warn | tee "$out/step_variants.txt"
-timeout 100 python -m pytest -q -x -p no:cacheprovider tests/plugins/models/test_persistent_mlp.py 2>&1 | tail -5 | tee "$out/persistent_tests.txt"
+timeout 70 python -m pytest -q -x -p no:cacheprovider tests/plugins/models/test_persistent_mlp.py 2>&1 | tail -5 | tee "$out/persistent_tests.txt"

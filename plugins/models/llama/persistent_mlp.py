@@ -57,6 +57,8 @@ ENABLED = os.environ.get("GENPLUG_PERSISTENT_MLP", "0") == "1"
 TAKE_NEXT = True  # also start the next layer where it can (False: bench/probes/step_variants.py's comparison)
 BLOCK_K = 256  # inputs per group; a TMA box is at most 256 elements along a dimension
 TILE_ELEMENTS = 8192  # the output and down projections' tiles (16 KB in bf16); gate/up's are twice that
+STAGES = 4  # weight tiles a loop's pipeline holds (STAGES - 1 in flight)
+DOWN_STAGES = None  # the down projection's (None: STAGES)
 WARPS = None  # warps per program (None: 4, more for bigger gate/up tiles); bench/probes/persistent_mlp.py --sweep
 
 
@@ -209,7 +211,8 @@ def _persistent_mlp_kernel(
         d_part_ptr, next_norm_ptr, next_resid_ptr, q_part_ptr, ready_ptr, stamps_ptr, eps, next_eps,
         H: tl.constexpr, I: tl.constexpr, Q_OUT: tl.constexpr, PROGRAMS: tl.constexpr, GROUPS: tl.constexpr,
         BLOCK_K: tl.constexpr, BN_O: tl.constexpr, BN_GU: tl.constexpr, BN_D: tl.constexpr, BN_Q: tl.constexpr,
-        STAGES: tl.constexpr, PHASES: tl.constexpr, EMULATE: tl.constexpr, TIMELINE: tl.constexpr):
+        STAGES: tl.constexpr, DOWN_STAGES: tl.constexpr, PHASES: tl.constexpr, EMULATE: tl.constexpr,
+        TIMELINE: tl.constexpr):
     # wo_desc: Wo [H, H / BLOCK_K, BLOCK_K] (rows whole), box [BN_O, H / BLOCK_K, BLOCK_K];
     # wgu_desc: Wgu^T [H, 2I] (input-major, as the native model stores it: gate columns, then up), box [BLOCK_K, BN_GU];
     # wd_desc: Wd [H, I / BLOCK_K, BLOCK_K], box [BN_D, I / GROUPS / BLOCK_K, BLOCK_K].
@@ -286,7 +289,7 @@ def _persistent_mlp_kernel(
     d_k = group * (I // GROUPS) + tl.arange(0, D_BOXES)[:, None] * BLOCK_K + k[None, :]
     n_d = tl.arange(0, BN_D)
     x_d = tl.zeros([D_BOXES, BLOCK_K], tl.float32)
-    for t in tl.range(0, D_TILES * ((PHASES >> 2) & 1), num_stages=STAGES):
+    for t in tl.range(0, D_TILES * ((PHASES >> 2) & 1), num_stages=DOWN_STAGES):
         first_row = row_block * D_ROWS + t * BN_D
         w = wd_desc.load([first_row, group * D_BOXES, 0])
         ready = _wait_count_if(_is(t, 0, [1]), ready_ptr + 1, PROGRAMS, EMULATE)
@@ -392,13 +395,15 @@ def layout_for(hidden: int, intermediate: int, sms: int, qkv_out: int = 0) -> Op
     return None
 
 
-def compile_spec(hidden: int, intermediate: int, qkv_out: int, layout: Layout, stages: int = 4, timeline: bool = False):
+def compile_spec(hidden: int, intermediate: int, qkv_out: int, layout: Layout, stages: int = 4, timeline: bool = False,
+                 down_stages: Optional[int] = None):
     """``(signature, constants)`` of the kernel for a layer of this shape (all loops: ``qkv_out`` > 0), to compile
     it ahead of time with ``triton.compiler.ASTSource`` -- how the tests and ``bench/probes/persistent_mlp.py
     --compile-only`` read what a GPU's compiler makes of it without a GPU."""
     constants = dict(H=hidden, I=intermediate, Q_OUT=max(qkv_out, 1), PROGRAMS=layout.programs, GROUPS=layout.groups,
                      BLOCK_K=BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q or 1,
-                     STAGES=stages, PHASES=15 if qkv_out else 7, EMULATE=False, TIMELINE=timeline)
+                     STAGES=stages, DOWN_STAGES=down_stages or stages, PHASES=15 if qkv_out else 7, EMULATE=False,
+                     TIMELINE=timeline)
     signature = {"wo_desc": f"tensordesc<bf16[{layout.bn_o}, {hidden // BLOCK_K}, {BLOCK_K}]>",
                  "wgu_desc": f"tensordesc<bf16[{BLOCK_K}, {layout.bn_gu}]>",
                  "wd_desc": f"tensordesc<bf16[{layout.bn_d}, {intermediate // layout.groups // BLOCK_K}, {BLOCK_K}]>",
@@ -520,8 +525,8 @@ STAMPS = ("start", "previous kernel done", "output projection done", "gate/up in
 
 
 def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counters: torch.Tensor,
-                   layout: Optional[Layout] = None, stages: int = 4, timeline: Optional[torch.Tensor] = None,
-                   next_layer=None):
+                   layout: Optional[Layout] = None, stages: Optional[int] = None, timeline: Optional[torch.Tensor] = None,
+                   next_layer=None, down_stages: Optional[int] = None):
     """One Llama layer's second half at one row, in one launch.
 
     ``attended`` (the attention output) and ``residual`` are ``[1, 1, H]`` bf16; ``counters`` a zeroed
@@ -534,6 +539,8 @@ def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counte
     """
     from .decode_kernels import PartialSums
 
+    stages = stages or STAGES
+    down_stages = down_stages or DOWN_STAGES or stages
     hidden = residual.shape[-1]
     intermediate = layer.mlp.down_proj.weight_t.shape[0]
     qkv_out = next_layer.self_attn.qkv_proj.weight_t.shape[1] if next_layer is not None else 0
@@ -562,7 +569,7 @@ def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counte
             next_norm.eps)
     settings = dict(H=hidden, I=intermediate, Q_OUT=max(qkv_out, 1), PROGRAMS=layout.programs, GROUPS=layout.groups,
                     BLOCK_K=BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q or 1,
-                    STAGES=stages, EMULATE=emulate, TIMELINE=timeline is not None)
+                    STAGES=stages, DOWN_STAGES=down_stages, EMULATE=emulate, TIMELINE=timeline is not None)
     phases = (1, 2, 4) + ((8,) if next_layer is not None else ())
     if emulate:
         for phase in phases:
