@@ -137,9 +137,8 @@ def main():
         # (the first GPU run streamed each loop's tiles at ~1.45 us a tile whatever their size, 3 in flight:
         # about 4.4 us from a tile's load to its buffer's reuse -- so more bytes in flight should pay)
         for stages, down_stages, bn_o, bn_gu, bn_d, warps in (
-                (4, 4, 4, 64, 8, 8), (4, 4, 8, 64, 16, 4), (4, 4, 8, 64, 16, 8), (3, 3, 8, 128, 16, 8),
-                (3, 3, 16, 128, 32, 8), (5, 5, 4, 64, 8, 8), (6, 6, 4, 64, 8, 8), (4, 8, 4, 64, 8, 4),
-                (4, 8, 4, 64, 8, 8), (5, 12, 4, 64, 8, 8), (6, 6, 8, 64, 16, 8), (8, 8, 4, 32, 8, 8)):
+                (4, 4, 4, 64, 8, 8), (4, 8, 4, 64, 8, 4), (4, 8, 4, 64, 8, 8), (5, 12, 4, 64, 8, 8),
+                (6, 6, 8, 64, 16, 8), (3, 3, 16, 128, 32, 8)):
             split = layout._replace(bn_o=bn_o, bn_gu=bn_gu, bn_d=bn_d)
             label = f"  stages {stages} (down {down_stages}), tiles of {bn_o} / {bn_gu} / {bn_d} rows, {warps} warps"
             if pm.layout_problem(hidden, model.config.intermediate_size, split):
