@@ -1,8 +1,10 @@
 """The second half of a decoder layer -- output projection, residual add + RMSNorm, gate/up, SiLU(gate) * up,
 down projection, and the next layer's add + RMSNorm and q/k/v projection -- as ONE persistent Triton launch
-at batch 1 (Llama-shaped layers). Experimental: off unless ``GENPLUG_PERSISTENT_MLP=1``, until a GPU run
-measures it against the kernels it replaces (``bench/probes/persistent_session.sh``, then
-``persistent_step_session.sh``; docs/performance.md, eighth session of 2026-12-05).
+at batch 1 (Llama-shaped layers). Experimental: off unless ``GENPLUG_PERSISTENT_MLP=1``, because it is slower
+than the kernels it replaces -- 68 us a layer against 46 on an H100, the batch-1 step 524-538 tokens/s
+against 861 (2026-12-05, ninth session: ``bench/probes/persistent_second.sh``; docs/performance.md). Its
+loops take ~1.45 us a weight tile whatever the tile's size or the pipeline's depth, so they are held by each
+iteration's own work, not by bytes in flight.
 
 Why: in a batch-1 step memory stands idle while the small kernels between the matmuls run, and each
 matmul starts streaming its weights only once it is launched, one tile ahead per program. Here every
@@ -52,7 +54,7 @@ import triton.language as tl
 
 from genplug import triton_support
 
-# Off by default: compiled for sm_90 and checked in the interpreter, not yet run on a GPU (2026-12-05)
+# Off by default: correct on an H100 (graph == eager) but slower than the step's kernels (2026-12-05)
 ENABLED = os.environ.get("GENPLUG_PERSISTENT_MLP", "0") == "1"
 TAKE_NEXT = True  # also start the next layer where it can (False: bench/probes/step_variants.py's comparison)
 BLOCK_K = 256  # inputs per group; a TMA box is at most 256 elements along a dimension
