@@ -117,8 +117,16 @@ def main():
                  for p in (layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj))
     print(f"{len(layers)} layers' output projection + add+norm + gate/up + down + add+norm, 1B shape, bf16 "
           f"({nbytes / 1e6:.0f} MB of weights), {layout}, {args.stages} stages")
+    def waits_in_loops(count=len(layers)):
+        pm.LEAN_LOOPS = False
+        try:
+            return persistent(count)
+        finally:
+            pm.LEAN_LOOPS = True
+
     for label, fn in (("the step's kernels (GEMV, add+norm, cuBLAS, GEMV, add+norm)", step_kernels),
-                      ("persistent MLP launch + add+norm", persistent)):
+                      ("persistent MLP launch + add+norm (lean loops)", persistent),
+                      ("persistent MLP launch + add+norm (waits in the loops)", waits_in_loops)):
         try:
             apart = {}
             for count, want in expected.items():

@@ -55,7 +55,8 @@ SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
                gemv_per_sm=None, down_config=None, o_config=None, persistent_mlp=persistent_mlp.ENABLED,
                take_next=persistent_mlp.TAKE_NEXT,
-               persistent_pipeline=(persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS))
+               persistent_pipeline=(persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS),
+               persistent_lean=persistent_mlp.LEAN_LOOPS)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
@@ -79,6 +80,7 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("persistent MLP", dict(persistent_mlp=True)),
     ("persistent MLP, next layer's q/k/v apart", dict(persistent_mlp=True, take_next=False)),
     # (stages, the down loop's, warps): more bytes in flight (ninth session: ~1.45 us a tile with 3 in flight)
+    ("persistent MLP, waits in the loops", dict(persistent_mlp=True, persistent_lean=False)),
     ("persistent MLP, down 8 deep", dict(persistent_mlp=True, persistent_pipeline=(4, 8, None))),
     ("persistent MLP, down 8 deep, 8 warps", dict(persistent_mlp=True, persistent_pipeline=(4, 8, 8))),
     ("persistent MLP, 5 deep, down 12, 8 warps", dict(persistent_mlp=True, persistent_pipeline=(5, 12, 8))),
@@ -124,6 +126,7 @@ def main():
         persistent_mlp.ENABLED = setting["persistent_mlp"]
         persistent_mlp.TAKE_NEXT = setting["take_next"]
         persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS = setting["persistent_pipeline"]
+        persistent_mlp.LEAN_LOOPS = setting["persistent_lean"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"])

@@ -61,6 +61,7 @@ BLOCK_K = 256  # inputs per group; a TMA box is at most 256 elements along a dim
 TILE_ELEMENTS = 8192  # the output and down projections' tiles (16 KB in bf16); gate/up's are twice that
 STAGES = 4  # weight tiles a loop's pipeline holds (STAGES - 1 in flight)
 DOWN_STAGES = None  # the down projection's (None: STAGES)
+LEAN_LOOPS = True  # each loop holds only weight tiles: prefetch to L2, wait, inputs once, loop (False: wait at the first tile)
 WARPS = None  # warps per program (None: 4, more for bigger gate/up tiles); bench/probes/persistent_mlp.py --sweep
 
 
@@ -208,13 +209,67 @@ def _stamp(flag, stamps_ptr, index, TIMELINE: tl.constexpr):
 
 
 @triton.jit
+def _prefetch_l2(pointers, mask, EMULATE: tl.constexpr):
+    """Ask L2 for the 128-byte lines at ``pointers`` (where ``mask``), without waiting: weights a loop reads
+    next arrive while the program waits for its inputs."""
+    if not EMULATE:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.s32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.b32 $0, 0; }", "=r,l,r",
+            [_address(pointers), mask.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _gate_up_inputs(ready, squares_ptr, h_ptr, my_k, weight, eps, H: tl.constexpr, PROGRAMS: tl.constexpr,
+                    BLOCK_K: tl.constexpr, EMULATE: tl.constexpr):
+    """This program's inputs of gate/up where ``ready`` (int32 ``[1]``): its slice of the residual stream h,
+    RMS-normed with the scale from every program's sum of squares, rounded to bf16."""
+    total = _sum_f32_if(ready, squares_ptr, PROGRAMS, EMULATE)
+    h = _load_bf16_if(ready + tl.zeros([BLOCK_K], tl.int32), h_ptr + my_k, EMULATE)
+    return (h * (1.0 / tl.sqrt(total / H + eps)) * weight).to(tl.bfloat16).to(tl.float32)
+
+
+@triton.jit
+def _down_inputs(ready, gu_part_ptr, d_k, I: tl.constexpr, GROUPS: tl.constexpr, D_BOXES: tl.constexpr,
+                 BLOCK_K: tl.constexpr, EMULATE: tl.constexpr):
+    """This program's inputs of the down projection where ``ready`` (int32 ``[1]``): SiLU(gate) * up from the
+    gate/up partial sums of every group, added in a fixed order."""
+    ready = ready + tl.zeros([D_BOXES, BLOCK_K], tl.int32)
+    gate = tl.zeros([D_BOXES, BLOCK_K], tl.float32)
+    up = tl.zeros([D_BOXES, BLOCK_K], tl.float32)
+    for g in tl.static_range(GROUPS):
+        gate += _load_f32_if(ready, gu_part_ptr + g * 2 * I + d_k, EMULATE)
+        up += _load_f32_if(ready, gu_part_ptr + g * 2 * I + I + d_k, EMULATE)
+    return gate / (1.0 + tl.exp(-gate)) * up
+
+
+@triton.jit
+def _next_inputs(ready, h_ptr, d_part_ptr, next_resid_ptr, cols, mine, my_k, next_weight, next_eps, H: tl.constexpr,
+                 GROUPS: tl.constexpr, BLOCK_K: tl.constexpr, EMULATE: tl.constexpr):
+    """This program's inputs of the next layer's q/k/v projection where ``ready`` (int32 ``[1]``): the whole
+    new residual row (h and the down projection's partial sums, in the order the add+norm kernel adds them,
+    rounded to bf16 as the stream is stored) for the norm's scale -- storing this program's share of it --
+    and its own slice normed."""
+    row_ready = ready + tl.zeros([H], tl.int32)
+    row = _load_bf16_if(row_ready, h_ptr + cols, EMULATE)
+    k_ready = ready + tl.zeros([BLOCK_K], tl.int32)
+    x = _load_bf16_if(k_ready, h_ptr + my_k, EMULATE)
+    for g in tl.static_range(GROUPS):
+        row += _load_f32_if(row_ready, d_part_ptr + g * H + cols, EMULATE)
+        x += _load_f32_if(k_ready, d_part_ptr + g * H + my_k, EMULATE)
+    row = row.to(tl.bfloat16).to(tl.float32)
+    _store_bf16_if(row_ready * mine.to(tl.int32), next_resid_ptr + cols, row, EMULATE)
+    inverse_rms = 1.0 / tl.sqrt(tl.sum(row * row, axis=0) / H + next_eps)
+    return (x.to(tl.bfloat16).to(tl.float32) * inverse_rms * next_weight).to(tl.bfloat16).to(tl.float32)
+
+
+@triton.jit
 def _persistent_mlp_kernel(
-        wo_desc, wgu_desc, wd_desc, wq_desc, attn_ptr, resid_ptr, norm_ptr, h_ptr, squares_ptr, gu_part_ptr,
+        wo_desc, wgu_desc, wd_desc, wq_desc, wgu_ptr, wd_ptr, wq_ptr, attn_ptr, resid_ptr, norm_ptr, h_ptr, squares_ptr, gu_part_ptr,
         d_part_ptr, next_norm_ptr, next_resid_ptr, q_part_ptr, ready_ptr, stamps_ptr, eps, next_eps,
         H: tl.constexpr, I: tl.constexpr, Q_OUT: tl.constexpr, PROGRAMS: tl.constexpr, GROUPS: tl.constexpr,
         BLOCK_K: tl.constexpr, BN_O: tl.constexpr, BN_GU: tl.constexpr, BN_D: tl.constexpr, BN_Q: tl.constexpr,
         STAGES: tl.constexpr, DOWN_STAGES: tl.constexpr, PHASES: tl.constexpr, EMULATE: tl.constexpr,
-        TIMELINE: tl.constexpr):
+        TIMELINE: tl.constexpr, LEAN: tl.constexpr):
     # wo_desc: Wo [H, H / BLOCK_K, BLOCK_K] (rows whole), box [BN_O, H / BLOCK_K, BLOCK_K];
     # wgu_desc: Wgu^T [H, 2I] (input-major, as the native model stores it: gate columns, then up), box [BLOCK_K, BN_GU];
     # wd_desc: Wd [H, I / BLOCK_K, BLOCK_K], box [BN_D, I / GROUPS / BLOCK_K, BLOCK_K].
@@ -223,7 +278,10 @@ def _persistent_mlp_kernel(
     # With PHASES & 8, the next layer's start too: its residual stream next_resid = h + down (bf16), normed
     # by next_norm, through its q/k/v projection wq_desc (Wqkv [Q_OUT, H], box [BN_Q, BLOCK_K]) into q_part
     # [GROUPS, Q_OUT] float32 partial sums. ready [3], zeroed: programs done with the output projection,
-    # with gate/up, with down.
+    # with gate/up, with down. wgu, wd, wq: the same weights' storage, for L2 prefetches (LEAN).
+    # LEAN: the gate/up, down and q/k/v loops hold nothing but weight tiles -- a program asks L2 for its first
+    # PREFETCH tiles, waits, computes its inputs once, then loops; else each loop waits at its first tile.
+    PREFETCH: tl.constexpr = 4
     program = tl.program_id(0)
     group = program % GROUPS
     row_block = program // GROUPS
@@ -267,15 +325,21 @@ def _persistent_mlp_kernel(
     weight = tl.load(norm_ptr + my_k).to(tl.float32)
     n_gu = tl.arange(0, BN_GU)
     x_gu = tl.zeros([BLOCK_K], tl.float32)
+    if LEAN and (PHASES >> 1) & 1:  # one 128-byte line per input row per tile of BN_GU = 64 outputs
+        tiles = tl.arange(0, PREFETCH)
+        _prefetch_l2(wgu_ptr + my_k[:, None] * (2 * I) + row_block * GU_ROWS + tiles[None, :] * BN_GU,
+                     (tiles < GU_TILES)[None, :] & (my_k >= 0)[:, None], EMULATE)
+        ready = _wait_count_if(once, ready_ptr, PROGRAMS, EMULATE)
+        x_gu = _gate_up_inputs(ready, squares_ptr, h_ptr, my_k, weight, eps, H, PROGRAMS, BLOCK_K, EMULATE)
+        _stamp(once, stamps_ptr, 3, TIMELINE)
     for t in tl.range(0, GU_TILES * ((PHASES >> 1) & 1), num_stages=STAGES):
         first_row = row_block * GU_ROWS + t * BN_GU
         w = wgu_desc.load([group * BLOCK_K, first_row])
-        ready = _wait_count_if(_is(t, 0, [1]), ready_ptr, PROGRAMS, EMULATE)
-        total = _sum_f32_if(ready, squares_ptr, PROGRAMS, EMULATE)
-        inverse_rms = 1.0 / tl.sqrt(total / H + eps)
-        h = _load_bf16_if(ready + tl.zeros([BLOCK_K], tl.int32), h_ptr + my_k, EMULATE)
-        x_gu = tl.where(t == 0, (h * inverse_rms * weight).to(tl.bfloat16).to(tl.float32), x_gu)
-        _stamp(_is(t, 0, [1]), stamps_ptr, 3, TIMELINE)
+        if not LEAN:
+            ready = _wait_count_if(_is(t, 0, [1]), ready_ptr, PROGRAMS, EMULATE)
+            x_gu = tl.where(t == 0, _gate_up_inputs(ready, squares_ptr, h_ptr, my_k, weight, eps, H, PROGRAMS, BLOCK_K,
+                                                    EMULATE), x_gu)
+            _stamp(_is(t, 0, [1]), stamps_ptr, 3, TIMELINE)
         part = tl.sum(w.to(tl.float32) * x_gu[:, None], axis=0)
         every = tl.full([BN_GU], 1, tl.int32)
         _store_f32_if(every, gu_part_ptr + group * 2 * I + first_row + n_gu, part, EMULATE)
@@ -291,18 +355,22 @@ def _persistent_mlp_kernel(
     d_k = group * (I // GROUPS) + tl.arange(0, D_BOXES)[:, None] * BLOCK_K + k[None, :]
     n_d = tl.arange(0, BN_D)
     x_d = tl.zeros([D_BOXES, BLOCK_K], tl.float32)
+    if LEAN and (PHASES >> 2) & 1:  # a row's I / GROUPS inputs are LINES 128-byte lines
+        LINES: tl.constexpr = I // GROUPS * 2 // 128
+        rows = tl.arange(0, PREFETCH * BN_D)
+        lines = tl.arange(0, LINES)
+        _prefetch_l2(wd_ptr + (row_block * D_ROWS + rows[:, None]) * I + group * (I // GROUPS) + lines[None, :] * 64,
+                     (rows < D_ROWS)[:, None] & (lines >= 0)[None, :], EMULATE)
+        ready = _wait_count_if(once, ready_ptr + 1, PROGRAMS, EMULATE)
+        x_d = _down_inputs(ready, gu_part_ptr, d_k, I, GROUPS, D_BOXES, BLOCK_K, EMULATE)
+        _stamp(once, stamps_ptr, 5, TIMELINE)
     for t in tl.range(0, D_TILES * ((PHASES >> 2) & 1), num_stages=DOWN_STAGES):
         first_row = row_block * D_ROWS + t * BN_D
         w = wd_desc.load([first_row, group * D_BOXES, 0])
-        ready = _wait_count_if(_is(t, 0, [1]), ready_ptr + 1, PROGRAMS, EMULATE)
-        ready = ready + tl.zeros([D_BOXES, BLOCK_K], tl.int32)
-        gate = tl.zeros([D_BOXES, BLOCK_K], tl.float32)
-        up = tl.zeros([D_BOXES, BLOCK_K], tl.float32)
-        for g in tl.static_range(GROUPS):  # the groups' partial sums, in a fixed order
-            gate += _load_f32_if(ready, gu_part_ptr + g * 2 * I + d_k, EMULATE)
-            up += _load_f32_if(ready, gu_part_ptr + g * 2 * I + I + d_k, EMULATE)
-        x_d = tl.where(t == 0, gate / (1.0 + tl.exp(-gate)) * up, x_d)
-        _stamp(_is(t, 0, [1]), stamps_ptr, 5, TIMELINE)
+        if not LEAN:
+            ready = _wait_count_if(_is(t, 0, [1]), ready_ptr + 1, PROGRAMS, EMULATE)
+            x_d = tl.where(t == 0, _down_inputs(ready, gu_part_ptr, d_k, I, GROUPS, D_BOXES, BLOCK_K, EMULATE), x_d)
+            _stamp(_is(t, 0, [1]), stamps_ptr, 5, TIMELINE)
         part = tl.sum(tl.sum(w.to(tl.float32) * x_d[None, :, :], axis=2), axis=1)
         _store_f32_if(tl.full([BN_D], 1, tl.int32), d_part_ptr + group * H + first_row + n_d, part, EMULATE)
         _publish(ready_ptr + 2, _is(t, D_TILES - 1, [1]), EMULATE)
@@ -318,23 +386,24 @@ def _persistent_mlp_kernel(
     next_weight = tl.load(next_norm_ptr + my_k).to(tl.float32)
     n_q = tl.arange(0, BN_Q)
     x_q = tl.zeros([BLOCK_K], tl.float32)
+    if LEAN and (PHASES >> 3) & 1:  # a row's BLOCK_K inputs are Q_LINES 128-byte lines
+        Q_LINES: tl.constexpr = BLOCK_K * 2 // 128
+        rows = tl.arange(0, PREFETCH * BN_Q)
+        lines = tl.arange(0, Q_LINES)
+        _prefetch_l2(wq_ptr + (row_block * Q_ROWS + rows[:, None]) * H + group * BLOCK_K + lines[None, :] * 64,
+                     (rows < Q_ROWS)[:, None] & (lines >= 0)[None, :], EMULATE)
+        ready = _wait_count_if(once, ready_ptr + 2, PROGRAMS, EMULATE)
+        x_q = _next_inputs(ready, h_ptr, d_part_ptr, next_resid_ptr, cols, mine, my_k, next_weight, next_eps, H,
+                           GROUPS, BLOCK_K, EMULATE)
+        _stamp(once, stamps_ptr, 7, TIMELINE)
     for t in tl.range(0, Q_TILES * ((PHASES >> 3) & 1), num_stages=STAGES):
         first_row = row_block * Q_ROWS + t * BN_Q
         w = wq_desc.load([first_row, group * BLOCK_K])
-        ready = _wait_count_if(_is(t, 0, [1]), ready_ptr + 2, PROGRAMS, EMULATE)
-        row_ready = ready + tl.zeros([H], tl.int32)
-        row = _load_bf16_if(row_ready, h_ptr + cols, EMULATE)
-        k_ready = ready + tl.zeros([BLOCK_K], tl.int32)
-        x = _load_bf16_if(k_ready, h_ptr + my_k, EMULATE)
-        for g in tl.static_range(GROUPS):  # in the order the add+norm kernel adds them
-            row += _load_f32_if(row_ready, d_part_ptr + g * H + cols, EMULATE)
-            x += _load_f32_if(k_ready, d_part_ptr + g * H + my_k, EMULATE)
-        row = row.to(tl.bfloat16).to(tl.float32)  # the residual stream is stored in bf16, and normed so
-        _store_bf16_if(row_ready * mine.to(tl.int32), next_resid_ptr + cols, row, EMULATE)
-        inverse_rms = 1.0 / tl.sqrt(tl.sum(row * row, axis=0) / H + next_eps)
-        x = x.to(tl.bfloat16).to(tl.float32)
-        x_q = tl.where(t == 0, (x * inverse_rms * next_weight).to(tl.bfloat16).to(tl.float32), x_q)
-        _stamp(_is(t, 0, [1]), stamps_ptr, 7, TIMELINE)
+        if not LEAN:
+            ready = _wait_count_if(_is(t, 0, [1]), ready_ptr + 2, PROGRAMS, EMULATE)
+            x_q = tl.where(t == 0, _next_inputs(ready, h_ptr, d_part_ptr, next_resid_ptr, cols, mine, my_k, next_weight,
+                                                next_eps, H, GROUPS, BLOCK_K, EMULATE), x_q)
+            _stamp(_is(t, 0, [1]), stamps_ptr, 7, TIMELINE)
         part = tl.sum(w.to(tl.float32) * x_q[None, :], axis=1)
         tl.store(q_part_ptr + group * Q_OUT + first_row + n_q, part)
 
@@ -398,18 +467,19 @@ def layout_for(hidden: int, intermediate: int, sms: int, qkv_out: int = 0) -> Op
 
 
 def compile_spec(hidden: int, intermediate: int, qkv_out: int, layout: Layout, stages: int = 4, timeline: bool = False,
-                 down_stages: Optional[int] = None):
+                 down_stages: Optional[int] = None, lean: Optional[bool] = None):
     """``(signature, constants)`` of the kernel for a layer of this shape (all loops: ``qkv_out`` > 0), to compile
     it ahead of time with ``triton.compiler.ASTSource`` -- how the tests and ``bench/probes/persistent_mlp.py
     --compile-only`` read what a GPU's compiler makes of it without a GPU."""
     constants = dict(H=hidden, I=intermediate, Q_OUT=max(qkv_out, 1), PROGRAMS=layout.programs, GROUPS=layout.groups,
                      BLOCK_K=BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q or 1,
                      STAGES=stages, DOWN_STAGES=down_stages or stages, PHASES=15 if qkv_out else 7, EMULATE=False,
-                     TIMELINE=timeline)
+                     TIMELINE=timeline, LEAN=LEAN_LOOPS if lean is None else lean)
     signature = {"wo_desc": f"tensordesc<bf16[{layout.bn_o}, {hidden // BLOCK_K}, {BLOCK_K}]>",
                  "wgu_desc": f"tensordesc<bf16[{BLOCK_K}, {layout.bn_gu}]>",
                  "wd_desc": f"tensordesc<bf16[{layout.bn_d}, {intermediate // layout.groups // BLOCK_K}, {BLOCK_K}]>",
                  "wq_desc": f"tensordesc<bf16[{layout.bn_q or 1}, {BLOCK_K}]>",
+                 **{name: "*bf16" for name in ("wgu_ptr", "wd_ptr", "wq_ptr")},
                  **{name: "*bf16" for name in ("attn_ptr", "resid_ptr", "norm_ptr", "h_ptr")},
                  **{name: "*fp32" for name in ("squares_ptr", "gu_part_ptr", "d_part_ptr")},
                  "next_norm_ptr": "*bf16", "next_resid_ptr": "*bf16", "q_part_ptr": "*fp32", "ready_ptr": "*i32",
@@ -566,12 +636,17 @@ def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counte
     emulate = not residual.is_cuda  # Triton's interpreter
     if timeline is not None and (emulate or tuple(timeline.shape) != (layout.programs, 8)):
         raise ValueError(f"persistent_mlp: a timeline is int64 [{layout.programs}, 8] on the GPU")
-    args = (*_descriptors(layer, layout, next_layer), attended.contiguous(), residual.contiguous(), norm.scale(), h,
+    o_t, gate_up_t, down_t = layer.self_attn.o_proj.weight_t, layer.mlp.gate_up_proj.weight_t, layer.mlp.down_proj.weight_t
+    qkv_t = next_layer.self_attn.qkv_proj.weight_t if next_layer is not None else o_t
+    # the lean loops prefetch rows of Wgu^T [H, 2I], Wd [H, I] and Wqkv [Q_OUT, H], assumed packed
+    lean = LEAN_LOOPS and gate_up_t.stride(0) == 2 * intermediate and down_t.stride(1) == intermediate \
+        and qkv_t.stride(1) == hidden
+    args = (*_descriptors(layer, layout, next_layer), gate_up_t, down_t, qkv_t, attended.contiguous(), residual.contiguous(), norm.scale(), h,
             squares, gu_part, d_part, *next_args, counters, timeline if timeline is not None else counters, norm.eps,
             next_norm.eps)
     settings = dict(H=hidden, I=intermediate, Q_OUT=max(qkv_out, 1), PROGRAMS=layout.programs, GROUPS=layout.groups,
                     BLOCK_K=BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q or 1,
-                    STAGES=stages, DOWN_STAGES=down_stages, EMULATE=emulate, TIMELINE=timeline is not None)
+                    STAGES=stages, DOWN_STAGES=down_stages, EMULATE=emulate, TIMELINE=timeline is not None, LEAN=lean)
     phases = (1, 2, 4) + ((8,) if next_layer is not None else ())
     if emulate:
         for phase in phases:
