@@ -3,8 +3,9 @@ down projection, and the next layer's add + RMSNorm and q/k/v projection -- as O
 at batch 1 (Llama-shaped layers). Experimental: off unless ``GENPLUG_PERSISTENT_MLP=1``, because it is slower
 than the kernels it replaces -- 68 us a layer against 46 on an H100, the batch-1 step 524-538 tokens/s
 against 861 (2026-12-05, ninth session: ``bench/probes/persistent_second.sh``; docs/performance.md). Its
-loops take ~1.45 us a weight tile whatever the tile's size or the pipeline's depth, so they are held by each
-iteration's own work, not by bytes in flight.
+loops took ~1.45 us a weight tile whatever the tile's size or the pipeline's depth, so they were held by each
+iteration's own work, not by bytes in flight: hence the lean loops (``LEAN_LOOPS``), built after that run
+and not yet measured on a GPU.
 
 Why: in a batch-1 step memory stands idle while the small kernels between the matmuls run, and each
 matmul starts streaming its weights only once it is launched, one tile ahead per program. Here every
