@@ -62,7 +62,9 @@ BLOCK_K = 256  # inputs per group; a TMA box is at most 256 elements along a dim
 TILE_ELEMENTS = 8192  # the output and down projections' tiles (16 KB in bf16); gate/up's are twice that
 STAGES = 4  # weight tiles a loop's pipeline holds (STAGES - 1 in flight)
 DOWN_STAGES = None  # the down projection's (None: STAGES)
-LEAN_LOOPS = True  # each loop holds only weight tiles: prefetch to L2, wait, inputs once, loop (False: wait at the first tile)
+# each loop holds only weight tiles -- prefetch its first tiles to L2, wait, inputs once, then loop -- or
+# (False, the form measured on an H100) each loop waits and computes its inputs at its first tile
+LEAN_LOOPS = True
 WARPS = None  # warps per program (None: 4, more for bigger gate/up tiles); bench/probes/persistent_mlp.py --sweep
 
 
@@ -124,15 +126,17 @@ def _load_f32_if(flag, pointers, EMULATE: tl.constexpr):
 # sum(pointer[0:count]) in order, 32 values a round: 8 vector loads issued before the first add, so a round
 # costs one L2 round trip (one load then one add per value, 128 round trips, took ~18 us a layer, H100,
 # 2026-12-05, ninth session); count a multiple of 32, the pointer 16-byte aligned
-_SUM_BY_32 = tl.constexpr("{ .reg .pred p, more; .reg .b32 i; .reg .f32 v<32>; .reg .b64 at; mov.b32 $0, 0; setp.eq.s32 p, $2, 0; "
-              "@p bra $$done; mov.b64 at, $1; mov.b32 i, 0; $$next: "
-              + " ".join(f"ld.global.cg.v4.f32 {{v{4 * j}, v{4 * j + 1}, v{4 * j + 2}, v{4 * j + 3}}}, [at+{16 * j}];"
-                         for j in range(8))
-              + " " + " ".join(f"add.f32 $0, $0, v{j};" for j in range(32))
-              + " add.s64 at, at, 128; add.s32 i, i, 32; setp.lt.s32 more, i, $3; @more bra $$next; $$done: }")
-_SUM_BY_1 = tl.constexpr("{ .reg .pred p, more; .reg .b32 i, v; .reg .b64 at; mov.b32 $0, 0; setp.eq.s32 p, $2, 0; @p bra $$done; "
-             "mov.b64 at, $1; mov.b32 i, 0; $$next: ld.global.cg.f32 v, [at]; add.f32 $0, $0, v; add.s64 at, at, 4; "
-             "add.s32 i, i, 1; setp.lt.s32 more, i, $3; @more bra $$next; $$done: }")
+_SUM_BY_32 = tl.constexpr(
+    "{ .reg .pred p, more; .reg .b32 i; .reg .f32 v<32>; .reg .b64 at; mov.b32 $0, 0; setp.eq.s32 p, $2, 0; "
+    "@p bra $$done; mov.b64 at, $1; mov.b32 i, 0; $$next: "
+    + " ".join(f"ld.global.cg.v4.f32 {{v{4 * j}, v{4 * j + 1}, v{4 * j + 2}, v{4 * j + 3}}}, [at+{16 * j}];"
+               for j in range(8))
+    + " " + " ".join(f"add.f32 $0, $0, v{j};" for j in range(32))
+    + " add.s64 at, at, 128; add.s32 i, i, 32; setp.lt.s32 more, i, $3; @more bra $$next; $$done: }")
+_SUM_BY_1 = tl.constexpr(  # the same one value at a time, for counts that are not a multiple of 32
+    "{ .reg .pred p, more; .reg .b32 i, v; .reg .b64 at; mov.b32 $0, 0; setp.eq.s32 p, $2, 0; @p bra $$done; "
+    "mov.b64 at, $1; mov.b32 i, 0; $$next: ld.global.cg.f32 v, [at]; add.f32 $0, $0, v; add.s64 at, at, 4; "
+    "add.s32 i, i, 1; setp.lt.s32 more, i, $3; @more bra $$next; $$done: }")
 
 
 @triton.jit
