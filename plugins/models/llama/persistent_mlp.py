@@ -476,10 +476,8 @@ def compile_spec(hidden: int, intermediate: int, qkv_out: int, layout: Layout, s
     """``(signature, constants)`` of the kernel for a layer of this shape (all loops: ``qkv_out`` > 0), to compile
     it ahead of time with ``triton.compiler.ASTSource`` -- how the tests and ``bench/probes/persistent_mlp.py
     --compile-only`` read what a GPU's compiler makes of it without a GPU."""
-    constants = dict(H=hidden, I=intermediate, Q_OUT=max(qkv_out, 1), PROGRAMS=layout.programs, GROUPS=layout.groups,
-                     BLOCK_K=BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q or 1,
-                     STAGES=stages, DOWN_STAGES=down_stages or stages, PHASES=15 if qkv_out else 7, EMULATE=False,
-                     TIMELINE=timeline, LEAN=LEAN_LOOPS if lean is None else lean)
+    constants = dict(_constants(hidden, intermediate, qkv_out, layout, stages, down_stages or stages, timeline,
+                                LEAN_LOOPS if lean is None else lean), PHASES=15 if qkv_out else 7, EMULATE=False)
     signature = {"wo_desc": f"tensordesc<bf16[{layout.bn_o}, {hidden // BLOCK_K}, {BLOCK_K}]>",
                  "wgu_desc": f"tensordesc<bf16[{BLOCK_K}, {layout.bn_gu}]>",
                  "wd_desc": f"tensordesc<bf16[{layout.bn_d}, {intermediate // layout.groups // BLOCK_K}, {BLOCK_K}]>",
@@ -490,6 +488,19 @@ def compile_spec(hidden: int, intermediate: int, qkv_out: int, layout: Layout, s
                  "next_norm_ptr": "*bf16", "next_resid_ptr": "*bf16", "q_part_ptr": "*fp32", "ready_ptr": "*i32",
                  "stamps_ptr": "*i64", "eps": "fp32", "next_eps": "fp32", **{c: "constexpr" for c in constants}}
     return signature, constants
+
+
+def _constants(hidden, intermediate, qkv_out, layout: Layout, stages, down_stages, timeline, lean) -> dict:
+    """The kernel's shape and tiling constants (all but ``PHASES`` and ``EMULATE``): for a launch and for
+    :func:`compile_spec` alike."""
+    return dict(H=hidden, I=intermediate, Q_OUT=max(qkv_out, 1), PROGRAMS=layout.programs, GROUPS=layout.groups,
+                BLOCK_K=BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q or 1,
+                STAGES=stages, DOWN_STAGES=down_stages, TIMELINE=timeline, LEAN=lean)
+
+
+def _weights(layer):
+    """``layer``'s output, gate/up and down projections' weights as the native model stores them (``weight_t``)."""
+    return layer.self_attn.o_proj.weight_t, layer.mlp.gate_up_proj.weight_t, layer.mlp.down_proj.weight_t
 
 
 def _fitting(wanted: int, rows: int) -> int:
@@ -578,7 +589,7 @@ def _descriptors(layer, layout: Layout, next_layer=None):
     a next layer, a stand-in of the same tile over the output projection: the q/k/v loop then never runs)."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    o_t, gate_up_t, down_t = layer.self_attn.o_proj.weight_t, layer.mlp.gate_up_proj.weight_t, layer.mlp.down_proj.weight_t
+    o_t, gate_up_t, down_t = _weights(layer)
     qkv_t = next_layer.self_attn.qkv_proj.weight_t if next_layer is not None else None
     key = (o_t.data_ptr(), gate_up_t.data_ptr(), down_t.data_ptr(), qkv_t.data_ptr() if qkv_t is not None else 0, layout)
     cached = _DESCRIPTORS.get(layer)
@@ -641,7 +652,7 @@ def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counte
     emulate = not residual.is_cuda  # Triton's interpreter
     if timeline is not None and (emulate or tuple(timeline.shape) != (layout.programs, 8)):
         raise ValueError(f"persistent_mlp: a timeline is int64 [{layout.programs}, 8] on the GPU")
-    o_t, gate_up_t, down_t = layer.self_attn.o_proj.weight_t, layer.mlp.gate_up_proj.weight_t, layer.mlp.down_proj.weight_t
+    o_t, gate_up_t, down_t = _weights(layer)
     qkv_t = next_layer.self_attn.qkv_proj.weight_t if next_layer is not None else o_t
     # the lean loops prefetch rows of Wgu^T [H, 2I], Wd [H, I] and Wqkv [Q_OUT, H], assumed packed
     lean = LEAN_LOOPS and gate_up_t.stride(0) == 2 * intermediate and down_t.stride(1) == intermediate \
@@ -649,9 +660,8 @@ def persistent_mlp(layer, attended: torch.Tensor, residual: torch.Tensor, counte
     args = (*_descriptors(layer, layout, next_layer), gate_up_t, down_t, qkv_t, attended.contiguous(), residual.contiguous(), norm.scale(), h,
             squares, gu_part, d_part, *next_args, counters, timeline if timeline is not None else counters, norm.eps,
             next_norm.eps)
-    settings = dict(H=hidden, I=intermediate, Q_OUT=max(qkv_out, 1), PROGRAMS=layout.programs, GROUPS=layout.groups,
-                    BLOCK_K=BLOCK_K, BN_O=layout.bn_o, BN_GU=layout.bn_gu, BN_D=layout.bn_d, BN_Q=layout.bn_q or 1,
-                    STAGES=stages, DOWN_STAGES=down_stages, EMULATE=emulate, TIMELINE=timeline is not None, LEAN=lean)
+    settings = dict(_constants(hidden, intermediate, qkv_out, layout, stages, down_stages, timeline is not None, lean),
+                    EMULATE=emulate)
     phases = (1, 2, 4) + ((8,) if next_layer is not None else ())
     if emulate:
         for phase in phases:
