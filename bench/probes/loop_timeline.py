@@ -65,13 +65,13 @@ def main():
     native = gpu_decode.native_one_b()
     ids = torch.randint(3, 128000, (1, gpu_decode.PROMPT), device="cuda")
     run = dict(cache_implementation="static", max_new_tokens=gpu_decode.NEW, eos_token_id=None)
-    genplug.generate(native, ids, **run)
-    best = min(gpu_decode.timed(lambda: genplug.generate(native, ids, **run))[0] for _ in range(3))
-    print(f"generate (prompt {gpu_decode.PROMPT}, {gpu_decode.NEW} new tokens): {gpu_decode.NEW / best:.1f} tokens/s, "
-          f"{best * 1e6 / gpu_decode.NEW:.1f} us a token (prefill included)")
     one = dict(run, max_new_tokens=2)  # the prefill, the first token and one replay of the loop's graph
     genplug.generate(native, ids, **one)
     short = min(gpu_decode.timed(lambda: genplug.generate(native, ids, **one))[0] for _ in range(3))
+    genplug.generate(native, ids, **run)  # (a new graph: the session kept is now this call's)
+    best = min(gpu_decode.timed(lambda: genplug.generate(native, ids, **run))[0] for _ in range(3))
+    print(f"generate (prompt {gpu_decode.PROMPT}, {gpu_decode.NEW} new tokens): {gpu_decode.NEW / best:.1f} tokens/s, "
+          f"{best * 1e6 / gpu_decode.NEW:.1f} us a token (prefill included)")
     print(f"generate with 2 new tokens: {short * 1e6:.1f} us; the other {gpu_decode.NEW - 2} tokens "
           f"{(best - short) * 1e6 / (gpu_decode.NEW - 2):.1f} us each")
 
