@@ -86,10 +86,12 @@ def test_logits_to_keep():
     model = native_model()
     sequence = tokens(2, 7)
     expected = full_logits(model, sequence)
-    assert full_logits(model, sequence, logits_to_keep=1).sub(expected[:, -1:]).abs().max() == 0
-    assert full_logits(model, sequence, logits_to_keep=3).sub(expected[:, -3:]).abs().max() == 0
+    # the head's matmul over fewer rows may take another CPU kernel (float32 rounding, ~1e-7 apart);
+    # a wrong position would be off by the logits' own size (~1)
+    assert full_logits(model, sequence, logits_to_keep=1).sub(expected[:, -1:]).abs().max() <= 1e-5
+    assert full_logits(model, sequence, logits_to_keep=3).sub(expected[:, -3:]).abs().max() <= 1e-5
     picked = torch.tensor([0, 4])
-    assert full_logits(model, sequence, logits_to_keep=picked).sub(expected[:, picked]).abs().max() == 0
+    assert full_logits(model, sequence, logits_to_keep=picked).sub(expected[:, picked]).abs().max() <= 1e-5
 
 
 def test_exit_layer_equals_a_shallower_model():
