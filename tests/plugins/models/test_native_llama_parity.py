@@ -118,10 +118,14 @@ def test_hidden_states_and_attentions_match(make_checkpoint, family, overrides):
 
 
 @pytest.mark.parametrize("case", GEMMA_CASES + PHI3_CASES)
-def test_left_padded_prefill_then_decoding_match_transformers_within_1e_5(make_checkpoint, case):
-    """Gemma's and Phi-3's own arithmetic, float32, within 1e-5 of transformers: a left-padded prompt, then
+def test_left_padded_prefill_then_decoding_match_transformers_within_5e_5(make_checkpoint, case):
+    """Gemma's and Phi-3's own arithmetic, float32, within 5e-5 of transformers: a left-padded prompt, then
     one token at a time on each library's own cache, past the sliding window (5) of the sliding layers, and
-    (phi3-longrope-crossing) from LongRoPE's short factors to its long ones, over keys cached with the short."""
+    (phi3-longrope-crossing) from LongRoPE's short factors to its long ones, over keys cached with the short.
+
+    Not 1e-5: on an AVX-512 CPU (2026-12-06) both libraries' Gemma logits (scaled embeddings, magnitude ~5)
+    sat up to 1.5-1.8e-5 from a float64 run of transformers, and 2.2e-5 from each other. A wrong mask,
+    position or norm is off by 1e-2 or more."""
     family, overrides = CASES[case]
     reference, directory = make_checkpoint(family, **overrides)
     native, _ = load_model(directory)
@@ -138,7 +142,7 @@ def test_left_padded_prefill_then_decoding_match_transformers_within_1e_5(make_c
             ours = native(input_ids=input_ids, past_key_values=caches["native"], **kwargs)
             theirs = reference(input_ids=input_ids, past_key_values=caches["reference"], use_cache=True, **kwargs)
         caches = {"native": ours.past_key_values, "reference": theirs.past_key_values}
-        assert ours.logits[valid].sub(theirs.logits[valid]).abs().max() <= 1e-5, step
+        assert ours.logits[valid].sub(theirs.logits[valid]).abs().max() <= 5e-5, step
         input_ids = torch.randint(1, 97, (2, 1), generator=generator)
         attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=-1)
         position_ids, valid = position_ids[:, -1:] + 1, torch.ones_like(input_ids, dtype=torch.bool)
