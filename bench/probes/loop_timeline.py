@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gpu_decode  # noqa: E402
 
 import genplug  # noqa: E402
-from genplug.core import graph_loop  # noqa: E402
+from genplug import graph_loop  # noqa: E402
 from genplug.plugins.caches.static import StaticCache  # noqa: E402
 
 MODEL_KERNELS = ("gemv", "rms_norm", "attention", "gemm", "cublas", "sm90", "persistent_mlp", "nvjet")
