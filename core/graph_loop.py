@@ -160,8 +160,17 @@ def parameters_key(model) -> tuple:
     """What a graph over ``model``'s weights depends on: each parameter's object, address, dtype and device.
     A graph reads the weights by address; and where a parameter object is replaced, even over the same
     storage, a transformers model's native twin -- whose buffers (RoPE's table) a graph also reads --
-    is rebuilt, so the old graph must not be replayed."""
-    return tuple((id(p), p.data_ptr(), p.dtype, str(p.device)) for p in model.parameters())
+    is rebuilt, so the old graph must not be replayed.
+
+    Walks the modules' own parameter dicts rather than ``model.parameters()`` (which names and de-duplicates
+    every one): it runs twice a call, and for a 16-layer model that took ~230 us of host time a walk
+    against ~60 (a shared parameter appears once per module holding it, the same way every call)."""
+    key, modules = [], [model]
+    while modules:
+        module = modules.pop()
+        key.extend((id(p), p.data_ptr(), p.dtype, p.device) for p in module._parameters.values() if p is not None)
+        modules.extend(m for m in module._modules.values() if m is not None)
+    return tuple(key)
 
 
 class _NotComparable(Exception):

@@ -44,7 +44,7 @@ def check_token_ids(ids: torch.Tensor, name: str, vocab_size: Optional[int]) -> 
     if ids.shape[0] == 0:
         raise GenerationInputError(f"{name} is an empty batch (shape {tuple(ids.shape)}); pass at least one row")
     if ids.numel() and vocab_size is not None:
-        low, high = int(ids.min()), int(ids.max())
+        low, high = torch.stack(torch.aminmax(ids)).tolist()  # one read from the device, not two
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
             raise GenerationInputError(

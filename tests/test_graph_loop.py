@@ -491,3 +491,21 @@ def test_a_replaced_parameter_object_is_not_replayed_over(model_and_tokenizer, o
     norm.weight = torch.nn.Parameter(norm.weight.detach(), requires_grad=False)  # same storage, new object
     again = genplug.generate(model, enc["input_ids"], **kw)
     assert not graph_loop.LAST_GRAPH_REUSED and torch.equal(again, first)
+
+
+def test_parameters_key_covers_every_parameter_and_changes_when_one_is_replaced():
+    """The key walks the modules' own parameter dicts: it must name exactly model.parameters()'s objects,
+    repeat itself call after call, and change for a new object over the same storage or a moved one."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sequential(torch.nn.LayerNorm(4), None),
+                                torch.nn.Linear(4, 3, bias=False))
+    model[2].weight = torch.nn.Parameter(model[0].weight.detach().t().contiguous())
+    model[1][0].bias = None  # a None entry in a parameter dict
+    key = graph_loop.parameters_key(model)
+    assert {entry[0] for entry in key} == {id(p) for p in model.parameters()}
+    assert graph_loop.parameters_key(model) == key
+    norm = model[1][0]
+    norm.weight = torch.nn.Parameter(norm.weight.detach())  # same storage, new object
+    assert graph_loop.parameters_key(model) != key
+    key = graph_loop.parameters_key(model)
+    model[0].weight.data = model[0].weight.data.clone()  # same object, new address
+    assert graph_loop.parameters_key(model) != key

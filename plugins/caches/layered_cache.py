@@ -15,7 +15,7 @@ import torch
 from genplug.cache import ATTENTION_LAYER_TYPES, Cache
 from genplug.errors import GenerationConfigError
 
-from .layers import crop_target
+from .layers import StaticLayer, crop_target, zero_together
 
 FULL = "full_attention"
 SLIDING = "sliding_attention"
@@ -217,8 +217,13 @@ class LayeredCache(Cache):
             layer.select(indices)
 
     def reset(self) -> None:
+        to_zero = []  # static layers' buffers, zeroed together (see layers.zero_together)
         for layer in self.layers:
-            layer.reset()
+            if type(layer).reset is StaticLayer.reset:  # (a subclass overriding reset() is called as it is)
+                layer.reset_deferring_zeros(to_zero)
+            else:
+                layer.reset()
+        zero_together(to_zero)
 
     def activate_past_recording(self) -> None:
         for layer in self.layers:

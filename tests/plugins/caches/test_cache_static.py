@@ -25,6 +25,35 @@ def test_reset_reuses_the_buffers_across_calls():
     torch.testing.assert_close(returned[:, :, :3], kv(3, seed=1)[0])
 
 
+def test_reset_zeroes_every_layer_together_and_calls_overridden_resets():
+    """The cache zeroes its static layers' buffers in one batched call; full and sliding layers alike end
+    empty, and a layer class overriding reset() still has it called."""
+    from types import SimpleNamespace
+
+    from genplug.plugins.caches.layers import StaticLayer
+
+    class Counted(StaticLayer):
+        resets = 0
+
+        def reset(self):
+            Counted.resets += 1
+            super().reset()
+
+    config = SimpleNamespace(num_hidden_layers=2, layer_types=["full_attention", "sliding_attention"], sliding_window=4)
+    cache = StaticCache(config, 16)
+    cache.layers.append(Counted(16))
+    for index in range(3):
+        cache.update(*kv(6, seed=index), index)
+    buffers = [t for layer in cache.layers for t in (layer.keys, layer.values, layer.position)]
+    assert all(t.abs().sum() > 0 for t in buffers[:2])
+    cache.reset()
+    assert all(t.abs().sum() == 0 for t in buffers)
+    assert [layer.get_seq_length() for layer in cache.layers] == [0, 0, 0] and Counted.resets == 1
+    assert cache.layers[1].stored == 0 and cache.layers[1].seen_counter.sum() == 0
+    keys, _ = cache.update(*kv(3, seed=5), 1)  # the sliding layer starts over at slot 0
+    torch.testing.assert_close(keys[:, :, :3], kv(3, seed=5)[0])
+
+
 def test_decode_steps_return_one_shape_and_address():
     cache = StaticCache(None, 16)
     cache.update(*kv(5), 0)
