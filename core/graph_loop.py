@@ -163,8 +163,9 @@ def parameters_key(model) -> tuple:
     is rebuilt, so the old graph must not be replayed.
 
     Walks the modules' own parameter dicts rather than ``model.parameters()`` (which names and de-duplicates
-    every one): it runs twice a call, and for a 16-layer model that took ~230 us of host time a walk
-    against ~125 here (a shared parameter appears once per module holding it, the same way every call)."""
+    every one): it runs twice a call, and for a 16-layer model that took ~235 us of host time a walk
+    against 130-190 (``python bench/call_host_time.py``; a shared parameter appears once per module
+    holding it, the same way every call)."""
     key, modules = [], [model]
     while modules:
         module = modules.pop()
