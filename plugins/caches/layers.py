@@ -51,9 +51,13 @@ def crop_target(max_length: int, seen: int) -> int:
 def zero_together(tensors) -> None:
     """Zero ``tensors`` in a few batched kernels (one per device and dtype) instead of one launch each: a
     16-layer static cache's reset was 48-64 launches, most of a short CUDA-graph call's host time
-    (bench/probes/call_overhead.py)."""
-    if tensors:
-        torch._foreach_zero_(tensors)
+    (bench/probes/call_overhead.py). Grouped here because a foreach op given mixed dtypes or devices
+    falls back to one kernel per tensor."""
+    groups = {}
+    for tensor in tensors:
+        groups.setdefault((tensor.device, tensor.dtype), []).append(tensor)
+    for group in groups.values():
+        torch._foreach_zero_(group)
 
 
 class CacheLayer:
