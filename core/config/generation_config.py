@@ -184,23 +184,28 @@ class GenerationConfig(BuiltinFields):
         update is undone.
         """
         before = {**self.__dict__, "_custom": dict(self._custom), "_plugin_values": dict(self._plugin_values)}
-        applied, unused = set(), {}
         try:
-            for key, value in kwargs.items():
-                known = key in BUILTIN_FIELD_NAMES or key in self._custom or self._plugin_field(key) is not None
-                if not known and not (allow_custom_entries and key not in GENERATE_ONLY_ARGUMENTS):
-                    unused[key] = value
-                    continue
-                if defaults_only and _stored(self, key) is not None:
-                    continue
-                self._assign(key, value, custom_ok=True)
-                applied.add(key)
+            applied, unused = self._apply(kwargs, defaults_only, allow_custom_entries)
             self.validate(user_set_attributes=applied)
         except GenerationConfigError:
             self.__dict__.clear()
             self.__dict__.update(before)
             raise
         return unused
+
+    def _apply(self, kwargs: Dict[str, Any], defaults_only: bool, allow_custom_entries: bool):
+        """:meth:`update` without the validation and the undo: ``(fields set, arguments that are not fields)``."""
+        applied, unused = set(), {}
+        for key, value in kwargs.items():
+            known = key in BUILTIN_FIELD_NAMES or key in self._custom or self._plugin_field(key) is not None
+            if not known and not (allow_custom_entries and key not in GENERATE_ONLY_ARGUMENTS):
+                unused[key] = value
+                continue
+            if defaults_only and _stored(self, key) is not None:
+                continue
+            self._assign(key, value, custom_ok=True)
+            applied.add(key)
+        return applied, unused
 
     def resolved(self, model_generation_config: Any = None) -> "GenerationConfig":
         """A copy with every unset field filled: first from the model's generation config, then from defaults.
@@ -211,12 +216,13 @@ class GenerationConfig(BuiltinFields):
         """
         user_set = {spec.name for spec in BUILTIN_FIELD_SPECS if getattr(self, spec.name) is not None}
         merged = copy.deepcopy(self)
+        # filled without validating in between: the merged copy is validated once, below (every generate()
+        # call resolves its config, and each validation is a walk over every field)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # reported once, below, with the user's provenance
             if model_generation_config is not None and self.use_model_defaults is not False:
-                model_settings = _model_settings(model_generation_config)
-                merged.update(**model_settings, defaults_only=True, allow_custom_entries=True)
-            merged.update(**self.default_values(), defaults_only=True)
+                merged._apply(_model_settings(model_generation_config), defaults_only=True, allow_custom_entries=True)
+            merged._apply(self.default_values(), defaults_only=True, allow_custom_entries=False)
         if merged.cache_implementation == "hybrid":
             merged.cache_implementation = None
         merged.validate(user_set_attributes=user_set | set(self._plugin_values))
