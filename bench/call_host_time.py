@@ -1,7 +1,7 @@
 """Host time of the per-call steps around a CUDA-graph generate call that do not depend on the model's size:
 the weights' key that decides whether a kept graph may replay (``graph_loop.parameters_key``, twice a
-call), a static cache's reset before reuse, and the token ids' range check -- each against the form it
-replaced, in the same process. On an H100 a 2-token call of the 1B model took 7.40 ms of which the GPU
+call), a static cache's reset before reuse, the token ids' range check and the generation config's
+resolution -- each against the form it replaced, in the same process. On an H100 a 2-token call of the 1B model took 7.40 ms of which the GPU
 ran 3.62 (bench/probes/call_overhead.py): host time while the GPU waits is a call's fixed cost.
 
 Run: python bench/call_host_time.py [--device cuda] [--layers 16]
@@ -48,6 +48,18 @@ def two_reads_check(ids, vocab_size):  # the form before 2026-12-06
     assert 0 <= low and high < vocab_size
 
 
+def three_validations_resolved(config, model_config):  # the form before 2026-12-06: update() validates each fill
+    import copy
+
+    from genplug.config.generation_config import _model_settings
+
+    merged = copy.deepcopy(config)
+    merged.update(**_model_settings(model_config), defaults_only=True, allow_custom_entries=True)
+    merged.update(**config.default_values(), defaults_only=True)
+    merged.validate()
+    return merged
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -64,10 +76,13 @@ def main():
     ids = torch.randint(3, 900, (1, 128), device=args.device)
     with torch.no_grad():
         model(input_ids=ids, past_key_values=cache, use_cache=True)
+    settings = genplug.GenerationConfig(max_new_tokens=5)
     rows = [
         ("weights' key (parameters_key)", lambda: graph_loop.parameters_key(model), lambda: walk_parameters_key(model)),
         ("static cache reset", cache.reset, lambda: layer_by_layer_reset(cache)),
         ("token ids' range check", lambda: check_token_ids(ids, "input_ids", 1000), lambda: two_reads_check(ids, 1000)),
+        ("config resolution", lambda: settings.resolved(model.generation_config),
+         lambda: three_validations_resolved(settings, model.generation_config)),
     ]
     print(f"{args.layers} layers on {args.device}; us per call (genplug now / the form before / ratio)")
     for name, now, before in rows:
