@@ -19,46 +19,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_decode  # noqa: E402
+from processor_kernels import graph_time, replay_time  # noqa: E402
+from step_kernels import one_step_setting  # noqa: E402
 
 import genplug  # noqa: E402
 from genplug import graph_loop  # noqa: E402
-from genplug.plugins.caches.static import StaticCache  # noqa: E402
 
 MODEL_KERNELS = ("gemv", "rms_norm", "attention", "gemm", "cublas", "sm90", "persistent_mlp", "nvjet")
-
-
-def per_replay_us(graph, replays: int, before=None) -> float:
-    if before is not None:
-        before()
-    graph.replay()
-    torch.cuda.synchronize()
-    if before is not None:
-        before()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(replays):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1000 / replays
-
-
-def model_step_graph(native, ids):
-    cache = StaticCache(native.config, 384)
-    with torch.no_grad():
-        native(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    valid = torch.zeros(1, 384, dtype=torch.bool, device="cuda")
-    valid[:, :129] = True
-    token, pos, slot = ids[:, -1:], torch.tensor([[128]], device="cuda"), torch.tensor(128, device="cuda")
-    with torch.no_grad():
-        for _ in range(3):
-            native.static_decode_step(token, pos, slot, valid, cache.layers)
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            native.static_decode_step(token, pos, slot, valid, cache.layers)
-    return graph, cache
 
 
 def main():
@@ -77,9 +46,13 @@ def main():
 
     session = graph_loop._SESSIONS[native]
     refill = lambda: session.fill(ids, None)  # noqa: E731 -- the slot back to the prompt's end
-    loop_us = per_replay_us(session.graph, 200, before=refill)
-    model_graph, _ = model_step_graph(native, ids)
-    model_us = per_replay_us(model_graph, 200)
+    refill()
+    session.graph.replay()  # (a warm-up replay)
+    torch.cuda.synchronize()
+    refill()
+    loop_us = replay_time(session.graph, 200)
+    _, cache, token, pos, slot, valid = one_step_setting(native)
+    model_us = graph_time(lambda: native.static_decode_step(token, pos, slot, valid, cache.layers), reps=200)
     print(f"loop step replayed back to back: {loop_us:.1f} us; model step alone: {model_us:.1f} us; "
           f"difference {loop_us - model_us:.1f} us")
 

@@ -13,7 +13,5 @@ head -3 "$out/call_overhead.txt"
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   bash "$here/b1_b16_table.sh"
 else
-  timeout 240 python bench/gpu_decode.py --batches 1 --repeats 2 \
-    --cells "transformers dynamic,static+compile,native (static; default,hf model (static; default" \
-    2>&1 | grep -v -e Writing -e warn > "$out/gpu_decode_b1.txt"; tail -14 "$out/gpu_decode_b1.txt"
+  bash "$here/b1_b16_table.sh" --batch-1-only
 fi

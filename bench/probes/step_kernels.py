@@ -19,10 +19,10 @@ from processor_kernels import graph_time  # noqa: E402
 from genplug.plugins.caches.static import StaticCache  # noqa: E402
 
 
-def one_step_setting():
-    """The native 1B model with a 128-token prompt in a 384-slot static cache, and the inputs of its next
-    one-token decode step: ``(model, cache, token, position_ids, slot, valid)``."""
-    native = gpu_decode.native_one_b()
+def one_step_setting(native=None):
+    """The native 1B model (``native``, else a new one) with a 128-token prompt in a 384-slot static cache,
+    and the inputs of its next one-token decode step: ``(model, cache, token, position_ids, slot, valid)``."""
+    native = native if native is not None else gpu_decode.native_one_b()
     cache = StaticCache(native.config, 384)
     ids = torch.randint(3, 1000, (1, 128), device="cuda")
     with torch.no_grad():
