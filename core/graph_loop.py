@@ -246,6 +246,7 @@ class _Session:
                 unfinished.logical_and_(~(next_tokens[:, None] == eos[None, :]).any(-1))
 
         process = graph_processors(processors)
+        plain_choice = not processors  # the logits go straight to the token choice
         self.first_token = lambda logits: accept(choose(process(tokens, logits.float(), slot), slot), slot)
 
         # The model's part of the step: compiled first if asked (or by default); the uncompiled step is
@@ -269,8 +270,12 @@ class _Session:
                 valid.index_fill_(1, slot.view(1), True)
                 column = slot + 1
             logits = self.forward(token, positions, slot, valid, cache)
+            # the token-choice kernels read half-precision logits as they are (exact in float32, so the
+            # same choice); processors and the PyTorch choice get float32
+            if not (kernels is not None and plain_choice and logits.dtype in _KERNEL_SCORE_DTYPES):
+                logits = logits.float()
             scores = process(tokens, logits, column)
-            if kernels is not None and scores.dtype == torch.float32 and scores.dim() == 2:
+            if kernels is not None and scores.dtype in _KERNEL_SCORE_DTYPES and scores.dim() == 2:
                 kernels.choose_and_accept(scores, seed if do_sample else None, column, tokens, slot, unfinished,
                                           generated, eos, pad, advance_slot=True)
                 return
@@ -336,6 +341,9 @@ class _Session:
         n_generated = int(self.generated)
         # a copy: the buffer is refilled by the next call that reuses this session
         return self.tokens[:, : self.prompt_len + n_generated].clone(), n_generated
+
+
+_KERNEL_SCORE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def graph_processors(processors):

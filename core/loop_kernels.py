@@ -88,7 +88,7 @@ def advance(tokens: torch.Tensor, slot: torch.Tensor, positions: torch.Tensor, v
 def choose_and_accept(scores: torch.Tensor, seed: Optional[torch.Tensor], column: torch.Tensor,
                       tokens: torch.Tensor, slot: torch.Tensor, unfinished: torch.Tensor,
                       generated: torch.Tensor, eos: Optional[torch.Tensor], pad: int, advance_slot: bool) -> None:
-    """Choose each row's token from ``scores [rows, vocab]`` (float32: the first maximum, or with
+    """Choose each row's token from ``scores [rows, vocab]`` (float32 or half: the first maximum, or with
     ``seed`` a Gumbel-max draw whose stream is picked by ``column``) and accept it, in place: as the
     graph loop's ``accept`` followed (with ``advance_slot``) by ``slot += 1``."""
     best, index = vocab_kernels.chunk_bests(scores, seed, column)

@@ -312,8 +312,10 @@ class ModelAdapter:
 
     def static_decode_step(self, token: torch.Tensor, position_ids: torch.Tensor, slot: torch.Tensor,
                            valid: torch.Tensor, cache: Any) -> torch.Tensor:
-        """Float32 logits ``[batch, vocab]`` for ``token [batch, 1]`` written at cache slot ``slot`` (a
-        0-d device tensor), attending to the slots where ``valid [batch, max_cache_len]`` is True.
+        """Logits ``[batch, vocab]`` for ``token [batch, 1]`` written at cache slot ``slot`` (a 0-d device
+        tensor), attending to the slots where ``valid [batch, max_cache_len]`` is True. Float32 or the
+        model's half precision: the loop converts them to float32 for processors, while its token-choice
+        kernels read half precision as it is (no copy of a large vocabulary row).
 
         Shapes never change and nothing is read on the host, so the step can be captured as a CUDA graph.
         The step writes the cache at ``slot`` and nowhere else: the capture's warm-up run puts back only

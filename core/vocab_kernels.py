@@ -28,7 +28,7 @@ def _chunk_best_kernel(scores_ptr, width, chunks, seed_ptr, step_ptr, best_ptr, 
     chunk = tl.program_id(1)
     cols = chunk * BLOCK + tl.arange(0, BLOCK)
     inside = cols < width
-    scores = tl.load(scores_ptr + row * width + cols, mask=inside, other=float("-inf"))
+    scores = tl.load(scores_ptr + row * width + cols, mask=inside, other=float("-inf")).to(tl.float32)
     if GUMBEL:
         # argmax(score - log E), E = -log U ~ Exp(1): an exact draw from softmax(scores). A new
         # stream each step (seed + step); -inf scores stay -inf whatever the noise.
@@ -98,7 +98,9 @@ def chunked_choice(scores: torch.Tensor, seed: torch.Tensor = None, step: torch.
 
 def chunk_bests(scores: torch.Tensor, seed: torch.Tensor = None, step: torch.Tensor = None):
     """The first pass of :func:`chunked_choice`: ``(best [rows, chunks] float32, index [rows, chunks]
-    int32)``, each 1,024-entry chunk's best (noisy, with ``seed``) score and its first index in the row."""
+    int32)``, each 1,024-entry chunk's best (noisy, with ``seed``) score and its first index in the row.
+    ``scores`` may also be half precision (the CUDA-graph loop's logits with no processors): each is
+    read as float32 -- exactly its value -- so the choice is the same as over a float32 copy."""
     rows, width = scores.shape
     scores = scores.contiguous()
     chunks = triton.cdiv(width, CHUNK)

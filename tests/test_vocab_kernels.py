@@ -29,6 +29,22 @@ def test_first_argmax_is_torch_argmax_with_ties_and_masks(rows, width, levels, s
     assert torch.equal(vocab_ops.first_argmax(scores.to(DEVICE)).cpu(), out)
 
 
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, 2), width=st.integers(1, 2500), dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+       sample=st.booleans(), seed=st.integers(0, 2**16))
+def test_half_scores_choose_as_their_float32_copy(rows, width, dtype, sample, seed):
+    """The graph loop hands the head's half-precision logits straight to the choice kernels where no
+    processor runs: the greedy token and the Gumbel draw must be those of the float32 copy (ties included)."""
+    g = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(rows, width, generator=g) * 4).to(dtype)  # half precision: many exact ties
+    scores[torch.rand(rows, width, generator=g) < 0.1] = float("-inf")
+    args = (torch.tensor(seed, device=DEVICE), torch.tensor(3, device=DEVICE)) if sample else ()
+    half = vocab_kernels.chunked_choice(scores.to(DEVICE), *args).cpu()
+    assert torch.equal(half, vocab_kernels.chunked_choice(scores.float().to(DEVICE), *args).cpu())
+    if not sample:
+        assert torch.equal(half, torch.argmax(scores.float(), dim=-1))
+
+
 def test_gumbel_draws_follow_softmax_and_skip_masked_tokens():
     """500 draws (rows of one launch) over 5 tokens, one masked: frequencies within 4.5 standard
     deviations of softmax, the masked token never drawn; another step or seed gives other draws.

@@ -43,7 +43,8 @@ def fused_kernels_cover(config) -> bool:
 
 def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, slot: torch.Tensor,
                        valid: torch.Tensor, layers, layer_fn=None, head_fn=None) -> torch.Tensor:
-    """Logits ``[batch, vocab]`` (float32) for ``token [batch, 1]``; writes its keys/values at ``slot``.
+    """Logits ``[batch, vocab]`` for ``token [batch, 1]``; writes its keys/values at ``slot``. Float32,
+    except through the fused kernels, where they stay in the head's half precision (the caller converts).
 
     ``layers`` are the static cache's per-layer objects with ``keys`` / ``values`` buffers
     ``[batch, kv_heads, max_cache_len, head_dim]``. ``valid[b, s]`` says slot ``s`` of row ``b`` may be
@@ -57,7 +58,9 @@ def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, s
 
         # positions stay below the cache length: a token's position never passes its slot
         normed = fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=valid.shape[-1])
-        return model.logits_of(normed)[:, -1].float()
+        # in the head's dtype: the loop's token choice reads half precision as it is, saving a copy of
+        # the row to float32 (~3.6 us a step at 128k entries on an H100) where no processor runs
+        return model.logits_of(normed)[:, -1]
     rotations = core.rotations(position_ids, hidden.dtype)
     masks = {None: valid[:, None, None, :]}
     for window in set(core.layer_windows) - {None}:  # a key slot is in the window of the query's slot

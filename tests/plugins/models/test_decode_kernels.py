@@ -347,7 +347,9 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkey
     assert sum(k.get("gated_input") == "silu" for k in gemv_calls) == (layers if rows == 1 else 0)
     unfused = graph_step.static_decode_step(model, token, position, slot, valid, unfused_cache.layers,
                                             layer_fn=graph_step.decode_layer)
-    assert fused.dtype == torch.float32 and fused.shape == (rows, model.config.vocab_size)
+    # the head's own dtype (the loop's token choice reads it as it is); the unfused step's float32
+    assert fused.dtype == torch.bfloat16 and fused.shape == (rows, model.config.vocab_size)
+    fused = fused.float()
     torch.testing.assert_close(fused, unfused, rtol=0.05, atol=0.05)  # bf16 noise of different roundings
     assert (fused.argmax(-1) == unfused.argmax(-1)).all()
     for mine, theirs in zip(cache.layers, unfused_cache.layers):
@@ -355,7 +357,7 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkey
 
 
 @pytest.mark.parametrize("rows", [1, 2], ids=["one row: GEMV kernels", "two rows: PyTorch matmuls"])
-def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, rows):
+def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, rows, monkeypatch):
     """Greedy output of the eager loop (model forward, one token at a time) equals the graph loop's,
     bit for bit, because both run :func:`graph_step.fused_decode_hidden` (the graph step with cos/sin
     from RoPE's table, the eager one computing them); with left padding."""
@@ -365,8 +367,15 @@ def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, r
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)[:rows]
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)[:rows]
     kw = dict(attention_mask=mask, max_new_tokens=10, cache_implementation="static", pad_token_id=0)
+    from genplug import vocab_kernels
+
+    chosen_from, real_bests = [], vocab_kernels.chunk_bests
+    monkeypatch.setattr(vocab_kernels, "chunk_bests", lambda s, *a: chosen_from.append(s.dtype) or real_bests(s, *a))
     graph = genplug.generate(model, prompt, **kw)
     assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
+    # no processors: the step's token is chosen from the head's bf16 logits, uncopied (the prompt's first
+    # token from a float32 copy)
+    assert set(chosen_from) == {torch.bfloat16, torch.float32}
     eager = genplug.generate(model, prompt, disable_compile=True, **kw)
     assert torch.equal(graph, eager)
     # and the fused eager step is really taken: the static cache's counters advance through mark_written
