@@ -52,8 +52,9 @@ def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
 
 @triton.jit
 def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_ptr, norm_ptr, width, eps,
-                         delta_weight_ptr, delta_eps, DELTA_PARTS: tl.constexpr, DELTA_NORM: tl.constexpr,
-                         BLOCK: tl.constexpr, PDL: tl.constexpr):
+                         delta_weight_ptr, delta_eps, token_ptr, table_stride_width, table_stride_token, x_scale,
+                         DELTA_PARTS: tl.constexpr, DELTA_NORM: tl.constexpr, GATHER: tl.constexpr,
+                         SCALED: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     inside = cols < width
@@ -61,7 +62,15 @@ def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_p
     if DELTA_NORM:
         delta_weight = tl.load(delta_weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
     _after_previous_kernel(PDL)
-    x = tl.load(x_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
+    if GATHER:  # x is the embedding of the row's token: a column of the table [width, vocab] (or a row)
+        token = tl.load(token_ptr + row).to(tl.int64)
+        x = tl.load(x_ptr + token * table_stride_token + cols * table_stride_width, mask=inside, other=0.0)
+        if SCALED:  # Gemma: times sqrt(width) (already rounded to the model dtype), rounded as torch does
+            x = (x.to(tl.float32) * x_scale).to(sum_ptr.dtype.element_ty)
+        tl.store(sum_ptr + row * width + cols, x, mask=inside)
+        x = x.to(tl.float32)
+    else:
+        x = tl.load(x_ptr + row * width + cols, mask=inside, other=0.0).to(tl.float32)
     if DELTA_PARTS > 0:
         delta = _summed(delta_ptr, row * width + cols, inside, DELTA_PARTS, delta_parts_stride)
         if DELTA_NORM:  # Gemma 2/3: the sublayer's output (as the model stores it) is normed before the add
@@ -469,12 +478,34 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
     norms_delta = delta_norm is not None and delta_parts > 0
     delta_weight, delta_eps = delta_norm if norms_delta else (weight, 0.0)
     _add_rms_norm_kernel[(rows,)](
-        x, delta, delta_stride, weight, total, normed, width, eps, delta_weight, delta_eps,
-        DELTA_PARTS=delta_parts, DELTA_NORM=norms_delta,
+        x, delta, delta_stride, weight, total, normed, width, eps, delta_weight, delta_eps, x, 0, 0, 1.0,
+        DELTA_PARTS=delta_parts, DELTA_NORM=norms_delta, GATHER=False, SCALED=False,
         BLOCK=triton.next_power_of_2(width), PDL=pdl,
         num_warps=_warps_for(width * max(1, delta_parts)), launch_pdl=pdl,
     )
     return total, normed
+
+
+def embed_rms_norm(token: torch.Tensor, table_t: torch.Tensor, scale: Optional[float], weight: torch.Tensor,
+                   eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(embedded, rms_norm(embedded) * weight)`` where ``embedded [rows, 1, width]`` are the rows of
+    ``table_t [width, vocab]`` (the native model's stored embedding, either layout) at ``token [rows, 1]``,
+    times ``scale`` (Gemma's, already rounded to the model dtype) where given, rounded as ``embedding *
+    scale`` is: the first layer's :func:`add_rms_norm` with the embedding lookup in it, one launch
+    instead of two, and the same bits as the lookup followed by the norm."""
+    width = table_t.shape[0]
+    rows = token.numel()
+    token = token.reshape(rows).contiguous()  # a column sliced from the ids is strided
+    embedded = torch.empty(rows, 1, width, dtype=table_t.dtype, device=table_t.device)
+    normed = torch.empty_like(embedded)
+    pdl = triton_support.dependent_launch(table_t.device)
+    _add_rms_norm_kernel[(rows,)](
+        table_t, embedded, 0, weight, embedded, normed, width, eps, weight, 0.0, token, table_t.stride(0),
+        table_t.stride(1), float(scale if scale is not None else 1.0),
+        DELTA_PARTS=0, DELTA_NORM=False, GATHER=True, SCALED=scale is not None,
+        BLOCK=triton.next_power_of_2(width), PDL=pdl, num_warps=_warps_for(width), launch_pdl=pdl,
+    )
+    return embedded, normed
 
 
 def gated(gate_up: torch.Tensor, act: str = "silu") -> torch.Tensor:

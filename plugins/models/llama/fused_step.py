@@ -17,9 +17,12 @@ from . import decode_kernels, persistent_mlp
 ROPE_TABLE = True
 
 
-def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=None) -> torch.Tensor:
+def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=None,
+                        token=None) -> torch.Tensor:
     """The final-normed hidden state ``[batch, 1, hidden]`` of the embedded tokens ``hidden``, through the
     fused kernels; writes their keys/values at ``slot`` (same arguments as :func:`.graph_step.static_decode_step`).
+    With ``hidden`` None, ``token [batch, 1]`` is embedded by the first layer's norm kernel
+    (:func:`.decode_kernels.embed_rms_norm`: the same bits, one launch fewer).
 
     Each layer hands on ``(residual, delta)`` unsummed, so every residual add happens inside the next
     norm's kernel (with Gemma 2/3's norm of the delta before it). ``positions_below=n`` promises every
@@ -28,34 +31,37 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
     launches no RoPE kernels (the same bits).
     """
     core = model.model
+    like = hidden if hidden is not None else core.embed_tokens.weight_t  # dtype and device of the step
+    rows = hidden.shape[0] if hidden is not None else token.shape[0]
     embeddings = [core.rotary_emb] + ([core.local_rotary_emb] if core.local_rotary_emb is not None else [])
     positions = None
     if positions_below is not None and ROPE_TABLE and all(e.tabulates() for e in embeddings):
-        rotations = [e.table(positions_below, hidden.dtype, hidden.device) for e in embeddings]
+        rotations = [e.table(positions_below, like.dtype, like.device) for e in embeddings]
         positions = position_ids.reshape(position_ids.shape[0], 1)
     else:
-        rotations = [e(position_ids, hidden.dtype) for e in embeddings]
+        rotations = [e(position_ids, like.dtype) for e in embeddings]
     # one set of zeroed counters for every layer's attention: each call leaves them zero again
     arrivals = None
-    if decode_kernels.ATTENTION_CONFIG["one row" if hidden.shape[0] == 1 else "rows"][0] > 1:
-        arrivals = decode_kernels.new_arrivals(hidden.shape[0], model.config.num_attention_heads, hidden.device)
+    if decode_kernels.ATTENTION_CONFIG["one row" if rows == 1 else "rows"][0] > 1:
+        arrivals = decode_kernels.new_arrivals(rows, model.config.num_attention_heads, like.device)
     # the persistent MLP's counts of published programs (GENPLUG_PERSISTENT_MLP=1, one row): zeroed once per step
     counters = [None] * len(core.layer_plan)
-    if persistent_mlp.ENABLED and hidden.shape[0] == 1:
-        counters = persistent_mlp.new_counters(len(core.layer_plan), hidden.device)
+    if persistent_mlp.ENABLED and rows == 1:
+        counters = persistent_mlp.new_counters(len(core.layer_plan), like.device)
     delta = delta_norm = qkv = None
     plan = core.layer_plan
     for i, ((layer, window, rope), cache_layer, counts) in enumerate(zip(plan, layers, counters)):
         cos, sin = rotations[rope]
         next_layer = plan[i + 1][0] if i + 1 < len(plan) else None
+        embedded = (core.embed_tokens, token) if hidden is None else None
         hidden, delta, delta_norm, qkv = fused_decode_layer(layer, hidden, delta, delta_norm, cos, sin, slot, valid,
                                                             cache_layer.keys, cache_layer.values, arrivals, positions,
-                                                            window, counts, next_layer, qkv)
+                                                            window, counts, next_layer, qkv, embedded)
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
 
 def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid, keys, values, arrivals=None,
-                       positions=None, window=None, mlp_counters=None, next_layer=None, qkv=None):
+                       positions=None, window=None, mlp_counters=None, next_layer=None, qkv=None, embedded=None):
     """One decoder layer with the fused kernels: ``(residual, delta, delta_norm)`` in, the same plus the
     next layer's q/k/v projection (or None) out, where ``delta_norm`` is the ``(weights, eps)`` of the norm
     ``delta`` takes before it is added (Gemma 2/3's post-feed-forward norm), or None.
@@ -68,12 +74,19 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     :func:`.persistent_mlp.usable` says so, everything after attention is one persistent launch instead,
     which where it can (:func:`.persistent_mlp.takes_next`) also runs ``next_layer``'s add+norm and q/k/v
     projection: that layer is then called with ``qkv`` given and ``residual`` already summed.
+    ``embedded = (token embedding module, token [batch, 1])`` with ``residual`` None (the first layer):
+    the input norm looks the tokens up itself.
     """
     attn, mlp = layer.self_attn, layer.mlp
-    one_row = residual.shape[0] == 1
+    one_row = (residual if residual is not None else embedded[1]).shape[0] == 1
     if qkv is None:
         norm = layer.input_layernorm
-        residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
+        if residual is None:
+            table, token = embedded
+            residual, normed = decode_kernels.embed_rms_norm(token, table.weight_t, table.scale and table.scale_in(
+                table.weight_t.dtype), norm.scale(), norm.eps)
+        else:
+            residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
         qkv = _matmul(attn.qkv_proj, normed, one_row)
     out = decode_kernels.rope_cache_attention(
         qkv, cos, sin, slot, valid, keys, values,

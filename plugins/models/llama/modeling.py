@@ -479,9 +479,10 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
     def supports_static_decode(self, cache) -> bool:
         return supports_static_decode(self, cache)
 
-    def _fused_static_step(self, hidden, attention_mask, position_ids, cache) -> Optional[torch.Tensor]:
+    def _fused_static_step(self, hidden, attention_mask, position_ids, cache, input_ids=None) -> Optional[torch.Tensor]:
         """Logits of one new token per row through the fused decode kernels, as the CUDA-graph step
-        computes them (same function, same bits), or None when this cache/mask is not a case for it."""
+        computes them (same function, same bits: given ``input_ids``, the first norm kernel embeds them as
+        the step's does), or None when this cache/mask is not a case for it."""
         if cache is None or not supports_static_decode(self, cache):
             return None
         layers = cache.layers
@@ -494,7 +495,8 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
             position_ids = torch.full((1, 1), past, dtype=torch.long, device=hidden.device)
         from .fused_step import fused_decode_hidden  # imports Triton: only where the kernels run
 
-        normed = fused_decode_hidden(self, hidden, position_ids, layers[0].position, valid, layers)
+        normed = fused_decode_hidden(self, hidden if input_ids is None else None, position_ids, layers[0].position,
+                                     valid, layers, token=input_ids)
         for layer in layers:
             layer.mark_written(1)
         return self.logits_of(normed)
@@ -542,7 +544,7 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
             and not (output_hidden_states or output_attentions) and self.fused_kernels_fit
             and fused_kernels_apply(hidden)
         ):
-            logits = self._fused_static_step(hidden, attention_mask, position_ids, cache)
+            logits = self._fused_static_step(hidden, attention_mask, position_ids, cache, input_ids)
             if logits is not None:
                 output = CausalLMOutput(logits=logits, past_key_values=cache if use_cache else None)
                 return output if return_dict else output.to_tuple()

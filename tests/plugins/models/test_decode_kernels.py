@@ -45,6 +45,25 @@ def test_add_rms_norm_matches_torch(kernels, rows, width, with_delta, seed):
 
 
 @settings(max_examples=15, deadline=None)
+@given(rows=st.integers(1, 3), width=st.sampled_from([8, 24, 100]), vocab=st.integers(1, 50),
+       stored_as_rows=st.booleans(), scaled=st.booleans(), seed=st.integers(0, 2**16))
+def test_embed_rms_norm_is_the_lookup_then_the_norm(kernels, rows, width, vocab, stored_as_rows, scaled, seed):
+    """The first layer's norm kernel looks the tokens up in the stored table ``[width, vocab]`` (the native
+    layout, or a transformers ``[vocab, width]`` matrix seen transposed), times Gemma's scale: the same
+    values as ``F.embedding`` (times the scale), then the norm of them."""
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(vocab, width, generator=g)
+    table_t = table.t().contiguous() if not stored_as_rows else table.t()
+    token = torch.randint(0, vocab, (rows, 8), generator=g)[:, 3:4]  # a strided column, as sliced from ids
+    weight = 1 + 0.3 * torch.randn(width, generator=g)
+    scale = 5.5 if scaled else None
+    embedded, normed = kernels.embed_rms_norm(token.to(DEVICE), table_t.to(DEVICE), scale, weight.to(DEVICE), 1e-5)
+    expected = F.embedding(token, table) * (scale or 1.0)
+    assert torch.equal(embedded.cpu(), expected)
+    torch.testing.assert_close(normed.cpu(), F.rms_norm(expected, (width,), weight, 1e-5), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
 @given(rows=st.integers(1, 3), width=st.sampled_from([8, 24, 100]), parts=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_add_rms_norm_norms_the_delta_first_where_asked(kernels, rows, width, parts, seed):
     """Gemma 2/3's sandwich: residual + norm(delta), then the next norm -- each norm's output rounded to the

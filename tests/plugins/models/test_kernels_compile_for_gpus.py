@@ -25,7 +25,8 @@ GEMV = {"x_ptr": "*fp32", "x_parts_stride": "i32", "w_ptr": "*bf16", "w_stride_k
         "w1_ptr": "*bf16", "bias1_ptr": "*bf16", "bound1": "i32", "w2_ptr": "*bf16", "bias2_ptr": "*bf16", "bound2": "i32"}
 NORM = {"x_ptr": "*bf16", "delta_ptr": "*fp32", "delta_parts_stride": "i32", "weight_ptr": "*bf16",
         "sum_ptr": "*bf16", "norm_ptr": "*bf16", "width": "i32", "eps": "fp32", "delta_weight_ptr": "*fp32",
-        "delta_eps": "fp32"}
+        "delta_eps": "fp32", "token_ptr": "*i64", "table_stride_width": "i32", "table_stride_token": "i32",
+        "x_scale": "fp32"}
 ATTENTION = {"qkv_ptr": "*fp32", "qkv_parts_stride": "i32", "cos_ptr": "*bf16", "sin_ptr": "*bf16", "slot_ptr": "*i64",
              "valid_ptr": "*u8", "keys_ptr": "*bf16", "values_ptr": "*bf16", "out_ptr": "*bf16",
              "partial_ptr": "*fp32", "arrivals_ptr": "*i32", "q_norm_ptr": "*bf16", "k_norm_ptr": "*bf16",
@@ -65,7 +66,12 @@ for pdl in (False, True):
         results[f"gemv pdl={pdl} gate={gate}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": gate,
             "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
     results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "DELTA_NORM": pdl,
+                                                                          "GATHER": False, "SCALED": False,
                                                                           "BLOCK": 2048, "PDL": pdl})
+    # the first layer's norm, looking the token up (Gemma's scale with PDL)
+    results[f"embed norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 0, "DELTA_NORM": False,
+                                                                                "GATHER": True, "SCALED": pdl,
+                                                                                "BLOCK": 2048, "PDL": pdl})
 for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, False, 64, False),
                                                            (8, 4, 32, False, True, 64, True),
                                                            (16, 4, 16, True, False, 48, True),
@@ -104,7 +110,7 @@ def compiled():
 
 
 def test_every_variant_compiles_through_ptxas(compiled):
-    assert len(compiled) == 22 and all(result["cubin"] for result in compiled.values())
+    assert len(compiled) == 24 and all(result["cubin"] for result in compiled.values())
 
 
 def test_larger_heads_get_no_more_spills_than_the_tuned_one(compiled):
