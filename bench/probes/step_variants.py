@@ -47,7 +47,7 @@ import gpu_decode  # noqa: E402
 import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug import triton_support  # noqa: E402
-from genplug.plugins.models.llama import decode_kernels, persistent_mlp  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels, fused_step, persistent_mlp  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
@@ -56,9 +56,11 @@ SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                gemv_per_sm=None, down_config=None, o_config=None, persistent_mlp=persistent_mlp.ENABLED,
                take_next=persistent_mlp.TAKE_NEXT,
                persistent_pipeline=(persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS),
-               persistent_lean=persistent_mlp.LEAN_LOOPS)
+               persistent_lean=persistent_mlp.LEAN_LOOPS, norm_in_qkv=fused_step.NORM_IN_QKV)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
+    # the input norm inside the q/k/v GEMV, its scale applied by attention (eleventh session)
+    ("norm in q/k/v", dict(norm_in_qkv=True)),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
     ("attention loads the cache after the wait", dict(early_loads=False)),
     ("gate/up GEMV", dict(gate_up_gemv=True)),
@@ -127,6 +129,7 @@ def main():
         persistent_mlp.TAKE_NEXT = setting["take_next"]
         persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS = setting["persistent_pipeline"]
         persistent_mlp.LEAN_LOOPS = setting["persistent_lean"]
+        fused_step.NORM_IN_QKV = setting["norm_in_qkv"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"])
