@@ -61,6 +61,10 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     # the input norm inside the q/k/v GEMV, its scale applied by attention (eleventh session)
     ("norm in q/k/v", dict(norm_in_qkv=True)),
+    # every split's cached slots in one tile, read before the PDL wait: at 384 slots the shipped 8 splits
+    # of 48 take a second tile after it (the tile of products stays the tuned size)
+    ("attention 16 splits", dict(attention=(16, 4, 32, 4, 1))),
+    ("attention 2 heads x 64 slots", dict(attention=(8, 2, 64, 4, 1))),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
     ("attention loads the cache after the wait", dict(early_loads=False)),
     ("gate/up GEMV", dict(gate_up_gemv=True)),
