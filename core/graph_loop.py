@@ -247,7 +247,6 @@ class _Session:
 
         process = graph_processors(processors)
         plain_choice = not processors  # the logits go straight to the token choice
-        self.first_token = lambda logits: accept(choose(process(tokens, logits.float(), slot), slot), slot)
 
         # The model's part of the step: compiled first if asked (or by default); the uncompiled step is
         # the fallback when compiling or capturing fails (no inductor/triton, a forward that reads on the host).
@@ -258,12 +257,25 @@ class _Session:
 
         # the bookkeeping around the forward as two Triton kernels where they run, else PyTorch ops
         kernels = None
+        self.fed = self.column = None
         if FUSED_BOOKKEEPING and triton_support.runs_on(tokens):
             from . import loop_kernels as kernels  # imports Triton
 
+            # the token fed next and its column: each step's accept kernel advances them for the next
+            # step (one launch fewer a step), the first token's acceptance for the first step
+            fed = self.fed = torch.empty(batch, 1, dtype=tokens.dtype, device=device)
+            self.column = torch.empty((), dtype=torch.long, device=device)
+
+        def first_token(logits):
+            accept(choose(process(tokens, logits.float(), slot), slot), slot)
+            if kernels is not None:
+                kernels.advance(tokens, slot, positions, valid, out=(fed, self.column))
+
+        self.first_token = first_token
+
         def step():
             if kernels is not None:
-                token, column = kernels.advance(tokens, slot, positions, valid)
+                token, column = fed, self.column  # advanced by the previous step (or the first token)
             else:
                 token = tokens.gather(1, slot.expand(batch, 1))
                 positions.add_(1)
@@ -277,10 +289,12 @@ class _Session:
             scores = process(tokens, logits, column)
             if kernels is not None and scores.dtype in _KERNEL_SCORE_DTYPES and scores.dim() == 2:
                 kernels.choose_and_accept(scores, seed if do_sample else None, column, tokens, slot, unfinished,
-                                          generated, eos, pad, advance_slot=True)
+                                          generated, eos, pad, advance_slot=True, feed_next=(fed, positions, valid))
                 return
             accept(choose(scores, column), column)
             slot.add_(1)
+            if kernels is not None:
+                kernels.advance(tokens, slot, positions, valid, out=(fed, self.column))
 
         self.step = step
 
@@ -305,7 +319,8 @@ class _Session:
         """Capture the step (compiled first when asked; on failure the next candidate, then none)."""
         if not (self.device.type == "cuda" or TRY_CAPTURE_ON_CPU):
             return
-        state = (self.tokens, self.positions, self.valid, self.slot, self.unfinished, self.generated, self.cache)
+        state = (self.tokens, self.positions, self.valid, self.slot, self.unfinished, self.generated, self.fed,
+                 self.column, self.cache)
         for forward in self.candidates:
             self.forward = forward
             try:

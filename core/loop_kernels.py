@@ -44,11 +44,13 @@ def _advance_kernel(tokens_ptr, tokens_row, slot_ptr, positions_ptr, positions_r
 @triton.jit
 def _accept_kernel(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, column_ptr, slot_ptr,
                    unfinished_ptr, generated_ptr, eos_ptr, eos_count, pad,
+                   fed_ptr, positions_ptr, positions_row, valid_ptr, valid_row,
                    HAS_EOS: tl.constexpr, ADVANCE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
-                   BLOCK_E: tl.constexpr):
+                   BLOCK_E: tl.constexpr, FEED: tl.constexpr = False):
     # per row: the token at the best chunk's index (first maximum); finished rows get the pad token;
     # tokens[:, column] = token; generated += any(unfinished before this step);
-    # unfinished &= token not an EOS; with ADVANCE, slot += 1
+    # unfinished &= token not an EOS; with ADVANCE, slot += 1 (= column); with FEED (and ADVANCE) also the
+    # next step's _advance_kernel: fed = that token, positions += 1, valid[:, column] = True, column += 1
     column = tl.load(column_ptr)
     c = tl.arange(0, BLOCK_C)
     e = tl.arange(0, BLOCK_E)
@@ -68,17 +70,28 @@ def _accept_kernel(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, co
             hit = tl.max(((token[:, None] == eos[None, :]) & (e < eos_count)[None, :]).to(tl.int32), axis=1)
             tl.store(unfinished_ptr + r, ((alive != 0) & (hit == 0)).to(tl.uint8), mask=r_in)
         tl.store(tokens_ptr + r * tokens_row + column, token, mask=r_in)
+        if FEED:
+            tl.store(fed_ptr + r, token, mask=r_in)
+            at = positions_ptr + r * positions_row
+            tl.store(at, tl.load(at, mask=r_in) + 1, mask=r_in)
+            tl.store(valid_ptr + r * valid_row + column, tl.full([BLOCK_R], 1, tl.uint8), mask=r_in)
     tl.store(generated_ptr, tl.load(generated_ptr) + any_alive.to(tl.int64))
     if ADVANCE:
         tl.store(slot_ptr, tl.load(slot_ptr) + 1)
+    if FEED:
+        tl.store(column_ptr, column + 1)
 
 
-def advance(tokens: torch.Tensor, slot: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor):
+def advance(tokens: torch.Tensor, slot: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, out=None):
     """``(token [rows, 1], column)``: the token at column ``slot`` of ``tokens [rows, max_length]``, and
-    ``slot + 1`` (0-d); ``positions [rows, 1]`` advance by one and ``valid[:, slot]`` becomes True, in place."""
+    ``slot + 1`` (0-d); ``positions [rows, 1]`` advance by one and ``valid[:, slot]`` becomes True, in place.
+    ``out = (token, column)`` are written instead of new tensors."""
     rows = tokens.shape[0]
-    token = torch.empty(rows, 1, dtype=tokens.dtype, device=tokens.device)
-    column = torch.empty((), dtype=slot.dtype, device=slot.device)
+    if out is not None:
+        token, column = out
+    else:
+        token = torch.empty(rows, 1, dtype=tokens.dtype, device=tokens.device)
+        column = torch.empty((), dtype=slot.dtype, device=slot.device)
     _advance_kernel[(1,)](tokens, tokens.stride(0), slot, positions, positions.stride(0), valid.view(torch.uint8),
                           valid.stride(0),
                           token, column, rows, BLOCK_R=min(ROWS_PER_BLOCK, triton.next_power_of_2(rows)), num_warps=1)
@@ -87,17 +100,25 @@ def advance(tokens: torch.Tensor, slot: torch.Tensor, positions: torch.Tensor, v
 
 def choose_and_accept(scores: torch.Tensor, seed: Optional[torch.Tensor], column: torch.Tensor,
                       tokens: torch.Tensor, slot: torch.Tensor, unfinished: torch.Tensor,
-                      generated: torch.Tensor, eos: Optional[torch.Tensor], pad: int, advance_slot: bool) -> None:
+                      generated: torch.Tensor, eos: Optional[torch.Tensor], pad: int, advance_slot: bool,
+                      feed_next=None) -> None:
     """Choose each row's token from ``scores [rows, vocab]`` (float32 or half: the first maximum, or with
     ``seed`` a Gumbel-max draw whose stream is picked by ``column``) and accept it, in place: as the
-    graph loop's ``accept`` followed (with ``advance_slot``) by ``slot += 1``."""
+    graph loop's ``accept`` followed (with ``advance_slot``) by ``slot += 1``. ``feed_next = (fed [rows, 1],
+    positions, valid)`` (with ``advance_slot``) then also does the next step's :func:`advance` into ``fed``
+    and ``column`` -- one kernel fewer a step."""
+    if feed_next is not None and not advance_slot:
+        raise ValueError("choose_and_accept: feed_next advances from the moved slot; pass advance_slot=True")
     best, index = vocab_kernels.chunk_bests(scores, seed, column)
     rows, chunks = best.shape
     eos_count = eos.numel() if eos is not None else 0
+    fed, positions, valid = feed_next if feed_next is not None else (column, column, unfinished)
     _accept_kernel[(1,)](
         best, index, chunks, rows, tokens, tokens.stride(0), column, slot, unfinished.view(torch.uint8),
         generated, eos if eos is not None else column, eos_count, pad,
+        fed, positions, positions.stride(0) if positions.dim() else 0, valid.view(torch.uint8),
+        valid.stride(0) if valid.dim() else 0,
         HAS_EOS=eos is not None, ADVANCE=advance_slot, BLOCK_R=min(ROWS_PER_BLOCK, triton.next_power_of_2(rows)),
         BLOCK_C=max(16, triton.next_power_of_2(chunks)), BLOCK_E=max(2, triton.next_power_of_2(eos_count)),
-        num_warps=4,
+        FEED=feed_next is not None, num_warps=4,
     )

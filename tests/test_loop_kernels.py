@@ -45,14 +45,38 @@ def _reference_step(state, scores, seed, eos, pad, vocab_ops):
     return token, column
 
 
+def _reference_advance(state):
+    """graph_loop's PyTorch bookkeeping before a forward: the fed token and its column."""
+    tokens, slot = state["tokens"], state["slot"]
+    token = tokens.gather(1, slot.expand(tokens.shape[0], 1))
+    state["positions"].add_(1)
+    state["valid"].index_fill_(1, slot.view(1), True)
+    return token, slot + 1
+
+
+def _accept_then_check(loop_kernels, state, expected, scores, seed, column, eos, pad, feed_next):
+    """choose_and_accept on ``state``, with the next step's advance fused in where ``feed_next``: every
+    buffer as the reference's (whose next advance is run too), and the fed token and column as it gives."""
+    fed = torch.full((state["tokens"].shape[0], 1), -1, dtype=torch.long, device=scores.device)
+    loop_kernels.choose_and_accept(scores, seed, column, state["tokens"], state["slot"], state["unfinished"],
+                                   state["generated"], eos, pad, advance_slot=True,
+                                   feed_next=(fed, state["positions"], state["valid"]) if feed_next else None)
+    if feed_next:
+        next_token, next_column = _reference_advance(expected)
+        assert torch.equal(fed, next_token) and int(column) == int(next_column)
+    for name in expected:
+        assert torch.equal(state[name], expected[name]), name
+
+
 @settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 5), width=st.sampled_from([7, 1024, 3000]), slot=st.integers(0, 10),
        levels=st.integers(2, 50), eos_count=st.integers(0, 3), sample=st.booleans(), pad=st.integers(0, 6),
-       seed=st.integers(0, 2**16))
+       seed=st.integers(0, 2**16), feed_next=st.booleans())
 def test_the_fused_bookkeeping_equals_the_pytorch_step(triton_kernels_on, rows, width, slot, levels, eos_count,
-                                                       sample, pad, seed):
+                                                       sample, pad, seed, feed_next):
     """Same fed token, positions, valid slots, chosen tokens (ties to the first index; the same Gumbel
-    stream when sampling), pad for finished rows, EOS flags, step count and slot."""
+    stream when sampling), pad for finished rows, EOS flags, step count and slot; with ``feed_next`` the
+    next step's fed token, column, positions and valid slot too."""
     from genplug import loop_kernels, vocab_ops
 
     device = triton_kernels_on
@@ -69,13 +93,11 @@ def test_the_fused_bookkeeping_equals_the_pytorch_step(triton_kernels_on, rows, 
 
     token, column = loop_kernels.advance(state["tokens"], state["slot"], state["positions"], state["valid"])
     assert torch.equal(token, expected_token) and int(column) == int(expected_column)
-    loop_kernels.choose_and_accept(scores, gumbel_seed, column, state["tokens"], state["slot"], state["unfinished"],
-                                   state["generated"], eos, pad, advance_slot=True)
-    for name in expected:
-        assert torch.equal(state[name], expected[name]), name
+    _accept_then_check(loop_kernels, state, expected, scores, gumbel_seed, column, eos, pad, feed_next)
 
 
-def test_many_rows_are_handled_in_blocks(triton_kernels_on):
+@pytest.mark.parametrize("feed_next", [False, True], ids=["accept", "accept + next advance"])
+def test_many_rows_are_handled_in_blocks(triton_kernels_on, feed_next):
     from genplug import loop_kernels, vocab_ops
 
     device = triton_kernels_on
@@ -86,10 +108,7 @@ def test_many_rows_are_handled_in_blocks(triton_kernels_on):
     expected = _copy(state)
     _reference_step(expected, scores, None, eos, 0, vocab_ops)
     _, column = loop_kernels.advance(state["tokens"], state["slot"], state["positions"], state["valid"])
-    loop_kernels.choose_and_accept(scores, None, column, state["tokens"], state["slot"], state["unfinished"],
-                                   state["generated"], eos, 0, advance_slot=True)
-    for name in expected:
-        assert torch.equal(state[name], expected[name]), name
+    _accept_then_check(loop_kernels, state, expected, scores, None, column, eos, 0, feed_next)
 
 
 @pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampling"])
