@@ -28,8 +28,8 @@ ROWS_PER_BLOCK = 64  # rows handled together by the single program of each kerne
 
 @triton.jit
 def _advance_kernel(tokens_ptr, tokens_row, slot_ptr, positions_ptr, positions_row, valid_ptr, valid_row,
-                    token_out_ptr, column_out_ptr, rows, BLOCK_R: tl.constexpr):
-    # token = tokens[:, slot]; positions += 1; valid[:, slot] = True; column = slot + 1
+                    token_out_ptr, column_out_ptr, rows, valid_cols, BLOCK_R: tl.constexpr):
+    # token = tokens[:, slot]; positions += 1; valid[:, slot] = True (a slot inside the cache); column = slot + 1
     slot = tl.load(slot_ptr)
     for first in range(0, rows, BLOCK_R):
         r = first + tl.arange(0, BLOCK_R)
@@ -37,20 +37,22 @@ def _advance_kernel(tokens_ptr, tokens_row, slot_ptr, positions_ptr, positions_r
         tl.store(token_out_ptr + r, tl.load(tokens_ptr + r * tokens_row + slot, mask=r_in), mask=r_in)
         at = positions_ptr + r * positions_row
         tl.store(at, tl.load(at, mask=r_in) + 1, mask=r_in)
-        tl.store(valid_ptr + r * valid_row + slot, tl.full([BLOCK_R], 1, tl.uint8), mask=r_in)
+        if slot < valid_cols:
+            tl.store(valid_ptr + r * valid_row + slot, tl.full([BLOCK_R], 1, tl.uint8), mask=r_in)
     tl.store(column_out_ptr, slot + 1)
 
 
 @triton.jit
 def _accept_kernel(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, column_ptr, slot_ptr,
                    unfinished_ptr, generated_ptr, eos_ptr, eos_count, pad,
-                   fed_ptr, positions_ptr, positions_row, valid_ptr, valid_row,
+                   fed_ptr, positions_ptr, positions_row, valid_ptr, valid_row, valid_cols,
                    HAS_EOS: tl.constexpr, ADVANCE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
                    BLOCK_E: tl.constexpr, FEED: tl.constexpr = False):
     # per row: the token at the best chunk's index (first maximum); finished rows get the pad token;
     # tokens[:, column] = token; generated += any(unfinished before this step);
     # unfinished &= token not an EOS; with ADVANCE, slot += 1 (= column); with FEED (and ADVANCE) also the
-    # next step's _advance_kernel: fed = that token, positions += 1, valid[:, column] = True, column += 1
+    # next step's _advance_kernel: fed = that token, positions += 1, valid[:, column] = True (a column past
+    # the cache is the last step's: never fed, not marked), column += 1
     column = tl.load(column_ptr)
     c = tl.arange(0, BLOCK_C)
     e = tl.arange(0, BLOCK_E)
@@ -74,7 +76,8 @@ def _accept_kernel(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, co
             tl.store(fed_ptr + r, token, mask=r_in)
             at = positions_ptr + r * positions_row
             tl.store(at, tl.load(at, mask=r_in) + 1, mask=r_in)
-            tl.store(valid_ptr + r * valid_row + column, tl.full([BLOCK_R], 1, tl.uint8), mask=r_in)
+            if column < valid_cols:
+                tl.store(valid_ptr + r * valid_row + column, tl.full([BLOCK_R], 1, tl.uint8), mask=r_in)
     tl.store(generated_ptr, tl.load(generated_ptr) + any_alive.to(tl.int64))
     if ADVANCE:
         tl.store(slot_ptr, tl.load(slot_ptr) + 1)
@@ -94,7 +97,7 @@ def advance(tokens: torch.Tensor, slot: torch.Tensor, positions: torch.Tensor, v
         column = torch.empty((), dtype=slot.dtype, device=slot.device)
     _advance_kernel[(1,)](tokens, tokens.stride(0), slot, positions, positions.stride(0), valid.view(torch.uint8),
                           valid.stride(0),
-                          token, column, rows, BLOCK_R=min(ROWS_PER_BLOCK, triton.next_power_of_2(rows)), num_warps=1)
+                          token, column, rows, valid.shape[-1], BLOCK_R=min(ROWS_PER_BLOCK, triton.next_power_of_2(rows)), num_warps=1)
     return token, column
 
 
@@ -117,7 +120,7 @@ def choose_and_accept(scores: torch.Tensor, seed: Optional[torch.Tensor], column
         best, index, chunks, rows, tokens, tokens.stride(0), column, slot, unfinished.view(torch.uint8),
         generated, eos if eos is not None else column, eos_count, pad,
         fed, positions, positions.stride(0) if positions.dim() else 0, valid.view(torch.uint8),
-        valid.stride(0) if valid.dim() else 0,
+        valid.stride(0) if valid.dim() else 0, valid.shape[-1] if valid.dim() else 0,
         HAS_EOS=eos is not None, ADVANCE=advance_slot, BLOCK_R=min(ROWS_PER_BLOCK, triton.next_power_of_2(rows)),
         BLOCK_C=max(16, triton.next_power_of_2(chunks)), BLOCK_E=max(2, triton.next_power_of_2(eos_count)),
         FEED=feed_next is not None, num_warps=4,

@@ -134,3 +134,24 @@ def test_the_graph_loop_gives_the_same_tokens_with_either_bookkeeping(triton_ker
         runs.append(genplug.generate(model, ids, **kw))
         assert graph_loop.LAST_CAPTURE_SECONDS is not None
     assert calls and torch.equal(runs[0], runs[1])
+
+
+def test_the_last_step_advances_nothing_past_the_cache(triton_kernels_on):
+    """The last step's fused advance points at a column the cache does not have (its token is never fed):
+    no slot past the valid mask is written -- a guarded zero-width view of a larger buffer shows it."""
+    from genplug import loop_kernels
+
+    device = triton_kernels_on
+    rows, slot = 3, 5
+    tokens = torch.randint(0, 50, (rows, slot + 2)).to(device)
+    backing = torch.zeros(rows, slot + 3, dtype=torch.bool, device=device)
+    valid = backing[:, : slot + 1]  # the cache holds slots 0..slot: the next column is past it
+    positions, unfinished = torch.zeros(rows, 1, dtype=torch.long, device=device), torch.ones(rows, dtype=torch.bool, device=device)
+    slot_t, generated = torch.tensor(slot, device=device), torch.tensor(0, device=device)
+    fed = torch.zeros(rows, 1, dtype=torch.long, device=device)
+    _, column = loop_kernels.advance(tokens, slot_t, positions, valid)  # marks slot `slot`, the cache's last
+    scores = torch.randn(rows, 50).to(device)
+    loop_kernels.choose_and_accept(scores, None, column, tokens, slot_t, unfinished, generated, None, 0,
+                                   advance_slot=True, feed_next=(fed, positions, valid))
+    assert valid[:, slot].all() and not backing[:, slot + 1:].any()
+    assert torch.equal(fed[:, 0], scores.argmax(-1).to(device)) and int(column) == slot + 2

@@ -100,11 +100,12 @@ for batch in (1, 4):
 from genplug import loop_kernels as lk
 results["loop advance"] = compiled(lk._advance_kernel, {"tokens_ptr": "*i64", "tokens_row": "i32", "slot_ptr": "*i64",
     "positions_ptr": "*i64", "positions_row": "i32", "valid_ptr": "*u8", "valid_row": "i32", "token_out_ptr": "*i64",
-    "column_out_ptr": "*i64", "rows": "i32"}, {"BLOCK_R": 64})
+    "column_out_ptr": "*i64", "rows": "i32", "valid_cols": "i32"}, {"BLOCK_R": 64})
 results["loop accept"] = compiled(lk._accept_kernel, {"best_ptr": "*fp32", "index_ptr": "*i32", "chunks": "i32",
     "rows": "i32", "tokens_ptr": "*i64", "tokens_row": "i32", "column_ptr": "*i64", "slot_ptr": "*i64",
     "unfinished_ptr": "*u8", "generated_ptr": "*i64", "eos_ptr": "*i64", "eos_count": "i32", "pad": "i32",
-    "fed_ptr": "*i64", "positions_ptr": "*i64", "positions_row": "i32", "valid_ptr": "*u8", "valid_row": "i32"},
+    "fed_ptr": "*i64", "positions_ptr": "*i64", "positions_row": "i32", "valid_ptr": "*u8", "valid_row": "i32",
+    "valid_cols": "i32"},
     {"HAS_EOS": True, "ADVANCE": True, "BLOCK_R": 64, "BLOCK_C": 128, "BLOCK_E": 2, "FEED": True})
 print(json.dumps(results))
 '''
