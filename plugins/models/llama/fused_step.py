@@ -46,10 +46,9 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
         positions = position_ids.reshape(position_ids.shape[0], 1)
     else:
         rotations = [e(position_ids, like.dtype) for e in embeddings]
-    # one set of zeroed counters for every layer's attention: each call leaves them zero again
     arrivals = None
     if decode_kernels.ATTENTION_CONFIG["one row" if rows == 1 else "rows"][0] > 1:
-        arrivals = decode_kernels.new_arrivals(rows, model.config.num_attention_heads, like.device)
+        arrivals = attention_arrivals(model, rows, like.device)
     # the persistent MLP's counts of published programs (GENPLUG_PERSISTENT_MLP=1, one row): zeroed once per step
     counters = [None] * len(core.layer_plan)
     if persistent_mlp.ENABLED and rows == 1:
@@ -64,6 +63,18 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
                                                             cache_layer.keys, cache_layer.values, arrivals, positions,
                                                             window, counts, next_layer, qkv, embedded)
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
+
+
+def attention_arrivals(model, rows: int, device: torch.device) -> torch.Tensor:
+    """The zeroed counters every layer's attention kernel shares for its split merge, made once per model,
+    batch size and device: each launch leaves its counters zero again, so a step (and its CUDA graph)
+    needs no fill kernel of its own (1 us a step on an H100, tenth session's loop_timeline). Kept per
+    model: steps of one model never run at once, those of two models might."""
+    kept = model.__dict__.setdefault("_attention_arrivals", {})
+    key = (rows, str(device))
+    if key not in kept:
+        kept[key] = decode_kernels.new_arrivals(rows, model.config.num_attention_heads, device)
+    return kept[key]
 
 
 def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid, keys, values, arrivals=None,

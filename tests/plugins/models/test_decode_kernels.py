@@ -399,6 +399,9 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, norm_i
     normed_calls, real_normed = [], kernels.normed_gemv
     monkeypatch.setattr(kernels, "normed_gemv", lambda *a, **k: normed_calls.append(k) or real_normed(*a, **k))
     fused = graph_step.static_decode_step(model, token, position, slot, valid, cache.layers)
+    # the attention kernels' split counters are the model's, made once and left zero for the next step
+    arrivals = fused_step.attention_arrivals(model, rows, token.device)
+    assert not arrivals.any() and fused_step.attention_arrivals(model, rows, token.device) is arrivals
     # one row: qkv, o and down (SiLU input) of every layer through the GEMV kernel -- the q/k/v of layers
     # after the first with their input norm where asked; two rows: none
     layers = model.config.num_hidden_layers
