@@ -509,3 +509,57 @@ def test_parameters_key_covers_every_parameter_and_changes_when_one_is_replaced(
     key = graph_loop.parameters_key(model)
     model[0].weight.data = model[0].weight.data.clone()  # same object, new address
     assert graph_loop.parameters_key(model) != key
+
+
+class _RunsAgain:
+    """A stand-in for a captured CUDA graph on the CPU: replaying runs what was captured."""
+
+    def __init__(self, replay):
+        self.replay = replay
+
+
+@pytest.mark.parametrize("bookkeeping", ["pytorch", "kernels"])
+@pytest.mark.parametrize("new_tokens", [3, 11, 14])
+def test_groups_of_steps_replay_as_one_graph_with_the_same_tokens(model_and_tokenizer, on_cpu, monkeypatch, request,
+                                                                  bookkeeping, new_tokens):
+    """Runs of STEPS_PER_REPLAY steps replay the group's graph and the rest the one-step graph (a stand-in
+    that runs them): the tokens are the eager loop's, with EOS stops, whether or not the steps divide
+    into groups; a group graph is captured only where its warm-up has the slots (2 steps: none)."""
+    if bookkeeping == "kernels":
+        request.getfixturevalue("triton_kernels_on")
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    enc = _batch(tokenizer)
+    eos = int(enc["input_ids"][1, -1])
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=new_tokens, eos_token_id=eos, pad_token_id=0,
+              cache_implementation="static")
+    eager = genplug.generate(model, enc["input_ids"], disable_compile=True, **kw)
+    captured, replays = [], []
+
+    def capture(run, *state, **kw):
+        captured.append(run)
+        index = len(captured)  # 1: the one-step graph, 2: the group's
+
+        def replay():
+            replays.append(index)
+            run()
+        return _RunsAgain(replay)
+
+    real_capture = graph_loop._Session.capture
+
+    def capture_keeping_the_forward(session, steps_left):  # a real graph replays without it; this stand-in runs it
+        forward = session.candidates[0]
+        real_capture(session, steps_left)
+        session.forward = forward
+
+    monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "_capture", capture)
+    monkeypatch.setattr(graph_loop._Session, "capture", capture_keeping_the_forward)
+    monkeypatch.setattr(graph_loop, "STEPS_PER_REPLAY", 4)
+    out = genplug.generate(model, enc["input_ids"], stop_check_interval=1000, **kw)
+    assert torch.equal(out, eager)
+    steps = new_tokens - 1
+    groups = steps // 4 if steps >= 4 else 0
+    assert len(captured) == (2 if steps >= 4 else 1)
+    assert replays == [2] * groups + [1] * (steps - 4 * groups)
+    graph_loop.release(model)

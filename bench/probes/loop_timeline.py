@@ -45,7 +45,11 @@ def main():
           f"{(best - short) * 1e6 / (gpu_decode.NEW - 2):.1f} us each")
 
     session = graph_loop._SESSIONS[native]
-    refill = lambda: session.fill(ids, None)  # noqa: E731 -- the slot back to the prompt's end
+    first_logits = torch.zeros(1, native.config.vocab_size, device="cuda")
+
+    def refill():  # the slot back to the prompt's end, and the first token accepted (which primes the fed token)
+        session.fill(ids, None)
+        session.first_token(first_logits)
     refill()
     session.graph.replay()  # (a warm-up replay)
     torch.cuda.synchronize()
@@ -55,6 +59,11 @@ def main():
     model_us = graph_time(lambda: native.static_decode_step(token, pos, slot, valid, cache.layers), reps=200)
     print(f"loop step replayed back to back: {loop_us:.1f} us; model step alone: {model_us:.1f} us; "
           f"difference {loop_us - model_us:.1f} us")
+    if session.group_graph is not None:  # graph_loop.STEPS_PER_REPLAY steps in one graph
+        refill()
+        group_us = replay_time(session.group_graph, 40) / session.group
+        print(f"a step of the {session.group}-step graph replayed back to back: {group_us:.1f} us "
+              f"({loop_us - group_us:.1f} us less than the one-step graph's)")
 
     refill()
     torch.cuda.synchronize()
