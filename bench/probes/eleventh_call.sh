@@ -8,7 +8,7 @@
 # Usage: bash bench/probes/eleventh_call.sh
 here="$(dirname "$0")"
 source "$here/device_setup.sh"
-timeout 200 python bench/probes/step_variants.py "as shipped" "norm in q/k/v" "attention 16 splits" \
+timeout 230 python bench/probes/step_variants.py "as shipped" "norm in q/k/v" "one step per graph replay" "attention 16 splits" \
   "attention 2 heads x 64 slots" "as shipped (again: noise)" 2>&1 \
   | grep -v -i -e warn -e Writing | tee "$out/step_variants.txt"
 if python - "$out/step_variants.txt" <<'PY'
