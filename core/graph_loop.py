@@ -262,7 +262,7 @@ class _Session:
 
         # the bookkeeping around the forward as two Triton kernels where they run, else PyTorch ops
         kernels = None
-        self.fed = self.column = None
+        self.fed = self.column = self.choice_arrivals = None
         if FUSED_BOOKKEEPING and triton_support.runs_on(tokens):
             from . import loop_kernels as kernels  # imports Triton
 
@@ -270,6 +270,8 @@ class _Session:
             # step (one launch fewer a step), the first token's acceptance for the first step
             fed = self.fed = torch.empty(batch, 1, dtype=tokens.dtype, device=device)
             self.column = torch.empty((), dtype=torch.long, device=device)
+            # the token choice and the accept are one launch: its programs count themselves here
+            arrivals = self.choice_arrivals = torch.zeros(1, dtype=torch.int32, device=device)
 
         def first_token(logits):
             accept(choose(process(tokens, logits.float(), slot), slot), slot)
@@ -294,7 +296,8 @@ class _Session:
             scores = process(tokens, logits, column)
             if kernels is not None and scores.dtype in _KERNEL_SCORE_DTYPES and scores.dim() == 2:
                 kernels.choose_and_accept(scores, seed if do_sample else None, column, tokens, slot, unfinished,
-                                          generated, eos, pad, advance_slot=True, feed_next=(fed, positions, valid))
+                                          generated, eos, pad, advance_slot=True, feed_next=(fed, positions, valid),
+                                          arrivals=arrivals)
                 return
             accept(choose(scores, column), column)
             slot.add_(1)
@@ -326,7 +329,7 @@ class _Session:
         if not (self.device.type == "cuda" or TRY_CAPTURE_ON_CPU):
             return
         state = (self.tokens, self.positions, self.valid, self.slot, self.unfinished, self.generated, self.fed,
-                 self.column, self.cache)
+                 self.column, self.choice_arrivals, self.cache)
         for forward in self.candidates:
             self.forward = forward
             try:

@@ -48,6 +48,40 @@ def _accept_kernel(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, co
                    fed_ptr, positions_ptr, positions_row, valid_ptr, valid_row, valid_cols,
                    HAS_EOS: tl.constexpr, ADVANCE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
                    BLOCK_E: tl.constexpr, FEED: tl.constexpr = False):
+    _accept_rows(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, column_ptr, slot_ptr,
+                 unfinished_ptr, generated_ptr, eos_ptr, eos_count, pad,
+                 fed_ptr, positions_ptr, positions_row, valid_ptr, valid_row, valid_cols,
+                 HAS_EOS, ADVANCE, BLOCK_R, BLOCK_C, BLOCK_E, FEED, "")
+
+
+@triton.jit
+def _choose_accept_kernel(scores_ptr, width, seed_ptr, step_ptr, arrivals_ptr,
+                          best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, column_ptr, slot_ptr,
+                          unfinished_ptr, generated_ptr, eos_ptr, eos_count, pad,
+                          fed_ptr, positions_ptr, positions_row, valid_ptr, valid_row, valid_cols,
+                          GUMBEL: tl.constexpr, CHUNK: tl.constexpr,
+                          HAS_EOS: tl.constexpr, ADVANCE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+                          BLOCK_E: tl.constexpr, FEED: tl.constexpr):
+    # each program one chunk's best (vocab_kernels.chunk_best); the last of all to arrive accepts
+    # (reading the others' results past L1) and leaves the count zero for the next step
+    vocab_kernels.chunk_best(scores_ptr, width, chunks, seed_ptr, step_ptr, best_ptr, index_ptr,
+                             tl.program_id(0), tl.program_id(1), GUMBEL, CHUNK)
+    tl.debug_barrier()  # every thread's stores precede the release below
+    arrived = tl.atomic_add(arrivals_ptr, 1, sem="acq_rel", scope="gpu")
+    if arrived == rows * chunks - 1:
+        _accept_rows(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, column_ptr, slot_ptr,
+                     unfinished_ptr, generated_ptr, eos_ptr, eos_count, pad,
+                     fed_ptr, positions_ptr, positions_row, valid_ptr, valid_row, valid_cols,
+                     HAS_EOS, ADVANCE, BLOCK_R, BLOCK_C, BLOCK_E, FEED, ".cg")
+        tl.store(arrivals_ptr, 0)
+
+
+@triton.jit
+def _accept_rows(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, column_ptr, slot_ptr,
+                 unfinished_ptr, generated_ptr, eos_ptr, eos_count, pad,
+                 fed_ptr, positions_ptr, positions_row, valid_ptr, valid_row, valid_cols,
+                 HAS_EOS: tl.constexpr, ADVANCE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+                 BLOCK_E: tl.constexpr, FEED: tl.constexpr, RESULTS_CACHE: tl.constexpr):
     # per row: the token at the best chunk's index (first maximum); finished rows get the pad token;
     # tokens[:, column] = token; generated += any(unfinished before this step);
     # unfinished &= token not an EOS; with ADVANCE, slot += 1 (= column); with FEED (and ADVANCE) also the
@@ -62,9 +96,9 @@ def _accept_kernel(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, co
         r = first + tl.arange(0, BLOCK_R)
         r_in = r < rows
         best = tl.load(best_ptr + r[:, None] * chunks + c[None, :], mask=r_in[:, None] & (c < chunks)[None, :],
-                       other=float("-inf"))
+                       other=float("-inf"), cache_modifier=RESULTS_CACHE)
         winner = tl.argmax(best, axis=1, tie_break_left=True)
-        token = tl.load(index_ptr + r * chunks + winner, mask=r_in, other=0).to(tl.int64)
+        token = tl.load(index_ptr + r * chunks + winner, mask=r_in, other=0, cache_modifier=RESULTS_CACHE).to(tl.int64)
         alive = tl.load(unfinished_ptr + r, mask=r_in, other=0)
         any_alive = tl.maximum(any_alive, tl.max(alive.to(tl.int32), axis=0))
         if HAS_EOS:
@@ -104,24 +138,39 @@ def advance(tokens: torch.Tensor, slot: torch.Tensor, positions: torch.Tensor, v
 def choose_and_accept(scores: torch.Tensor, seed: Optional[torch.Tensor], column: torch.Tensor,
                       tokens: torch.Tensor, slot: torch.Tensor, unfinished: torch.Tensor,
                       generated: torch.Tensor, eos: Optional[torch.Tensor], pad: int, advance_slot: bool,
-                      feed_next=None) -> None:
+                      feed_next=None, arrivals: Optional[torch.Tensor] = None) -> None:
     """Choose each row's token from ``scores [rows, vocab]`` (float32 or half: the first maximum, or with
     ``seed`` a Gumbel-max draw whose stream is picked by ``column``) and accept it, in place: as the
     graph loop's ``accept`` followed (with ``advance_slot``) by ``slot += 1``. ``feed_next = (fed [rows, 1],
     positions, valid)`` (with ``advance_slot``) then also does the next step's :func:`advance` into ``fed``
-    and ``column`` -- one kernel fewer a step."""
+    and ``column`` -- one kernel fewer a step. With ``arrivals`` (a zeroed int32 counter, left zero) the
+    choice's chunks and the accept are one launch: the last chunk's program to finish accepts."""
     if feed_next is not None and not advance_slot:
         raise ValueError("choose_and_accept: feed_next advances from the moved slot; pass advance_slot=True")
-    best, index = vocab_kernels.chunk_bests(scores, seed, column)
-    rows, chunks = best.shape
     eos_count = eos.numel() if eos is not None else 0
     fed, positions, valid = feed_next if feed_next is not None else (column, column, unfinished)
-    _accept_kernel[(1,)](
-        best, index, chunks, rows, tokens, tokens.stride(0), column, slot, unfinished.view(torch.uint8),
+    rows, width = scores.shape
+    chunks = triton.cdiv(width, vocab_kernels.CHUNK)
+    accept_args = (
+        chunks, rows, tokens, tokens.stride(0), column, slot, unfinished.view(torch.uint8),
         generated, eos if eos is not None else column, eos_count, pad,
         fed, positions, positions.stride(0) if positions.dim() else 0, valid.view(torch.uint8),
         valid.stride(0) if valid.dim() else 0, valid.shape[-1] if valid.dim() else 0,
+    )
+    accept_options = dict(
         HAS_EOS=eos is not None, ADVANCE=advance_slot, BLOCK_R=min(ROWS_PER_BLOCK, triton.next_power_of_2(rows)),
         BLOCK_C=max(16, triton.next_power_of_2(chunks)), BLOCK_E=max(2, triton.next_power_of_2(eos_count)),
         FEED=feed_next is not None, num_warps=4,
+    )
+    if arrivals is None:
+        best, index = vocab_kernels.chunk_bests(scores, seed, column)
+        _accept_kernel[(1,)](best, index, *accept_args, **accept_options)
+        return
+    scores = scores.contiguous()
+    best = torch.empty(rows, chunks, dtype=torch.float32, device=scores.device)
+    index = torch.empty(rows, chunks, dtype=torch.int32, device=scores.device)
+    gumbel = seed is not None
+    _choose_accept_kernel[(rows, chunks)](
+        scores, width, seed if gumbel else best, column if gumbel else best, arrivals, best, index, *accept_args,
+        GUMBEL=gumbel, CHUNK=vocab_kernels.CHUNK, **accept_options,
     )

@@ -24,8 +24,14 @@ CHUNK = 1024
 @triton.jit
 def _chunk_best_kernel(scores_ptr, width, chunks, seed_ptr, step_ptr, best_ptr, index_ptr,
                        GUMBEL: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    chunk = tl.program_id(1)
+    chunk_best(scores_ptr, width, chunks, seed_ptr, step_ptr, best_ptr, index_ptr, tl.program_id(0),
+               tl.program_id(1), GUMBEL, BLOCK)
+
+@triton.jit
+def chunk_best(scores_ptr, width, chunks, seed_ptr, step_ptr, best_ptr, index_ptr, row, chunk,
+               GUMBEL: tl.constexpr, BLOCK: tl.constexpr):
+    """Chunk ``chunk`` of ``row``: its best (noisy, with GUMBEL) score and first index, stored at
+    ``row * chunks + chunk`` (also the first part of :mod:`.loop_kernels`' fused choice and accept)."""
     cols = chunk * BLOCK + tl.arange(0, BLOCK)
     inside = cols < width
     scores = tl.load(scores_ptr + row * width + cols, mask=inside, other=float("-inf")).to(tl.float32)

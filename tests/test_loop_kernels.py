@@ -54,13 +54,17 @@ def _reference_advance(state):
     return token, slot + 1
 
 
-def _accept_then_check(loop_kernels, state, expected, scores, seed, column, eos, pad, feed_next):
-    """choose_and_accept on ``state``, with the next step's advance fused in where ``feed_next``: every
-    buffer as the reference's (whose next advance is run too), and the fed token and column as it gives."""
+def _accept_then_check(loop_kernels, state, expected, scores, seed, column, eos, pad, feed_next, one_launch=False):
+    """choose_and_accept on ``state``, with the next step's advance fused in where ``feed_next`` (and the
+    choice and accept as one launch where ``one_launch``): every buffer as the reference's (whose next
+    advance is run too), the fed token and column as it gives, the launch's counter left zero."""
     fed = torch.full((state["tokens"].shape[0], 1), -1, dtype=torch.long, device=scores.device)
+    arrivals = torch.zeros(1, dtype=torch.int32, device=scores.device) if one_launch else None
     loop_kernels.choose_and_accept(scores, seed, column, state["tokens"], state["slot"], state["unfinished"],
                                    state["generated"], eos, pad, advance_slot=True,
-                                   feed_next=(fed, state["positions"], state["valid"]) if feed_next else None)
+                                   feed_next=(fed, state["positions"], state["valid"]) if feed_next else None,
+                                   arrivals=arrivals)
+    assert arrivals is None or int(arrivals) == 0
     if feed_next:
         next_token, next_column = _reference_advance(expected)
         assert torch.equal(fed, next_token) and int(column) == int(next_column)
@@ -71,9 +75,9 @@ def _accept_then_check(loop_kernels, state, expected, scores, seed, column, eos,
 @settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 5), width=st.sampled_from([7, 1024, 3000]), slot=st.integers(0, 10),
        levels=st.integers(2, 50), eos_count=st.integers(0, 3), sample=st.booleans(), pad=st.integers(0, 6),
-       seed=st.integers(0, 2**16), feed_next=st.booleans())
+       seed=st.integers(0, 2**16), feed_next=st.booleans(), one_launch=st.booleans())
 def test_the_fused_bookkeeping_equals_the_pytorch_step(triton_kernels_on, rows, width, slot, levels, eos_count,
-                                                       sample, pad, seed, feed_next):
+                                                       sample, pad, seed, feed_next, one_launch):
     """Same fed token, positions, valid slots, chosen tokens (ties to the first index; the same Gumbel
     stream when sampling), pad for finished rows, EOS flags, step count and slot; with ``feed_next`` the
     next step's fed token, column, positions and valid slot too."""
@@ -93,11 +97,12 @@ def test_the_fused_bookkeeping_equals_the_pytorch_step(triton_kernels_on, rows, 
 
     token, column = loop_kernels.advance(state["tokens"], state["slot"], state["positions"], state["valid"])
     assert torch.equal(token, expected_token) and int(column) == int(expected_column)
-    _accept_then_check(loop_kernels, state, expected, scores, gumbel_seed, column, eos, pad, feed_next)
+    _accept_then_check(loop_kernels, state, expected, scores, gumbel_seed, column, eos, pad, feed_next, one_launch)
 
 
-@pytest.mark.parametrize("feed_next", [False, True], ids=["accept", "accept + next advance"])
-def test_many_rows_are_handled_in_blocks(triton_kernels_on, feed_next):
+@pytest.mark.parametrize("feed_next,one_launch", [(False, False), (True, False), (True, True)],
+                         ids=["accept", "accept + next advance", "choice + accept + next advance in one launch"])
+def test_many_rows_are_handled_in_blocks(triton_kernels_on, feed_next, one_launch):
     from genplug import loop_kernels, vocab_ops
 
     device = triton_kernels_on
@@ -108,7 +113,7 @@ def test_many_rows_are_handled_in_blocks(triton_kernels_on, feed_next):
     expected = _copy(state)
     _reference_step(expected, scores, None, eos, 0, vocab_ops)
     _, column = loop_kernels.advance(state["tokens"], state["slot"], state["positions"], state["valid"])
-    _accept_then_check(loop_kernels, state, expected, scores, None, column, eos, 0, feed_next)
+    _accept_then_check(loop_kernels, state, expected, scores, None, column, eos, 0, feed_next, one_launch)
 
 
 @pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampling"])

@@ -435,15 +435,14 @@ def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, r
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)[:rows]
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)[:rows]
     kw = dict(attention_mask=mask, max_new_tokens=10, cache_implementation="static", pad_token_id=0)
-    from genplug import vocab_kernels
+    from genplug import loop_kernels
 
-    chosen_from, real_bests = [], vocab_kernels.chunk_bests
-    monkeypatch.setattr(vocab_kernels, "chunk_bests", lambda s, *a: chosen_from.append(s.dtype) or real_bests(s, *a))
+    chosen_from, real_choice = [], loop_kernels.choose_and_accept
+    monkeypatch.setattr(loop_kernels, "choose_and_accept", lambda s, *a, **k: chosen_from.append(s.dtype) or real_choice(s, *a, **k))
     graph = genplug.generate(model, prompt, **kw)
     assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
-    # no processors: the step's token is chosen from the head's bf16 logits, uncopied (the prompt's first
-    # token from a float32 copy)
-    assert set(chosen_from) == {torch.bfloat16, torch.float32}
+    # no processors: the step's token is chosen from the head's bf16 logits, uncopied
+    assert set(chosen_from) == {torch.bfloat16}
     eager = genplug.generate(model, prompt, disable_compile=True, **kw)
     assert torch.equal(graph, eager)
     # and the fused eager step is really taken: the static cache's counters advance through mark_written
