@@ -46,10 +46,6 @@ TRY_CAPTURE_ON_CPU = False  # tests switch this on (with a fake _capture) to che
 # A step's bookkeeping (fed token, positions, valid slots, token choice's second pass, accepting the
 # token, EOS flags, slot) as two Triton kernels where they run (.loop_kernels), instead of ~15 PyTorch ones.
 FUSED_BOOKKEEPING = True
-# Steps per replay of the loop's second graph: between two graphs the GPU idles ~4.5 us (an H100, tenth
-# session's loop_timeline), so runs of whole groups replay a graph of this many steps, the rest the
-# one-step graph. 1 captures no second graph.
-STEPS_PER_REPLAY = 4
 
 
 def graph_decode_possible(adapter, processors, criteria, config, cache, streamer, synced_gpus) -> Optional[str]:
@@ -104,7 +100,7 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
     session.first_token(first_logits)
     steps_left = max_length - input_ids.shape[1] - 1
     if not reuse and steps_left > 0:  # (capturing runs a step, which needs a free cache slot)
-        session.capture(steps_left)
+        session.capture()
         if key is not None and (session.graph is not None or RUN_ON_CPU):
             _SESSIONS[adapter.model] = session
     LAST_CAPTURE_SECONDS, LAST_GRAPH_REUSED = time.perf_counter() - started, reuse
@@ -221,7 +217,6 @@ class _Session:
         # Nothing kept after a capture may refer to the model: sessions are values of a dict keyed
         # weakly by the model, which would otherwise never be freed (see capture()).
         self.key, self.cache, self.graph, self.do_sample = key, cache, None, do_sample
-        self.group_graph, self.group = None, 1  # the graph of `group` steps, if one was captured
         device = self.device = input_ids.device
         batch = input_ids.shape[0]
         pad = config.pad_token_id if config.pad_token_id is not None else 0
@@ -323,9 +318,8 @@ class _Session:
         self.unfinished.fill_(True)
         self.generated.zero_()
 
-    def capture(self, steps_left: int) -> None:
-        """Capture the step (compiled first when asked; on failure the next candidate, then none), and
-        where ``steps_left`` allows, a graph of :data:`STEPS_PER_REPLAY` steps of it."""
+    def capture(self) -> None:
+        """Capture the step (compiled first when asked; on failure the next candidate, then none)."""
         if not (self.device.type == "cuda" or TRY_CAPTURE_ON_CPU):
             return
         state = (self.tokens, self.positions, self.valid, self.slot, self.unfinished, self.generated, self.fed,
@@ -335,22 +329,7 @@ class _Session:
             try:
                 # the step writes each cache layer at the slot of the token it feeds, nowhere else
                 self.graph = _capture(self.step, *state, written=self.slot.view(1))
-                group = STEPS_PER_REPLAY
-                if group > 1 and steps_left >= group:  # the capture's warm-up runs them: slots must be free
-                    step = self.step
-
-                    def steps():
-                        for _ in range(group):
-                            step()
-
-                    try:
-                        slots = self.slot + torch.arange(group, device=self.device)
-                        self.group_graph, self.group = _capture(steps, *state, written=slots), group
-                    except torch.cuda.OutOfMemoryError:
-                        raise
-                    except Exception:  # the one-step graph captured: it runs every step then
-                        self.group_graph, self.group = None, 1
-                self.step = self.forward = self.candidates = None  # the graphs replay without them
+                self.step = self.forward = self.candidates = None  # the graph replays without them
                 return
             except torch.cuda.OutOfMemoryError:
                 raise
@@ -362,19 +341,12 @@ class _Session:
 
     def run(self, steps_left: int, interval: int):
         """Replay (or run) up to ``steps_left`` steps; ``(sequences, tokens generated)``."""
-        graph, unfinished, group_graph, group = self.graph, self.unfinished, self.group_graph, self.group
+        graph, unfinished = self.graph, self.unfinished
         flag = torch.zeros((), dtype=torch.bool, pin_memory=self.device.type == "cuda")
         pending = None  # event recorded after the flag's copy
-        i = 0
-        while i < steps_left:
-            if group_graph is not None and steps_left - i >= group:
-                group_graph.replay()
-                done = group
-            else:
-                graph.replay() if graph is not None else self.step()
-                done = 1
-            i += done
-            if i // interval != (i - done) // interval:  # a multiple of the interval was passed
+        for i in range(1, steps_left + 1):
+            graph.replay() if graph is not None else self.step()
+            if i % interval == 0:
                 if graph is None:
                     if not bool(unfinished.any()):
                         break

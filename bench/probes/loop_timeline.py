@@ -59,11 +59,6 @@ def main():
     model_us = graph_time(lambda: native.static_decode_step(token, pos, slot, valid, cache.layers), reps=200)
     print(f"loop step replayed back to back: {loop_us:.1f} us; model step alone: {model_us:.1f} us; "
           f"difference {loop_us - model_us:.1f} us")
-    if session.group_graph is not None:  # graph_loop.STEPS_PER_REPLAY steps in one graph
-        refill()
-        group_us = replay_time(session.group_graph, 40) / session.group
-        print(f"a step of the {session.group}-step graph replayed back to back: {group_us:.1f} us "
-              f"({loop_us - group_us:.1f} us less than the one-step graph's)")
 
     refill()
     torch.cuda.synchronize()

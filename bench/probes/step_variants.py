@@ -56,13 +56,11 @@ SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                gemv_per_sm=None, down_config=None, o_config=None, persistent_mlp=persistent_mlp.ENABLED,
                take_next=persistent_mlp.TAKE_NEXT,
                persistent_pipeline=(persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS),
-               persistent_lean=persistent_mlp.LEAN_LOOPS, norm_in_qkv=fused_step.NORM_IN_QKV,
-               steps_per_replay=graph_loop.STEPS_PER_REPLAY)
+               persistent_lean=persistent_mlp.LEAN_LOOPS, norm_in_qkv=fused_step.NORM_IN_QKV)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     # the input norm inside the q/k/v GEMV, its scale applied by attention (eleventh session)
     ("norm in q/k/v", dict(norm_in_qkv=True)),
-    ("one step per graph replay", dict(steps_per_replay=1)),
     # every split's cached slots in one tile, read before the PDL wait: at 384 slots the shipped 8 splits
     # of 48 take a second tile after it (the tile of products stays the tuned size)
     ("attention 16 splits", dict(attention=(16, 4, 32, 4, 1))),
@@ -136,7 +134,6 @@ def main():
         persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS = setting["persistent_pipeline"]
         persistent_mlp.LEAN_LOOPS = setting["persistent_lean"]
         fused_step.NORM_IN_QKV = setting["norm_in_qkv"]
-        graph_loop.STEPS_PER_REPLAY = setting["steps_per_replay"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"])
