@@ -5,7 +5,8 @@
 # beyond the model's step (loop_timeline.py: the logits are now chosen from bf16 and the embedding lookup
 # sits in the first norm kernel, both untimed so far), then issue 9's table -- on an H200 (the issue's own
 # card, never measured with the current kernels) with batch 16/64, on an H100 the batch-1 cells.
-# Usage: bash bench/probes/eleventh_call.sh
+# Ran once on an H100 (bench/results/eleventh_session_h100/); the norm in q/k/v and the 4-step graph were
+# removed after it, so its variants no longer exist. Usage: bash bench/probes/eleventh_call.sh
 here="$(dirname "$0")"
 source "$here/device_setup.sh"
 timeout 230 python bench/probes/step_variants.py "as shipped" "norm in q/k/v" "one step per graph replay" "attention 16 splits" \

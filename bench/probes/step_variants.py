@@ -47,7 +47,7 @@ import gpu_decode  # noqa: E402
 import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug import triton_support  # noqa: E402
-from genplug.plugins.models.llama import decode_kernels, fused_step, persistent_mlp  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels, persistent_mlp  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
@@ -56,15 +56,12 @@ SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                gemv_per_sm=None, down_config=None, o_config=None, persistent_mlp=persistent_mlp.ENABLED,
                take_next=persistent_mlp.TAKE_NEXT,
                persistent_pipeline=(persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS),
-               persistent_lean=persistent_mlp.LEAN_LOOPS, norm_in_qkv=fused_step.NORM_IN_QKV)
+               persistent_lean=persistent_mlp.LEAN_LOOPS)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
-    # the input norm inside the q/k/v GEMV, its scale applied by attention (eleventh session)
-    ("norm in q/k/v", dict(norm_in_qkv=True)),
-    # every split's cached slots in one tile, read before the PDL wait: at 384 slots the shipped 8 splits
-    # of 48 take a second tile after it (the tile of products stays the tuned size)
-    ("attention 16 splits", dict(attention=(16, 4, 32, 4, 1))),
-    ("attention 2 heads x 64 slots", dict(attention=(8, 2, 64, 4, 1))),
+    # every split's cached slots in one tile, read before the PDL wait (shipped since the eleventh session: 16
+    # splits); 8 splits of up to 48 slots at 384 take a second tile after it
+    ("attention 8 splits (tuned before)", dict(attention=(8, 4, 32, 4, 1))),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
     ("attention loads the cache after the wait", dict(early_loads=False)),
     ("gate/up GEMV", dict(gate_up_gemv=True)),
@@ -133,7 +130,6 @@ def main():
         persistent_mlp.TAKE_NEXT = setting["take_next"]
         persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS = setting["persistent_pipeline"]
         persistent_mlp.LEAN_LOOPS = setting["persistent_lean"]
-        fused_step.NORM_IN_QKV = setting["norm_in_qkv"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"])

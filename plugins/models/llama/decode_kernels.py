@@ -115,37 +115,15 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
     return _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
 
 @triton.jit
-def _stream_input(x_ptr, x_parts_stride, residual_ptr, sum_ptr, norm_ptr, k, k_in, store, squares, in_width,
-                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, X_NORM: tl.constexpr):
-    """``(input at k, squares)``: the GEMV's input in float32 -- with X_NORM, the residual stream plus the
-    partial sums ``x`` (rounded to the model dtype and, where ``store``, written to ``sum_ptr``) times the
-    norm's weights, its squares added to ``squares`` -- else :func:`_gemv_input`."""
-    if X_NORM:
-        x = tl.load(residual_ptr + k, mask=k_in, other=0.0).to(tl.float32)
-        if X_PARTS > 0:
-            x += _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
-            x = x.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
-            if store:
-                tl.store(sum_ptr + k, x, mask=k_in)
-            x = x.to(tl.float32)
-        squares += x * x
-        return x * tl.load(norm_ptr + k, mask=k_in, other=0.0).to(tl.float32), squares
-    return _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_GATE), squares
-
-@triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
-                 residual_ptr, sum_ptr, norm_ptr, squares_ptr,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, X_NORM: tl.constexpr = False):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_GATE, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
     # With W_PARTS > 1, w is the concatenation of W_PARTS matrices stored apart (a transformers model's
     # q/k/v or gate/up, read in place): columns from bound1 (bound2) on are w1's (w2's).
-    # With X_NORM, x is an RMSNorm's input -- the residual stream plus X_PARTS partial sums -- whose
-    # scale is left to the consumer: the products are of the input times the norm's weights, and the
-    # first column block's programs write the summed stream and their split's sum of squares.
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -160,8 +138,6 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     first = split * k_per_split
     last = tl.minimum(first + k_per_split, in_width)
     acc = tl.zeros([BLOCK_N], tl.float32)
-    squares = tl.zeros([BLOCK_K], tl.float32)
-    keeper = pid_n == 0  # writes the stream and the squares of its split
     if PDL:
         # each weight tile is loaded one iteration ahead, the first before waiting for the previous
         # kernel: it streams while that kernel finishes (same arithmetic, same order)
@@ -174,16 +150,14 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
             ahead = k + BLOCK_K
             w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + local[None, :] * w_stride_n,
                               mask=(ahead < last)[:, None] & n_in[None, :], other=0.0)
-            x, squares = _stream_input(x_ptr, x_parts_stride, residual_ptr, sum_ptr, norm_ptr, k, k < last, keeper,
-                                       squares, in_width, X_PARTS, X_GATE, X_NORM)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
             w = w_ahead
     else:
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             k_in = k < last
-            x, squares = _stream_input(x_ptr, x_parts_stride, residual_ptr, sum_ptr, norm_ptr, k, k_in, keeper,
-                                       squares, in_width, X_PARTS, X_GATE, X_NORM)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_GATE)
             w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                         mask=k_in[:, None] & n_in[None, :], other=0.0)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
@@ -191,21 +165,16 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
         if split == 0:
             acc += tl.load(bias_ptr + local, mask=n_in, other=0.0).to(tl.float32)
     tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
-    if X_NORM:
-        if keeper:
-            tl.store(squares_ptr + split, tl.sum(squares, axis=0))
 
 @triton.jit
 def _rope_cache_attention_kernel(
     qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
     partial_ptr, arrivals_ptr, q_norm_ptr, k_norm_ptr, norm_eps, position_ptr, position_row, table_rows,
     qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale, softcap, window,
-    squares_ptr, norm_width, input_eps,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
     QKV_PARTS: tl.constexpr, QUERIES: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, QK_NORM: tl.constexpr, ROPE_TABLE: tl.constexpr,
     ROPE_DIM: tl.constexpr, PDL: tl.constexpr, EARLY_LOADS: tl.constexpr, SOFTCAP: tl.constexpr,
-    NORM_PARTS: tl.constexpr = 0,
 ):
     # One program per (row, QUERIES query heads of one key/value group, split of the cached slots):
     # its query heads read each cached key and value once. Every program rotates its new queries and
@@ -214,9 +183,7 @@ def _rope_cache_attention_kernel(
     # splits each leaves its softmax state (running max, sum, weighted values) in `partial`, and the
     # last to arrive merges them. With `window` > 0 (a sliding layer) only the slots after
     # slot - window are attended to (the cache spans every position: slot s is position s); with
-    # SOFTCAP (Gemma 2) each scaled score s becomes tanh(s / softcap) * softcap. With NORM_PARTS > 0 the
-    # projection left its input's RMSNorm scale to this kernel (gemv's X_NORM): q/k/v are multiplied by
-    # 1 / rms, the root of the NORM_PARTS sums of squares' mean.
+    # SOFTCAP (Gemma 2) each scaled score s becomes tanh(s / softcap) * softcap.
     row = tl.program_id(0)
     team = tl.program_id(1)  # which QUERIES query heads
     split = tl.program_id(2)
@@ -263,14 +230,6 @@ def _rope_cache_attention_kernel(
     at_k = (HEADS + kv_head) * DIM
     key = _summed(qkv, at_k + d, d_in, QKV_PARTS, qkv_parts_stride)
     key_rolled = _summed(qkv, at_k + rolled, d_in, QKV_PARTS, qkv_parts_stride)
-    value = _summed(qkv, (HEADS + KV_HEADS + kv_head) * DIM + d, d_in, QKV_PARTS, qkv_parts_stride)
-    if NORM_PARTS > 0:
-        sum_of_squares = tl.load(squares_ptr)
-        for norm_part in tl.static_range(1, NORM_PARTS):
-            sum_of_squares += tl.load(squares_ptr + norm_part)
-        inverse_rms = 1.0 / tl.sqrt(sum_of_squares / norm_width + input_eps)
-        query, query_rolled = query * inverse_rms, query_rolled * inverse_rms
-        key, key_rolled, value = key * inverse_rms, key_rolled * inverse_rms, value * inverse_rms
     if QK_NORM:  # Qwen3: each query and key head RMS-normed (own weights) before RoPE
         q_scale = 1.0 / tl.sqrt(tl.sum(query * query, axis=1) / DIM + norm_eps)
         k_scale = 1.0 / tl.sqrt(tl.sum(key * key, axis=0) / DIM + norm_eps)
@@ -280,6 +239,7 @@ def _rope_cache_attention_kernel(
         key *= k_scale * tl.load(k_norm_ptr + d, mask=d_in, other=0.0).to(tl.float32)
     query = (query * cos[None, :] + query_rolled * sin[None, :]) * scale
     key = key * cos + key_rolled * sin
+    value = _summed(qkv, (HEADS + KV_HEADS + kv_head) * DIM + d, d_in, QKV_PARTS, qkv_parts_stride)
     key = key.to(keys_ptr.dtype.element_ty)  # attend to the key as the cache will hold it
     value = value.to(values_ptr.dtype.element_ty)
     if (split == 0) & (team * QUERIES % GROUPS == 0):
@@ -341,11 +301,14 @@ def _rope_cache_attention_kernel(
 
 MAX_SPLITS = 8
 # (splits, query heads per program, block_s, warps, stages) of the attention kernel. One row: each
-# query head's cached slots split among 8 programs, each serving the 4 query heads of a key/value group
+# query head's cached slots split among 16 programs, each serving the 4 query heads of a key/value group
 # (bench/probes/step_variants.py on an H100, 2026-12-05: batch-1 greedy 715 -> 780 tokens/s over one
-# program per head and no split, 808 with PDL; 16 splits 794, 4 splits x 1 head 779). Rows: tuned by
-# bench/probes/decode_attention.py with one program per query head.
-ATTENTION_CONFIG = {"one row": (8, 4, 32, 4, 1), "rows": (1, 1, 128, 2, 2)}
+# program per head and no split, 808 with PDL; 16 splits 794, 4 splits x 1 head 779 -- then 8 splits
+# shipped. 2026-12-06, eleventh session, with the cache's first tile read before the PDL wait: 16 splits
+# 872.0 against 866.6 / 866.4 with 8 -- up to 384 slots each split is one tile, all read early -- and
+# 2 query heads x 64 slots 837.6). Rows: tuned by bench/probes/decode_attention.py with one program per
+# query head.
+ATTENTION_CONFIG = {"one row": (16, 4, 32, 4, 1), "rows": (1, 1, 128, 2, 2)}
 # The head size those were tuned at (the 1B shape). For larger heads (or fewer query heads per program)
 # block_s is fitted so each program's tile of products [queries, block_s, head] stays the tuned size
 # (bench/probes/head_sizes.py on an H100, 2026-12-05, seventh session, batch 1, heads of 256 -- 4 query
@@ -368,28 +331,19 @@ class PartialSums:
     so the sum never makes its own trip through memory.
     """
 
-    __slots__ = ("parts", "input_norm")
+    __slots__ = ("parts",)
 
-    def __init__(self, parts: torch.Tensor, input_norm: Optional[Tuple[torch.Tensor, int, float]] = None):
+    def __init__(self, parts: torch.Tensor):
         self.parts = parts
-        # (sums of squares [splits], width, eps) of the input's RMSNorm, when its scale is still to be
-        # applied (:func:`normed_gemv`): the output is the sum times 1 / sqrt(sum of squares / width + eps)
-        self.input_norm = input_norm
 
     def total(self) -> torch.Tensor:
         """The summed output ``[rows, 1, width]`` in float32 (for tests and fallbacks)."""
-        total = self.parts.sum(0).unsqueeze(1)
-        if self.input_norm is not None:
-            squares, width, eps = self.input_norm
-            total = total * torch.rsqrt(squares.sum() / width + eps)
-        return total
+        return self.parts.sum(0).unsqueeze(1)
 
 
 def _as_parts(x) -> Tuple[torch.Tensor, int, int]:
     """``(tensor, number of parts, stride between parts)`` of a tensor or :class:`PartialSums`."""
     if isinstance(x, PartialSums):
-        if x.input_norm is not None:  # only the attention kernel applies the scale left to it
-            raise ValueError("these partial sums still need their input's norm scale; pass them to rope_cache_attention")
         return x.parts, x.parts.shape[0], x.parts.stride(0)
     return x.contiguous(), 1, 0
 
@@ -455,42 +409,9 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     if not checked and not gemv_applies_to_parts(parts, biases):
         raise ValueError("gemv: the weights must be 1 to 3 matrices of one layout, dtype and in-width, whose widths "
                          f"(all but the last) are multiples of {PART_ALIGNMENT}, with all biases or none")
-    return _launch_gemv(x, parts, biases, gated_input, config)
-
-
-def normed_gemv(residual: torch.Tensor, delta, norm_weight: torch.Tensor, eps: float, weight_t,
-                config: Optional[Tuple[int, int, int, int, int]] = None) -> Tuple[torch.Tensor, PartialSums]:
-    """``(residual + delta, rms_norm(residual + delta) * norm_weight @ weight_t)`` for ONE row, in one
-    launch: :func:`add_rms_norm` and :func:`gemv` without the norm kernel between them.
-
-    The GEMV streams ``residual [1, 1, in]`` plus ``delta`` (partial sums, or None) times the norm's
-    weights, and its first column block writes the summed stream (rounded to the model dtype, as
-    :func:`add_rms_norm` does) and each split's sum of squares. The norm's scale -- 1 / rms, known only
-    once every split is done -- is left to the consumer: the returned :class:`PartialSums` carry it in
-    ``input_norm``, and :func:`rope_cache_attention` applies it as it loads q/k/v (their product is
-    linear in the scale). Rounding differs from the two kernels': the normed input is never rounded to
-    the model dtype. ``weight_t``: as :func:`gemv`'s, without biases.
-    """
-    parts = list(weight_t) if isinstance(weight_t, (list, tuple)) else [weight_t]
-    if residual.shape[0] != 1 or residual.numel() != parts[0].shape[0]:
-        raise ValueError(f"normed_gemv takes one row of the projection's input width; got {tuple(residual.shape)}")
-    if not gemv_applies_to_parts(parts):
-        raise ValueError("normed_gemv: the weights must be 1 to 3 matrices of one layout, dtype and in-width, "
-                         f"whose widths (all but the last) are multiples of {PART_ALIGNMENT}")
-    residual = residual.contiguous()
-    total = torch.empty_like(residual) if delta is not None else residual
-    return total, _launch_gemv(delta, parts, [None] * len(parts), None, config, (residual, total, norm_weight, eps))
-
-
-def _launch_gemv(x, parts, biases, gated_input, config, input_norm=None) -> PartialSums:
-    """Launch the GEMV kernel over ``parts`` (checked); ``input_norm = (residual, sum out, norm weight,
-    eps)`` makes ``x`` (partial sums or None) the delta added to an RMSNorm's input (:func:`normed_gemv`)."""
     weight_t, bias = parts[0], biases[0]
     in_width, out_width = weight_t.shape[0], sum(w.shape[1] for w in parts)
-    if input_norm is not None and x is None:
-        x, x_parts, x_stride = input_norm[0], 0, 0
-    else:
-        x, x_parts, x_stride = _as_parts(x)
+    x, x_parts, x_stride = _as_parts(x)
     block_n, block_k, warps, stages, per_sm = config or _gemv_config(in_width, out_width, weight_t.stride(0) == 1)
     columns = triton.cdiv(out_width, block_n)
     # enough programs to fill the GPU, but few splits: the consumer reads every split's partial sums
@@ -507,18 +428,13 @@ def _launch_gemv(x, parts, biases, gated_input, config, input_norm=None) -> Part
         extra += [w, b, bounds[i - 1] if i < len(parts) else out_width]
     if len(parts) > 1 and any(b % block_n for b in bounds[: len(parts) - 1]):
         raise ValueError(f"gemv: part boundaries {bounds} are not multiples of block_n={block_n}")
-    norm_args, kept = (x, x, x, x), None  # not read without an input norm
-    if input_norm is not None:
-        residual, total, norm_weight, eps = input_norm
-        squares = torch.empty(splits, dtype=torch.float32, device=weight_t.device)
-        norm_args, kept = (residual, total, norm_weight, squares), (squares, in_width, float(eps))
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
-        in_width, out_width, k_per_split, *extra, *norm_args, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0),
-        HAS_BIAS=bias is not None, W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl,
-        X_NORM=input_norm is not None, num_warps=warps, num_stages=stages, launch_pdl=pdl,
+        in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
+        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
+        launch_pdl=pdl,
     )
-    return PartialSums(out, kept)
+    return PartialSums(out)
 
 
 def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int, int, int, int, int]:
@@ -618,8 +534,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                          softcap: Optional[float] = None, window: Optional[int] = None) -> torch.Tensor:
     """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
 
-    ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it, with the input
-    norm's scale still to apply where :func:`normed_gemv` made them) is the fused
+    ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
     projection (queries, keys, values, unrotated); ``cos``/``sin`` come from the rotary embedding
     (``[batch or 1, 1, 1, rotary_dim]``: RoPE turns the first ``rotary_dim`` dimensions of each head,
     all of them but for Phi-3's partial rotary); ``slot`` (0-d long) is the cache slot of the new token, which
@@ -647,11 +562,6 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     if groups % queries or splits & (splits - 1):
         raise ValueError(f"attention config {config}: query heads per program must divide the group size "
                          f"({groups}) and splits must be a power of two")
-    input_norm = qkv.input_norm if isinstance(qkv, PartialSums) else None
-    if input_norm is not None:
-        if batch != 1:
-            raise ValueError("q/k/v partial sums that still need their input's norm scale come from one row")
-        qkv = PartialSums(qkv.parts)  # the scale is applied below
     qkv, qkv_parts, qkv_stride = _as_parts(qkv)
     cos, sin = cos.contiguous(), sin.contiguous()
     rotary_dim = cos.shape[-1]  # the dimensions RoPE turns, the first of each head (Phi-3: fewer than head_dim)
@@ -676,11 +586,11 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
           else (slot, 0, 1)),
         qkv.shape[-1], rotary_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5 if scale is None else scale,
-        float(softcap or 1.0), int(window or 0), *(input_norm if input_norm is not None else (out, 1, 0.0)),
+        float(softcap or 1.0), int(window or 0),
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts, QUERIES=queries,
         SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None,
         ROPE_TABLE=positions is not None, PDL=pdl, ROPE_DIM=rotary_dim, EARLY_LOADS=ATTENTION_EARLY_LOADS,
-        SOFTCAP=softcap is not None, NORM_PARTS=input_norm[0].numel() if input_norm is not None else 0,
+        SOFTCAP=softcap is not None,
         num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out

@@ -7,8 +7,6 @@ the two compute the same bits. Imported only where :func:`.graph_step.fused_kern
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from . import decode_kernels, persistent_mlp
@@ -17,10 +15,6 @@ from . import decode_kernels, persistent_mlp
 # kernels (bench/probes/step_variants.py switches it off: on an H100, 2026-12-05, batch-1 greedy
 # 810 and 799 tokens/s with it in two runs, 801 without -- within run-to-run noise, ~9 fewer launches).
 ROPE_TABLE = True
-# At one row, the input norm of layers after the first runs inside the q/k/v GEMV, its scale applied by
-# the attention kernel (decode_kernels.normed_gemv): one launch fewer per layer. Off until a GPU measures
-# it (bench/probes/step_variants.py "norm in q/k/v"; GENPLUG_NORM_IN_QKV=1 turns it on).
-NORM_IN_QKV = os.environ.get("GENPLUG_NORM_IN_QKV", "0") == "1"
 
 
 def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=None,
@@ -102,14 +96,9 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
             table, token = embedded
             residual, normed = decode_kernels.embed_rms_norm(token, table.weight_t, table.scale and table.scale_in(
                 table.weight_t.dtype), norm.scale(), norm.eps)
-            qkv = _matmul(attn.qkv_proj, normed, one_row)
-        elif NORM_IN_QKV and delta_norm is None and _gemv_takes(attn.qkv_proj, one_row) and not any(
-                b is not None for b in _biases(attn.qkv_proj)):
-            residual, qkv = decode_kernels.normed_gemv(residual, delta, norm.scale(), norm.eps,
-                                                       _stored_weights(attn.qkv_proj))
         else:
             residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
-            qkv = _matmul(attn.qkv_proj, normed, one_row)
+        qkv = _matmul(attn.qkv_proj, normed, one_row)
     out = decode_kernels.rope_cache_attention(
         qkv, cos, sin, slot, valid, keys, values,
         attn.num_heads, attn.num_kv_heads, attn.head_dim, arrivals=arrivals,
@@ -165,12 +154,10 @@ def _stored_weights(projection):
     return [weight] if weight is not None else getattr(projection, "weights_t", None)
 
 
-def _biases(projection):
-    return getattr(projection, "biases", None) or [getattr(projection, "bias", None)]
-
-
 def _matmul(projection, x, one_row: bool):
     """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so, else PyTorch's matmul."""
     if _gemv_takes(projection, one_row):
-        return decode_kernels.gemv(x, _stored_weights(projection), _biases(projection), checked=True)
+        weights = _stored_weights(projection)
+        biases = getattr(projection, "biases", None) or [getattr(projection, "bias", None)]
+        return decode_kernels.gemv(x, weights, biases, checked=True)
     return projection.forward(x)

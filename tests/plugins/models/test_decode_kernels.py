@@ -170,34 +170,6 @@ def test_gemv_refuses_parts_it_cannot_read_as_one(kernels):
             kernels.gemv(x, weights, biases)
 
 
-@settings(max_examples=15, deadline=None)
-@given(in_width=st.integers(1, 300), widths=st.lists(st.sampled_from([64, 128]), min_size=0, max_size=2),
-       last=st.integers(1, 100), delta_parts=st.integers(0, 3), seed=st.integers(0, 2**16))
-def test_normed_gemv_is_add_then_norm_then_gemv(kernels, in_width, widths, last, delta_parts, seed):
-    """The input norm inside the q/k/v GEMV: the summed stream as add+norm writes it, and the projection
-    of its RMS norm once the scale left to the consumer is applied (``total()``), over split-K, weights
-    in one or several stored parts, and a delta of partial sums, a plain tensor or none (the first layer)."""
-    g = torch.Generator().manual_seed(seed)
-    parts = [torch.randn(w, in_width, generator=g).t() for w in widths + [last]]
-    residual = torch.randn(1, 1, in_width, generator=g)
-    norm_weight = 1 + 0.3 * torch.randn(in_width, generator=g)
-    delta = expected_total = None
-    if delta_parts:
-        pieces = torch.randn(delta_parts, 1, in_width, generator=g)
-        expected_total = residual + pieces.sum(0, keepdim=True)
-        delta = kernels.PartialSums(pieces.to(DEVICE)) if delta_parts > 1 else pieces.to(DEVICE)
-    else:
-        expected_total = residual
-    total, out = kernels.normed_gemv(residual.to(DEVICE), delta, norm_weight.to(DEVICE), 1e-5,
-                                     [w.to(DEVICE) for w in parts])
-    torch.testing.assert_close(total.cpu(), expected_total, rtol=1e-6, atol=1e-6)
-    assert out.input_norm is not None and out.input_norm[0].numel() == out.parts.shape[0]
-    expected = F.rms_norm(expected_total, (in_width,), norm_weight, 1e-5) @ torch.cat(parts, dim=1)
-    torch.testing.assert_close(out.total().cpu(), expected, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="norm scale"):  # a consumer that would drop the scale refuses
-        kernels.add_rms_norm(total, out, norm_weight.to(DEVICE), 1e-5)
-
-
 @settings(max_examples=10, deadline=None)
 @given(in_width=st.integers(1, 200), out_width=st.integers(1, 100), seed=st.integers(0, 2**16))
 def test_gemv_with_gated_input_matches_torch(kernels, in_width, out_width, seed):
@@ -271,12 +243,7 @@ def test_rope_cache_attention_matches_the_unfused_ops(kernels, batch, kv_heads, 
     expected = _reference_attention(qkv, cos, sin, slot_t, valid, ref_keys, ref_values, heads, kv_heads, dim, qk_norm,
                                     **gemma)
     if data.draw(st.booleans(), label="qkv_as_partial_sums"):
-        input_norm = None
-        if batch == 1 and data.draw(st.booleans(), label="input_norm_scale_left_to_attention"):  # normed_gemv's
-            squares = (torch.rand(data.draw(st.integers(1, 3), label="norm_splits"), generator=g) * 50).to(DEVICE)
-            input_norm = (squares, 40, 1e-5)
-            qkv = qkv * torch.sqrt(squares.sum() / 40 + 1e-5)  # what the attention's 1 / rms scales back
-        qkv = kernels.PartialSums(torch.stack((0.25 * qkv[:, 0], 0.75 * qkv[:, 0])), input_norm)
+        qkv = kernels.PartialSums(torch.stack((0.25 * qkv[:, 0], 0.75 * qkv[:, 0])))
     # the cached slots split among 1-8 programs (some with no slot at all); 1 to all query heads of a
     # group per program
     queries = data.draw(st.sampled_from([q for q in (1, 2, 3, 4) if groups % q == 0]), label="queries")
@@ -366,14 +333,10 @@ def graph_on_cpu(monkeypatch):
     return graph_loop
 
 
-@pytest.mark.parametrize("norm_in_qkv", [False, True], ids=["norm kernels", "norm in q/k/v"])
 @pytest.mark.parametrize("qk_norm", [False, True], ids=["llama", "qwen3 norms"])
 @pytest.mark.parametrize("rows", [1, 2], ids=["one row: GEMV kernels", "two rows: PyTorch matmuls"])
-def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, norm_in_qkv, monkeypatch):
+def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkeypatch):
     import genplug
-    from genplug.plugins.models.llama import fused_step
-
-    monkeypatch.setattr(fused_step, "NORM_IN_QKV", norm_in_qkv)
 
     model = native_model(seed=3, qk_norm=qk_norm).to(DEVICE, torch.bfloat16)
     model.store_for_gpu_decode()  # o/down through the GEMV kernel at one row
@@ -396,18 +359,15 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, norm_i
         token, position, valid = token[1:], position[1:], valid[1:]
     gemv_calls, real_gemv = [], kernels.gemv
     monkeypatch.setattr(kernels, "gemv", lambda *a, **k: gemv_calls.append(k) or real_gemv(*a, **k))
-    normed_calls, real_normed = [], kernels.normed_gemv
-    monkeypatch.setattr(kernels, "normed_gemv", lambda *a, **k: normed_calls.append(k) or real_normed(*a, **k))
     fused = graph_step.static_decode_step(model, token, position, slot, valid, cache.layers)
     # the attention kernels' split counters are the model's, made once and left zero for the next step
+    from genplug.plugins.models.llama import fused_step
+
     arrivals = fused_step.attention_arrivals(model, rows, token.device)
     assert not arrivals.any() and fused_step.attention_arrivals(model, rows, token.device) is arrivals
-    # one row: qkv, o and down (SiLU input) of every layer through the GEMV kernel -- the q/k/v of layers
-    # after the first with their input norm where asked; two rows: none
+    # one row: qkv, o and down (SiLU input) of every layer through the GEMV kernel; two rows: none
     layers = model.config.num_hidden_layers
-    in_qkv = layers - 1 if rows == 1 and norm_in_qkv else 0
-    assert len(normed_calls) == in_qkv
-    assert len(gemv_calls) == (3 * layers - in_qkv if rows == 1 else 0)
+    assert len(gemv_calls) == (3 * layers if rows == 1 else 0)
     assert sum(k.get("gated_input") == "silu" for k in gemv_calls) == (layers if rows == 1 else 0)
     unfused = graph_step.static_decode_step(model, token, position, slot, valid, unfused_cache.layers,
                                             layer_fn=graph_step.decode_layer)
@@ -420,16 +380,12 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, norm_i
         torch.testing.assert_close(mine.keys.float(), theirs.keys.float(), rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize("rows,norm_in_qkv", [(1, False), (2, False), (1, True)],
-                         ids=["one row: GEMV kernels", "two rows: PyTorch matmuls", "one row, norm in q/k/v"])
-def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, rows, norm_in_qkv, monkeypatch):
+@pytest.mark.parametrize("rows", [1, 2], ids=["one row: GEMV kernels", "two rows: PyTorch matmuls"])
+def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, rows, monkeypatch):
     """Greedy output of the eager loop (model forward, one token at a time) equals the graph loop's,
     bit for bit, because both run :func:`graph_step.fused_decode_hidden` (the graph step with cos/sin
     from RoPE's table, the eager one computing them); with left padding."""
     import genplug
-    from genplug.plugins.models.llama import fused_step
-
-    monkeypatch.setattr(fused_step, "NORM_IN_QKV", norm_in_qkv)
     model = native_model(seed=1).to(DEVICE, torch.bfloat16)
     model.store_for_gpu_decode()
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)[:rows]

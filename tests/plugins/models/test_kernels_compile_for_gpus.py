@@ -22,8 +22,7 @@ from genplug.plugins.models.llama import decode_kernels as dk
 
 GEMV = {"x_ptr": "*fp32", "x_parts_stride": "i32", "w_ptr": "*bf16", "w_stride_k": "i32", "w_stride_n": "i32",
         "bias_ptr": "*bf16", "out_ptr": "*fp32", "in_width": "i32", "out_width": "i32", "k_per_split": "i32",
-        "w1_ptr": "*bf16", "bias1_ptr": "*bf16", "bound1": "i32", "w2_ptr": "*bf16", "bias2_ptr": "*bf16", "bound2": "i32",
-        "residual_ptr": "*bf16", "sum_ptr": "*bf16", "norm_ptr": "*bf16", "squares_ptr": "*fp32"}
+        "w1_ptr": "*bf16", "bias1_ptr": "*bf16", "bound1": "i32", "w2_ptr": "*bf16", "bias2_ptr": "*bf16", "bound2": "i32"}
 NORM = {"x_ptr": "*bf16", "delta_ptr": "*fp32", "delta_parts_stride": "i32", "weight_ptr": "*bf16",
         "sum_ptr": "*bf16", "norm_ptr": "*bf16", "width": "i32", "eps": "fp32", "delta_weight_ptr": "*fp32",
         "delta_eps": "fp32", "token_ptr": "*i64", "table_stride_width": "i32", "table_stride_token": "i32",
@@ -32,8 +31,7 @@ ATTENTION = {"qkv_ptr": "*fp32", "qkv_parts_stride": "i32", "cos_ptr": "*bf16", 
              "valid_ptr": "*u8", "keys_ptr": "*bf16", "values_ptr": "*bf16", "out_ptr": "*bf16",
              "partial_ptr": "*fp32", "arrivals_ptr": "*i32", "q_norm_ptr": "*bf16", "k_norm_ptr": "*bf16",
              "norm_eps": "fp32", "position_ptr": "*i64", "position_row": "i32", "table_rows": "i32", "qkv_row": "i32", "rope_row": "i32", "valid_row": "i32", "cache_batch": "i32",
-             "cache_head": "i32", "cache_slot": "i32", "scale": "fp32", "softcap": "fp32", "window": "i32",
-             "squares_ptr": "*fp32", "norm_width": "i32", "input_eps": "fp32"}
+             "cache_head": "i32", "cache_slot": "i32", "scale": "fp32", "softcap": "fp32", "window": "i32"}
 ONE_B = {"HEADS": 32, "KV_HEADS": 8, "GROUPS": 4, "DIM": 64, "QKV_PARTS": 4, "BLOCK_D": 64}
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -66,7 +64,7 @@ for pdl in (False, True):
         # a gated input (SiLU, Gemma's tanh-GELU) with the weights in three parts and biases (a transformers
         # twin's q/k/v), else one matrix
         results[f"gemv pdl={pdl} gate={gate}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": gate,
-            "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl, "X_NORM": False})
+            "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
     results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "DELTA_NORM": pdl,
                                                                           "GATHER": False, "SCALED": False,
                                                                           "BLOCK": 2048, "PDL": pdl})
@@ -82,10 +80,7 @@ for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, Fa
             f"pdl={pdl}"] = compiled(
         dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": queries, "SPLITS": splits,
         "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "ROPE_TABLE": table, "ROPE_DIM": rot,
-        "PDL": pdl, "EARLY_LOADS": True, "SOFTCAP": qk_norm, "NORM_PARTS": 4 if (pdl and not qk_norm) else 0})
-# the q/k/v GEMV with the input norm inside (decode_kernels.normed_gemv), the 1B shape's one-row setting
-results["gemv pdl=True input norm"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 8, "X_GATE": 0, "HAS_BIAS": False,
-    "W_PARTS": 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": True, "X_NORM": True}, warps=8)
+        "PDL": pdl, "EARLY_LOADS": True, "SOFTCAP": qk_norm})
 # the tuned attention settings (decode_kernels.attention_config) for heads of 64 (the tuned shape), 128
 # (Llama 3 8B, Mistral 7B) and 256 (Gemma; groups of 4, 2 and 1 query heads), one row and several
 for batch in (1, 4):
@@ -95,7 +90,7 @@ for batch in (1, 4):
             dk._rope_cache_attention_kernel, ATTENTION, {"HEADS": heads, "KV_HEADS": kv_heads, "GROUPS": heads // kv_heads,
             "DIM": dim, "QKV_PARTS": 4 if batch == 1 else 1, "BLOCK_D": dim, "QUERIES": queries, "SPLITS": splits,
             "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": False, "ROPE_TABLE": True, "ROPE_DIM": dim, "PDL": True,
-            "EARLY_LOADS": True, "SOFTCAP": False, "NORM_PARTS": 0}, warps=warps)
+            "EARLY_LOADS": True, "SOFTCAP": False}, warps=warps)
 # the graph loop's bookkeeping kernels (core/loop_kernels.py)
 from genplug import loop_kernels as lk
 results["loop advance"] = compiled(lk._advance_kernel, {"tokens_ptr": "*i64", "tokens_row": "i32", "slot_ptr": "*i64",
@@ -124,7 +119,7 @@ def compiled():
 
 
 def test_every_variant_compiles_through_ptxas(compiled):
-    assert len(compiled) == 26 and all(result["cubin"] for result in compiled.values())
+    assert len(compiled) == 25 and all(result["cubin"] for result in compiled.values())
 
 
 def test_larger_heads_get_no_more_spills_than_the_tuned_one(compiled):
