@@ -21,7 +21,5 @@ if [ -d ab_old ]; then
      | grep -v -i -e warn -e Writing | tee "$out/step_variants_old.txt"
    timeout 90 python bench/probes/loop_timeline.py 2>&1 | grep -v -i -e warn -e Writing | tee "$out/loop_timeline_old.txt")
   python -m pip install -q --no-deps --no-build-isolation . >/dev/null 2>&1
-  echo "--- this session's again (drift)" | tee -a "$out/step_variants_new.txt"
-  new_variants
 fi
 [ $h200 = 0 ] && bash "$here/b1_b16_table.sh" --batch-1-only
