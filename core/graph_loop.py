@@ -43,8 +43,9 @@ LAST_CAPTURE_SECONDS: Optional[float] = None  # set by every graph-loop call (bu
 LAST_GRAPH_REUSED: Optional[bool] = None  # whether that call replayed an earlier call's graph
 RUN_ON_CPU = False  # tests switch this on to check the step logic without CUDA
 TRY_CAPTURE_ON_CPU = False  # tests switch this on (with a fake _capture) to check the fallbacks
-# A step's bookkeeping (fed token, positions, valid slots, token choice's second pass, accepting the
-# token, EOS flags, slot) as two Triton kernels where they run (.loop_kernels), instead of ~15 PyTorch ones.
+# A step's bookkeeping (token choice's second pass, accepting the token, EOS flags, slot, the next fed
+# token, positions and valid slot) inside the token choice's launch where Triton runs (.loop_kernels),
+# instead of ~15 PyTorch kernels.
 FUSED_BOOKKEEPING = True
 
 
@@ -255,7 +256,7 @@ class _Session:
         self.candidates.append(adapter.static_decode_step)
         self.forward = self.candidates[0]
 
-        # the bookkeeping around the forward as two Triton kernels where they run, else PyTorch ops
+        # the bookkeeping around the forward in the token choice's launch where Triton runs, else PyTorch ops
         kernels = None
         self.fed = self.column = self.choice_arrivals = None
         if FUSED_BOOKKEEPING and triton_support.runs_on(tokens):

@@ -1,4 +1,4 @@
-"""The CUDA-graph loop's per-step bookkeeping in two Triton kernels instead of ~15 PyTorch ones.
+"""The CUDA-graph loop's per-step bookkeeping in Triton instead of ~15 PyTorch kernels.
 
 Around the model's forward, a decode step of :mod:`.graph_loop` reads the fed token, advances the
 positions, marks the cache slot valid, computes the next column, then -- after the token choice --
@@ -8,9 +8,12 @@ step is ~1.2 ms, they cost ~60-80 us of launches and waits (bench/results/gpu_de
 
 Here :func:`advance` does the first group in one program, and :func:`choose_and_accept` runs
 :mod:`.vocab_kernels`' per-chunk choice and then one program that picks each row's best chunk and does
-the second group. The results are the same integers as the PyTorch step's (the choice is the first
-maximum, as ``torch.argmax``), so the eager loop and the graph loop still agree token for token.
-Imported by :mod:`.graph_loop` only where :func:`.triton_support.runs_on` says a kernel can run.
+the second group -- optionally followed by the next step's :func:`advance` (``feed_next``), and in the
+same launch as the chunks (``arrivals``: the last chunk's program to finish accepts), so that the graph
+loop's step launches none of its own. The results are the same integers as the PyTorch step's (the
+choice is the first maximum, as ``torch.argmax``), so the eager loop and the graph loop still agree
+token for token. Imported by :mod:`.graph_loop` only where :func:`.triton_support.runs_on` says a
+kernel can run.
 """
 
 from __future__ import annotations

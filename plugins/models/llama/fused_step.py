@@ -94,8 +94,8 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
         norm = layer.input_layernorm
         if residual is None:
             table, token = embedded
-            residual, normed = decode_kernels.embed_rms_norm(token, table.weight_t, table.scale and table.scale_in(
-                table.weight_t.dtype), norm.scale(), norm.eps)
+            scale = table.scale_in(table.weight_t.dtype) if table.scale is not None else None
+            residual, normed = decode_kernels.embed_rms_norm(token, table.weight_t, scale, norm.scale(), norm.eps)
         else:
             residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
         qkv = _matmul(attn.qkv_proj, normed, one_row)
