@@ -47,6 +47,7 @@ TRY_CAPTURE_ON_CPU = False  # tests switch this on (with a fake _capture) to che
 # token, positions and valid slot) inside the token choice's launch where Triton runs (.loop_kernels),
 # instead of ~15 PyTorch kernels.
 FUSED_BOOKKEEPING = True
+_KERNEL_SCORE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the token-choice kernels read
 
 
 def graph_decode_possible(adapter, processors, criteria, config, cache, streamer, synced_gpus) -> Optional[str]:
@@ -360,9 +361,6 @@ class _Session:
         n_generated = int(self.generated)
         # a copy: the buffer is refilled by the next call that reuses this session
         return self.tokens[:, : self.prompt_len + n_generated].clone(), n_generated
-
-
-_KERNEL_SCORE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def graph_processors(processors):

@@ -30,18 +30,27 @@ ROWS_PER_BLOCK = 64  # rows handled together by the single program of each kerne
 
 
 @triton.jit
+def _feed(token, r, r_in, slot, token_out_ptr, positions_ptr, positions_row, valid_ptr, valid_row, valid_cols,
+          BLOCK_R: tl.constexpr):
+    # rows r are fed `token` from `slot`: token_out = token; positions += 1; valid[:, slot] = True (a slot
+    # inside the cache: the last step's next slot is past it, never fed)
+    tl.store(token_out_ptr + r, token, mask=r_in)
+    at = positions_ptr + r * positions_row
+    tl.store(at, tl.load(at, mask=r_in) + 1, mask=r_in)
+    if slot < valid_cols:
+        tl.store(valid_ptr + r * valid_row + slot, tl.full([BLOCK_R], 1, tl.uint8), mask=r_in)
+
+
+@triton.jit
 def _advance_kernel(tokens_ptr, tokens_row, slot_ptr, positions_ptr, positions_row, valid_ptr, valid_row,
                     token_out_ptr, column_out_ptr, rows, valid_cols, BLOCK_R: tl.constexpr):
-    # token = tokens[:, slot]; positions += 1; valid[:, slot] = True (a slot inside the cache); column = slot + 1
+    # the rows are fed tokens[:, slot] (_feed); column = slot + 1
     slot = tl.load(slot_ptr)
     for first in range(0, rows, BLOCK_R):
         r = first + tl.arange(0, BLOCK_R)
         r_in = r < rows
-        tl.store(token_out_ptr + r, tl.load(tokens_ptr + r * tokens_row + slot, mask=r_in), mask=r_in)
-        at = positions_ptr + r * positions_row
-        tl.store(at, tl.load(at, mask=r_in) + 1, mask=r_in)
-        if slot < valid_cols:
-            tl.store(valid_ptr + r * valid_row + slot, tl.full([BLOCK_R], 1, tl.uint8), mask=r_in)
+        _feed(tl.load(tokens_ptr + r * tokens_row + slot, mask=r_in), r, r_in, slot, token_out_ptr, positions_ptr,
+              positions_row, valid_ptr, valid_row, valid_cols, BLOCK_R)
     tl.store(column_out_ptr, slot + 1)
 
 
@@ -109,12 +118,9 @@ def _accept_rows(best_ptr, index_ptr, chunks, rows, tokens_ptr, tokens_row, colu
             hit = tl.max(((token[:, None] == eos[None, :]) & (e < eos_count)[None, :]).to(tl.int32), axis=1)
             tl.store(unfinished_ptr + r, ((alive != 0) & (hit == 0)).to(tl.uint8), mask=r_in)
         tl.store(tokens_ptr + r * tokens_row + column, token, mask=r_in)
-        if FEED:
-            tl.store(fed_ptr + r, token, mask=r_in)
-            at = positions_ptr + r * positions_row
-            tl.store(at, tl.load(at, mask=r_in) + 1, mask=r_in)
-            if column < valid_cols:
-                tl.store(valid_ptr + r * valid_row + column, tl.full([BLOCK_R], 1, tl.uint8), mask=r_in)
+        if FEED:  # the next step's advance: its slot is this column
+            _feed(token, r, r_in, column, fed_ptr, positions_ptr, positions_row, valid_ptr, valid_row, valid_cols,
+                  BLOCK_R)
     tl.store(generated_ptr, tl.load(generated_ptr) + any_alive.to(tl.int64))
     if ADVANCE:
         tl.store(slot_ptr, tl.load(slot_ptr) + 1)

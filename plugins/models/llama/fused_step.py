@@ -48,14 +48,15 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
     if persistent_mlp.ENABLED and rows == 1:
         counters = persistent_mlp.new_counters(len(core.layer_plan), like.device)
     delta = delta_norm = qkv = None
+    embedded = (core.embed_tokens, token) if hidden is None else None  # the first layer's norm looks it up
     plan = core.layer_plan
     for i, ((layer, window, rope), cache_layer, counts) in enumerate(zip(plan, layers, counters)):
         cos, sin = rotations[rope]
         next_layer = plan[i + 1][0] if i + 1 < len(plan) else None
-        embedded = (core.embed_tokens, token) if hidden is None else None
         hidden, delta, delta_norm, qkv = fused_decode_layer(layer, hidden, delta, delta_norm, cos, sin, slot, valid,
                                                             cache_layer.keys, cache_layer.values, arrivals, positions,
                                                             window, counts, next_layer, qkv, embedded)
+        embedded = None
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
 
