@@ -47,7 +47,7 @@ import gpu_decode  # noqa: E402
 import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug import triton_support  # noqa: E402
-from genplug.plugins.models.llama import decode_kernels, persistent_mlp  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels, fused_step, persistent_mlp  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
@@ -56,7 +56,8 @@ SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                gemv_per_sm=None, down_config=None, o_config=None, persistent_mlp=persistent_mlp.ENABLED,
                take_next=persistent_mlp.TAKE_NEXT,
                persistent_pipeline=(persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS),
-               persistent_lean=persistent_mlp.LEAN_LOOPS)
+               persistent_lean=persistent_mlp.LEAN_LOOPS, l2_prefetch=fused_step.ATTENTION_L2_PREFETCH,
+               gemv_after=fused_step.GEMV_L2_PREFETCH_AFTER)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     # every split's cached slots in one tile, read before the PDL wait (shipped since the eleventh session: 16
@@ -87,6 +88,21 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("persistent MLP, down 8 deep", dict(persistent_mlp=True, persistent_pipeline=(4, 8, None))),
     ("persistent MLP, down 8 deep, 8 warps", dict(persistent_mlp=True, persistent_pipeline=(4, 8, 8))),
     ("persistent MLP, 5 deep, down 12, 8 warps", dict(persistent_mlp=True, persistent_pipeline=(5, 12, 8))),
+    # the attention kernel asks L2 for the output projection's weights and the gate/up projection's first
+    # bytes while it runs (memory is idle then; fused_step.ATTENTION_L2_PREFETCH), twelfth session
+    ("attention prefetches o to L2 (bulk)", dict(l2_prefetch=("bulk", 1 << 30, 0))),
+    ("attention prefetches o + 8 MB gate/up (bulk)", dict(l2_prefetch=("bulk", 1 << 30, 8 << 20))),
+    ("attention prefetches o + 16 MB gate/up (bulk)", dict(l2_prefetch=("bulk", 1 << 30, 16 << 20))),
+    ("attention prefetches o + 16 MB gate/up (lines)", dict(l2_prefetch=("lines", 1 << 30, 16 << 20))),
+    ("attention prefetches 16 MB gate/up (bulk)", dict(l2_prefetch=("bulk", 0, 16 << 20))),
+    ("gate/up GEMV + attention prefetches o + 16 MB (bulk)", dict(gate_up_gemv=True,
+                                                                  l2_prefetch=("bulk", 1 << 30, 16 << 20))),
+    # the output GEMV's programs ask L2 for gate/up's first bytes once done, the down GEMV's for the next
+    # layer's q/k/v (fused_step.GEMV_L2_PREFETCH_AFTER)
+    ("output GEMV prefetches 16 MB gate/up after (bulk)", dict(gemv_after=("bulk", 16 << 20, 0))),
+    ("down GEMV prefetches next q/k/v after (bulk)", dict(gemv_after=("bulk", 0, 1 << 30))),
+    ("attention o + 16 MB, down next q/k/v (bulk)", dict(l2_prefetch=("bulk", 1 << 30, 16 << 20),
+                                                        gemv_after=("bulk", 0, 1 << 30))),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -130,6 +146,8 @@ def main():
         persistent_mlp.TAKE_NEXT = setting["take_next"]
         persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS = setting["persistent_pipeline"]
         persistent_mlp.LEAN_LOOPS = setting["persistent_lean"]
+        fused_step.ATTENTION_L2_PREFETCH = setting["l2_prefetch"]
+        fused_step.GEMV_L2_PREFETCH_AFTER = setting["gemv_after"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"])
