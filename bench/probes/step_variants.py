@@ -21,7 +21,13 @@ residual stream through a last-split merge (812/815 against 860 with the norm ke
 8f805d7). cos/sin computed by the step instead of read from RoPE's table: 801 (within noise, kept
 the table). Hopper's bulk L2 prefetch of weights before the PDL wait (commit
 26be87f, H100, 2026-12-05, sixth session): each GEMV program's whole slice 788 (32 MB) / 810 (8 MB)
-against 859 / 857 as shipped; the add+norm kernel prefetching cuBLAS's gate/up 459; both 438. Prints tokens/s (best of 3 calls of 256 new tokens) and whether the graph loop equals
+against 859 / 857 as shipped; the add+norm kernel prefetching cuBLAS's gate/up 459; both 438. The same prefetch
+in few large pieces from kernels running while memory is otherwise idle (commit 10db9b0, H100, 2026-12-06,
+twelfth session; bench/results/twelfth_session): the attention kernel asking L2, after its PDL wait, for the
+output projection 860.8, plus gate/up's first 8 / 16 MB 862.0 / 860.2 (per-line prefetches 855.6); the
+output GEMV's programs asking for gate/up's first 16 MB once done 876.5, the down GEMV's for the next
+layer's q/k/v 855.9, both kinds 844.2 -- against 874.8 / 877.2 as shipped: the extra traffic slows the
+latency-bound kernels' own L2 round trips more than it saves. Prints tokens/s (best of 3 calls of 256 new tokens) and whether the graph loop equals
 the eager path under the same variant. The last line names the fastest variant whose graph loop
 equals its eager path.
 
@@ -47,7 +53,7 @@ import gpu_decode  # noqa: E402
 import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug import triton_support  # noqa: E402
-from genplug.plugins.models.llama import decode_kernels, fused_step, persistent_mlp  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels, persistent_mlp  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
@@ -56,8 +62,7 @@ SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                gemv_per_sm=None, down_config=None, o_config=None, persistent_mlp=persistent_mlp.ENABLED,
                take_next=persistent_mlp.TAKE_NEXT,
                persistent_pipeline=(persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS),
-               persistent_lean=persistent_mlp.LEAN_LOOPS, l2_prefetch=fused_step.ATTENTION_L2_PREFETCH,
-               gemv_after=fused_step.GEMV_L2_PREFETCH_AFTER)
+               persistent_lean=persistent_mlp.LEAN_LOOPS)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     # every split's cached slots in one tile, read before the PDL wait (shipped since the eleventh session: 16
@@ -88,21 +93,6 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("persistent MLP, down 8 deep", dict(persistent_mlp=True, persistent_pipeline=(4, 8, None))),
     ("persistent MLP, down 8 deep, 8 warps", dict(persistent_mlp=True, persistent_pipeline=(4, 8, 8))),
     ("persistent MLP, 5 deep, down 12, 8 warps", dict(persistent_mlp=True, persistent_pipeline=(5, 12, 8))),
-    # the attention kernel asks L2 for the output projection's weights and the gate/up projection's first
-    # bytes while it runs (memory is idle then; fused_step.ATTENTION_L2_PREFETCH), twelfth session
-    ("attention prefetches o to L2 (bulk)", dict(l2_prefetch=("bulk", 1 << 30, 0))),
-    ("attention prefetches o + 8 MB gate/up (bulk)", dict(l2_prefetch=("bulk", 1 << 30, 8 << 20))),
-    ("attention prefetches o + 16 MB gate/up (bulk)", dict(l2_prefetch=("bulk", 1 << 30, 16 << 20))),
-    ("attention prefetches o + 16 MB gate/up (lines)", dict(l2_prefetch=("lines", 1 << 30, 16 << 20))),
-    ("attention prefetches 16 MB gate/up (bulk)", dict(l2_prefetch=("bulk", 0, 16 << 20))),
-    ("gate/up GEMV + attention prefetches o + 16 MB (bulk)", dict(gate_up_gemv=True,
-                                                                  l2_prefetch=("bulk", 1 << 30, 16 << 20))),
-    # the output GEMV's programs ask L2 for gate/up's first bytes once done, the down GEMV's for the next
-    # layer's q/k/v (fused_step.GEMV_L2_PREFETCH_AFTER)
-    ("output GEMV prefetches 16 MB gate/up after (bulk)", dict(gemv_after=("bulk", 16 << 20, 0))),
-    ("down GEMV prefetches next q/k/v after (bulk)", dict(gemv_after=("bulk", 0, 1 << 30))),
-    ("attention o + 16 MB, down next q/k/v (bulk)", dict(l2_prefetch=("bulk", 1 << 30, 16 << 20),
-                                                        gemv_after=("bulk", 0, 1 << 30))),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -146,8 +136,6 @@ def main():
         persistent_mlp.TAKE_NEXT = setting["take_next"]
         persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS = setting["persistent_pipeline"]
         persistent_mlp.LEAN_LOOPS = setting["persistent_lean"]
-        fused_step.ATTENTION_L2_PREFETCH = setting["l2_prefetch"]
-        fused_step.GEMV_L2_PREFETCH_AFTER = setting["gemv_after"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"])

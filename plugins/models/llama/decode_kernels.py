@@ -21,7 +21,7 @@ outputs of the two paths are identical. This module imports Triton: it is import
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -41,32 +41,6 @@ def _after_previous_kernel(PDL: tl.constexpr):
     if PDL:
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-
-@triton.jit
-def _prefetch_share_to_l2(base_ptr, nbytes, me, programs, MODE: tl.constexpr, LANES: tl.constexpr):
-    """Ask L2 for this program's share of the ``nbytes`` bytes at ``base_ptr`` (16-byte aligned, a multiple
-    of 16; ``me`` of ``programs`` programs share them), without waiting: each of the program's ``LANES``
-    threads one contiguous piece of at least :data:`L2_PIECE` bytes (so few, large requests). MODE 1:
-    Hopper's bulk prefetch, one instruction per piece; MODE 2: one ``prefetch.global.L2`` per 128-byte line."""
-    share = tl.cdiv(tl.cdiv(nbytes, programs), 16) * 16
-    piece = tl.maximum(tl.cdiv(tl.cdiv(share, LANES), 16) * 16, L2_PIECE)
-    lane = tl.arange(0, LANES)
-    start = me * share + lane * piece
-    size = tl.minimum(tl.minimum(share - lane * piece, nbytes - start), piece)
-    size = tl.maximum(size, 0)
-    address = (base_ptr + tl.zeros([LANES], tl.int32)).to(tl.int64, bitcast=True) + start.to(tl.int64)
-    if MODE == 1:
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.u32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
-            "=r,l,r", [address, size], dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        for line in range(0, piece, 128):
-            tl.inline_asm_elementwise(
-                "{ .reg .pred p; setp.lt.s32 p, $2, $3; @p prefetch.global.L2 [$1]; mov.b32 $0, 0; }",
-                "=r,l,r,r", [address + line, line + tl.zeros([LANES], tl.int32), size], dtype=tl.int32,
-                is_pure=False, pack=1)
-
-L2_PIECE = tl.constexpr(1024)  # the smallest piece one thread asks L2 for, bytes
 
 @triton.jit
 def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
@@ -142,10 +116,9 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
 
 @triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
-                 k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2, after_ptr, after_bytes,
+                 k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, AFTER_PREFETCH: tl.constexpr,
-                 PREFETCH_LANES: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_GATE, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
@@ -192,21 +165,16 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
         if split == 0:
             acc += tl.load(bias_ptr + local, mask=n_in, other=0.0).to(tl.float32)
     tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
-    if AFTER_PREFETCH > 0:  # a later matmul's weights head for L2 as this one's programs finish
-        _prefetch_share_to_l2(after_ptr, after_bytes, pid_n * tl.num_programs(1) + split,
-                              tl.num_programs(0) * tl.num_programs(1), AFTER_PREFETCH, PREFETCH_LANES)
 
 @triton.jit
 def _rope_cache_attention_kernel(
     qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
     partial_ptr, arrivals_ptr, q_norm_ptr, k_norm_ptr, norm_eps, position_ptr, position_row, table_rows,
     qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale, softcap, window,
-    prefetch_ptr, prefetch_bytes, prefetch2_ptr, prefetch2_bytes,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
     QKV_PARTS: tl.constexpr, QUERIES: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, QK_NORM: tl.constexpr, ROPE_TABLE: tl.constexpr,
     ROPE_DIM: tl.constexpr, PDL: tl.constexpr, EARLY_LOADS: tl.constexpr, SOFTCAP: tl.constexpr,
-    PREFETCH: tl.constexpr, PREFETCH_LANES: tl.constexpr,
 ):
     # One program per (row, QUERIES query heads of one key/value group, split of the cached slots):
     # its query heads read each cached key and value once. Every program rotates its new queries and
@@ -253,11 +221,6 @@ def _rope_cache_attention_kernel(
     v_ahead = tl.load(values_ptr + at, mask=kv_in, other=0.0)
     attend_ahead = tl.load(valid_ptr + row * valid_row + s, mask=s < end, other=0)
     _after_previous_kernel(PDL and EARLY_LOADS)
-    if PREFETCH > 0:  # the next matmuls' weights head for L2 while memory is otherwise idle (see the wrapper)
-        me = (row * TEAMS + team) * SPLITS + split
-        programs = tl.num_programs(0) * TEAMS * SPLITS
-        _prefetch_share_to_l2(prefetch_ptr, prefetch_bytes, me, programs, PREFETCH, PREFETCH_LANES)
-        _prefetch_share_to_l2(prefetch2_ptr, prefetch2_bytes, me, programs, PREFETCH, PREFETCH_LANES)
     qkv = qkv_ptr + row * qkv_row
 
     head = team * QUERIES + g  # this program's query heads
@@ -423,8 +386,7 @@ GATES = {"silu": 1, "gelu_tanh": 2}  # the gated MLP activations the kernels com
 
 
 def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
-         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False,
-         prefetch_after: Sequence[Tuple[torch.Tensor, int]] = (), prefetch_mode: str = "bulk") -> PartialSums:
+         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False) -> PartialSums:
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
     ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
@@ -434,9 +396,6 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     like it), read in place as their concatenation ``[in, sum out_i]`` (:func:`gemv_applies_to_parts`).
     ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
     ``checked=True``: the caller has checked :func:`gemv_applies_to_parts` (the fused step, every step).
-    ``prefetch_after``: one ``(weights, nbytes)`` of a later matmul, whose first ``nbytes`` bytes of storage
-    the programs ask L2 for once their own work is done (programmatic dependent launch only; see
-    :func:`rope_cache_attention`'s ``prefetch``).
     """
     parts = list(weight_t) if isinstance(weight_t, (list, tuple)) else [weight_t]
     if isinstance(bias, (list, tuple)):
@@ -469,15 +428,11 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
         extra += [w, b, bounds[i - 1] if i < len(parts) else out_width]
     if len(parts) > 1 and any(b % block_n for b in bounds[: len(parts) - 1]):
         raise ValueError(f"gemv: part boundaries {bounds} are not multiples of block_n={block_n}")
-    after = (l2_ranges(prefetch_after[:1]) if pdl and prefetch_after else []) or [(out, 0)]
-    if prefetch_mode not in L2_PREFETCH_MODES:
-        raise ValueError(f"prefetch_mode must be one of {sorted(L2_PREFETCH_MODES)}, not {prefetch_mode!r}")
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
-        in_width, out_width, k_per_split, *extra, *after[0], X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0),
-        HAS_BIAS=bias is not None, W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl,
-        AFTER_PREFETCH=L2_PREFETCH_MODES[prefetch_mode] if after[0][1] else 0, PREFETCH_LANES=warps * 32,
-        num_warps=warps, num_stages=stages, launch_pdl=pdl,
+        in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
+        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
+        launch_pdl=pdl,
     )
     return PartialSums(out)
 
@@ -576,8 +531,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                          arrivals: Optional[torch.Tensor] = None,
                          qk_norm: Optional[Tuple[torch.Tensor, torch.Tensor, float]] = None,
                          positions: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                         softcap: Optional[float] = None, window: Optional[int] = None,
-                         prefetch: Sequence[Tuple[torch.Tensor, int]] = (), prefetch_mode: str = "bulk") -> torch.Tensor:
+                         softcap: Optional[float] = None, window: Optional[int] = None) -> torch.Tensor:
     """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
 
     ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
@@ -597,10 +551,6 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     (None: ``head_dim ** -0.5``; Gemma's ``query_pre_attn_scalar ** -0.5``), ``softcap`` caps them as
     ``tanh(s / softcap) * softcap`` (Gemma 2), and ``window`` (a sliding layer over a cache whose slot
     ``s`` is position ``s``) limits each row to the slots after ``slot - window``.
-    ``prefetch``: up to two ``(weights, nbytes)`` -- the matmuls that follow -- whose first ``nbytes``
-    bytes of storage the kernel asks L2 for once the projection is done (programmatic dependent launch
-    only): memory is idle while attention runs. ``prefetch_mode`` is ``"bulk"`` (Hopper's bulk prefetch)
-    or ``"lines"`` (one prefetch per 128-byte line); see :data:`L2_PREFETCH_MODES`.
     """
     if keys.stride() != values.stride() or keys.stride(-1) != 1:
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
@@ -629,10 +579,6 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                               device=keys.device)
         counters = arrivals if arrivals is not None else new_arrivals(batch, heads, keys.device)
     pdl = triton_support.dependent_launch(keys.device)
-    ranges = l2_ranges(prefetch) if pdl else []
-    if prefetch_mode not in L2_PREFETCH_MODES:
-        raise ValueError(f"prefetch_mode must be one of {sorted(L2_PREFETCH_MODES)}, not {prefetch_mode!r}")
-    ranges += [(out, 0)] * (2 - len(ranges))
     _rope_cache_attention_kernel[(batch, heads // queries, splits)](
         qkv, qkv_stride, cos, sin, slot, valid, keys, values, out, partial, counters,
         *(qk_norm if qk_norm is not None else (out, out, 0.0)),
@@ -640,31 +586,14 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
           else (slot, 0, 1)),
         qkv.shape[-1], rotary_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5 if scale is None else scale,
-        float(softcap or 1.0), int(window or 0), *ranges[0], *ranges[1],
+        float(softcap or 1.0), int(window or 0),
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts, QUERIES=queries,
         SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None,
         ROPE_TABLE=positions is not None, PDL=pdl, ROPE_DIM=rotary_dim, EARLY_LOADS=ATTENTION_EARLY_LOADS,
-        SOFTCAP=softcap is not None, PREFETCH=L2_PREFETCH_MODES[prefetch_mode] if any(n for _, n in ranges) else 0,
-        PREFETCH_LANES=warps * 32, num_warps=warps, num_stages=stages, launch_pdl=pdl,
+        SOFTCAP=softcap is not None,
+        num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out
-
-
-L2_PREFETCH_MODES = {"bulk": 1, "lines": 2}  # the kernels' PREFETCH codes
-
-
-def l2_ranges(prefetch: Sequence[Tuple[torch.Tensor, int]]) -> List[Tuple[torch.Tensor, int]]:
-    """The ``(weights, nbytes)`` of ``prefetch`` a kernel can ask L2 for: at most two, each stored in
-    one dense block (contiguous, or the transposed view of a contiguous matrix) starting on a 16-byte
-    boundary, ``nbytes`` clipped to the block and rounded down to a multiple of 16; others are dropped."""
-    kept = []
-    for weights, nbytes in list(prefetch)[:2]:
-        dense = weights.is_contiguous() or (weights.dim() == 2 and weights.t().is_contiguous())
-        if dense and weights.data_ptr() % 16 == 0:
-            nbytes = min(int(nbytes), weights.numel() * weights.element_size()) // 16 * 16
-            if nbytes > 0:
-                kept.append((weights, nbytes))
-    return kept
 
 
 def attention_config(batch: int, groups: int, head_dim: int) -> Tuple[int, int, int, int, int]:

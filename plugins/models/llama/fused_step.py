@@ -16,15 +16,6 @@ from . import decode_kernels, persistent_mlp
 # 810 and 799 tokens/s with it in two runs, 801 without -- within run-to-run noise, ~9 fewer launches).
 ROPE_TABLE = True
 
-# While one row's attention runs, memory is idle but for the cached keys/values; with this set, the
-# attention kernel asks L2 for the next matmuls' weights meanwhile (programmatic dependent launch only):
-# ``(mode, output projection bytes, gate/up projection bytes)`` -- mode "bulk" or "lines" (see
-# decode_kernels.L2_PREFETCH_MODES), the bytes counted from the start of each matrix's storage. None: off.
-ATTENTION_L2_PREFETCH = None
-# The same from the one-row GEMVs' programs once their own work is done: ``(mode, gate/up bytes after the
-# output projection, the next layer's q/k/v bytes after the down projection)``. None: off.
-GEMV_L2_PREFETCH_AFTER = None
-
 
 def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=None,
                         token=None) -> torch.Tensor:
@@ -114,7 +105,6 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
         attn.num_heads, attn.num_kv_heads, attn.head_dim, arrivals=arrivals,
         qk_norm=None if attn.q_norm is None else (attn.q_norm.scale(), attn.k_norm.scale(), attn.q_norm.eps),
         positions=positions, scale=attn.scale, softcap=attn.softcap, window=window,
-        **(_next_weights_to_l2(layer) if one_row and ATTENTION_L2_PREFETCH else {}),
     )
     if mlp_counters is not None and persistent_mlp.usable(layer, residual):
         try:
@@ -130,16 +120,14 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     else:  # Gemma 2/3: normed first, and the MLP's input has a norm of its own
         post = layer.post_attention_layernorm
         norm, attended_norm = layer.pre_feedforward_layernorm, (post.scale(), post.eps)
-    after_output, after_down = _prefetches_after(layer, next_layer) if one_row and GEMV_L2_PREFETCH_AFTER else ({}, {})
-    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row, **after_output),
-                                                   norm.scale(), norm.eps, attended_norm)
+    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.scale(),
+                                                   norm.eps, attended_norm)
     post = layer.post_feedforward_layernorm
     mlp_norm = None if post is None else (post.scale(), post.eps)
     gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
     down = mlp.down_proj
     if mlp.gate_kind is not None and _gemv_takes(down, one_row):
-        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind,
-                                             **after_down), mlp_norm, None
+        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind), mlp_norm, None
     if isinstance(gate_up, decode_kernels.PartialSums):
         gate_up = gate_up.total().to(residual.dtype)
     if mlp.gate_kind is not None:
@@ -148,30 +136,6 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
         gate, up = gate_up.chunk(2, dim=-1)
         activated = mlp.act(gate) * up
     return residual, down.forward(activated), mlp_norm, None
-
-
-def _next_weights_to_l2(layer) -> dict:
-    """The attention kernel's ``prefetch`` arguments under :data:`ATTENTION_L2_PREFETCH`: the first bytes of
-    the output projection's and the gate/up projection's weights (the first matrix of each, as stored)."""
-    mode, output_bytes, gate_up_bytes = ATTENTION_L2_PREFETCH
-    targets = []
-    for projection, nbytes in ((layer.self_attn.o_proj, output_bytes), (layer.mlp.gate_up_proj, gate_up_bytes)):
-        weights = _stored_weights(projection)
-        if weights and nbytes > 0:
-            targets.append((weights[0], nbytes))
-    return dict(prefetch=targets, prefetch_mode=mode)
-
-
-def _prefetches_after(layer, next_layer) -> tuple:
-    """The output and down GEMVs' ``prefetch_after`` arguments under :data:`GEMV_L2_PREFETCH_AFTER`: the
-    gate/up projection's first bytes, and the next layer's q/k/v projection's (none after the last layer)."""
-    mode, gate_up_bytes, qkv_bytes = GEMV_L2_PREFETCH_AFTER
-    asked = []
-    for projection, nbytes in ((layer.mlp.gate_up_proj, gate_up_bytes),
-                               (None if next_layer is None else next_layer.self_attn.qkv_proj, qkv_bytes)):
-        weights = _stored_weights(projection) if projection is not None else None
-        asked.append(dict(prefetch_after=[(weights[0], nbytes)], prefetch_mode=mode) if weights and nbytes > 0 else {})
-    return tuple(asked)
 
 
 def _gemv_takes(projection, one_row: bool) -> bool:
@@ -191,11 +155,10 @@ def _stored_weights(projection):
     return [weight] if weight is not None else getattr(projection, "weights_t", None)
 
 
-def _matmul(projection, x, one_row: bool, **gemv_options):
-    """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so (with ``gemv_options``), else
-    PyTorch's matmul."""
+def _matmul(projection, x, one_row: bool):
+    """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so, else PyTorch's matmul."""
     if _gemv_takes(projection, one_row):
         weights = _stored_weights(projection)
         biases = getattr(projection, "biases", None) or [getattr(projection, "bias", None)]
-        return decode_kernels.gemv(x, weights, biases, checked=True, **gemv_options)
+        return decode_kernels.gemv(x, weights, biases, checked=True)
     return projection.forward(x)

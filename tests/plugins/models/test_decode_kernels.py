@@ -410,69 +410,6 @@ def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, r
     torch.testing.assert_close(step.logits[:, -1].float(), full.logits[:, -1].float(), rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize("mode", ["bulk", "lines"])
-def test_attention_asks_l2_for_the_next_weights_without_changing_a_bit(kernels, graph_on_cpu, mode, monkeypatch):
-    """With fused_step.ATTENTION_L2_PREFETCH set, each layer's attention kernel is handed the first bytes of
-    its output and gate/up projections' weights (prefetched on a GPU with programmatic dependent launch,
-    where the CUDA run of this test checks the bits; ignored by the interpreter) and the tokens stay those
-    of the run without it."""
-    import genplug
-    from genplug.plugins.models.llama import fused_step
-
-    model = native_model(seed=1).to(DEVICE, torch.bfloat16)
-    model.store_for_gpu_decode()
-    prompt = torch.tensor([[5, 9, 17, 3, 44]], device=DEVICE)
-    kw = dict(max_new_tokens=8, cache_implementation="static")
-    plain = genplug.generate(model, prompt, **kw)
-    handed, real_attention = [], kernels.rope_cache_attention
-    monkeypatch.setattr(kernels, "rope_cache_attention",
-                        lambda *a, **k: handed.append((k["prefetch"], k["prefetch_mode"])) or real_attention(*a, **k))
-    after, real_gemv = [], kernels.gemv
-    monkeypatch.setattr(kernels, "gemv", lambda *a, **k: after.append(k.get("prefetch_after")) or real_gemv(*a, **k))
-    monkeypatch.setattr(fused_step, "ATTENTION_L2_PREFETCH", (mode, 1 << 30, 4096))
-    monkeypatch.setattr(fused_step, "GEMV_L2_PREFETCH_AFTER", (mode, 2048, 1 << 20))
-    graph_loop_module = graph_on_cpu
-    graph_loop_module.release(model)
-    prefetched = genplug.generate(model, prompt, **kw)
-    assert torch.equal(prefetched, plain)
-    layers = model.model.layers
-    assert handed and all(m == mode for _, m in handed)
-    first_step = [targets for targets, _ in handed[: len(layers)]]
-    for layer, targets in zip(layers, first_step):
-        (output, output_bytes), (gate_up, gate_up_bytes) = targets
-        assert output is layer.self_attn.o_proj.weight_t and output_bytes == 1 << 30
-        assert gate_up is layer.mlp.gate_up_proj.weight_t and gate_up_bytes == 4096
-    # per layer q/k/v, output and down GEMVs: the output one asks for gate/up, the down one for the next
-    # layer's q/k/v (none after the last layer)
-    per_step = after[: 3 * len(layers)]
-    for i, layer in enumerate(layers):
-        qkv, output, down = per_step[3 * i: 3 * i + 3]
-        assert qkv is None and output == [(layer.mlp.gate_up_proj.weight_t, 2048)]
-        following = layers[i + 1].self_attn.qkv_proj.weight_t if i + 1 < len(layers) else None
-        assert down == (None if following is None else [(following, 1 << 20)])
-
-
-@settings(max_examples=30, deadline=None)
-@given(sizes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40), st.booleans(), st.integers(-5, 5000)),
-                      min_size=0, max_size=4))
-def test_l2_ranges_keep_two_dense_blocks_in_whole_16_byte_pieces(kernels, sizes):
-    """Of the ranges asked for, the first two dense matrices are kept, each clipped to its storage and
-    rounded down to a multiple of 16 bytes (nothing kept for less than 16); strided views are dropped."""
-    asked = []
-    for rows, cols, strided, nbytes in sizes:
-        block = torch.zeros(rows, 2 * cols if strided else cols, dtype=torch.bfloat16)
-        asked.append((block[:, ::2] if strided and cols > 1 else block, nbytes))
-    kept = kernels.l2_ranges(asked)
-    expected = []
-    for weights, nbytes in asked[:2]:
-        dense = weights.is_contiguous()
-        rounded = min(nbytes, weights.numel() * 2) // 16 * 16
-        if dense and rounded > 0:
-            expected.append((weights, rounded))
-    assert [(w.data_ptr(), w.shape, n) for w, n in kept] == [(w.data_ptr(), w.shape, n) for w, n in expected]
-    assert all(n % 16 == 0 and 0 < n <= w.numel() * 2 for w, n in kept)
-
-
 def test_kernels_stay_off_where_they_do_not_apply(kernels, monkeypatch):
     assert not kernels.usable(torch.zeros(1, 1, 8, device=DEVICE))  # float32: the PyTorch step, exact
     assert kernels.usable(torch.zeros(1, 1, 8, dtype=torch.float16, device=DEVICE))

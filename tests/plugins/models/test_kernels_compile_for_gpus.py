@@ -22,8 +22,7 @@ from genplug.plugins.models.llama import decode_kernels as dk
 
 GEMV = {"x_ptr": "*fp32", "x_parts_stride": "i32", "w_ptr": "*bf16", "w_stride_k": "i32", "w_stride_n": "i32",
         "bias_ptr": "*bf16", "out_ptr": "*fp32", "in_width": "i32", "out_width": "i32", "k_per_split": "i32",
-        "w1_ptr": "*bf16", "bias1_ptr": "*bf16", "bound1": "i32", "w2_ptr": "*bf16", "bias2_ptr": "*bf16", "bound2": "i32",
-        "after_ptr": "*bf16", "after_bytes": "i32"}
+        "w1_ptr": "*bf16", "bias1_ptr": "*bf16", "bound1": "i32", "w2_ptr": "*bf16", "bias2_ptr": "*bf16", "bound2": "i32"}
 NORM = {"x_ptr": "*bf16", "delta_ptr": "*fp32", "delta_parts_stride": "i32", "weight_ptr": "*bf16",
         "sum_ptr": "*bf16", "norm_ptr": "*bf16", "width": "i32", "eps": "fp32", "delta_weight_ptr": "*fp32",
         "delta_eps": "fp32", "token_ptr": "*i64", "table_stride_width": "i32", "table_stride_token": "i32",
@@ -32,8 +31,7 @@ ATTENTION = {"qkv_ptr": "*fp32", "qkv_parts_stride": "i32", "cos_ptr": "*bf16", 
              "valid_ptr": "*u8", "keys_ptr": "*bf16", "values_ptr": "*bf16", "out_ptr": "*bf16",
              "partial_ptr": "*fp32", "arrivals_ptr": "*i32", "q_norm_ptr": "*bf16", "k_norm_ptr": "*bf16",
              "norm_eps": "fp32", "position_ptr": "*i64", "position_row": "i32", "table_rows": "i32", "qkv_row": "i32", "rope_row": "i32", "valid_row": "i32", "cache_batch": "i32",
-             "cache_head": "i32", "cache_slot": "i32", "scale": "fp32", "softcap": "fp32", "window": "i32",
-             "prefetch_ptr": "*bf16", "prefetch_bytes": "i32", "prefetch2_ptr": "*bf16", "prefetch2_bytes": "i32"}
+             "cache_head": "i32", "cache_slot": "i32", "scale": "fp32", "softcap": "fp32", "window": "i32"}
 ONE_B = {"HEADS": 32, "KV_HEADS": 8, "GROUPS": 4, "DIM": 64, "QKV_PARTS": 4, "BLOCK_D": 64}
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -50,17 +48,12 @@ def stack_bytes(cubin):
     return int(found.group(1)) if found else None
 
 def compiled(kernel, signature, constants, warps=4):
-    if kernel is dk._rope_cache_attention_kernel:
-        constants = {"PREFETCH": 0, "PREFETCH_LANES": 32 * warps, **constants}
-    if kernel is dk._gemv_kernel:
-        constants = {"AFTER_PREFETCH": 0, "PREFETCH_LANES": 32 * warps, **constants}
     source = ASTSource(fn=kernel, signature={**signature, **{k: "constexpr" for k in constants}}, constexprs=constants)
     out = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     ptx = out.asm["ptx"]
     lines = ptx.splitlines()
     atomics = [i for i, line in enumerate(lines) if "atom." in line]
     return {"cubin": "cubin" in out.asm, "gdc_wait": "griddepcontrol.wait" in ptx,
-            "bulk_prefetches": ptx.count("cp.async.bulk.prefetch.L2"), "line_prefetches": ptx.count("prefetch.global.L2"),
             "atomics": [lines[i].strip() for i in atomics],
             "barrier_before_atomic": bool(atomics) and any("bar.sync" in l for l in lines[max(0, atomics[0] - 12):atomics[0]]),
             "cached_past_l1": "ld.global.cg" in ptx, "stack": stack_bytes(out.asm["cubin"])}
@@ -88,16 +81,6 @@ for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, Fa
         dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": queries, "SPLITS": splits,
         "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "ROPE_TABLE": table, "ROPE_DIM": rot,
         "PDL": pdl, "EARLY_LOADS": True, "SOFTCAP": qk_norm})
-# the attention kernel asking L2 for the next weights (fused_step.ATTENTION_L2_PREFETCH), both ways
-for mode in dk.L2_PREFETCH_MODES.values():
-    results[f"attention prefetch={mode} pdl=True"] = compiled(
-        dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": 4, "SPLITS": 16, "BLOCK_G": 4, "BLOCK_S": 32,
-        "QK_NORM": False, "ROPE_TABLE": True, "ROPE_DIM": 64, "PDL": True, "EARLY_LOADS": True, "SOFTCAP": False,
-        "PREFETCH": mode, "PREFETCH_LANES": 128})
-    # a GEMV asking L2 for a later matmul's weights once its work is done (fused_step.GEMV_L2_PREFETCH_AFTER)
-    results[f"gemv prefetch={mode} pdl=True"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": 1,
-        "HAS_BIAS": False, "W_PARTS": 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": True, "AFTER_PREFETCH": mode,
-        "PREFETCH_LANES": 256}, warps=8)
 # the tuned attention settings (decode_kernels.attention_config) for heads of 64 (the tuned shape), 128
 # (Llama 3 8B, Mistral 7B) and 256 (Gemma; groups of 4, 2 and 1 query heads), one row and several
 for batch in (1, 4):
@@ -136,20 +119,7 @@ def compiled():
 
 
 def test_every_variant_compiles_through_ptxas(compiled):
-    assert len(compiled) == 29 and all(result["cubin"] for result in compiled.values())
-
-
-def test_only_the_prefetching_attention_asks_l2_for_weights(compiled):
-    """The bulk mode issues Hopper's bulk prefetch (the attention twice: two matrices), the line mode
-    per-line prefetches (in its loops), and no other kernel prefetches anything."""
-    for name, result in compiled.items():
-        bulk, lines = result["bulk_prefetches"], result["line_prefetches"]
-        if name.endswith("prefetch=1 pdl=True"):
-            assert bulk == (2 if name.startswith("attention") else 1), (name, result)
-        elif name.endswith("prefetch=2 pdl=True"):
-            assert bulk == 0 and lines >= 1, (name, result)
-        else:
-            assert bulk == 0 and lines == 0, (name, result)
+    assert len(compiled) == 25 and all(result["cubin"] for result in compiled.values())
 
 
 def test_larger_heads_get_no_more_spills_than_the_tuned_one(compiled):
