@@ -9,7 +9,10 @@ static cache, greedy) under the profiler after two warm-up calls and prints, fro
 * the prefill: from the first GPU work to the first token choice;
 * the decode steps, told apart by the token choice kernel ending each: their number and period (median,
   mean, slowest), and the idle time between one step's last kernel and the next one's first;
-* every kernel or copy in the decode phase that is none of the graph's (named by count and total time).
+* every kernel or copy in the decode phase that is none of the graph's (named by count and total time);
+* then for a 2-token call, the host's CUDA calls (graph launches, synchronisations, kernel launches, copies)
+  and the GPU's busy stretches (kernels less than 20 us apart), on one clock from the call's start: what
+  the GPU waits for before, between and after the prefill's and the loop's graphs.
 
 Run on the accelerator: python bench/probes/generate_timeline.py
 """
@@ -88,6 +91,47 @@ def main():
     print("slowest steps (index, us):", ", ".join(f"{i}: {periods[i]:.1f}" for i in slow))
     tail = gpu[ends[-1] + 1:]
     print(f"after the last step: {len(tail)} kernels/copies, {(gpu[-1][1] - gpu[ends[-1]][1]) / 1e3:.2f} ms of GPU timeline")
+
+    call_timeline(native, ids, dict(run, max_new_tokens=2))
+
+
+HOST_CALLS = ("cudaGraphLaunch", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaLaunchKernel",
+              "cudaMemcpyAsync", "cudaEventQuery", "cudaEventRecord", "cudaLaunchKernelExC", "cuLaunchKernelEx",
+              "cuLaunchKernel")
+
+
+def call_timeline(native, ids, run):
+    for _ in range(3):
+        genplug.generate(native, ids, **run)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        with torch.profiler.record_function("the call"):
+            genplug.generate(native, ids, **run)
+            torch.cuda.synchronize()
+    events = prof.events()
+    call = next(e for e in events if e.name == "the call")
+    t0 = call.time_range.start
+    print(f"\n2-token call: {(call.time_range.end - t0) / 1e3:.2f} ms from its start (us below from there)")
+    host = sorted((e.time_range.start - t0, e.time_range.end - t0, e.name) for e in events
+                  if e.device_type == torch.autograd.DeviceType.CPU and e.name in HOST_CALLS)
+    launches = [h for h in host if "Launch" in h[2] and "Graph" not in h[2]]
+    for begin, end, name in host:
+        if "Launch" not in name or "Graph" in name:
+            print(f"  host {begin:9.1f} - {end:9.1f}  {name}")
+    if launches:
+        print(f"  host: {len(launches)} kernel launches from {launches[0][0]:.1f} to {launches[-1][1]:.1f}")
+    gpu = sorted((e.time_range.start - t0, e.time_range.end - t0) for e in events
+                 if e.device_type == torch.autograd.DeviceType.CUDA)
+    stretches = []
+    for begin, end in gpu:
+        if stretches and begin - stretches[-1][1] < 20:
+            first, last, n, busy = stretches[-1]
+            stretches[-1] = (first, max(last, end), n + 1, busy + end - begin)
+        else:
+            stretches.append((begin, end, 1, end - begin))
+    for first, last, n, busy in stretches:
+        print(f"  GPU  {first:9.1f} - {last:9.1f}  {n:4d} kernels/copies, {busy:8.1f} us of kernel time")
 
 
 if __name__ == "__main__":

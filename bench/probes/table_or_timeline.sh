@@ -10,6 +10,4 @@ out="$(cd "$out" && pwd)"
 h200=0; nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && h200=1
 [ $h200 = 1 ] && bash "$here/b1_b16_table.sh"
 timeout 120 python bench/probes/generate_timeline.py 2>&1 | grep -v -i -e warn -e Writing | tee "$out/generate_timeline.txt"
-[ $h200 = 0 ] && timeout 90 python bench/probes/call_overhead.py 2>&1 | grep -v -i -e warn -e Writing > "$out/call_overhead.txt"
-[ $h200 = 0 ] && head -30 "$out/call_overhead.txt"
 exit 0
