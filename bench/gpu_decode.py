@@ -84,28 +84,17 @@ def main():
     parser.add_argument("--layers", type=int, default=16)
     parser.add_argument("--pdl", choices=("0", "1"), help="set GENPLUG_PDL for this run")
     parser.add_argument("--attention", help="one-row attention config for this run: splits,heads,block,warps,stages")
-    parser.add_argument("--persistent-mlp", choices=("0", "1"),
-                        help="the persistent MLP launch for this run (plugins/models/llama/persistent_mlp.py)")
-    parser.add_argument("--persistent-pipeline", help="its stages,down stages,warps (0: the default) for this run")
     args = parser.parse_args()
     import os
 
-    from genplug.plugins.models.llama import decode_kernels, persistent_mlp
-
-    if args.persistent_mlp is not None:
-        persistent_mlp.ENABLED = args.persistent_mlp == "1"
-    if args.persistent_pipeline:
-        stages, down_stages, warps = (int(n) or None for n in args.persistent_pipeline.split(","))
-        persistent_mlp.STAGES = stages or persistent_mlp.STAGES
-        persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS = down_stages, warps
+    from genplug.plugins.models.llama import decode_kernels
 
     if args.pdl is not None:
         os.environ["GENPLUG_PDL"] = args.pdl
     if args.attention:
         decode_kernels.ATTENTION_CONFIG["one row"] = tuple(int(v) for v in args.attention.split(","))
     print(f"PDL {'off' if os.environ.get('GENPLUG_PDL') == '0' else 'on where supported'}, one-row attention "
-          f"{decode_kernels.ATTENTION_CONFIG['one row']}, persistent MLP {'on' if persistent_mlp.ENABLED else 'off'}"
-          f"{f' (stages, down stages, warps: {args.persistent_pipeline})' if persistent_mlp.ENABLED and args.persistent_pipeline else ''}")
+          f"{decode_kernels.ATTENTION_CONFIG['one row']}")
     import transformers
 
     import genplug

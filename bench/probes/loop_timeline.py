@@ -27,7 +27,7 @@ from step_kernels import one_step_setting  # noqa: E402
 import genplug  # noqa: E402
 from genplug import graph_loop  # noqa: E402
 
-MODEL_KERNELS = ("gemv", "rms_norm", "attention", "gemm", "cublas", "sm90", "persistent_mlp", "nvjet")
+MODEL_KERNELS = ("gemv", "rms_norm", "attention", "gemm", "cublas", "sm90", "nvjet")
 
 
 def main():

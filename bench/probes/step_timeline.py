@@ -5,10 +5,7 @@ one's share of the step is its *critical-path contribution* -- how far its end m
 seen so far -- not its duration. Prints the shares per kind of kernel (q/k/v, output and down GEMVs
 told apart by their order within a layer) and one middle layer's kernels in order.
 
-``--persistent-mlp``: the step with everything after attention as one persistent launch per layer
-(plugins/models/llama/persistent_mlp.py), whose kernel is counted as "persistent MLP".
-
-Run on the accelerator: python bench/probes/step_timeline.py [--persistent-mlp]
+Run on the accelerator: python bench/probes/step_timeline.py
 """
 import sys
 from collections import defaultdict
@@ -25,8 +22,6 @@ GEMV_ROLES = ("q/k/v GEMV", "output GEMV", "down GEMV")
 def kind_of(name: str, gemvs_seen: int) -> str:
     if "gemv" in name:
         return GEMV_ROLES[gemvs_seen % 3]
-    if "persistent_mlp" in name:
-        return "persistent MLP (output .. next q/k/v)"
     if "rms_norm" in name:
         return "add+norm"
     if "attention" in name:
@@ -37,10 +32,6 @@ def kind_of(name: str, gemvs_seen: int) -> str:
 
 
 def main():
-    if "--persistent-mlp" in sys.argv[1:]:
-        from genplug.plugins.models.llama import persistent_mlp
-
-        persistent_mlp.ENABLED = True
     native, cache, token, pos, slot, valid = one_step_setting()
     with torch.no_grad():
         def step():

@@ -31,7 +31,8 @@ latency-bound kernels' own L2 round trips more than it saves. Prints tokens/s (b
 the eager path under the same variant. The last line names the fastest variant whose graph loop
 equals its eager path.
 
-"persistent MLP" (built in the eighth session of 2026-12-05): the output projection, add+norm, gate/up and
+"persistent MLP" (built in the eighth session of 2026-12-05, removed in the twelfth -- the last code is at
+commit e3fa3d1, plugins/models/llama/persistent_mlp.py): the output projection, add+norm, gate/up and
 down projections, and the next layer's add+norm and q/k/v projection, as one persistent launch per layer
 (GENPLUG_PERSISTENT_MLP=1); "..., next layer's q/k/v apart" without the next layer's part. H100, ninth
 session: 470.4 / 465.1 tokens/s against 865.7 as shipped; with one poller per program and the sum of
@@ -53,16 +54,13 @@ import gpu_decode  # noqa: E402
 import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug import triton_support  # noqa: E402
-from genplug.plugins.models.llama import decode_kernels, persistent_mlp  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None, o_config=None, persistent_mlp=persistent_mlp.ENABLED,
-               take_next=persistent_mlp.TAKE_NEXT,
-               persistent_pipeline=(persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS),
-               persistent_lean=persistent_mlp.LEAN_LOOPS)
+               gemv_per_sm=None, down_config=None, o_config=None)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     # every split's cached slots in one tile, read before the PDL wait (shipped since the eleventh session: 16
@@ -85,14 +83,6 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("output GEMV one tile (16, 256, 8, 2, 8)", dict(o_config=(16, 256, 8, 2, 8))),
     ("output GEMV one tile, 4 warps", dict(o_config=(16, 256, 4, 2, 8))),
     ("output GEMV one tile + gate/up GEMV", dict(o_config=(16, 256, 8, 2, 8), gate_up_gemv=True)),
-    # everything after attention as one persistent launch per layer (plugins/models/llama/persistent_mlp.py)
-    ("persistent MLP", dict(persistent_mlp=True)),
-    ("persistent MLP, next layer's q/k/v apart", dict(persistent_mlp=True, take_next=False)),
-    # (stages, the down loop's, warps): more bytes in flight (ninth session: ~1.45 us a tile with 3 in flight)
-    ("persistent MLP, waits in the loops", dict(persistent_mlp=True, persistent_lean=False)),
-    ("persistent MLP, down 8 deep", dict(persistent_mlp=True, persistent_pipeline=(4, 8, None))),
-    ("persistent MLP, down 8 deep, 8 warps", dict(persistent_mlp=True, persistent_pipeline=(4, 8, 8))),
-    ("persistent MLP, 5 deep, down 12, 8 warps", dict(persistent_mlp=True, persistent_pipeline=(5, 12, 8))),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -132,10 +122,6 @@ def main():
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
-        persistent_mlp.ENABLED = setting["persistent_mlp"]
-        persistent_mlp.TAKE_NEXT = setting["take_next"]
-        persistent_mlp.STAGES, persistent_mlp.DOWN_STAGES, persistent_mlp.WARPS = setting["persistent_pipeline"]
-        persistent_mlp.LEAN_LOOPS = setting["persistent_lean"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"])

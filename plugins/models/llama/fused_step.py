@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import decode_kernels, persistent_mlp
+from . import decode_kernels
 
 # The CUDA-graph step reads cos/sin from RoPE's table by position instead of launching RoPE's small
 # kernels (bench/probes/step_variants.py switches it off: on an H100, 2026-12-05, batch-1 greedy
@@ -43,19 +43,13 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
     arrivals = None
     if decode_kernels.ATTENTION_CONFIG["one row" if rows == 1 else "rows"][0] > 1:
         arrivals = attention_arrivals(model, rows, like.device)
-    # the persistent MLP's counts of published programs (GENPLUG_PERSISTENT_MLP=1, one row): zeroed once per step
-    counters = [None] * len(core.layer_plan)
-    if persistent_mlp.ENABLED and rows == 1:
-        counters = persistent_mlp.new_counters(len(core.layer_plan), like.device)
-    delta = delta_norm = qkv = None
+    delta = delta_norm = None
     embedded = (core.embed_tokens, token) if hidden is None else None  # the first layer's norm looks it up
-    plan = core.layer_plan
-    for i, ((layer, window, rope), cache_layer, counts) in enumerate(zip(plan, layers, counters)):
+    for (layer, window, rope), cache_layer in zip(core.layer_plan, layers):
         cos, sin = rotations[rope]
-        next_layer = plan[i + 1][0] if i + 1 < len(plan) else None
-        hidden, delta, delta_norm, qkv = fused_decode_layer(layer, hidden, delta, delta_norm, cos, sin, slot, valid,
-                                                            cache_layer.keys, cache_layer.values, arrivals, positions,
-                                                            window, counts, next_layer, qkv, embedded)
+        hidden, delta, delta_norm = fused_decode_layer(layer, hidden, delta, delta_norm, cos, sin, slot, valid,
+                                                       cache_layer.keys, cache_layer.values, arrivals, positions,
+                                                       window, embedded)
         embedded = None
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
@@ -73,48 +67,34 @@ def attention_arrivals(model, rows: int, device: torch.device) -> torch.Tensor:
 
 
 def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid, keys, values, arrivals=None,
-                       positions=None, window=None, mlp_counters=None, next_layer=None, qkv=None, embedded=None):
-    """One decoder layer with the fused kernels: ``(residual, delta, delta_norm)`` in, the same plus the
-    next layer's q/k/v projection (or None) out, where ``delta_norm`` is the ``(weights, eps)`` of the norm
-    ``delta`` takes before it is added (Gemma 2/3's post-feed-forward norm), or None.
+                       positions=None, window=None, embedded=None):
+    """One decoder layer with the fused kernels: ``(residual, delta, delta_norm)`` in and out, where
+    ``delta_norm`` is the ``(weights, eps)`` of the norm ``delta`` takes before it is added (Gemma 2/3's
+    post-feed-forward norm), or None.
 
     Around the four matmuls run three small kernels: add+norm, RoPE+cache write+attention, add+norm.
     At batch 1, projections stored ``[out, in]`` go through genplug's split-K GEMV, whose partial sums
     the next kernel adds up while loading; the down projection then computes act(gate)*up as it reads
     its input. Other matmuls are PyTorch's, and act(gate)*up is one more small kernel.
-    With ``mlp_counters`` (a zeroed ``[3]`` slice of :func:`.persistent_mlp.new_counters`) and where
-    :func:`.persistent_mlp.usable` says so, everything after attention is one persistent launch instead,
-    which where it can (:func:`.persistent_mlp.takes_next`) also runs ``next_layer``'s add+norm and q/k/v
-    projection: that layer is then called with ``qkv`` given and ``residual`` already summed.
     ``embedded = (token embedding module, token [batch, 1])`` with ``residual`` None (the first layer):
     the input norm looks the tokens up itself.
     """
     attn, mlp = layer.self_attn, layer.mlp
     one_row = (residual if residual is not None else embedded[1]).shape[0] == 1
-    if qkv is None:
-        norm = layer.input_layernorm
-        if residual is None:
-            table, token = embedded
-            scale = table.scale_in(table.weight_t.dtype) if table.scale is not None else None
-            residual, normed = decode_kernels.embed_rms_norm(token, table.weight_t, scale, norm.scale(), norm.eps)
-        else:
-            residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
-        qkv = _matmul(attn.qkv_proj, normed, one_row)
+    norm = layer.input_layernorm
+    if residual is None:
+        table, token = embedded
+        scale = table.scale_in(table.weight_t.dtype) if table.scale is not None else None
+        residual, normed = decode_kernels.embed_rms_norm(token, table.weight_t, scale, norm.scale(), norm.eps)
+    else:
+        residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
+    qkv = _matmul(attn.qkv_proj, normed, one_row)
     out = decode_kernels.rope_cache_attention(
         qkv, cos, sin, slot, valid, keys, values,
         attn.num_heads, attn.num_kv_heads, attn.head_dim, arrivals=arrivals,
         qk_norm=None if attn.q_norm is None else (attn.q_norm.scale(), attn.k_norm.scale(), attn.q_norm.eps),
         positions=positions, scale=attn.scale, softcap=attn.softcap, window=window,
     )
-    if mlp_counters is not None and persistent_mlp.usable(layer, residual):
-        try:
-            if persistent_mlp.takes_next(layer, next_layer, residual):
-                stream, next_qkv = persistent_mlp.persistent_mlp(layer, out, residual, mlp_counters, next_layer=next_layer)
-                return stream, None, None, next_qkv
-            stream, delta = persistent_mlp.persistent_mlp(layer, out, residual, mlp_counters)
-            return stream, delta, None, None
-        except Exception as error:  # it fails before launching (compiling): the kernels below take over
-            persistent_mlp.disable(error)
     if layer.pre_feedforward_layernorm is None:  # Llama: the attention output added as it is
         norm, attended_norm = layer.post_attention_layernorm, None
     else:  # Gemma 2/3: normed first, and the MLP's input has a norm of its own
@@ -127,7 +107,7 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
     down = mlp.down_proj
     if mlp.gate_kind is not None and _gemv_takes(down, one_row):
-        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind), mlp_norm, None
+        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind), mlp_norm
     if isinstance(gate_up, decode_kernels.PartialSums):
         gate_up = gate_up.total().to(residual.dtype)
     if mlp.gate_kind is not None:
@@ -135,7 +115,7 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     else:
         gate, up = gate_up.chunk(2, dim=-1)
         activated = mlp.act(gate) * up
-    return residual, down.forward(activated), mlp_norm, None
+    return residual, down.forward(activated), mlp_norm
 
 
 def _gemv_takes(projection, one_row: bool) -> bool:
