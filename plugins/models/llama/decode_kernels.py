@@ -306,9 +306,15 @@ MAX_SPLITS = 8
 # program per head and no split, 808 with PDL; 16 splits 794, 4 splits x 1 head 779 -- then 8 splits
 # shipped. 2026-12-06, eleventh session, with the cache's first tile read before the PDL wait: 16 splits
 # 872.0 against 866.6 / 866.4 with 8 -- up to 384 slots each split is one tile, all read early -- and
-# 2 query heads x 64 slots 837.6). Rows: tuned by bench/probes/decode_attention.py with one program per
-# query head.
-ATTENTION_CONFIG = {"one row": (16, 4, 32, 4, 1), "rows": (1, 1, 128, 2, 2)}
+# 2 query heads x 64 slots 837.6). Rows: each program serves the 4 query heads of a key/value group, 32
+# slots a tile, and splits 0 means "fitted": each row's slots are split so that the launch has about
+# ROWS_PROGRAMS_PER_SM programs per multiprocessor (attention_splits). bench/probes/rows_variants.py on an
+# H100, 2026-12-06, twelfth session, greedy (sampling) tokens/s: batch 64 with one split 26,454 (21,521)
+# against 21,813 (18,344) with the one-head programs tuned before in isolation (1, 1, 128, 2, 2); batch 16
+# with 2 splits 10,796 (9,239) against 9,406 (8,381), with one split 9,980 (8,818).
+ATTENTION_CONFIG = {"one row": (16, 4, 32, 4, 1), "rows": (0, 4, 32, 4, 2)}
+ROWS_PROGRAMS_PER_SM = 2
+MAX_ATTENTION_SPLITS = 16
 # The head size those were tuned at (the 1B shape). For larger heads (or fewer query heads per program)
 # block_s is fitted so each program's tile of products [queries, block_s, head] stays the tuned size
 # (bench/probes/head_sizes.py on an H100, 2026-12-05, seventh session, batch 1, heads of 256 -- 4 query
@@ -556,7 +562,8 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
     batch = keys.shape[0]
     groups = heads // kv_heads
-    splits, queries, block_s, warps, stages = config or attention_config(batch, groups, head_dim)
+    splits, queries, block_s, warps, stages = config or attention_config(batch, groups, head_dim, heads,
+                                                                         _sm_count(keys.device))
     if (softcap is not None and not softcap > 0) or (window is not None and window < 1):
         raise ValueError(f"softcap must be positive and window at least 1; got softcap={softcap}, window={window}")
     if groups % queries or splits & (splits - 1):
@@ -596,16 +603,32 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     return out
 
 
-def attention_config(batch: int, groups: int, head_dim: int) -> Tuple[int, int, int, int, int]:
+def attention_config(batch: int, groups: int, head_dim: int, heads: Optional[int] = None,
+                     multiprocessors: Optional[int] = None) -> Tuple[int, int, int, int, int]:
     """The tuned ``(splits, query heads per program, block_s, warps, stages)`` of :func:`rope_cache_attention`
     for this batch (one row or more), fitted to the model: query heads per program divide its group
     size, and slots per tile shrink for heads larger than the tuned one -- each program holds a
-    ``[queries, block_s, head_dim]`` tile of products, which must not outgrow the tuned tile."""
+    ``[queries, block_s, head_dim]`` tile of products, which must not outgrow the tuned tile. A fitted
+    split count (0 in :data:`ATTENTION_CONFIG`) comes from :func:`attention_splits` given the model's
+    query ``heads`` and the GPU's ``multiprocessors`` (1 without them)."""
     splits, tuned_queries, tuned_block_s, warps, stages = ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
     queries = math.gcd(tuned_queries, groups)
     fits = tuned_queries * tuned_block_s * ATTENTION_TUNED_HEAD_DIM // (queries * triton.next_power_of_2(head_dim))
     block_s = min(tuned_block_s, 1 << (max(1, fits).bit_length() - 1))  # a power of two (a tl.arange size)
+    if splits == 0:
+        splits = attention_splits(batch * heads // queries, multiprocessors) if heads and multiprocessors else 1
     return splits, queries, block_s, warps, stages
+
+
+def attention_splits(programs: int, multiprocessors: int) -> int:
+    """How many ways to split each row's cached slots when the unsplit launch has ``programs`` programs: the
+    largest power of two (at most :data:`MAX_ATTENTION_SPLITS`) that keeps the launch within
+    :data:`ROWS_PROGRAMS_PER_SM` programs per multiprocessor, and 1 where even that is too many -- a few
+    rows get the GPU's width, many rows no merge to pay for."""
+    splits = 1
+    while splits < MAX_ATTENTION_SPLITS and programs * splits * 2 <= ROWS_PROGRAMS_PER_SM * multiprocessors:
+        splits *= 2
+    return splits
 
 
 def new_arrivals(batch: int, heads: int, device: torch.device) -> torch.Tensor:

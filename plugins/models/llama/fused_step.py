@@ -41,7 +41,7 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
     else:
         rotations = [e(position_ids, like.dtype) for e in embeddings]
     arrivals = None
-    if decode_kernels.ATTENTION_CONFIG["one row" if rows == 1 else "rows"][0] > 1:
+    if decode_kernels.ATTENTION_CONFIG["one row" if rows == 1 else "rows"][0] != 1:  # split (0: fitted, may split)
         arrivals = attention_arrivals(model, rows, like.device)
     delta = delta_norm = None
     embedded = (core.embed_tokens, token) if hidden is None else None  # the first layer's norm looks it up

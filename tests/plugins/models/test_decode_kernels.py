@@ -274,13 +274,37 @@ def test_attention_config_keeps_the_tuned_tile_of_products(kernels, batch, group
     products [queries, block_s, head] is no larger than the tuned one (unless one slot already is)."""
     splits, queries, block_s, warps, stages = kernels.attention_config(batch, groups, head_dim)
     tuned = kernels.ATTENTION_CONFIG["one row" if batch == 1 else "rows"]
-    assert (splits, warps, stages) == (tuned[0], tuned[3], tuned[4])
+    assert (splits, warps, stages) == (tuned[0] or 1, tuned[3], tuned[4])  # fitted splits: 1 without the GPU's size
     assert groups % queries == 0 and queries <= tuned[1]
     assert block_s & (block_s - 1) == 0 and 1 <= block_s <= tuned[2]
     tile = queries * block_s * triton_next_power_of_2(head_dim)
     tuned_tile = tuned[1] * tuned[2] * kernels.ATTENTION_TUNED_HEAD_DIM
     assert tile <= tuned_tile or block_s == 1
     assert tile * 2 > tuned_tile or block_s == tuned[2]  # and no smaller than it needs to be
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.integers(1, 256), teams=st.sampled_from([1, 2, 4, 8, 16]), multiprocessors=st.integers(1, 200))
+def test_fitted_attention_splits_fill_the_gpu_without_overfilling_it(kernels, rows, teams, multiprocessors):
+    """Several rows: each row's slots are split the most ways (a power of two, at most 16) that keep the launch
+    within ROWS_PROGRAMS_PER_SM programs per multiprocessor; one way when even unsplit it is past that. The
+    shipped rows setting asks for this (splits 0) and attention_config passes it on."""
+    programs = rows * teams
+    splits = kernels.attention_splits(programs, multiprocessors)
+    budget = kernels.ROWS_PROGRAMS_PER_SM * multiprocessors
+    assert splits & (splits - 1) == 0 and 1 <= splits <= kernels.MAX_ATTENTION_SPLITS
+    assert splits == 1 or programs * splits <= budget
+    assert splits == kernels.MAX_ATTENTION_SPLITS or programs * splits * 2 > budget
+    if kernels.ATTENTION_CONFIG["rows"][0] == 0 and rows > 1:
+        fitted = kernels.attention_config(rows, 4, 64, heads=4 * teams, multiprocessors=multiprocessors)
+        assert fitted[0] == kernels.attention_splits(rows * teams, multiprocessors)
+
+
+def test_rows_attention_on_an_h100_splits_16_rows_in_two_and_64_not(kernels):
+    """The measured cases (an H100 has 132 multiprocessors; the 1B shape 32 query heads, groups of 4): 16
+    rows ran fastest with 2 splits, 64 rows with none (bench/probes/rows_variants.py)."""
+    assert kernels.attention_config(16, 4, 64, heads=32, multiprocessors=132)[:2] == (2, 4)
+    assert kernels.attention_config(64, 4, 64, heads=32, multiprocessors=132)[:2] == (1, 4)
 
 
 def triton_next_power_of_2(n: int) -> int:
