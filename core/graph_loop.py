@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import inspect
 import os
 import time
@@ -451,7 +452,7 @@ def capture_graph(run, device: torch.device, state, before_each=None, written=No
     memory (an illegal memory access, 2026-12-05).
     """
     stream = capture_stream(device)
-    with restored_afterwards(state, written):
+    with restored_afterwards(state, written), _no_garbage_collection():
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             if before_each is not None:
@@ -462,13 +463,54 @@ def capture_graph(run, device: torch.device, state, before_each=None, written=No
             _drop_cublas_workspaces()
             graph = torch.cuda.CUDAGraph()
             graph.capture_begin()
+            ended = False
             try:
                 result = run()
             finally:
-                graph.capture_end()
-                _drop_cublas_workspaces()
+                try:
+                    graph.capture_end()
+                    ended = True
+                finally:
+                    if not ended:
+                        _leave_generator_capture()
+                    _drop_cublas_workspaces()
         torch.cuda.current_stream(device).wait_stream(stream)
     return graph, result
+
+
+@contextlib.contextmanager
+def _no_garbage_collection():
+    """Collect garbage first, then none until the capture is over. Objects dropped in reference cycles --
+    a released decode session holds its graph that way -- are otherwise freed whenever the collector
+    runs, which may be inside a capture: destroying a graph or freeing its memory there invalidates the
+    capture (H100, twelfth session: batch-4 sampling's capture, right after other settings' sessions
+    were released)."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _leave_generator_capture() -> None:
+    """Put the CUDA random generators back out of capture mode after a capture that failed to end.
+
+    ``CUDAGraph.capture_begin`` puts them in it and ``capture_end`` takes them out only once the capture
+    ended well; after a failed one, every later random draw raises "Offset increment outside graph
+    capture encountered unexpectedly". An empty capture on the same stream begins and ends that mode
+    properly."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (PyTorch's note that the graph is empty)
+            empty = torch.cuda.CUDAGraph()
+            empty.capture_begin()
+            empty.capture_end()
+    except Exception as exc:  # nothing more to do: the failed capture's own error goes on
+        warnings.warn(f"genplug: could not reset the CUDA random generator after a failed capture: {exc}",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _drop_cublas_workspaces() -> None:

@@ -255,6 +255,93 @@ def test_a_graph_captures_its_own_cublas_workspace(monkeypatch):
     assert events == ["reset", "run", "reset", "drop", "begin", "run", "end", "drop"]
 
 
+def _mock_capture(monkeypatch, events, end_fails=False):
+    """capture_graph's CUDA calls replaced by ones that note what happens (and, where asked, a capture_end
+    that fails once: an invalidated capture)."""
+    failures = [end_fails]
+
+    class Graph:
+        def capture_begin(self):
+            events.append("begin")
+
+        def capture_end(self):
+            events.append("end")
+            if failures[0]:
+                failures[0] = False
+                raise RuntimeError("operation not permitted when stream is capturing")
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class Layer:
+        keys, values, position = torch.zeros(2), torch.zeros(2), torch.tensor(0)
+
+    class Cache:
+        layers = [Layer()]
+
+    monkeypatch.setattr(graph_loop, "capture_stream", lambda device: Stream())
+    monkeypatch.setattr(graph_loop, "_drop_cublas_workspaces", lambda: events.append("drop"))
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    return Cache()
+
+
+def test_a_capture_that_fails_to_end_takes_the_generators_out_of_capture_mode(monkeypatch):
+    """When capture_end fails (an invalidated capture), an empty capture begins and ends right after it --
+    the only way out of the random generators' capture mode, in which every later draw would raise -- and
+    the failure still reaches the caller (which then runs the step eagerly)."""
+    events = []
+    cache = _mock_capture(monkeypatch, events, end_fails=True)
+    with pytest.raises(RuntimeError, match="not permitted"):
+        graph_loop.capture_graph(lambda: events.append("run"), torch.device("cpu"), (cache,))
+    assert events == ["run", "drop", "begin", "run", "end", "begin", "end", "drop"]
+
+
+def test_no_garbage_is_collected_during_a_capture(monkeypatch):
+    """Garbage is collected before the warm-up run and the collector stays off until the capture ended (a
+    released session's graph, freed by the collector inside a capture, invalidated it on an H100), and it
+    is back on afterwards -- also after a failed capture."""
+    import gc
+
+    events, seen = [], []
+    cache = _mock_capture(monkeypatch, events)
+    collected = []
+    monkeypatch.setattr(gc, "collect", lambda *a: collected.append(gc.isenabled()) or 0)
+    assert gc.isenabled()
+    graph_loop.capture_graph(lambda: seen.append(gc.isenabled()), torch.device("cpu"), (cache,))
+    assert collected == [True] and seen == [False, False] and gc.isenabled()
+    cache = _mock_capture(monkeypatch, events, end_fails=True)
+    with pytest.raises(RuntimeError):
+        graph_loop.capture_graph(lambda: seen.append(gc.isenabled()), torch.device("cpu"), (cache,))
+    assert gc.isenabled()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_random_draws_work_after_a_failed_capture():
+    """A step that reads the device inside the capture invalidates it; afterwards random draws, and a new
+    capture of a step that draws random numbers, work (PyTorch leaves its generators in capture mode)."""
+    class Cache:
+        layers = []
+
+    buffer = torch.zeros(4, device="cuda")
+
+    def reads_the_device():
+        buffer.add_(torch.rand(4, device="cuda"))
+        return float(buffer.sum())  # not allowed while capturing
+
+    with pytest.raises(Exception):
+        graph_loop.capture_graph(reads_the_device, buffer.device, (buffer, Cache()))
+    assert torch.rand(3, device="cuda").shape == (3,)
+    graph, _ = graph_loop.capture_graph(lambda: buffer.add_(torch.rand(4, device="cuda")), buffer.device,
+                                        (buffer, Cache()))
+    before = buffer.clone()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert ((buffer - before) > 0).all() and ((buffer - before) < 1).all()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_replays_survive_dropped_cublas_workspaces(monkeypatch):
     """A graph kept for the next call keeps working after every cached cuBLAS workspace was dropped and
