@@ -220,41 +220,6 @@ def test_a_capture_whose_warm_up_ran_for_real_leaves_the_call_as_the_eager_loop(
     assert graph_loop.LAST_GRAPH_REUSED
 
 
-def test_a_graph_captures_its_own_cublas_workspace(monkeypatch):
-    """cuBLAS's cached workspaces are dropped right before the capture (the graph's GEMMs then allocate
-    theirs in the graph's private pool) and right after it (later eager work on the capture stream does
-    not borrow it): a workspace shared through the stream's cache was freed under live graphs by
-    inductor's graph trees and by PyTorch's graph destructor (illegal memory access on the GPU)."""
-    events = []
-
-    class Graph:
-        def capture_begin(self):
-            events.append("begin")
-
-        def capture_end(self):
-            events.append("end")
-
-    class Stream:
-        def wait_stream(self, other):
-            pass
-
-    class Layer:
-        keys, values, position = torch.zeros(2), torch.zeros(2), torch.tensor(0)
-
-    class Cache:
-        layers = [Layer()]
-
-    monkeypatch.setattr(graph_loop, "capture_stream", lambda device: Stream())
-    monkeypatch.setattr(graph_loop, "_drop_cublas_workspaces", lambda: events.append("drop"))
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: __import__("contextlib").nullcontext())
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
-    graph, result = graph_loop.capture_graph(lambda: events.append("run") or len(events), torch.device("cpu"),
-                                             (Cache(),), before_each=lambda: events.append("reset"))
-    assert isinstance(graph, Graph) and result == 6  # what the captured run returned
-    assert events == ["reset", "run", "reset", "drop", "begin", "run", "end", "drop"]
-
-
 def _mock_capture(monkeypatch, events, end_fails=False):
     """capture_graph's CUDA calls replaced by ones that note what happens (and, where asked, a capture_end
     that fails once: an invalidated capture)."""
@@ -286,6 +251,19 @@ def _mock_capture(monkeypatch, events, end_fails=False):
     monkeypatch.setattr(torch.cuda, "stream", lambda stream: __import__("contextlib").nullcontext())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
     return Cache()
+
+
+def test_a_graph_captures_its_own_cublas_workspace(monkeypatch):
+    """cuBLAS's cached workspaces are dropped right before the capture (the graph's GEMMs then allocate
+    theirs in the graph's private pool) and right after it (later eager work on the capture stream does
+    not borrow it): a workspace shared through the stream's cache was freed under live graphs by
+    inductor's graph trees and by PyTorch's graph destructor (illegal memory access on the GPU)."""
+    events = []
+    cache = _mock_capture(monkeypatch, events)
+    graph, result = graph_loop.capture_graph(lambda: events.append("run") or len(events), torch.device("cpu"),
+                                             (cache,), before_each=lambda: events.append("reset"))
+    assert isinstance(graph, torch.cuda.CUDAGraph) and result == 6  # (the mock) and what the captured run returned
+    assert events == ["reset", "run", "reset", "drop", "begin", "run", "end", "drop"]
 
 
 def test_a_capture_that_fails_to_end_takes_the_generators_out_of_capture_mode(monkeypatch):

@@ -7,7 +7,6 @@
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/device_setup.sh"
 out="$(cd "$out" && pwd)"
-h200=0; nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && h200=1
 [ $h200 = 1 ] && bash "$here/b1_b16_table.sh"
 timeout 120 python bench/probes/generate_timeline.py 2>&1 | grep -v -i -e warn -e Writing | tee "$out/generate_timeline.txt"
 exit 0
