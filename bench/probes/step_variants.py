@@ -60,7 +60,7 @@ SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None, o_config=None)
+               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     # every split's cached slots in one tile, read before the PDL wait (shipped since the eleventh session: 16
@@ -83,6 +83,13 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("output GEMV one tile (16, 256, 8, 2, 8)", dict(o_config=(16, 256, 8, 2, 8))),
     ("output GEMV one tile, 4 warps", dict(o_config=(16, 256, 4, 2, 8))),
     ("output GEMV one tile + gate/up GEMV", dict(o_config=(16, 256, 8, 2, 8), gate_up_gemv=True)),
+    # gate/up through genplug's GEMV (which takes part in programmatic dependent launch, unlike cuBLAS) with
+    # fewer warps or programs per SM, so that the down GEMV's programs fit beside its last ones and read
+    # their first tiles early (twelfth session)
+    ("gate/up GEMV (16, 256, 4, 2, 8)", dict(gate_up_gemv=True, gate_up_config=(16, 256, 4, 2, 8))),
+    ("gate/up GEMV (16, 256, 4, 2, 4)", dict(gate_up_gemv=True, gate_up_config=(16, 256, 4, 2, 4))),
+    ("gate/up GEMV (32, 256, 4, 2, 8)", dict(gate_up_gemv=True, gate_up_config=(32, 256, 4, 2, 8))),
+    ("gate/up GEMV (16, 512, 4, 2, 8)", dict(gate_up_gemv=True, gate_up_config=(16, 512, 4, 2, 8))),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -96,13 +103,15 @@ def gate_up_storage(model, through_gemv: bool):
             projection.weight_t = nn.Parameter(stored, requires_grad=False)
 
 
-def gemv_config_with(per_sm, down=None, output=None):
+def gemv_config_with(per_sm, down=None, output=None, gate_up=None):
     """The GEMV's tuned config, with ``per_sm`` programs per SM (which sets the split-K count) if given,
-    ``down`` for the down projection (in-width 8192) and ``output`` for the output projection (2048 x
-    2048) if given."""
+    ``down`` for the down projection (in-width 8192), ``output`` for the output projection (2048 x
+    2048) and ``gate_up`` for the gate/up projection (2048 x 16384, through the GEMV) if given."""
     def config(in_width, out_width, k_contiguous):
         if down is not None and in_width == 8192:
             return down
+        if gate_up is not None and out_width == 8 * in_width:
+            return gate_up
         if output is not None and in_width == out_width == 2048:
             return output
         tuned = SHIPPED_GEMV_CONFIG(in_width, out_width, k_contiguous)
@@ -124,7 +133,7 @@ def main():
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
-                                                       setting["o_config"])
+                                                       setting["o_config"], setting["gate_up_config"])
         graph_loop.release(native)
         if only and name not in only:
             continue
