@@ -436,14 +436,19 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         return build_cache(registry, "dynamic", request)
 
     def store_for_gpu_decode(self) -> None:
-        """Re-store the q/k/v, output and down projections ``[out, in]`` (``weight_t`` stays their transpose).
+        """Re-store the q/k/v, output, gate/up and down projections ``[out, in]`` (``weight_t`` stays their
+        transpose).
 
         A one-row decode step then runs them through genplug's split-K GEMV kernel, which reads that
-        layout faster than cuBLAS reads either (bench/probes/gemv_configs.py); other matmuls are
-        unaffected. :func:`.loader.load_model` does this for CUDA models; same values, new storage.
+        layout faster than cuBLAS reads either (bench/probes/gemv_configs.py) and, unlike cuBLAS, reads its
+        first weights while the kernel before it finishes (gate/up since the twelfth session, H100, batch-1
+        greedy 890.8 against 876.4 / 875.3 tokens/s, batch 16 and 64 unchanged: bench/probes/gate_up_storage.py);
+        several rows' matmuls (cuBLAS) read either layout. :func:`.loader.load_model` does this for CUDA
+        models; same values, new storage.
         """
         for layer in self.model.layers:
-            for projection in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.down_proj):
+            for projection in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj,
+                               layer.mlp.down_proj):
                 weight = projection.weight_t
                 if weight.stride(0) != 1:
                     projection.weight_t = nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)

@@ -363,7 +363,7 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkey
     import genplug
 
     model = native_model(seed=3, qk_norm=qk_norm).to(DEVICE, torch.bfloat16)
-    model.store_for_gpu_decode()  # o/down through the GEMV kernel at one row
+    model.store_for_gpu_decode()  # the projections through the GEMV kernel at one row
     prompt = torch.tensor([[5, 9, 17, 3, 44], [0, 0, 8, 61, 2]], device=DEVICE)
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], device=DEVICE)
     cache = genplug.StaticCache(config=model.config, max_cache_len=12)
@@ -389,9 +389,9 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkey
 
     arrivals = fused_step.attention_arrivals(model, rows, token.device)
     assert not arrivals.any() and fused_step.attention_arrivals(model, rows, token.device) is arrivals
-    # one row: qkv, o and down (SiLU input) of every layer through the GEMV kernel; two rows: none
+    # one row: qkv, o, gate/up and down (SiLU input) of every layer through the GEMV kernel; two rows: none
     layers = model.config.num_hidden_layers
-    assert len(gemv_calls) == (3 * layers if rows == 1 else 0)
+    assert len(gemv_calls) == (4 * layers if rows == 1 else 0)
     assert sum(k.get("gated_input") == "silu" for k in gemv_calls) == (layers if rows == 1 else 0)
     unfused = graph_step.static_decode_step(model, token, position, slot, valid, unfused_cache.layers,
                                             layer_fn=graph_step.decode_layer)
