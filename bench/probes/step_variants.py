@@ -1,8 +1,9 @@
 """Batch-1 greedy decode of the native 1B model under variants of the fused step: programmatic
 dependent launch (GENPLUG_PDL), the loop's bookkeeping as two kernels or as PyTorch ops
 (graph_loop.FUSED_BOOKKEEPING), the attention kernel's first cached keys/values read before or after
-its PDL wait (decode_kernels.ATTENTION_EARLY_LOADS), the attention's split (ATTENTION_CONFIG), and the
-gate/up projection through genplug's GEMV (stored [out, in]) instead of cuBLAS, the GEMVs' programs
+its PDL wait (decode_kernels.ATTENTION_EARLY_LOADS), the attention's split (ATTENTION_CONFIG), the
+gate/up projection through cuBLAS (stored [in, out]) instead of genplug's GEMV (shipped since the twelfth
+session), its GEMV tile, the GEMVs' programs
 per SM (so their split-K counts; 4 per SM measured 860.3 against 860.3 / 856.9 as shipped, 16 per SM
 845.1, H100, 2026-12-05, seventh session), and the down projection's tile (all within noise of the
 shipped (16, 256, 4, 2, 8) on an H100 in the seventh session: 664.5-679.8 against 673.1 / 675.7, measured
@@ -58,7 +59,7 @@ from genplug.plugins.models.llama import decode_kernels  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
-SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=False,
+SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
                gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None)
 VARIANTS = [  # (name, changes to the shipped setting)
@@ -68,7 +69,9 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("attention 8 splits (tuned before)", dict(attention=(8, 4, 32, 4, 1))),
     ("bookkeeping as PyTorch ops", dict(bookkeeping=False)),
     ("attention loads the cache after the wait", dict(early_loads=False)),
-    ("gate/up GEMV", dict(gate_up_gemv=True)),
+    # gate/up through cuBLAS, stored [in, out] (shipped before the twelfth session, which measured the GEMV
+    # at 891.3 against 877.3 / 875.2 with cuBLAS: bench/results/twelfth_session/step_variants_gate_up.txt)
+    ("gate/up through cuBLAS", dict(gate_up_gemv=False)),
     ("PDL off", dict(pdl="0")),
     ("GEMV 4 programs per SM (fewer splits)", dict(gemv_per_sm=4)),
     ("GEMV 16 programs per SM (more splits)", dict(gemv_per_sm=16)),
@@ -77,19 +80,19 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("down GEMV (16, 256, 8, 3, 8)", dict(down_config=(16, 256, 8, 3, 8))),
     ("down GEMV (16, 256, 4, 2, 4)", dict(down_config=(16, 256, 4, 2, 4))),
     ("down GEMV (16, 128, 4, 3, 8)", dict(down_config=(16, 128, 4, 3, 8))),
-    ("gate/up GEMV + down (16, 512, 4, 2, 8)", dict(gate_up_gemv=True, down_config=(16, 512, 4, 2, 8))),
+    ("gate/up GEMV + down (16, 512, 4, 2, 8)", dict(down_config=(16, 512, 4, 2, 8))),
     # block_k 256 = the output projection's whole split (2048 / 8): each program's whole weight slice is
     # read before its PDL wait, while attention runs (memory is idle then)
     ("output GEMV one tile (16, 256, 8, 2, 8)", dict(o_config=(16, 256, 8, 2, 8))),
     ("output GEMV one tile, 4 warps", dict(o_config=(16, 256, 4, 2, 8))),
-    ("output GEMV one tile + gate/up GEMV", dict(o_config=(16, 256, 8, 2, 8), gate_up_gemv=True)),
-    # gate/up through genplug's GEMV (which takes part in programmatic dependent launch, unlike cuBLAS) with
-    # fewer warps or programs per SM, so that the down GEMV's programs fit beside its last ones and read
-    # their first tiles early (twelfth session)
-    ("gate/up GEMV (16, 256, 4, 2, 8)", dict(gate_up_gemv=True, gate_up_config=(16, 256, 4, 2, 8))),
-    ("gate/up GEMV (16, 256, 4, 2, 4)", dict(gate_up_gemv=True, gate_up_config=(16, 256, 4, 2, 4))),
-    ("gate/up GEMV (32, 256, 4, 2, 8)", dict(gate_up_gemv=True, gate_up_config=(32, 256, 4, 2, 8))),
-    ("gate/up GEMV (16, 512, 4, 2, 8)", dict(gate_up_gemv=True, gate_up_config=(16, 512, 4, 2, 8))),
+    ("output GEMV one tile + gate/up GEMV", dict(o_config=(16, 256, 8, 2, 8))),
+    # gate/up through genplug's GEMV (shipped since the twelfth session) with fewer warps or programs per SM,
+    # so that the down GEMV's programs fit beside its last ones and read their first tiles early: 880.7-887.2
+    # against 891.3 with its tuned tile (twelfth session)
+    ("gate/up GEMV (16, 256, 4, 2, 8)", dict(gate_up_config=(16, 256, 4, 2, 8))),
+    ("gate/up GEMV (16, 256, 4, 2, 4)", dict(gate_up_config=(16, 256, 4, 2, 4))),
+    ("gate/up GEMV (32, 256, 4, 2, 8)", dict(gate_up_config=(32, 256, 4, 2, 8))),
+    ("gate/up GEMV (16, 512, 4, 2, 8)", dict(gate_up_config=(16, 512, 4, 2, 8))),
     ("as shipped (again: noise)", {}),
 ]
 
