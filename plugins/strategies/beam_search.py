@@ -100,6 +100,8 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
     interval = 1 if synced_gpus else int(getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
     if use_cache and not adapter.can_crop(run.cache):
         interval = 1  # steps past the end could not be taken back out of the returned cache
+    # max_length ends every candidate in the step itself: only the other criteria are called each step
+    step_criteria = stopping_criteria.per_step() if type(stopping_criteria) is StoppingCriteriaList else stopping_criteria
     cur = prompt_len
     over = torch.zeros((), dtype=torch.bool, device=device)  # True once the search has ended
     steps_past_end = torch.zeros((), dtype=torch.long, device=device)
@@ -115,7 +117,7 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
         if recorder.return_dict:
             recorder.record(log_probs, last.to(torch.float32, copy=True) if recorder.want_logits else None, outputs)
         del outputs
-        beam_idx = search.step(log_probs, cur, over, stopping_criteria, recorder.scores_so_far(), do_sample)
+        beam_idx = search.step(log_probs, cur, over, step_criteria, recorder.scores_so_far(), do_sample)
         run.reorder(beam_idx)
         steps_past_end += over
         over |= search.ends(cur + 1)
@@ -211,6 +213,7 @@ class BeamSearchState:
                                      rows + prompts * beams_to_keep + slots - num_beams)
         self.unchanged = torch.arange(num_beams, device=device).expand(batch, -1)  # "keep the finished set"
         self.identity = torch.arange(rows, device=device)
+        self._no_hits = torch.zeros((batch, beams_to_keep), dtype=torch.bool, device=device)  # no criteria to call
         self._hits = None
 
     def step(self, log_probs: torch.Tensor, cur: int, over: torch.Tensor, stopping_criteria, scores_so_far,
@@ -237,9 +240,12 @@ class BeamSearchState:
         candidates[:, cur] = (flat % vocab).view(-1)
         candidates[:, L + cur - self.prompt_len] = source_rows
 
-        hits = _stop_flags(stopping_criteria, candidates[:, :cur + 1], scores_so_far).view(B, K)
         if cur + 1 >= L:  # max_length ends every candidate even without a max-length criterion
-            hits = torch.ones_like(hits)
+            hits = torch.ones_like(self._no_hits)
+        elif stopping_criteria:
+            hits = _stop_flags(stopping_criteria, candidates[:, :cur + 1], scores_so_far).view(B, K)
+        else:
+            hits = self._no_hits
         self._hits = hits
 
         # Running: the best N candidates that did not stop.
@@ -277,7 +283,9 @@ class BeamSearchState:
         # finished_scores is sorted best first (it comes out of a sorted top-k): the last is the worst
         worst_finished = torch.where(self.is_finished, self.finished_scores[:, -1:], _NEG)
         self.stuck |= (best_possible <= worst_finished).all(-1, keepdim=True)
-        ended = self.stuck.all() | self._hits.all()
+        ended = self.stuck.all()
+        if self._hits is not self._no_hits:  # (no criterion hit anything)
+            ended = ended | self._hits.all()
         if self.early_stopping is True:
             ended |= self.is_finished.all()
         return ended

@@ -175,3 +175,35 @@ def test_a_padded_batch_gives_each_prompt_its_own_result(model, mode):
     alone = [genplug.generate(model, row, **kwargs) for row in (short, long)]
     assert torch.equal(batched[:2, 3:], alone[0])
     assert torch.equal(batched[2:], alone[1])
+
+
+def test_beam_search_calls_only_the_criteria_that_stop_before_max_length(model, monkeypatch):
+    """max_length ends every candidate inside the beam step, so MaxLengthCriteria is not called each step
+    (one tensor less a step); a criterion of the user's is, once a step, and what it stops is stopped."""
+    from genplug.plugins.stopping.max_length import MaxLengthCriteria
+    from genplug.stopping import StoppingCriteria, StoppingCriteriaList
+
+    ids = _prompt(2, 4, seed=3)
+    plain = genplug.generate(model, ids, num_beams=3, max_new_tokens=6, eos_token_id=None, pad_token_id=0)
+    calls = []
+    real_call = MaxLengthCriteria.__call__
+    monkeypatch.setattr(MaxLengthCriteria, "__call__", lambda self, *a, **k: calls.append(1) or real_call(self, *a, **k))
+
+    class Counting(StoppingCriteria):
+        def __init__(self, stop_at):
+            self.seen, self.stop_at = [], stop_at
+
+        def __call__(self, input_ids, scores, **kwargs):
+            self.seen.append(input_ids.shape[1])
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] >= self.stop_at, dtype=torch.bool)
+
+    never = Counting(stop_at=10 ** 6)
+    again = genplug.generate(model, ids, num_beams=3, max_new_tokens=6, eos_token_id=None, pad_token_id=0,
+                             stopping_criteria=StoppingCriteriaList([never]))
+    assert torch.equal(again, plain) and not calls
+    assert never.seen == list(range(5, 10))  # the steps before the last, which max_length ends itself
+    early = Counting(stop_at=7)  # every candidate of the third step stops: the search ends there (steps run
+    # past it until the next look at the stop flag are cut off)
+    short = genplug.generate(model, ids, num_beams=3, max_new_tokens=6, eos_token_id=None, pad_token_id=0,
+                             stopping_criteria=StoppingCriteriaList([early]))
+    assert short.shape[1] == 7 and early.seen[:3] == [5, 6, 7]
