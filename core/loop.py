@@ -95,10 +95,13 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
             return sequences
         return want.output(sequences, n_generated, cache, model_kwargs)
     per_step_criteria = stopping_criteria.per_step()
+    # the last position's logits are copied only where something keeps or changes them (processors work in
+    # place, recorded scores and logits are kept); a token choice alone reads them where they are
+    copy_logits = bool(processors) or want.scores or want.logits
     cur = prompt_len
     steps_run = 0
     while True:
-        logits = outputs.logits[:, -1, :].to(dtype=torch.float32, device=device, copy=True)
+        logits = outputs.logits[:, -1, :].to(dtype=torch.float32, device=device, copy=copy_logits)
         scores = processors(tokens[:, :cur], logits) if processors else logits
         want.record(scores, logits, outputs)
         if do_sample:

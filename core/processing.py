@@ -155,13 +155,30 @@ class BuildContext:
         return (self.attention_mask.cumsum(-1) == 0).sum(-1)
 
 
+_ORDERED: Dict[tuple, tuple] = {}  # the entries (by identity) -> their order, for the registry's last states
+
+
 def order_entries(entries) -> list:
     """Sort registry entries by stage, then by their before/after constraints, then by name.
 
     Deterministic whatever order plugins were loaded in. Unknown names in ``after``/``before`` are
-    ignored (the processor they refer to may not be installed); a cycle is an error naming it.
+    ignored (the processor they refer to may not be installed); a cycle is an error naming it. The
+    order of a set of entries is kept (every generate() call asks for it; the sort took ~0.1 ms of a
+    call's set-up): an entry is registered once, its options fixed.
     """
     entries = list(entries)
+    key = tuple((id(e), e.name) for e in entries)
+    kept = _ORDERED.get(key)
+    if kept is not None and all(a is b for a, b in zip(kept[0], entries)):
+        return list(kept[1])
+    ordered = _order(entries)
+    if len(_ORDERED) >= 8:
+        _ORDERED.clear()
+    _ORDERED[key] = (entries, ordered)  # (the entries themselves too: ids stay theirs while kept)
+    return list(ordered)
+
+
+def _order(entries: list) -> list:
     by_stage: Dict[str, list] = {stage: [] for stage in STAGES}
     for entry in entries:
         by_stage[entry.options["stage"]].append(entry)
