@@ -463,16 +463,15 @@ def capture_graph(run, device: torch.device, state, before_each=None, written=No
             _drop_cublas_workspaces()
             graph = torch.cuda.CUDAGraph()
             graph.capture_begin()
-            ended = False
             try:
                 result = run()
             finally:
                 try:
                     graph.capture_end()
-                    ended = True
+                except BaseException:
+                    _leave_generator_capture()
+                    raise
                 finally:
-                    if not ended:
-                        _leave_generator_capture()
                     _drop_cublas_workspaces()
         torch.cuda.current_stream(device).wait_stream(stream)
     return graph, result

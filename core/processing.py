@@ -167,15 +167,14 @@ def order_entries(entries) -> list:
     call's set-up): an entry is registered once, its options fixed.
     """
     entries = list(entries)
-    key = tuple((id(e), e.name) for e in entries)
+    key = tuple(id(e) for e in entries)
     kept = _ORDERED.get(key)
-    if kept is not None and all(a is b for a, b in zip(kept[0], entries)):
-        return list(kept[1])
-    ordered = _order(entries)
-    if len(_ORDERED) >= 8:
-        _ORDERED.clear()
-    _ORDERED[key] = (entries, ordered)  # (the entries themselves too: ids stay theirs while kept)
-    return list(ordered)
+    if kept is None:
+        if len(_ORDERED) >= 8:
+            _ORDERED.clear()
+        # the entries are kept with their order: no other object can take one of their ids while kept
+        kept = _ORDERED[key] = (entries, _order(entries))
+    return list(kept[1])
 
 
 def _order(entries: list) -> list:

@@ -153,9 +153,9 @@ def _ended_everywhere(over: torch.Tensor, synced_gpus: bool) -> bool:
 
 
 def _stop_flags(stopping_criteria, input_ids, scores) -> torch.Tensor:
-    """``stopping_criteria(input_ids, scores)``; a plain StoppingCriteriaList is OR-ed here without its
-    all-False starting tensor (one allocation and one OR less per step)."""
-    if type(stopping_criteria) is not StoppingCriteriaList or not stopping_criteria:
+    """``stopping_criteria(input_ids, scores)`` (not empty); a plain StoppingCriteriaList is OR-ed here without
+    its all-False starting tensor (one allocation and one OR less per step)."""
+    if type(stopping_criteria) is not StoppingCriteriaList:
         return stopping_criteria(input_ids, scores)
     flags = stopping_criteria[0](input_ids, scores)
     for criterion in stopping_criteria[1:]:
