@@ -24,9 +24,13 @@ import torch
 import triton
 import triton.language as tl
 
-from . import vocab_kernels
+from . import triton_support, vocab_kernels
 
 ROWS_PER_BLOCK = 64  # rows handled together by the single program of each kernel
+# The fused choice and accept takes part in programmatic dependent launch where the device has it
+# (triton_support.dependent_launch): its programs are resident, waiting, when the kernel before them (the
+# output head through genplug's GEMV) finishes, instead of being launched only then.
+CHOICE_PDL = True
 
 
 @triton.jit
@@ -73,9 +77,11 @@ def _choose_accept_kernel(scores_ptr, width, seed_ptr, step_ptr, arrivals_ptr,
                           fed_ptr, positions_ptr, positions_row, valid_ptr, valid_row, valid_cols,
                           GUMBEL: tl.constexpr, CHUNK: tl.constexpr,
                           HAS_EOS: tl.constexpr, ADVANCE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
-                          BLOCK_E: tl.constexpr, FEED: tl.constexpr):
+                          BLOCK_E: tl.constexpr, FEED: tl.constexpr, PDL: tl.constexpr):
     # each program one chunk's best (vocab_kernels.chunk_best); the last of all to arrive accepts
     # (reading the others' results past L1) and leaves the count zero for the next step
+    if PDL:  # everything read below may be the previous kernel's: wait for all of it
+        tl.extra.cuda.gdc_wait()
     vocab_kernels.chunk_best(scores_ptr, width, chunks, seed_ptr, step_ptr, best_ptr, index_ptr,
                              tl.program_id(0), tl.program_id(1), GUMBEL, CHUNK)
     tl.debug_barrier()  # every thread's stores precede the release below
@@ -179,7 +185,8 @@ def choose_and_accept(scores: torch.Tensor, seed: Optional[torch.Tensor], column
     best = torch.empty(rows, chunks, dtype=torch.float32, device=scores.device)
     index = torch.empty(rows, chunks, dtype=torch.int32, device=scores.device)
     gumbel = seed is not None
+    pdl = CHOICE_PDL and triton_support.dependent_launch(scores.device)
     _choose_accept_kernel[(rows, chunks)](
         scores, width, seed if gumbel else best, column if gumbel else best, arrivals, best, index, *accept_args,
-        GUMBEL=gumbel, CHUNK=vocab_kernels.CHUNK, **accept_options,
+        GUMBEL=gumbel, CHUNK=vocab_kernels.CHUNK, PDL=pdl, launch_pdl=pdl, **accept_options,
     )

@@ -15,6 +15,10 @@ from . import decode_kernels
 # kernels (bench/probes/step_variants.py switches it off: on an H100, 2026-12-05, batch-1 greedy
 # 810 and 799 tokens/s with it in two runs, 801 without -- within run-to-run noise, ~9 fewer launches).
 ROPE_TABLE = True
+# A one-row step's output head through genplug's GEMV where the head is stored ``[vocab, hidden]`` (see
+# :meth:`..modeling.NativeLlamaForCausalLM.store_for_gpu_decode`; a transformers twin's head is stored so
+# already): it reads its first weights while the final norm finishes, and its logits stay float32.
+HEAD_GEMV = True
 
 
 def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=None,
@@ -52,6 +56,22 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
                                                        window, embedded)
         embedded = None
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
+
+
+def fused_logits(model, normed: torch.Tensor) -> torch.Tensor:
+    """Logits ``[rows, 1, vocab]`` of the final-normed ``normed`` for the fused step, the CUDA graph's and the
+    eager one-token forward's alike (so their bits agree): one row with a head stored ``[vocab, hidden]``
+    goes through genplug's GEMV (float32 logits, soft-capped in float32 where the model caps); otherwise
+    the model's own head (cuBLAS, in the head's dtype)."""
+    head = model.lm_head
+    if not (HEAD_GEMV and normed.shape[0] == 1 and _gemv_takes(head, True)):
+        return model.logits_of(normed)
+    parts = decode_kernels.gemv(normed, [head.weight_t], [getattr(head, "bias", None)], checked=True).parts
+    logits = parts[0] if parts.shape[0] == 1 else parts.sum(0)  # one split wherever the vocabulary fills the GPU
+    cap = model.final_logit_softcapping
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.unsqueeze(1)
 
 
 def attention_arrivals(model, rows: int, device: torch.device) -> torch.Tensor:

@@ -53,15 +53,16 @@ def static_decode_step(model, token: torch.Tensor, position_ids: torch.Tensor, s
     """
     core = model.model
     if layer_fn is None and model.fused_kernels_fit and fused_kernels_apply(core.embed_tokens.weight_t):
-        from .fused_step import fused_decode_hidden  # imports Triton: only where it runs
+        from .fused_step import fused_decode_hidden, fused_logits  # imports Triton: only where it runs
 
         # positions stay below the cache length: a token's position never passes its slot; the first
         # layer's norm kernel looks the tokens up
         normed = fused_decode_hidden(model, None, position_ids, slot, valid, layers, positions_below=valid.shape[-1],
                                      token=token)
-        # in the head's dtype: the loop's token choice reads half precision as it is, saving a copy of
-        # the row to float32 (~3.6 us a step at 128k entries on an H100) where no processor runs
-        return model.logits_of(normed)[:, -1]
+        # float32 from genplug's GEMV, else in the head's dtype: the loop's token choice reads half precision
+        # as it is, saving a copy of the row to float32 (~3.6 us a step at 128k entries on an H100) where no
+        # processor runs
+        return fused_logits(model, normed)[:, -1]
     hidden = core.embed_tokens(token)
     rotations = core.rotations(position_ids, hidden.dtype)
     masks = {None: valid[:, None, None, :]}

@@ -134,6 +134,18 @@ class Projection(nn.Module):
         return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight_t).view(*x.shape[:-1], -1)
 
 
+def _stored_out_in(weight: nn.Parameter) -> nn.Parameter:
+    """``weight [in, out]`` stored ``[out, in]`` (its transpose contiguous): the same values, or itself if so stored."""
+    if weight.stride(0) == 1:
+        return weight
+    return nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)
+
+
+# Whether :meth:`NativeLlamaForCausalLM.store_for_gpu_decode` stores the output head ``[vocab, hidden]`` too,
+# for genplug's GEMV (:data:`.fused_step.HEAD_GEMV`).
+HEAD_OUT_IN = True
+
+
 class TokenEmbedding(nn.Module):
     """The token embedding matrix, stored ``weight_t [hidden, vocab]`` so that a tied output head can use it as is.
 
@@ -436,8 +448,8 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         return build_cache(registry, "dynamic", request)
 
     def store_for_gpu_decode(self) -> None:
-        """Re-store the q/k/v, output, gate/up and down projections ``[out, in]`` (``weight_t`` stays their
-        transpose).
+        """Re-store the q/k/v, output, gate/up and down projections and the output head (with the embedding
+        matrix, where it is tied) ``[out, in]`` (``weight_t`` stays their transpose).
 
         A one-row decode step then runs them through genplug's split-K GEMV kernel, which reads that
         layout faster than cuBLAS reads either (bench/probes/gemv_configs.py) and, unlike cuBLAS, reads its
@@ -449,9 +461,12 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         for layer in self.model.layers:
             for projection in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj,
                                layer.mlp.down_proj):
-                weight = projection.weight_t
-                if weight.stride(0) != 1:
-                    projection.weight_t = nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)
+                projection.weight_t = _stored_out_in(projection.weight_t)
+        if HEAD_OUT_IN:
+            tied = self.lm_head.weight_t is self.model.embed_tokens.weight_t
+            self.lm_head.weight_t = _stored_out_in(self.lm_head.weight_t)
+            if tied:  # the embedding lookup then reads one contiguous row per token
+                self.model.embed_tokens.weight_t = self.lm_head.weight_t
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -498,13 +513,13 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
         valid[:, : past + 1] = True if attention_mask is None else attention_mask.bool()
         if position_ids is None:
             position_ids = torch.full((1, 1), past, dtype=torch.long, device=hidden.device)
-        from .fused_step import fused_decode_hidden  # imports Triton: only where the kernels run
+        from .fused_step import fused_decode_hidden, fused_logits  # imports Triton: only where the kernels run
 
         normed = fused_decode_hidden(self, hidden if input_ids is None else None, position_ids, layers[0].position,
                                      valid, layers, token=input_ids)
         for layer in layers:
             layer.mark_written(1)
-        return self.logits_of(normed)
+        return fused_logits(self, normed)
 
     # ------------------------------------------------------------------ running it
 

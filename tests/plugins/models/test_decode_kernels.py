@@ -389,14 +389,17 @@ def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkey
 
     arrivals = fused_step.attention_arrivals(model, rows, token.device)
     assert not arrivals.any() and fused_step.attention_arrivals(model, rows, token.device) is arrivals
-    # one row: qkv, o, gate/up and down (SiLU input) of every layer through the GEMV kernel; two rows: none
+    # one row: qkv, o, gate/up and down (SiLU input) of every layer and the output head through the GEMV
+    # kernel; two rows: none
     layers = model.config.num_hidden_layers
-    assert len(gemv_calls) == (4 * layers if rows == 1 else 0)
+    assert len(gemv_calls) == (4 * layers + 1 if rows == 1 else 0)
     assert sum(k.get("gated_input") == "silu" for k in gemv_calls) == (layers if rows == 1 else 0)
     unfused = graph_step.static_decode_step(model, token, position, slot, valid, unfused_cache.layers,
                                             layer_fn=graph_step.decode_layer)
-    # the head's own dtype (the loop's token choice reads it as it is); the unfused step's float32
-    assert fused.dtype == torch.bfloat16 and fused.shape == (rows, model.config.vocab_size)
+    # one row: float32 from the head's GEMV; two rows: the head's own dtype (the loop's token choice reads it
+    # as it is); the unfused step's float32
+    assert fused.dtype == (torch.float32 if rows == 1 else torch.bfloat16)
+    assert fused.shape == (rows, model.config.vocab_size)
     fused = fused.float()
     torch.testing.assert_close(fused, unfused, rtol=0.05, atol=0.05)  # bf16 noise of different roundings
     assert (fused.argmax(-1) == unfused.argmax(-1)).all()
@@ -421,8 +424,9 @@ def test_eager_forward_and_graph_loop_share_the_kernels(kernels, graph_on_cpu, r
     monkeypatch.setattr(loop_kernels, "choose_and_accept", lambda s, *a, **k: chosen_from.append(s.dtype) or real_choice(s, *a, **k))
     graph = genplug.generate(model, prompt, **kw)
     assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
-    # no processors: the step's token is chosen from the head's bf16 logits, uncopied
-    assert set(chosen_from) == {torch.bfloat16}
+    # no processors: the step's token is chosen from the head's logits as they are, uncopied -- float32 from
+    # the head's GEMV at one row, bf16 from cuBLAS at two
+    assert set(chosen_from) == {torch.float32 if rows == 1 else torch.bfloat16}
     eager = genplug.generate(model, prompt, disable_compile=True, **kw)
     assert torch.equal(graph, eager)
     # and the fused eager step is really taken: the static cache's counters advance through mark_written

@@ -102,13 +102,15 @@ results["loop accept"] = compiled(lk._accept_kernel, {"best_ptr": "*fp32", "inde
     "fed_ptr": "*i64", "positions_ptr": "*i64", "positions_row": "i32", "valid_ptr": "*u8", "valid_row": "i32",
     "valid_cols": "i32"},
     {"HAS_EOS": True, "ADVANCE": True, "BLOCK_R": 64, "BLOCK_C": 128, "BLOCK_E": 2, "FEED": True})
-results["loop choose+accept"] = compiled(lk._choose_accept_kernel, {"scores_ptr": "*bf16", "width": "i32",
-    "seed_ptr": "*i64", "step_ptr": "*i64", "arrivals_ptr": "*i32", "best_ptr": "*fp32", "index_ptr": "*i32",
-    "chunks": "i32", "rows": "i32", "tokens_ptr": "*i64", "tokens_row": "i32", "column_ptr": "*i64", "slot_ptr": "*i64",
-    "unfinished_ptr": "*u8", "generated_ptr": "*i64", "eos_ptr": "*i64", "eos_count": "i32", "pad": "i32",
-    "fed_ptr": "*i64", "positions_ptr": "*i64", "positions_row": "i32", "valid_ptr": "*u8", "valid_row": "i32",
-    "valid_cols": "i32"}, {"GUMBEL": True, "CHUNK": 1024, "HAS_EOS": True, "ADVANCE": True, "BLOCK_R": 64,
-    "BLOCK_C": 128, "BLOCK_E": 2, "FEED": True})
+# several rows' bf16 logits from cuBLAS; one row's float32 logits from the head's GEMV, after a PDL wait
+for name, scores, pdl in (("loop choose+accept pdl=False", "*bf16", False), ("loop choose+accept pdl=True", "*fp32", True)):
+    results[name] = compiled(lk._choose_accept_kernel, {"scores_ptr": scores, "width": "i32",
+        "seed_ptr": "*i64", "step_ptr": "*i64", "arrivals_ptr": "*i32", "best_ptr": "*fp32", "index_ptr": "*i32",
+        "chunks": "i32", "rows": "i32", "tokens_ptr": "*i64", "tokens_row": "i32", "column_ptr": "*i64",
+        "slot_ptr": "*i64", "unfinished_ptr": "*u8", "generated_ptr": "*i64", "eos_ptr": "*i64", "eos_count": "i32",
+        "pad": "i32", "fed_ptr": "*i64", "positions_ptr": "*i64", "positions_row": "i32", "valid_ptr": "*u8",
+        "valid_row": "i32", "valid_cols": "i32"}, {"GUMBEL": True, "CHUNK": 1024, "HAS_EOS": True, "ADVANCE": True,
+        "BLOCK_R": 64, "BLOCK_C": 128, "BLOCK_E": 2, "FEED": True, "PDL": pdl})
 print(json.dumps(results))
 '''
 
@@ -119,7 +121,7 @@ def compiled():
 
 
 def test_every_variant_compiles_through_ptxas(compiled):
-    assert len(compiled) == 25 and all(result["cubin"] for result in compiled.values())
+    assert len(compiled) == 26 and all(result["cubin"] for result in compiled.values())
 
 
 def test_larger_heads_get_no_more_spills_than_the_tuned_one(compiled):
@@ -144,7 +146,7 @@ def test_dependent_launch_waits_only_when_asked(compiled):
 
 def test_the_split_merge_publishes_through_an_acq_rel_atomic(compiled):
     for name, result in compiled.items():
-        if name == "loop choose+accept":  # the last chunk's program accepts: the same publication
+        if name.startswith("loop choose+accept"):  # the last chunk's program accepts: the same publication
             assert result["atomics"] and all("acq_rel" in a and ".gpu" in a for a in result["atomics"]), name
             assert result["barrier_before_atomic"] and result["cached_past_l1"], name
             continue
