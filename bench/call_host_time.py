@@ -1,7 +1,8 @@
 """Host time of the per-call steps around a CUDA-graph generate call that do not depend on the model's size:
 the weights' key that decides whether a kept graph may replay (``graph_loop.parameters_key``, twice a
 call), a static cache's reset before reuse, the token ids' range check and the generation config's
-resolution -- each against the form it replaced, in the same process. On an H100 a 2-token call of the 1B model took 7.40 ms of which the GPU
+resolution, and for a transformers model the native twin's checks and its generation config's conversion
+-- each against the form it replaced, in the same process. On an H100 a 2-token call of the 1B model took 7.40 ms of which the GPU
 ran 3.62 (bench/probes/call_overhead.py): host time while the GPU waits is a call's fixed cost.
 
 Run: python bench/call_host_time.py [--device cuda] [--layers 16]
@@ -16,6 +17,8 @@ import genplug
 from genplug import graph_loop
 from genplug.inputs import check_token_ids
 from genplug.plugins.caches.static import StaticCache
+from genplug.plugins.transformers.adapter import _genplug_generation_config
+from genplug.plugins.transformers.native_twin import _modules_and_parameters, native_twin, why_no_twin
 
 
 def per_call_us(fn, repeats: int = 300) -> float:
@@ -70,7 +73,8 @@ def main():
     config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=args.layers,
                                       num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)
     directory = tempfile.mkdtemp()
-    transformers.LlamaForCausalLM(config).save_pretrained(directory)
+    theirs = transformers.LlamaForCausalLM(config).eval().to(args.device)
+    theirs.save_pretrained(directory)
     model, _ = genplug.load_model(directory, device=args.device)
     cache = StaticCache(model.config, 384)
     ids = torch.randint(3, 900, (1, 128), device=args.device)
@@ -83,11 +87,21 @@ def main():
         ("token ids' range check", lambda: check_token_ids(ids, "input_ids", 1000), lambda: two_reads_check(ids, 1000)),
         ("config resolution", lambda: settings.resolved(model.generation_config),
          lambda: three_validations_resolved(settings, model.generation_config)),
+        # a transformers model (its native twin's checks walk the modules and parameters every call)
+        ("twin checks' walk", lambda: _modules_and_parameters(theirs),
+         lambda: (list(theirs.modules()), list(theirs.parameters()))),
+        ("twin checks (why_no_twin + native_twin)", lambda: (why_no_twin(theirs), native_twin(theirs)), None),
+        ("generation config conversion", lambda: _genplug_generation_config(theirs.generation_config),
+         lambda: genplug.GenerationConfig.from_dict(theirs.generation_config.to_dict())),
     ]
     print(f"{args.layers} layers on {args.device}; us per call (genplug now / the form before / ratio)")
     for name, now, before in rows:
-        a, b = per_call_us(now), per_call_us(before)
-        print(f"  {name:32} {a:8.1f} {b:8.1f} {a / b:6.2f}x")
+        a = per_call_us(now)
+        if before is None:
+            print(f"  {name:40} {a:8.1f}")
+            continue
+        b = per_call_us(before)
+        print(f"  {name:40} {a:8.1f} {b:8.1f} {a / b:6.2f}x")
 
 
 if __name__ == "__main__":

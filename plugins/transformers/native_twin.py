@@ -59,22 +59,26 @@ def why_no_twin(model: Any) -> Optional[str]:
     if name == "Gemma2ForCausalLM" and config._attn_implementation == "sdpa" and config.attn_logit_softcapping:
         return "SDPA attention with attn_logit_softcapping (transformers refuses the pair; eager attention caps)"
     allowed = (home, "torch.nn.modules.", "transformers.activations")
-    for module in model.modules():
-        if not type(module).__module__.startswith(allowed):
-            return f"submodule {type(module).__name__} ({type(module).__module__}) replaces a stock module"
-        if any(not _is_output_capturing(hook) for hook in [*module._forward_hooks.values(),
-                                                          *module._forward_pre_hooks.values()]):
-            return f"a forward hook is registered on {type(module).__name__}"
-        if "forward" in vars(module) or hasattr(module, "_hf_hook"):  # accelerate hooks replace forward
-            return f"the forward of a {type(module).__name__} was replaced on the instance"
-        forward_home = getattr(type(module).forward, "__module__", "") or ""
-        if not forward_home.startswith((type(module).__module__, "torch.nn.modules.")):
-            return f"{type(module).__name__}.forward was patched (it comes from {forward_home})"
+    modules, parameters = _modules_and_parameters(model)
+    for module in modules:
+        kind = type(module)
+        if not kind.__module__.startswith(allowed):
+            return f"submodule {kind.__name__} ({kind.__module__}) replaces a stock module"
+        if (module._forward_hooks or module._forward_pre_hooks) and any(
+                not _is_output_capturing(hook)
+                for hook in [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]):
+            return f"a forward hook is registered on {kind.__name__}"
+        own = module.__dict__
+        if "forward" in own or "_hf_hook" in own:  # accelerate's hooks replace forward (and set _hf_hook)
+            return f"the forward of a {kind.__name__} was replaced on the instance"
+        forward_home = getattr(kind.forward, "__module__", "") or ""
+        if not forward_home.startswith((kind.__module__, "torch.nn.modules.")):
+            return f"{kind.__name__}.forward was patched (it comes from {forward_home})"
     hooks = sys.modules["torch.nn.modules.module"]
     if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
         return "a global forward hook is registered"
     devices = set()
-    for parameter in model.parameters():
+    for parameter in parameters:
         if parameter.dtype not in _FLOATS or parameter.is_meta or type(parameter) is not nn.Parameter:
             return f"a parameter is {type(parameter).__name__} of {parameter.dtype} on {parameter.device}"
         devices.add(parameter.device)
@@ -87,6 +91,26 @@ def why_no_twin(model: Any) -> Optional[str]:
     return None
 
 
+def _modules_and_parameters(model: nn.Module):
+    """``(modules, parameters)`` of ``model``, each once, as ``model.modules()`` and ``model.parameters()`` list
+    them, in one walk over the modules' own dicts: this runs on every generate() call, and torch's nested
+    generators cost ~1 ms for a 16-layer model on a CPU (~0.1 ms this way)."""
+    modules, parameters, seen, seen_parameters = [], [], set(), set()
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        modules.append(module)
+        for parameter in module._parameters.values():
+            if parameter is not None and id(parameter) not in seen_parameters:
+                seen_parameters.add(id(parameter))
+                parameters.append(parameter)
+        stack.extend(child for child in reversed(module._modules.values()) if child is not None)
+    return modules, parameters
+
+
 def _is_output_capturing(hook) -> bool:
     """transformers' own hooks that record hidden states / attentions once ``output_*`` was asked for
     (idle otherwise); the twin returns those outputs itself."""
@@ -96,7 +120,7 @@ def _is_output_capturing(hook) -> bool:
 
 def native_twin(model: Any):
     """The native model sharing ``model``'s weights (built once, rebuilt if its parameters were replaced)."""
-    fingerprint = tuple((id(p), p.data_ptr(), p.dtype, p.device) for p in model.parameters())
+    fingerprint = tuple((id(p), p.data_ptr(), p.dtype, p.device) for p in _modules_and_parameters(model)[1])
     cached = _TWINS.get(model)
     if cached is not None and cached[0] == fingerprint:
         return cached[1]

@@ -321,6 +321,7 @@ class _LoggingLinear(torch.nn.Linear):
     (lambda m: setattr(m.model.layers[0].mlp, "up_proj", _LoggingLinear(32, 64, bias=False)), "replaces a stock module"),
     (lambda m: m.to(torch.float64), "parameter is Parameter of torch.float64"),
     (lambda m: setattr(m.model.norm, "forward", lambda x: x), "replaced on the instance"),
+    (lambda m: setattr(m.model.layers[0].mlp, "_hf_hook", object()), "replaced on the instance"),  # accelerate
 ])
 def test_the_twin_stands_aside_when_it_could_differ(change, expected, twin_calls):
     model = copy.deepcopy(tiny_model("llama"))
@@ -331,6 +332,20 @@ def test_the_twin_stands_aside_when_it_could_differ(change, expected, twin_calls
         out = genplug.generate(model, ids, max_new_tokens=4)
         assert not twin_calls
         assert torch.equal(out, model.generate(ids, max_new_tokens=4))
+
+
+def test_the_checks_walk_every_module_and_parameter_once_in_torch_order():
+    """The per-call checks walk the module tree themselves (faster than torch's generators): the same
+    modules and parameters, in the same order, each once -- a shared module and tied weights included."""
+    from genplug.plugins.transformers.native_twin import _modules_and_parameters
+
+    model = copy.deepcopy(tiny_model("llama"))
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied
+    model.model.layers[1].mlp = model.model.layers[0].mlp  # one module in two places
+    modules, parameters = _modules_and_parameters(model)
+    assert [id(m) for m in modules] == [id(m) for m in model.modules()]
+    assert [id(p) for p in parameters] == [id(p) for p in model.parameters()]
+    assert len(parameters) < len(list(model.named_parameters(remove_duplicate=False)))
 
 
 @pytest.mark.parametrize("name", ["gpt2", "t5"])

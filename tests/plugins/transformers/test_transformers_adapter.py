@@ -87,6 +87,29 @@ def test_the_models_generation_config_becomes_genplugs(t5):
     assert adapter.is_encoder_decoder and adapter.vocab_size == 128
 
 
+def test_a_change_to_the_models_generation_config_shows_in_the_next_call():
+    """The conversion is kept between calls (it costs ~0.1 ms each) but follows the transformers config:
+    a field set, a list changed in place, a config replaced; and a kept conversion is never handed out
+    itself (a caller changing its copy changes nothing else)."""
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)).eval()
+    ids = torch.tensor([[5, 9, 17]])
+    model.generation_config.max_new_tokens = 3
+    assert genplug.generate(model, ids, eos_token_id=None).shape[1] == 6
+    model.generation_config.max_new_tokens = 5
+    assert genplug.generate(model, ids, eos_token_id=None).shape[1] == 8
+    greedy = genplug.generate(model, ids, max_new_tokens=6)
+    model.generation_config.eos_token_id = [127]
+    model.generation_config.eos_token_id.append(int(greedy[0, 4]))  # in place: the second new token stops it
+    assert genplug.generate(model, ids, max_new_tokens=6).shape[1] == 5
+    model.generation_config = transformers.GenerationConfig(max_new_tokens=2)
+    assert genplug.generate(model, ids, eos_token_id=None).shape[1] == 5
+    first, second = _adapt(model).generation_config, _adapt(model).generation_config
+    assert first is not second and first == second
+    first.max_new_tokens = 9
+    assert _adapt(model).generation_config.max_new_tokens == 2
+
+
 def test_a_misspelt_model_argument_is_refused_with_a_suggestion(llama):
     ids = torch.tensor([[5, 6, 7]])
     # LlamaForCausalLM.forward takes **kwargs, yet transformers refuses unknown keywords: so does genplug
