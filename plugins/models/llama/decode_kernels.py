@@ -35,22 +35,12 @@ usable = fused_kernels_apply  # the rule for whether these kernels run, next to 
 
 
 @triton.jit
-def _let_next_kernel_start(PDL: tl.constexpr):
-    """At a kernel's start with PDL == 2 (:data:`EARLY_TRIGGER`): the next kernel may launch now, before this
-    one has waited for its own predecessor. Safe by induction: every kernel of the chain waits
-    (:func:`_after_previous_kernel`) before reading what its predecessor writes, and it cannot complete before
-    that wait returned -- so a finished predecessor means every kernel before it finished too."""
-    if PDL == 2:
-        tl.extra.cuda.gdc_launch_dependents()
-
-@triton.jit
 def _after_previous_kernel(PDL: tl.constexpr):
-    """Wait for the previous kernel's writes (programmatic dependent launch), then (PDL == 1) let the next
-    kernel start. Everything a kernel reads before this must be weights: nothing in the step writes them."""
+    """Wait for the previous kernel's writes (programmatic dependent launch), then let the next kernel
+    start. Everything a kernel reads before this must be weights: nothing in the step writes them."""
     if PDL:
         tl.extra.cuda.gdc_wait()
-        if PDL == 1:
-            tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_launch_dependents()
 
 @triton.jit
 def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
@@ -65,7 +55,6 @@ def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_p
                          delta_weight_ptr, delta_eps, token_ptr, table_stride_width, table_stride_token, x_scale,
                          DELTA_PARTS: tl.constexpr, DELTA_NORM: tl.constexpr, GATHER: tl.constexpr,
                          SCALED: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
-    _let_next_kernel_start(PDL)
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     inside = cols < width
@@ -135,7 +124,6 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
     # With W_PARTS > 1, w is the concatenation of W_PARTS matrices stored apart (a transformers model's
     # q/k/v or gate/up, read in place): columns from bound1 (bound2) on are w1's (w2's).
-    _let_next_kernel_start(PDL)
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -196,7 +184,6 @@ def _rope_cache_attention_kernel(
     # last to arrive merges them. With `window` > 0 (a sliding layer) only the slots after
     # slot - window are attended to (the cache spans every position: slot s is position s); with
     # SOFTCAP (Gemma 2) each scaled score s becomes tanh(s / softcap) * softcap.
-    _let_next_kernel_start(PDL)
     row = tl.program_id(0)
     team = tl.program_id(1)  # which QUERIES query heads
     split = tl.program_id(2)
@@ -205,8 +192,7 @@ def _rope_cache_attention_kernel(
     # With EARLY_LOADS, everything but the new token's q/k/v is read before waiting for the previous
     # kernel (the projection): the slot, positions, cos/sin and the first cached keys/values were all
     # written before it started (by earlier steps, the step's bookkeeping and RoPE).
-    if not EARLY_LOADS:
-        _after_previous_kernel(PDL)
+    _after_previous_kernel(PDL and not EARLY_LOADS)
     slot = tl.load(slot_ptr)
     d = tl.arange(0, BLOCK_D)
     d_in = d < DIM
@@ -234,8 +220,7 @@ def _rope_cache_attention_kernel(
     k_ahead = tl.load(keys_ptr + at, mask=kv_in, other=0.0)
     v_ahead = tl.load(values_ptr + at, mask=kv_in, other=0.0)
     attend_ahead = tl.load(valid_ptr + row * valid_row + s, mask=s < end, other=0)
-    if EARLY_LOADS:
-        _after_previous_kernel(PDL)
+    _after_previous_kernel(PDL and EARLY_LOADS)
     qkv = qkv_ptr + row * qkv_row
 
     head = team * QUERIES + g  # this program's query heads
@@ -440,7 +425,7 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     k_per_split = triton.cdiv(triton.cdiv(in_width, splits), block_k) * block_k
     splits = triton.cdiv(in_width, k_per_split)
     out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
-    pdl = _pdl_level(weight_t.device)
+    pdl = triton_support.dependent_launch(weight_t.device)
     bounds = [sum(w.shape[1] for w in parts[:i]) for i in range(1, MAX_WEIGHT_PARTS)]
     extra = []  # (weight, bias, first column) of the second and third parts, if any
     for i in (1, 2):
@@ -453,7 +438,7 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
         in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
         W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
-        launch_pdl=pdl > 0,
+        launch_pdl=pdl,
     )
     return PartialSums(out)
 
@@ -464,20 +449,6 @@ def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int
     if k_contiguous:  # [out, in] storage: each program reads whole rows of k
         return 16, 256 if in_width >= 4096 or out_width > in_width else 128, 8 if in_width <= 2048 else 4, 2, 8
     return 64, 256, 4, 4, 8
-
-
-# Whether each kernel lets the next one launch at its start (PDL level 2) rather than after its own wait
-# (level 1): the next kernel's programs then read their first weights one kernel earlier, where the
-# multiprocessors have room for them.
-EARLY_TRIGGER = True
-
-
-def _pdl_level(device: torch.device) -> int:
-    """The kernels' PDL constexpr: 0 without programmatic dependent launch, else 2 with
-    :data:`EARLY_TRIGGER`, 1 without."""
-    if not triton_support.dependent_launch(device):
-        return 0
-    return 2 if EARLY_TRIGGER else 1
 
 
 _SM_COUNTS = {}
@@ -512,14 +483,14 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
     delta, delta_parts, delta_stride = _as_parts(delta) if delta is not None else (x, 0, 0)
     total = torch.empty_like(x) if delta_parts else x
     normed = torch.empty_like(x)
-    pdl = _pdl_level(x.device)
+    pdl = triton_support.dependent_launch(x.device)
     norms_delta = delta_norm is not None and delta_parts > 0
     delta_weight, delta_eps = delta_norm if norms_delta else (weight, 0.0)
     _add_rms_norm_kernel[(rows,)](
         x, delta, delta_stride, weight, total, normed, width, eps, delta_weight, delta_eps, x, 0, 0, 1.0,
         DELTA_PARTS=delta_parts, DELTA_NORM=norms_delta, GATHER=False, SCALED=False,
         BLOCK=triton.next_power_of_2(width), PDL=pdl,
-        num_warps=_warps_for(width * max(1, delta_parts)), launch_pdl=pdl > 0,
+        num_warps=_warps_for(width * max(1, delta_parts)), launch_pdl=pdl,
     )
     return total, normed
 
@@ -536,12 +507,12 @@ def embed_rms_norm(token: torch.Tensor, table_t: torch.Tensor, scale: Optional[f
     token = token.reshape(rows).contiguous()  # a column sliced from the ids is strided
     embedded = torch.empty(rows, 1, width, dtype=table_t.dtype, device=table_t.device)
     normed = torch.empty_like(embedded)
-    pdl = _pdl_level(table_t.device)
+    pdl = triton_support.dependent_launch(table_t.device)
     _add_rms_norm_kernel[(rows,)](
         table_t, embedded, 0, weight, embedded, normed, width, eps, weight, 0.0, token, table_t.stride(0),
         table_t.stride(1), float(scale if scale is not None else 1.0),
         DELTA_PARTS=0, DELTA_NORM=False, GATHER=True, SCALED=scale is not None,
-        BLOCK=triton.next_power_of_2(width), PDL=pdl, num_warps=_warps_for(width), launch_pdl=pdl > 0,
+        BLOCK=triton.next_power_of_2(width), PDL=pdl, num_warps=_warps_for(width), launch_pdl=pdl,
     )
     return embedded, normed
 
@@ -614,7 +585,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         partial = torch.empty(batch * heads // queries * splits * block_g * (block_d + 2), dtype=torch.float32,
                               device=keys.device)
         counters = arrivals if arrivals is not None else new_arrivals(batch, heads, keys.device)
-    pdl = _pdl_level(keys.device)
+    pdl = triton_support.dependent_launch(keys.device)
     _rope_cache_attention_kernel[(batch, heads // queries, splits)](
         qkv, qkv_stride, cos, sin, slot, valid, keys, values, out, partial, counters,
         *(qk_norm if qk_norm is not None else (out, out, 0.0)),
@@ -627,7 +598,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
         SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None,
         ROPE_TABLE=positions is not None, PDL=pdl, ROPE_DIM=rotary_dim, EARLY_LOADS=ATTENTION_EARLY_LOADS,
         SOFTCAP=softcap is not None,
-        num_warps=warps, num_stages=stages, launch_pdl=pdl > 0,
+        num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out
 

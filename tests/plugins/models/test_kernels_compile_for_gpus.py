@@ -53,30 +53,25 @@ def compiled(kernel, signature, constants, warps=4):
     ptx = out.asm["ptx"]
     lines = ptx.splitlines()
     atomics = [i for i, line in enumerate(lines) if "atom." in line]
-    wait = ptx.find("griddepcontrol.wait")
-    launch = ptx.find("griddepcontrol.launch_dependents")
-    return {"cubin": "cubin" in out.asm, "gdc_wait": wait >= 0,
-            "launch_before_wait": None if wait < 0 or launch < 0 else launch < wait,
+    return {"cubin": "cubin" in out.asm, "gdc_wait": "griddepcontrol.wait" in ptx,
             "atomics": [lines[i].strip() for i in atomics],
             "barrier_before_atomic": bool(atomics) and any("bar.sync" in l for l in lines[max(0, atomics[0] - 12):atomics[0]]),
             "cached_past_l1": "ld.global.cg" in ptx, "stack": stack_bytes(out.asm["cubin"])}
 
 results = {}
 for pdl in (False, True):
-    level = 2 if pdl else 0  # as shipped (decode_kernels.EARLY_TRIGGER): the next kernel may launch at the start
     for gate in (0, 2 if pdl else 1):
         # a gated input (SiLU, Gemma's tanh-GELU) with the weights in three parts and biases (a transformers
         # twin's q/k/v), else one matrix
         results[f"gemv pdl={pdl} gate={gate}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": gate,
-            "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": level})
+            "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
     results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "DELTA_NORM": pdl,
                                                                           "GATHER": False, "SCALED": False,
-                                                                          "BLOCK": 2048, "PDL": level})
+                                                                          "BLOCK": 2048, "PDL": pdl})
     # the first layer's norm, looking the token up (Gemma's scale with PDL)
     results[f"embed norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 0, "DELTA_NORM": False,
                                                                                 "GATHER": True, "SCALED": pdl,
-                                                                                "BLOCK": 2048, "PDL": level})
-# attention with PDL as before the thirteenth session (level 1: the next kernel launches after this one's wait)
+                                                                                "BLOCK": 2048, "PDL": pdl})
 for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, False, 64, False),
                                                            (8, 4, 32, False, True, 64, True),
                                                            (16, 4, 16, True, False, 48, True),
@@ -94,7 +89,7 @@ for batch in (1, 4):
         results[f"attention tuned batch={batch} dim={dim} groups={heads // kv_heads} splits={splits} pdl=True"] = compiled(
             dk._rope_cache_attention_kernel, ATTENTION, {"HEADS": heads, "KV_HEADS": kv_heads, "GROUPS": heads // kv_heads,
             "DIM": dim, "QKV_PARTS": 4 if batch == 1 else 1, "BLOCK_D": dim, "QUERIES": queries, "SPLITS": splits,
-            "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": False, "ROPE_TABLE": True, "ROPE_DIM": dim, "PDL": 2,
+            "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": False, "ROPE_TABLE": True, "ROPE_DIM": dim, "PDL": True,
             "EARLY_LOADS": True, "SOFTCAP": False}, warps=warps)
 # the graph loop's bookkeeping kernels (core/loop_kernels.py)
 from genplug import loop_kernels as lk
@@ -147,15 +142,6 @@ def test_larger_heads_get_no_more_spills_than_the_tuned_one(compiled):
 def test_dependent_launch_waits_only_when_asked(compiled):
     for name, result in compiled.items():
         assert result["gdc_wait"] == ("pdl=True" in name), name
-
-
-def test_the_next_kernel_may_launch_before_the_wait_where_the_level_says(compiled):
-    """PDL level 2 (as shipped) lets the next kernel launch at the kernel's start, level 1 after its wait."""
-    levels = {"gemv pdl=True gate=0": 2, "gemv pdl=True gate=2": 2, "norm pdl=True": 2, "embed norm pdl=True": 2,
-              "attention tuned batch=1 dim=64 groups=4 splits=16 pdl=True": 2,
-              "attention splits=8 queries=4 qk_norm=False rope_table=True rotary=64 pdl=True": 1}
-    for name, level in levels.items():
-        assert compiled[name]["launch_before_wait"] is (level == 2), name
 
 
 def test_the_split_merge_publishes_through_an_acq_rel_atomic(compiled):
