@@ -16,6 +16,7 @@ import torch
 from . import inputs as prep
 from .cache import CacheRequest
 from .errors import GenerationConfigError, GenerationInputError, PluginError, did_you_mean
+from .kept import KeptByIdentity
 from .models import ModelAdapter
 from .pipeline import build_logits_processors, build_stopping_criteria
 from .plugin_manager import get_plugin_manager, use_plugin_manager
@@ -105,7 +106,9 @@ def _generate(pm, model, custom_callable, call, kwargs):
     has_default_max_length = (kwargs_max_length is None
                               and (passed is None or passed.max_length is None)
                               and (model_defaults is None or model_defaults.max_length is None))
-    config = (copy.deepcopy(passed) if passed is not None else GenerationConfig()).resolved(model_defaults)
+    # an empty config needs no validation of its own: resolved() validates the merge
+    empty = GenerationConfig._from_values({}, custom_ok=False, validate=False) if passed is None else None
+    config = (copy.deepcopy(passed) if passed is not None else empty).resolved(model_defaults)
     field_names = _config_field_names(pm)
     config_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in field_names}
     extra_custom = _custom_generate_extras(custom_callable, kwargs)
@@ -219,11 +222,23 @@ def _model_generation_defaults(adapter: ModelAdapter):
     if gc is not None and not isinstance(gc, GenerationConfig):
         gc = GenerationConfig.from_dict(gc.to_dict() if hasattr(gc, "to_dict") else dict(gc))
     if gc is None and adapter.config is not None:
-        try:
-            gc = GenerationConfig.from_model_config(adapter.config)
-        except Exception:
-            gc = None
+        gc = _MODEL_CONFIG_DEFAULTS.get(adapter.config)
+        gc = copy.copy(gc) if gc is not None else None
     return gc
+
+
+def _model_config_defaults(model_config: Any):
+    """The generation fields of a model config as a GenerationConfig (kept between calls while the config is
+    unchanged: ~0.05 ms a call otherwise), or None where they do not make one."""
+    from .config import GenerationConfig
+
+    try:
+        return GenerationConfig.from_model_config(model_config)
+    except Exception:
+        return None
+
+
+_MODEL_CONFIG_DEFAULTS = KeptByIdentity(_model_config_defaults)
 
 
 def _config_field_names(pm) -> set:

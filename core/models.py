@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from typing import Any, FrozenSet, Optional
+from typing import Any, FrozenSet, Optional, Tuple
 
 import torch
 
@@ -64,6 +64,30 @@ def returned_cache(outputs: Any) -> Any:
     return None
 
 
+_SIGNATURES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # a forward's function -> its facts
+
+
+def _forward_signature(forward) -> Tuple[FrozenSet[str], bool, str]:
+    """``(named parameters, whether it takes **kwargs, the cache argument's name)`` of a model's forward;
+    kept per function for bound methods (inspect.signature costs ~20 us, on every generate() call)."""
+    function = getattr(forward, "__func__", None)  # a bound method: its class's function
+    if function is not None and function in _SIGNATURES:
+        return _SIGNATURES[function]
+    params = inspect.signature(forward).parameters
+    named = frozenset(n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    # The core says past_key_values throughout and renames it at the call: transformers >= 5.24 names
+    # it `cache`, state-space models `cache_params`, RWKV `state`
+    cache_argument = next((n for n in CACHE_ARGUMENT_NAMES if n in params), "past_key_values")
+    facts = (named, takes_kwargs, cache_argument)
+    if function is not None:
+        try:
+            _SIGNATURES[function] = facts
+        except TypeError:  # not weakly referable
+            pass
+    return facts
+
+
 class ModelAdapter:
     """Drives one model: calls its forward with only the arguments it takes, and runs its encoder.
 
@@ -78,15 +102,9 @@ class ModelAdapter:
         self.generation_config = getattr(model, "generation_config", None)
         self.is_encoder_decoder = bool(_config_get(self.config, "is_encoder_decoder", False))
         self.main_input_name = getattr(model, "main_input_name", "input_ids")
-        forward = getattr(model, "forward", model)
-        params = inspect.signature(forward).parameters
-        self.forward_params: FrozenSet[str] = frozenset(
-            n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-        )
-        self.forward_takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
-        # The core says past_key_values throughout and renames it at the call: transformers >= 5.24 names
-        # it `cache`, state-space models `cache_params`, RWKV `state`
-        self.cache_argument = next((n for n in CACHE_ARGUMENT_NAMES if n in params), "past_key_values")
+        self.forward_params: FrozenSet[str]
+        self.forward_params, self.forward_takes_kwargs, self.cache_argument = _forward_signature(
+            getattr(model, "forward", model))
         # a pure state-space model (every layer recurrent: Mamba, Mamba2) reads the attention mask only to zero
         # the padding in the tokens it is fed, before they enter its state
         types = _config_get(self.decoder_config, "layer_types") or ()
