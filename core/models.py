@@ -291,9 +291,10 @@ class ModelAdapter:
         """Call the model with the arguments it takes; None values are dropped."""
         if self.cache_argument != "past_key_values" and "past_key_values" in kwargs:
             kwargs[self.cache_argument] = kwargs.pop("past_key_values")
-        if not self.forward_takes_kwargs:
-            kwargs = {k: v for k, v in kwargs.items() if k in self.forward_params}
-        return self.model(**{k: v for k, v in kwargs.items() if v is not None})
+        if self.forward_takes_kwargs:
+            return self.model(**{k: v for k, v in kwargs.items() if v is not None})
+        params = self.forward_params
+        return self.model(**{k: v for k, v in kwargs.items() if v is not None and k in params})
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Strategies receive the adapter as ``model``: calling it calls the model, as in transformers.
