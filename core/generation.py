@@ -106,9 +106,11 @@ def _generate(pm, model, custom_callable, call, kwargs):
     has_default_max_length = (kwargs_max_length is None
                               and (passed is None or passed.max_length is None)
                               and (model_defaults is None or model_defaults.max_length is None))
-    # an empty config needs no validation of its own: resolved() validates the merge
-    empty = GenerationConfig._from_values({}, custom_ok=False, validate=False) if passed is None else None
-    config = (copy.deepcopy(passed) if passed is not None else empty).resolved(model_defaults)
+    if passed is not None:
+        base = copy.deepcopy(passed)
+    else:  # an empty config needs no validation of its own: resolved() validates the merge
+        base = GenerationConfig._from_values({}, custom_ok=False, validate=False)
+    config = base.resolved(model_defaults)
     field_names = _config_field_names(pm)
     config_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in field_names}
     extra_custom = _custom_generate_extras(custom_callable, kwargs)

@@ -102,9 +102,8 @@ class ModelAdapter:
         self.generation_config = getattr(model, "generation_config", None)
         self.is_encoder_decoder = bool(_config_get(self.config, "is_encoder_decoder", False))
         self.main_input_name = getattr(model, "main_input_name", "input_ids")
-        self.forward_params: FrozenSet[str]
-        self.forward_params, self.forward_takes_kwargs, self.cache_argument = _forward_signature(
-            getattr(model, "forward", model))
+        facts = _forward_signature(getattr(model, "forward", model))
+        self.forward_params, self.forward_takes_kwargs, self.cache_argument = facts
         # a pure state-space model (every layer recurrent: Mamba, Mamba2) reads the attention mask only to zero
         # the padding in the tokens it is fed, before they enter its state
         types = _config_get(self.decoder_config, "layer_types") or ()

@@ -141,10 +141,6 @@ def _stored_out_in(weight: nn.Parameter) -> nn.Parameter:
     return nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)
 
 
-# Whether :meth:`NativeLlamaForCausalLM.store_for_gpu_decode` stores the output head ``[vocab, hidden]`` too,
-# for genplug's GEMV (:data:`.fused_step.HEAD_GEMV`).
-HEAD_OUT_IN = True
-
 
 class TokenEmbedding(nn.Module):
     """The token embedding matrix, stored ``weight_t [hidden, vocab]`` so that a tied output head can use it as is.
@@ -462,11 +458,10 @@ class NativeLlamaForCausalLM(nn.Module, GenerationMixin):
             for projection in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj,
                                layer.mlp.down_proj):
                 projection.weight_t = _stored_out_in(projection.weight_t)
-        if HEAD_OUT_IN:
-            tied = self.lm_head.weight_t is self.model.embed_tokens.weight_t
-            self.lm_head.weight_t = _stored_out_in(self.lm_head.weight_t)
-            if tied:  # the embedding lookup then reads one contiguous row per token
-                self.model.embed_tokens.weight_t = self.lm_head.weight_t
+        tied = self.lm_head.weight_t is self.model.embed_tokens.weight_t
+        self.lm_head.weight_t = _stored_out_in(self.lm_head.weight_t)  # for the GEMV (fused_step.HEAD_GEMV)
+        if tied:  # the embedding lookup then reads one contiguous row per token
+            self.model.embed_tokens.weight_t = self.lm_head.weight_t
 
     # ------------------------------------------------------------------ checkpoints
 
