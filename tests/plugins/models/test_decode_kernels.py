@@ -515,7 +515,8 @@ def test_gemma_models_run_the_fused_kernels(kernels, graph_on_cpu, family, rows,
 
 def test_a_transformers_twin_reads_its_separate_q_k_v_and_gate_up_through_one_gemv(kernels, graph_on_cpu, monkeypatch):
     """The twin of a transformers Llama keeps q/k/v and gate/up as separate matrices (read in place):
-    at one row each set goes through one GEMV launch, not one matmul per matrix and a concatenation.
+    at one row each set goes through one GEMV launch, not one matmul per matrix and a concatenation, and
+    so does the output head.
     Greedy graph == eager path, and the fused step's logits stay within bf16 noise of transformers'."""
     transformers = pytest.importorskip("transformers")
     import genplug
@@ -532,6 +533,7 @@ def test_a_transformers_twin_reads_its_separate_q_k_v_and_gate_up_through_one_ge
     graph = genplug.generate(hf, prompt, **kw)
     assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
     assert (128, 64, 64) in widths and (192, 192) in widths  # q/k/v and gate/up, one launch each
+    assert (120,) in widths  # the output head, transformers' [vocab, hidden] matrix read in place
     assert torch.equal(graph, genplug.generate(hf, prompt, disable_compile=True, **kw))
     out = genplug.generate(hf, prompt, disable_compile=True, output_logits=True, return_dict_in_generate=True, **kw)
     with torch.no_grad():
