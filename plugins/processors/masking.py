@@ -88,13 +88,11 @@ def penalize_tokens_(scores: torch.FloatTensor, token_ids: torch.LongTensor, cou
     transformers. With ``penalty >= 1`` the new score is never above the old one, so ``amin`` keeps
     the penalised value over any uncounted duplicate (which writes +inf); below 1 it is the reverse.
     """
-    vocab_size = scores.shape[-1]
-    inside = (token_ids >= 0) & (token_ids < vocab_size)
+    index = token_ids.clamp(0, scores.shape[-1] - 1)
+    inside = index == token_ids  # an id the clamp moved is outside the vocabulary
     counted = inside if counted is None else counted & inside
-    index = token_ids.clamp(0, vocab_size - 1)
     seen = scores.gather(1, index)
     penalized = torch.where(seen < 0, seen * penalty, seen / penalty)
     lowers = penalty >= 1.0
-    neutral = POS_INF if lowers else NEG_INF
-    values = penalized.masked_fill(~counted, neutral)
+    values = torch.where(counted, penalized, POS_INF if lowers else NEG_INF)
     return scores.scatter_reduce_(1, index, values, reduce="amin" if lowers else "amax")

@@ -18,6 +18,7 @@ arbitrary subset of a tie at the boundary, depending on its sort).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, List, Optional
 
 import torch
@@ -45,7 +46,7 @@ def mergeable_after_top_k(processor: Callable) -> bool:
 
 def relative_probabilities(scores: torch.FloatTensor, row_max: torch.FloatTensor) -> torch.FloatTensor:
     """``exp(score - row max)``: each token's probability times the row's normalising sum; 0 for -inf."""
-    row_max = row_max.masked_fill(row_max == NEG_INF, 0.0)  # an all -inf row gives zeros, not nan
+    row_max = torch.nan_to_num(row_max, nan=math.nan, posinf=math.inf, neginf=0.0)  # an all -inf row: zeros, not nan
     return torch.exp(scores - row_max)
 
 
@@ -72,13 +73,14 @@ def nucleus_threshold(values: torch.FloatTensor, threshold: Optional[torch.Float
         mass = mass.masked_fill(values < threshold, 0)
     total = mass.sum(-1, keepdim=True)
     if extra is not None:
-        total = total + extra * mass[:, -1:]
+        total = torch.addcmul(total, extra, mass[:, -1:])  # + extra * mass[:, -1:]
     # mass before < top_p * total  <=>  mass before < ceil(top_p * total), for integer masses.
     # float64 keeps the product exact enough; MPS has no float64, float32 still decides the same
     # way in the fused and the one-by-one paths.
     wide = torch.float32 if total.device.type == "mps" else torch.float64
     limit = torch.ceil(total.to(wide) * top_p).to(torch.int64)
-    count = (mass.cumsum(-1) - mass < limit).sum(-1, keepdim=True)
+    # the masses before each token never decrease: the tokens kept are a prefix, found by one search
+    count = torch.searchsorted(mass.cumsum(-1) - mass, limit)
     count = count.clamp(min=min_keep, max=values.shape[-1])
     found = values.gather(-1, count - 1)
     return found if threshold is None else torch.maximum(threshold, found)
