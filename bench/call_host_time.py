@@ -18,7 +18,7 @@ from genplug import graph_loop
 from genplug.inputs import check_token_ids
 from genplug.plugins.caches.static import StaticCache
 from genplug.plugins.transformers.adapter import _genplug_generation_config
-from genplug.plugins.transformers.native_twin import _modules_and_parameters, native_twin, why_no_twin
+from genplug.plugins.transformers.native_twin import modules_and_parameters, twin_or_reason
 
 
 def per_call_us(fn, repeats: int = 300) -> float:
@@ -88,9 +88,9 @@ def main():
         ("config resolution", lambda: settings.resolved(model.generation_config),
          lambda: three_validations_resolved(settings, model.generation_config)),
         # a transformers model (its native twin's checks walk the modules and parameters every call)
-        ("twin checks' walk", lambda: _modules_and_parameters(theirs),
+        ("twin checks' walk", lambda: modules_and_parameters(theirs),
          lambda: (list(theirs.modules()), list(theirs.parameters()))),
-        ("twin checks (why_no_twin + native_twin)", lambda: (why_no_twin(theirs), native_twin(theirs)), None),
+        ("twin checks (twin_or_reason)", lambda: twin_or_reason(theirs), None),
         ("generation config conversion", lambda: _genplug_generation_config(theirs.generation_config),
          lambda: genplug.GenerationConfig.from_dict(theirs.generation_config.to_dict())),
     ]

@@ -25,7 +25,6 @@ not imported, no transformers model can exist, so there is nothing to claim.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import sys
 from typing import Any, FrozenSet, Optional
@@ -35,7 +34,6 @@ import torch
 from genplug import hookimpl
 from genplug.cache import recurrent_layer_types
 from genplug.errors import GenerationConfigError
-from genplug.kept import KeptByIdentity
 from genplug.models import ModelAdapter, compile_once, returned_cache
 
 # Keywords transformers' generate() lets through whatever the signatures say (``_validate_model_kwargs``).
@@ -114,13 +112,12 @@ class TransformersAdapter(ModelAdapter):
 
     def configure(self, config: Any) -> None:
         """Decide whether the native twin runs this call (see :mod:`.native_twin`)."""
-        from .native_twin import native_twin, why_no_twin
+        from .native_twin import twin_or_reason
 
         if not getattr(config, "native_kernels", True):
             self.twin, self.why_no_twin = None, "native_kernels=False"
             return
-        self.why_no_twin = why_no_twin(self.model)
-        self.twin = native_twin(self.model) if self.why_no_twin is None else None
+        self.twin, self.why_no_twin = twin_or_reason(self.model)
 
     def forward(self, **kwargs: Any) -> Any:
         """The twin's forward where it takes every argument given and the cache is genplug's, else the model's."""
@@ -507,27 +504,16 @@ def _transformers_kwargs() -> set:
 
 
 def _genplug_generation_config(config: Any) -> Optional[Any]:
-    """A transformers ``GenerationConfig`` as genplug's (same fields, same JSON); others pass through.
-
-    The conversion is kept while the transformers config's attributes stay the same (:mod:`genplug.kept`;
-    converting costs ~0.1 ms, on every generate() call); a copy is handed out.
-    """
+    """A transformers ``GenerationConfig`` as genplug's (same fields, same JSON, kept between calls:
+    :func:`genplug.generation.converted_generation_config`); others pass through."""
     if config is None:
         return None
     from genplug.config import GenerationConfig
+    from genplug.generation import converted_generation_config
 
     if isinstance(config, GenerationConfig):
         return config
-    return copy.copy(_CONVERTED_CONFIGS.get(config))
-
-
-def _converted(config: Any) -> Any:
-    from genplug.config import GenerationConfig
-
-    return GenerationConfig.from_dict(config.to_dict())
-
-
-_CONVERTED_CONFIGS = KeptByIdentity(_converted)
+    return converted_generation_config(config)
 
 
 class TransformersAdapterFactory:

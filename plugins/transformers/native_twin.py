@@ -39,8 +39,18 @@ _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 _TWINS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (fingerprint, twin)
 
 
-def why_no_twin(model: Any) -> Optional[str]:
-    """None when :func:`native_twin` can stand in for ``model``, else the reason it cannot."""
+def twin_or_reason(model: Any):
+    """``(twin, None)`` where :func:`native_twin` can stand in for ``model``, else ``(None, the reason)``:
+    both with one walk over the model (this runs on every generate() call)."""
+    walked = []
+    reason = why_no_twin(model, walked)
+    return (native_twin(model, walked), None) if reason is None else (None, reason)
+
+
+def why_no_twin(model: Any, walked=None) -> Optional[str]:
+    """None when :func:`native_twin` can stand in for ``model``, else the reason it cannot. A list passed
+    as ``walked`` receives the model's modules and parameters (:func:`modules_and_parameters`), once
+    the checks have walked them."""
     name = type(model).__name__
     if name not in _SUPPORTED:
         return f"{name} is not a Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3 or Phi-3 causal LM"
@@ -59,7 +69,9 @@ def why_no_twin(model: Any) -> Optional[str]:
     if name == "Gemma2ForCausalLM" and config._attn_implementation == "sdpa" and config.attn_logit_softcapping:
         return "SDPA attention with attn_logit_softcapping (transformers refuses the pair; eager attention caps)"
     allowed = (home, "torch.nn.modules.", "transformers.activations")
-    modules, parameters = _modules_and_parameters(model)
+    modules, parameters = modules_and_parameters(model)
+    if walked is not None:
+        walked[:] = [modules, parameters]
     for module in modules:
         kind = type(module)
         if not kind.__module__.startswith(allowed):
@@ -91,7 +103,7 @@ def why_no_twin(model: Any) -> Optional[str]:
     return None
 
 
-def _modules_and_parameters(model: nn.Module):
+def modules_and_parameters(model: nn.Module):
     """``(modules, parameters)`` of ``model``, each once, as ``model.modules()`` and ``model.parameters()`` list
     them, in one walk over the modules' own dicts: this runs on every generate() call, and torch's nested
     generators cost ~1 ms for a 16-layer model on a CPU (~0.1 ms this way)."""
@@ -118,9 +130,11 @@ def _is_output_capturing(hook) -> bool:
         (getattr(hook, "__module__", "") or "").startswith("transformers.")
 
 
-def native_twin(model: Any):
-    """The native model sharing ``model``'s weights (built once, rebuilt if its parameters were replaced)."""
-    fingerprint = tuple((id(p), p.data_ptr(), p.dtype, p.device) for p in _modules_and_parameters(model)[1])
+def native_twin(model: Any, walked=None):
+    """The native model sharing ``model``'s weights (built once, rebuilt if its parameters were replaced);
+    ``walked``: the model's :func:`modules_and_parameters`, where the caller has them."""
+    parameters = (walked or modules_and_parameters(model))[1]
+    fingerprint = tuple((id(p), p.data_ptr(), p.dtype, p.device) for p in parameters)
     cached = _TWINS.get(model)
     if cached is not None and cached[0] == fingerprint:
         return cached[1]

@@ -337,12 +337,12 @@ def test_the_twin_stands_aside_when_it_could_differ(change, expected, twin_calls
 def test_the_checks_walk_every_module_and_parameter_once_in_torch_order():
     """The per-call checks walk the module tree themselves (faster than torch's generators): the same
     modules and parameters, in the same order, each once -- a shared module and tied weights included."""
-    from genplug.plugins.transformers.native_twin import _modules_and_parameters
+    from genplug.plugins.transformers.native_twin import modules_and_parameters
 
     model = copy.deepcopy(tiny_model("llama"))
     model.lm_head.weight = model.model.embed_tokens.weight  # tied
     model.model.layers[1].mlp = model.model.layers[0].mlp  # one module in two places
-    modules, parameters = _modules_and_parameters(model)
+    modules, parameters = modules_and_parameters(model)
     assert [id(m) for m in modules] == [id(m) for m in model.modules()]
     assert [id(p) for p in parameters] == [id(p) for p in model.parameters()]
     assert len(parameters) < len(list(model.named_parameters(remove_duplicate=False)))

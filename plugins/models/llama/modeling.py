@@ -141,7 +141,6 @@ def _stored_out_in(weight: nn.Parameter) -> nn.Parameter:
     return nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)
 
 
-
 class TokenEmbedding(nn.Module):
     """The token embedding matrix, stored ``weight_t [hidden, vocab]`` so that a tied output head can use it as is.
 
