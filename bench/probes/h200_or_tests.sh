@@ -8,7 +8,7 @@ source "$here/device_setup.sh"
 if [ "$h200" = 1 ]; then
   bash "$here/b1_b16_table.sh"
 else
-  timeout 300 python -m pytest -q -x -p no:cacheprovider tests/test_graph_loop.py tests/test_vocab_kernels.py \
+  timeout 300 python -m pytest -q -x -p no:cacheprovider tests/test_graph_loop.py tests/test_vocab_kernels.py tests/test_loop_kernels.py \
     tests/plugins/processors/test_truncation_kernels.py tests/plugins/models/test_decode_kernels.py \
     tests/plugins/caches/test_cache_cuda.py > "$out/cuda_tests.txt" 2>&1; tail -3 "$out/cuda_tests.txt"
 fi
