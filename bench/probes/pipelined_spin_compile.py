@@ -1,5 +1,5 @@
 """Can Triton keep weight tiles streaming ahead while a program waits for its activations? -- the
-question behind a persistent decode step (docs/performance.md, seventh session of 2026-12-05).
+question behind a persistent decode step (docs/performance-log.md, seventh session of 2026-12-05).
 
 A persistent program would walk its share of the step's weight tiles in order, and before using each
 tile wait (spin on a counter in global memory) until the activations it multiplies are ready. The
