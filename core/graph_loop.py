@@ -66,8 +66,8 @@ def pipeline_refusal(processors, criteria, config, streamer=None, synced_gpus=Fa
     no cache): what ``genplug explain`` reports."""
     if getattr(config, "disable_compile", None):
         return "disable_compile=True"
-    if streamer is not None or synced_gpus:
-        return "a streamer or synced_gpus needs a host read every step"
+    if synced_gpus:
+        return "synced_gpus needs a collective every step"
     if config.return_dict_in_generate and (config.output_scores or config.output_logits or config.output_attentions
                                            or config.output_hidden_states):
         return "per-step outputs were requested"
@@ -84,13 +84,15 @@ def pipeline_refusal(processors, criteria, config, streamer=None, synced_gpus=Fa
 
 @torch.no_grad()
 def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, criteria, config, cache,
-                 do_sample: bool, max_length: int, interval: int):
+                 do_sample: bool, max_length: int, interval: int, streamer=None):
     """Generate after a prefill whose last-position logits are ``first_logits``; returns (sequences, steps).
 
     The cache already holds the prompt. ``interval`` steps run between non-blocking looks at the
     "every row finished" flag; steps after the stop are cut off, as in the eager loop. A call that
     repeats the previous call's settings on the same model and static cache (see
     :func:`reusable_cache`) refills that call's buffers and replays its graph: no new capture.
+    With a ``streamer``, each step's tokens reach it as in the eager loop, one step behind the GPU
+    (see :meth:`_Session.run_streaming`).
     """
     global LAST_CAPTURE_SECONDS, LAST_GRAPH_REUSED
     started = time.perf_counter()
@@ -107,7 +109,10 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
         if key is not None and (session.graph is not None or RUN_ON_CPU):
             _SESSIONS[adapter.model] = session
     LAST_CAPTURE_SECONDS, LAST_GRAPH_REUSED = time.perf_counter() - started, reuse
-    sequences, n_generated = session.run(steps_left, interval)
+    if streamer is not None:
+        sequences, n_generated = session.run_streaming(steps_left, streamer)
+    else:
+        sequences, n_generated = session.run(steps_left, interval)
     for layer in cache.layers:  # the cache now holds every token that was fed
         layer.crop_to(input_ids.shape[1] + n_generated - 1)
     return sequences, n_generated
@@ -362,6 +367,48 @@ class _Session:
         n_generated = int(self.generated)
         # a copy: the buffer is refilled by the next call that reuses this session
         return self.tokens[:, : self.prompt_len + n_generated].clone(), n_generated
+
+    def run_streaming(self, steps_left: int, streamer):
+        """:meth:`run` for a call with a streamer: every step's token column goes to ``streamer.put`` as a
+        ``[batch]`` CPU tensor, in order, exactly the columns the eager loop puts (those of the steps until
+        every row finished). Each step's column and the count of tokens made are copied to pinned memory
+        behind its replay; the host hands a step's column on after it has launched the next step, so the
+        GPU never waits for the streamer. A column whose step came after every row finished ends the run
+        (the one step launched past it is cut off like the steps between the eager loop's stop checks)."""
+        graph, tokens, start = self.graph, self.tokens, self.prompt_len
+        pinned = self.device.type == "cuda"
+        columns = torch.empty(steps_left + 1, tokens.shape[0], dtype=tokens.dtype, pin_memory=pinned)
+        made = torch.empty(steps_left + 1, dtype=torch.long, pin_memory=pinned)
+
+        def copy_out(i):  # step i's column (0: the first token) and the count after it, without waiting
+            columns[i].copy_(tokens[:, start + i], non_blocking=True)
+            made[i].copy_(self.generated, non_blocking=True)
+            if not pinned:
+                return None
+            event = torch.cuda.Event()
+            event.record()
+            return event
+
+        def hand_on(i, event) -> bool:  # False once step i came after every row had finished
+            if event is not None:
+                event.synchronize()
+            if int(made[i]) <= i:
+                return False
+            streamer.put(columns[i].clone())
+            return True
+
+        pending = (0, copy_out(0))
+        for i in range(1, steps_left + 1):
+            graph.replay() if graph is not None else self.step()
+            launched = (i, copy_out(i))
+            if not hand_on(*pending):
+                pending = None
+                break
+            pending = launched
+        if pending is not None:
+            hand_on(*pending)
+        n_generated = int(self.generated)
+        return tokens[:, : start + n_generated].clone(), n_generated
 
 
 def graph_processors(processors):

@@ -90,7 +90,10 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         interval = 1  # steps past the stop could not be undone in the returned cache
     if graph_loop_possible():
         sequences, n_generated = graph_decode(adapter, input_ids, mask, outputs.logits[:, -1, :], processors,
-                                              stopping_criteria, config, cache, do_sample, max_length, interval)
+                                              stopping_criteria, config, cache, do_sample, max_length, interval,
+                                              streamer)
+        if streamer is not None:
+            streamer.end()
         if not config.return_dict_in_generate:
             return sequences
         return want.output(sequences, n_generated, cache, model_kwargs)

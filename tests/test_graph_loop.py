@@ -363,6 +363,78 @@ def test_min_new_tokens_and_eos_run_in_the_graph_loop(model_and_tokenizer, on_cp
     assert int(outputs[2][0, prompt_len + 2]) == eos  # ...where without it row 0 ends
 
 
+class _Recording(genplug.BaseStreamer):
+    """Keeps every put (as lists) and counts the ends."""
+
+    def __init__(self):
+        self.puts, self.ends = [], 0
+
+    def put(self, value):
+        self.puts.append(value.tolist())
+
+    def end(self):
+        self.ends += 1
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2])
+@pytest.mark.parametrize("eos_at", [None, 0, 2, 9])
+def test_a_streamer_gets_what_the_eager_loop_puts(model_and_tokenizer, on_cpu, batch_rows, eos_at):
+    """With a streamer the graph loop runs (it used to refuse) and the streamer sees the eager loop's puts:
+    the prompt, then each step's column until every row finished (eos_at: the new token, of row 0's free
+    run, taken as EOS; 0 stops at the first token), then one end."""
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    enc = _batch(tokenizer)
+    ids, mask = enc["input_ids"][:batch_rows], enc["attention_mask"][:batch_rows]
+    kw = dict(attention_mask=mask, max_new_tokens=14, pad_token_id=0)
+    if eos_at is not None:
+        free = genplug.generate(model, ids, **kw)
+        kw["eos_token_id"] = int(free[0, ids.shape[1] + eos_at])
+    runs = {}
+    for name, extra in (("eager", {}), ("graph", dict(cache_implementation="static"))):
+        graph_loop.LAST_CAPTURE_SECONDS = None
+        streamer = _Recording()
+        out = genplug.generate(model, ids, streamer=streamer, **kw, **extra)
+        assert (graph_loop.LAST_CAPTURE_SECONDS is not None) == (name == "graph"), name
+        runs[name] = (out, streamer)
+    (eager, eager_stream), (graph, graph_stream) = runs["eager"], runs["graph"]
+    assert torch.equal(graph, eager)
+    assert graph_stream.puts == eager_stream.puts and graph_stream.ends == eager_stream.ends == 1
+    new_columns = graph_stream.puts[1:]
+    assert len(new_columns) == graph.shape[1] - ids.shape[1]  # one put per token made, none past the stop
+    assert new_columns == graph[:, ids.shape[1]:].T.tolist()
+    if eos_at is not None and batch_rows == 1:
+        assert len(new_columns) == eos_at + 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_a_streamer_on_a_gpu_gets_the_replayed_steps_tokens(model_and_tokenizer):
+    """On CUDA (pinned copies, events, the host one step behind the replays): the streamer's puts equal the
+    eager loop's, for a run that stops at EOS and one that runs to max_new_tokens."""
+    model = genplug.load_model()[0].to("cuda", torch.bfloat16)
+    prompt = torch.tensor([[5, 9, 17, 3, 44, 8, 1, 2]], device="cuda")
+    free = genplug.generate(model, prompt, max_new_tokens=20, disable_compile=True, cache_implementation="static")
+    for eos in (None, int(free[0, prompt.shape[1] + 6])):
+        streams = []
+        for extra in (dict(disable_compile=True), {}):
+            graph_loop.LAST_CAPTURE_SECONDS = None
+            streamer = _Recording()
+            out = genplug.generate(model, prompt, max_new_tokens=20, cache_implementation="static",
+                                   eos_token_id=eos, pad_token_id=0, streamer=streamer, **extra)
+            streams.append((out.cpu(), streamer.puts, graph_loop.LAST_CAPTURE_SECONDS is not None))
+        (eager, eager_puts, eager_graph), (graph, graph_puts, graph_ran) = streams
+        assert graph_ran and not eager_graph
+        assert torch.equal(graph, eager) and graph_puts == eager_puts
+        assert graph_puts[1:] == graph[:, prompt.shape[1]:].T.tolist()
+
+
+def test_a_streamer_in_the_graph_loop_says_how_explain_sees_it():
+    """``explain`` no longer names a streamer as a reason against the graph loop; synced_gpus still is one."""
+    config = genplug.GenerationConfig(max_new_tokens=4)
+    assert graph_loop.pipeline_refusal([], [], config, streamer=_Recording()) is None
+    assert "synced_gpus" in graph_loop.pipeline_refusal([], [], config, synced_gpus=True)
+
+
 def test_a_repeated_call_reuses_the_buffers_graph_and_cache(model_and_tokenizer, on_cpu):
     """Same settings on the same model: the second call refills the first call's buffers (and takes
     its static cache back); outputs equal a fresh call's, and the first result is not overwritten."""
