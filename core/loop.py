@@ -12,7 +12,7 @@ from typing import Any, List
 
 import torch
 
-from . import prefill_graph
+from . import graphed_forward, prefill_graph
 from .graph_loop import graph_decode, graph_decode_possible
 from .models import ModelAdapter, returned_cache
 from .outputs import GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput
@@ -97,6 +97,12 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         if not config.return_dict_in_generate:
             return sequences
         return want.output(sequences, n_generated, cache, model_kwargs)
+    # the one-token forward replayed from a CUDA graph where the whole step could not be (host-side criteria,
+    # callbacks, per-step scores): the forward itself needs no host
+    graphed = None
+    if (use_cache and max_length - prompt_len > 1 and not crosses_refill and graphed_forward.graphed_forward_possible(
+            adapter, cache, config, step_inputs, want.attentions or want.hidden_states, synced_gpus)):
+        graphed = graphed_forward.graphed_forward(adapter, cache, tokens, mask, prompt_len, config)
     per_step_criteria = stopping_criteria.per_step()
     # the last position's logits are copied only where something keeps or changes them (processors work in
     # place, recorded scores and logits are kept); a token choice alone reads them where they are
@@ -133,11 +139,16 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         if (per_step_criteria or synced_gpus) and steps_run % interval == 0 and _all_finished(unfinished, synced_gpus):
             break
         del outputs
-        outputs = forward(cur - 1, cur) if use_cache else forward(0, cur)
+        if graphed is not None:
+            outputs = graphed.forward(tokens[:, cur - 1:cur])
+        else:
+            outputs = forward(cur - 1, cur) if use_cache else forward(0, cur)
 
     n_generated = int(generated) if per_step_criteria else steps_run  # the one host read of the length
     end = prompt_len + n_generated
-    if steps_run > n_generated and use_cache:
+    if graphed is not None:
+        graphed.crop(n_generated)  # the graph writes the cache without moving its counters
+    elif steps_run > n_generated and use_cache:
         cache.crop(n_generated - steps_run)  # negative: remove that many; transformers' caches take only this form
     if streamer is not None:
         streamer.end()
