@@ -107,7 +107,7 @@ def graph_decode(adapter, input_ids, prompt_mask, first_logits, processors, crit
     if not reuse and steps_left > 0:  # (capturing runs a step, which needs a free cache slot)
         session.capture()
         if key is not None and (session.graph is not None or RUN_ON_CPU):
-            _SESSIONS[adapter.model] = session
+            keep_session(adapter.model, session)
     LAST_CAPTURE_SECONDS, LAST_GRAPH_REUSED = time.perf_counter() - started, reuse
     if streamer is not None:
         sequences, n_generated = session.run_streaming(steps_left, streamer)
@@ -144,7 +144,15 @@ def reusable_cache(model, request_key):
 
 def release(model) -> None:
     """Drop the graph, buffers and static cache kept for ``model`` (they hold device memory)."""
-    _SESSIONS.pop(model, None)
+    if _SESSIONS.pop(model, None) is not None:
+        graphs_dropped()
+
+
+def keep_session(model, session) -> None:
+    """Keep ``session`` (a graph loop's, or a graphed forward's) as ``model``'s latest, letting go of the one before."""
+    if _SESSIONS.get(model) is not None:
+        graphs_dropped()
+    _SESSIONS[model] = session
 
 
 def _session_key(adapter, processors, criteria, config, do_sample, input_ids, max_length):
@@ -265,21 +273,21 @@ class _Session:
 
         # the bookkeeping around the forward in the token choice's launch where Triton runs, else PyTorch ops
         kernels = None
-        self.fed = self.column = self.choice_arrivals = None
+        self.fed = self.column = self.choice_arrivals = column_buffer = None
         if FUSED_BOOKKEEPING and triton_support.runs_on(tokens):
             from . import loop_kernels as kernels  # imports Triton
 
             # the token fed next and its column: each step's accept kernel advances them for the next
             # step (one launch fewer a step), the first token's acceptance for the first step
             fed = self.fed = torch.empty(batch, 1, dtype=tokens.dtype, device=device)
-            self.column = torch.empty((), dtype=torch.long, device=device)
+            self.column = column_buffer = torch.empty((), dtype=torch.long, device=device)
             # the token choice and the accept are one launch: its programs count themselves here
             arrivals = self.choice_arrivals = torch.zeros(1, dtype=torch.int32, device=device)
 
-        def first_token(logits):
+        def first_token(logits):  # (refers to no `self`: a session in no reference cycle is freed once let go)
             accept(choose(process(tokens, logits.float(), slot), slot), slot)
             if kernels is not None:
-                kernels.advance(tokens, slot, positions, valid, out=(fed, self.column))
+                kernels.advance(tokens, slot, positions, valid, out=(fed, column_buffer))
 
         self.first_token = first_token
 
@@ -305,7 +313,7 @@ class _Session:
             accept(choose(scores, column), column)
             slot.add_(1)
             if kernels is not None:
-                kernels.advance(tokens, slot, positions, valid, out=(fed, self.column))
+                kernels.advance(tokens, slot, positions, valid, out=(fed, column_buffer))
 
         self.step = step
 
@@ -524,14 +532,28 @@ def capture_graph(run, device: torch.device, state, before_each=None, written=No
     return graph, result
 
 
+_GRAPHS_DROPPED = True  # the first capture of the process collects garbage first (see _no_garbage_collection)
+
+
+def graphs_dropped() -> None:
+    """Note that genplug let go of objects holding CUDA graphs (a replaced or released session, prefill
+    graphs): the next capture collects garbage before it starts."""
+    global _GRAPHS_DROPPED
+    _GRAPHS_DROPPED = True
+
+
 @contextlib.contextmanager
 def _no_garbage_collection():
-    """Collect garbage first, then none until the capture is over. Objects dropped in reference cycles --
-    a released decode session holds its graph that way -- are otherwise freed whenever the collector
-    runs, which may be inside a capture: destroying a graph or freeing its memory there invalidates the
-    capture (H100, twelfth session: batch-4 sampling's capture, right after other settings' sessions
-    were released)."""
-    gc.collect()
+    """No garbage collection until the capture is over, and a collection first where genplug let go of
+    graphs since the last one (:func:`graphs_dropped`). Objects dropped in reference cycles are freed
+    whenever the collector runs, which may be inside a capture: destroying a graph or freeing its memory
+    there invalidates the capture (H100, twelfth session: batch-4 sampling's capture, right after other
+    settings' sessions were released). Collecting before every capture cost ~150-300 ms in a process with
+    transformers loaded (fourteenth session: 304 ms of a graphed forward's capture, ~360,000 objects)."""
+    global _GRAPHS_DROPPED
+    if _GRAPHS_DROPPED:
+        _GRAPHS_DROPPED = False
+        gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:

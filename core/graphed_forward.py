@@ -134,7 +134,7 @@ def graphed_forward(adapter, cache, tokens: torch.Tensor, prompt_mask: Optional[
         if not forward.capture():
             return None
         if forward.graph is not None or graph_loop.RUN_ON_CPU:
-            graph_loop._SESSIONS[adapter.model] = forward
+            graph_loop.keep_session(adapter.model, forward)
     LAST_REUSED, LAST_CAPTURE_SECONDS = reuse, time.perf_counter() - started
     return forward
 

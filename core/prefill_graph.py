@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from .graph_loop import capture_graph, parameters_key
+from .graph_loop import capture_graph, graphs_dropped, parameters_key
 
 ENABLED = os.environ.get("GENPLUG_PREFILL_GRAPH", "1") != "0"
 MAX_TOKENS = 1024  # batch x prompt length: longer prompts keep the GPU busy anyway, and a graph keeps its activations
@@ -83,13 +83,15 @@ def prefill(adapter, cache, ids: torch.Tensor, mask: Optional[torch.Tensor], pos
     graphs[key] = _Prefill.capture(adapter, cache, ids, mask, positions, model_kwargs)
     while len(graphs) > MAX_SHAPES:
         graphs.popitem(last=False)
+        graphs_dropped()
     LAST_PREFILL = "captured" if graphs[key] is not None else "refused"
     return outputs
 
 
 def forget(cache) -> None:
     """Drop the prefill graphs kept for ``cache`` (they hold device memory for their activations)."""
-    _GRAPHS.pop(cache, None)
+    if _GRAPHS.pop(cache, None):
+        graphs_dropped()
     _NOTED.pop(cache, None)
 
 

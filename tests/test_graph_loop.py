@@ -288,8 +288,11 @@ def test_no_garbage_is_collected_during_a_capture(monkeypatch):
     collected = []
     monkeypatch.setattr(gc, "collect", lambda *a: collected.append(gc.isenabled()) or 0)
     assert gc.isenabled()
+    graph_loop.graphs_dropped()  # genplug let go of a graph: the next capture collects first
     graph_loop.capture_graph(lambda: seen.append(gc.isenabled()), torch.device("cpu"), (cache,))
     assert collected == [True] and seen == [False, False] and gc.isenabled()
+    graph_loop.capture_graph(lambda: seen.append(gc.isenabled()), torch.device("cpu"), (cache,))
+    assert collected == [True] and seen == [False] * 4  # nothing let go since: no collection (~150-300 ms)
     cache = _mock_capture(monkeypatch, events, end_fails=True)
     with pytest.raises(RuntimeError):
         graph_loop.capture_graph(lambda: seen.append(gc.isenabled()), torch.device("cpu"), (cache,))
@@ -532,6 +535,37 @@ def test_a_kept_graph_does_not_keep_its_model_alive(monkeypatch):
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_a_replaced_session_is_freed_at_once_without_the_collector(monkeypatch):
+    """Once captured, a session sits in no reference cycle: replaced by the next call's (other settings), it is
+    freed right away -- so captures need not run the garbage collector first (~150-300 ms with transformers
+    loaded) -- and the replacement is noted, so the next capture collects anyway."""
+    import gc
+    import weakref
+
+    from genplug.plugins.models.llama.config import NativeLlamaConfig
+    from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
+
+    class ReplayNothing:
+        def replay(self):
+            pass
+
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "_capture", lambda step, *state, **kw: ReplayNothing())
+    model = NativeLlamaForCausalLM(NativeLlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                                     num_hidden_layers=1, num_attention_heads=2,
+                                                     num_key_value_heads=1, head_dim=8, max_position_embeddings=32)).eval()
+    genplug.generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=4, cache_implementation="static")
+    first = weakref.ref(graph_loop._SESSIONS[model])
+    monkeypatch.setattr(graph_loop, "_GRAPHS_DROPPED", False)
+    gc.disable()
+    try:
+        genplug.generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=5, cache_implementation="static")
+        assert first() is None and graph_loop._GRAPHS_DROPPED
+    finally:
+        gc.enable()
 
 
 # processors that read the tokens in order ("prefix") or the length: the graph loop runs them over its
