@@ -144,14 +144,13 @@ def reusable_cache(model, request_key):
 
 def release(model) -> None:
     """Drop the graph, buffers and static cache kept for ``model`` (they hold device memory)."""
-    if _SESSIONS.pop(model, None) is not None:
-        graphs_dropped()
+    _SESSIONS.pop(model, None)
 
 
 def keep_session(model, session) -> None:
-    """Keep ``session`` (a graph loop's, or a graphed forward's) as ``model``'s latest, letting go of the one before."""
-    if _SESSIONS.get(model) is not None:
-        graphs_dropped()
+    """Keep ``session`` (a graph loop's, or a graphed forward's) as ``model``'s latest. The one before is freed
+    right here, outside any capture: once captured, sessions sit in no reference cycle (tested), so letting
+    go of one needs no garbage collection before the next capture (:func:`graphs_dropped`)."""
     _SESSIONS[model] = session
 
 
@@ -536,7 +535,7 @@ _GRAPHS_DROPPED = True  # the first capture of the process collects garbage firs
 
 
 def graphs_dropped() -> None:
-    """Note that genplug let go of objects holding CUDA graphs (a replaced or released session, prefill
+    """Note that genplug let go of objects holding CUDA graphs that reference cycles may keep (evicted prefill
     graphs): the next capture collects garbage before it starts."""
     global _GRAPHS_DROPPED
     _GRAPHS_DROPPED = True
@@ -545,7 +544,7 @@ def graphs_dropped() -> None:
 @contextlib.contextmanager
 def _no_garbage_collection():
     """No garbage collection until the capture is over, and a collection first where genplug let go of
-    graphs since the last one (:func:`graphs_dropped`). Objects dropped in reference cycles are freed
+    graphs that cycles may keep since the last one (:func:`graphs_dropped`; the first capture collects too). Objects dropped in reference cycles are freed
     whenever the collector runs, which may be inside a capture: destroying a graph or freeing its memory
     there invalidates the capture (H100, twelfth session: batch-4 sampling's capture, right after other
     settings' sessions were released). Collecting before every capture cost ~150-300 ms in a process with
