@@ -31,6 +31,7 @@ class NeverStops:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cells", default="", help="comma-separated substrings: only the cells whose name has one")
     args = parser.parse_args()
     import transformers
 
@@ -72,7 +73,10 @@ def main():
     import genplug.graphed_forward as graphed_forward
 
     greedy = {}
+    wanted = [c for c in args.cells.split(",") if c]
     for name, fn in cells.items():
+        if wanted and not any(w in name for w in wanted) and not name.startswith("whole-step"):
+            continue
         first, out = timed(fn)
         best = min(timed(fn)[0] for _ in range(args.repeats))
         if "sampling" not in name:
