@@ -53,6 +53,21 @@ def native_one_b(layers: int = 16):
     return genplug.load_model(tmp, device="cuda", dtype="bfloat16")[0]
 
 
+def hf_and_native_one_b(layers: int = 16):
+    """``(transformers model, genplug native model)`` of the random 1B shape on CUDA in bf16, the same weights
+    (seeded; the native model loaded from the transformers checkpoint as users load one)."""
+    import transformers
+
+    import genplug
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(one_b_config(layers)).to(torch.bfloat16).cuda().eval()
+    tmp = Path(tempfile.mkdtemp())
+    hf.save_pretrained(tmp)
+    return hf, genplug.load_model(tmp, device="cuda", dtype="bfloat16")[0]
+
+
 def copy_bandwidth() -> float:
     x = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
     y = torch.empty_like(x)

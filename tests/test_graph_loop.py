@@ -511,11 +511,9 @@ def test_one_new_token_captures_nothing(model_and_tokenizer, on_cpu, monkeypatch
     assert torch.equal(out, genplug.generate(model, enc["input_ids"], disable_compile=True, **kw))
 
 
-def test_a_kept_graph_does_not_keep_its_model_alive(monkeypatch):
-    """Sessions are held weakly by model: once captured, nothing in one refers to the model."""
-    import gc
-    import weakref
-
+def _tiny_model_with_pretend_captures(monkeypatch):
+    """A one-layer native model on the CPU, with the graph loop's captures pretended (a graph replaying
+    nothing): sessions are kept as after a real capture."""
     from genplug.plugins.models.llama.config import NativeLlamaConfig
     from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
 
@@ -526,9 +524,17 @@ def test_a_kept_graph_does_not_keep_its_model_alive(monkeypatch):
     monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
     monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
     monkeypatch.setattr(graph_loop, "_capture", lambda step, *state, **kw: ReplayNothing())
-    model = NativeLlamaForCausalLM(NativeLlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
-                                                     num_hidden_layers=1, num_attention_heads=2,
-                                                     num_key_value_heads=1, head_dim=8, max_position_embeddings=32)).eval()
+    return NativeLlamaForCausalLM(NativeLlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                                    num_hidden_layers=1, num_attention_heads=2,
+                                                    num_key_value_heads=1, head_dim=8, max_position_embeddings=32)).eval()
+
+
+def test_a_kept_graph_does_not_keep_its_model_alive(monkeypatch):
+    """Sessions are held weakly by model: once captured, nothing in one refers to the model."""
+    import gc
+    import weakref
+
+    model = _tiny_model_with_pretend_captures(monkeypatch)
     genplug.generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=4, cache_implementation="static")
     assert model in graph_loop._SESSIONS
     alive = weakref.ref(model)
@@ -544,19 +550,7 @@ def test_a_replaced_session_is_freed_at_once_without_the_collector(monkeypatch):
     import gc
     import weakref
 
-    from genplug.plugins.models.llama.config import NativeLlamaConfig
-    from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
-
-    class ReplayNothing:
-        def replay(self):
-            pass
-
-    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
-    monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
-    monkeypatch.setattr(graph_loop, "_capture", lambda step, *state, **kw: ReplayNothing())
-    model = NativeLlamaForCausalLM(NativeLlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
-                                                     num_hidden_layers=1, num_attention_heads=2,
-                                                     num_key_value_heads=1, head_dim=8, max_position_embeddings=32)).eval()
+    model = _tiny_model_with_pretend_captures(monkeypatch)
     genplug.generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=4, cache_implementation="static")
     first = weakref.ref(graph_loop._SESSIONS[model])
     monkeypatch.setattr(graph_loop, "_GRAPHS_DROPPED", False)

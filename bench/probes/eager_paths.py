@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gpu_decode import PROMPT, one_b_config, timed  # noqa: E402
+from gpu_decode import PROMPT, hf_and_native_one_b, timed  # noqa: E402
 
 
 def kernels_per_step(fn_short, fn_long, extra_tokens: int) -> float:
@@ -39,16 +38,9 @@ def main():
     parser.add_argument("--new", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    import transformers
-
     import genplug
 
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(one_b_config()).to(torch.bfloat16).cuda().eval()
-    tmp = Path(tempfile.mkdtemp())
-    hf.save_pretrained(tmp)
-    native, _ = genplug.load_model(tmp, device="cuda", dtype="bfloat16")
+    hf, native = hf_and_native_one_b()
     ids = torch.randint(3, 128000, (1, PROMPT), device="cuda")
 
     def calls(new):
