@@ -65,3 +65,33 @@ def test_compiled_transformers_step_matches_and_is_reused(on_cpu):
     frames = counters["stats"]["unique_graphs"]
     assert torch.equal(genplug.generate(model, input_ids, compile_config=compiled, **kwargs), theirs)
     assert counters["stats"]["unique_graphs"] == frames  # a new call (new cache) reused the compiled step
+
+
+@pytest.mark.parametrize("name", ["llama_sdpa", "qwen2"])
+def test_the_graphed_forward_matches_transformers_with_a_host_criterion(name, on_cpu):
+    """A stopping criterion of the user's own keeps the eager loop, whose forward then goes through
+    ``static_decode_step`` (core/graphed_forward.py, uncaptured on a CPU): tokens and scores equal
+    transformers' generate with its static cache and the same criterion, left padding included."""
+    import transformers
+
+    import genplug.graphed_forward as graphed_forward
+
+    class StopAt:  # row 0 stops at its 7th token
+        def __call__(self, input_ids, scores, **kwargs):
+            done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+            done[0] = input_ids.shape[1] - prompt_len >= 7
+            return done
+
+    model = tiny_model(name)
+    input_ids, mask = left_padded()
+    prompt_len = input_ids.shape[1]
+    kwargs = dict(attention_mask=mask, max_new_tokens=12, pad_token_id=0, cache_implementation="static",
+                  output_scores=True, return_dict_in_generate=True)
+    theirs = model.generate(input_ids, stopping_criteria=transformers.StoppingCriteriaList([StopAt()]), **kwargs)
+    graphed_forward.LAST_CAPTURE_SECONDS = None
+    ours = genplug.generate(model, input_ids, stopping_criteria=genplug.StoppingCriteriaList([StopAt()]), **kwargs)
+    assert graphed_forward.LAST_CAPTURE_SECONDS is not None and graph_loop.LAST_CAPTURE_SECONDS is None
+    assert torch.equal(ours.sequences, theirs.sequences)
+    assert len(ours.scores) == len(theirs.scores)
+    for mine, reference in zip(ours.scores, theirs.scores):
+        torch.testing.assert_close(mine, reference)
