@@ -25,9 +25,9 @@ def runs_on(tensor: torch.Tensor, dtypes: Optional[Tuple[torch.dtype, ...]] = No
     ``dtypes`` (None: any), ``GENPLUG_DECODE_KERNELS`` not ``0``, and Triton importable."""
     if dtypes is not None and tensor.dtype not in dtypes:
         return False
-    if os.environ.get("GENPLUG_DECODE_KERNELS", "1") == "0":
+    if not (tensor.is_cuda or (INTERPRET and ON_CPU)):  # first: a CPU tensor is refused without reading the environment
         return False
-    if not (tensor.is_cuda or (INTERPRET and ON_CPU)):
+    if os.environ.get("GENPLUG_DECODE_KERNELS", "1") == "0":
         return False
     return _triton_importable()
 
