@@ -79,7 +79,26 @@ def _graph_loop(strategy, processors, criteria, config, cache_entry) -> dict:
         reason = "the cache is not static (cache_implementation='static')"
     else:
         reason = pipeline_refusal(processors, criteria, config)
-    return {"cuda_graph_decode": {"possible": reason is None, "reason": reason}}
+    return {"cuda_graph_decode": {"possible": reason is None, "reason": reason},
+            "cuda_graph_forward": _graphed_forward(strategy, config, cache_entry, reason)}
+
+
+def _graphed_forward(strategy, config, cache_entry, whole_step_refusal) -> dict:
+    """Whether the eager loop would replay its one-token forward from a CUDA graph (``core/graphed_forward.py``)
+    -- for calls the whole-step graph refuses -- as far as the settings decide it."""
+    if whole_step_refusal is None:
+        reason = "the whole step runs as a CUDA graph"
+    elif strategy not in ("greedy_search", "sample"):
+        reason = f"strategy {strategy!r} runs its own loop"
+    elif cache_entry is None or "static_shape" not in cache_entry.options.get("capabilities", ()):
+        reason = "the cache is not static (cache_implementation='static')"
+    elif getattr(config, "disable_compile", None):
+        reason = "disable_compile=True"
+    elif config.return_dict_in_generate and (config.output_attentions or config.output_hidden_states):
+        reason = "per-step attentions or hidden states were requested"
+    else:
+        reason = None
+    return {"possible": reason is None, "reason": reason}
 
 
 def run(args) -> int:
@@ -112,6 +131,11 @@ def run(args) -> int:
     verdict = ("yes, on CUDA (native and transformers decoder-only models)" if graph["possible"]
                else f"no: {graph['reason']}")
     console.print(f"[bold]CUDA-graph decode loop[/]: {verdict}", highlight=False)
+    if not graph["possible"]:
+        forward = report["cuda_graph_forward"]
+        verdict = ("yes, on CUDA: the eager loop replays the model's forward from a graph" if forward["possible"]
+                   else f"no: {forward['reason']}")
+        console.print(f"[bold]CUDA-graph forward[/]: {verdict}", highlight=False)
     if args.fields:
         fields = Table(title="plugin-owned config fields")
         for column in ("field", "default", "provider", "help"):

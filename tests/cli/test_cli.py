@@ -68,3 +68,23 @@ def test_explain_says_whether_the_cuda_graph_loop_takes_the_call():
     assert graph("cache_implementation=static", "no_repeat_ngram_size=2")["possible"]  # at_prefix over the buffer
     assert "Watermark" in graph("cache_implementation=static", 'watermarking_config={"greenlist_ratio": 0.25}')["reason"]
     assert "beam_search" in graph("cache_implementation=static", "num_beams=2")["reason"]
+
+
+def test_explain_says_whether_the_eager_loop_replays_its_forward_from_a_graph():
+    def report(*sets):
+        args = [a for s in sets for a in ("--set", s)]
+        result = genplug("explain", *args, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    timed = report("cache_implementation=static", "max_time=30")  # a criterion checked on the host
+    assert not timed["cuda_graph_decode"]["possible"] and timed["cuda_graph_forward"] == {"possible": True, "reason": None}
+    whole = report("cache_implementation=static")["cuda_graph_forward"]
+    assert not whole["possible"] and "whole step" in whole["reason"]
+    assert "disable_compile" in report("cache_implementation=static", "max_time=30",
+                                       "disable_compile=true")["cuda_graph_forward"]["reason"]
+    hidden = report("cache_implementation=static", "return_dict_in_generate=true", "output_hidden_states=true")
+    assert "hidden states" in hidden["cuda_graph_forward"]["reason"]
+    assert "not static" in report("max_time=30")["cuda_graph_forward"]["reason"]
+    text = genplug("explain", "--set", "cache_implementation=static", "--set", "max_time=30")
+    assert "CUDA-graph forward" in text.stdout and "replays the model's forward" in text.stdout
