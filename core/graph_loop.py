@@ -544,11 +544,12 @@ def graphs_dropped() -> None:
 @contextlib.contextmanager
 def _no_garbage_collection():
     """No garbage collection until the capture is over, and a collection first where genplug let go of
-    graphs that cycles may keep since the last one (:func:`graphs_dropped`; the first capture collects too). Objects dropped in reference cycles are freed
-    whenever the collector runs, which may be inside a capture: destroying a graph or freeing its memory
-    there invalidates the capture (H100, twelfth session: batch-4 sampling's capture, right after other
-    settings' sessions were released). Collecting before every capture cost ~150-300 ms in a process with
-    transformers loaded (fourteenth session: 304 ms of a graphed forward's capture, ~360,000 objects)."""
+    graphs that cycles may keep since the last one (:func:`graphs_dropped`; the first capture collects
+    too). Objects dropped in reference cycles are freed whenever the collector runs, which may be inside
+    a capture: destroying a graph or freeing its memory there invalidates the capture (H100, twelfth
+    session: batch-4 sampling's capture, right after other settings' sessions were released). Collecting
+    before every capture cost ~150-300 ms in a process with transformers loaded (fourteenth session: 304
+    ms of a graphed forward's capture; ~365,000 objects)."""
     global _GRAPHS_DROPPED
     if _GRAPHS_DROPPED:
         _GRAPHS_DROPPED = False
