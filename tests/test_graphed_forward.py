@@ -135,7 +135,8 @@ def test_not_used_where_the_whole_step_graph_runs_or_when_it_cannot(model_and_to
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("extra", [dict(stop_strings=["the"]), dict(output_scores=True, return_dict_in_generate=True)])
+@pytest.mark.parametrize("extra", [dict(stop_strings=["the"]), dict(output_scores=True, return_dict_in_generate=True),
+                                   dict(num_beams=3, output_scores=True, return_dict_in_generate=True)])
 def test_on_a_gpu_the_replayed_forward_equals_the_eager_forward(extra):
     model, tokenizer = genplug.load_model()
     model = model.to("cuda", torch.bfloat16)
@@ -148,3 +149,40 @@ def test_on_a_gpu_the_replayed_forward_equals_the_eager_forward(extra):
     else:
         assert torch.equal(graphed.sequences, eager.sequences)
         assert all(torch.equal(a, b) for a, b in zip(graphed.scores, eager.scores))
+
+
+@pytest.mark.parametrize("extra", [
+    dict(num_beams=3),
+    dict(num_beams=4, num_return_sequences=2, length_penalty=0.7, early_stopping=True, output_scores=True),
+    dict(num_beams=3, do_sample=True, top_k=10),
+    dict(num_beams=2, eos_token_id="LAST", pad_token_id=0, output_logits=True),
+])
+def test_beam_search_through_the_graphed_forward_equals_the_plain_beam_loop(model_and_tokenizer, counted, extra):
+    """Beam search reorders a static cache in place every step; its forward replayed from the graph (uncaptured on
+    a CPU) gives the plain loop's sequences, scores, beam indices and cache."""
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    enc = _batch(tokenizer)
+    if extra.get("eos_token_id") == "LAST":
+        extra = {**extra, "eos_token_id": int(enc["input_ids"][0, -1])}
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=10, cache_implementation="static",
+              return_dict_in_generate=True, **extra)
+    runs = []
+    for disable in (False, True):
+        counted.clear()
+        torch.manual_seed(3)
+        runs.append((genplug.generate(model, enc["input_ids"], disable_compile=disable, **kw), len(counted)))
+    (graphed, graphed_calls), (eager, eager_calls) = runs
+    assert graphed_calls > 0 and eager_calls == 0
+    assert torch.equal(graphed.sequences, eager.sequences)
+    for name in ("sequences_scores", "beam_indices"):
+        mine, theirs = getattr(graphed, name, None), getattr(eager, name, None)
+        assert (mine is None) == (theirs is None) and (mine is None or torch.equal(mine, theirs)), name
+    for name in ("scores", "logits"):
+        mine, theirs = getattr(graphed, name, None), getattr(eager, name, None)
+        assert (mine is None) == (theirs is None)
+        assert mine is None or all(torch.equal(a, b) for a, b in zip(mine, theirs)), name
+    held = int(eager.past_key_values.get_seq_length())
+    assert int(graphed.past_key_values.get_seq_length()) == held
+    for a, b in zip(graphed.past_key_values.layers, eager.past_key_values.layers):
+        assert torch.equal(a.keys[:, :, :held], b.keys[:, :, :held])

@@ -58,6 +58,20 @@ class BeamModelRun:
         for processor in self.followers:
             processor.reorder(beam_idx)
 
+    def graphed_forward(self, tokens: torch.Tensor, prompt_len: int, max_length: int, config, synced_gpus: bool):
+        """The one-token forward replayed from a CUDA graph (:mod:`genplug.graphed_forward`) where it can be:
+        as for greedy search, plus a cache that the beams reorder in place (static layers do; a model's own
+        ``_reorder_cache`` may hand back another cache). None: the loop runs :meth:`forward`."""
+        from genplug import graphed_forward
+
+        if not self.use_cache or max_length - prompt_len <= 1 or callable(getattr(self.adapter.model, "_reorder_cache", None)):
+            return None
+        if self.inputs.refills_between(prompt_len, max_length) or not graphed_forward.graphed_forward_possible(
+                self.adapter, self.cache, config, self.inputs,
+                self.recorder.want_attentions or self.recorder.want_hidden_states, synced_gpus):
+            return None
+        return graphed_forward.graphed_forward(self.adapter, self.cache, tokens, self.inputs.mask, prompt_len, config)
+
     @property
     def returned_cache(self):
         return self.cache if self.use_cache else None

@@ -97,6 +97,8 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
         return run.forward(search.running, start, end)
 
     outputs = forward(0, prompt_len)
+    # the one-token forward from a CUDA graph over a static cache on CUDA (the beams reorder the cache in place)
+    graphed = run.graphed_forward(search.running, prompt_len, max_length, config, synced_gpus)
     interval = 1 if synced_gpus else int(getattr(config, "stop_check_interval", None) or DEFAULT_STOP_CHECK_INTERVAL)
     if use_cache and not adapter.can_crop(run.cache):
         interval = 1  # steps past the end could not be taken back out of the returned cache
@@ -131,10 +133,12 @@ def run_beam_search(model, input_ids: torch.LongTensor, logits_processor, stoppi
             break
         if steps_run % interval == 0 and _ended_everywhere(over, synced_gpus):
             break
-        outputs = forward(cur - 1, cur)
+        outputs = graphed.forward(search.running[:, cur - 1:cur]) if graphed is not None else forward(cur - 1, cur)
 
     steps = steps_run - int(steps_past_end)
-    if use_cache and steps_run > steps:
+    if graphed is not None:
+        graphed.crop(steps)  # the graph writes the cache without moving its counters
+    elif use_cache and steps_run > steps:
         run.cache.crop(steps - steps_run)  # negative: remove that many (the form every cache takes)
     sequences, scores, beam_indices = search.best(int(config.num_return_sequences or 1))
     if not recorder.return_dict:

@@ -95,3 +95,20 @@ def test_the_graphed_forward_matches_transformers_with_a_host_criterion(name, on
     assert len(ours.scores) == len(theirs.scores)
     for mine, reference in zip(ours.scores, theirs.scores):
         torch.testing.assert_close(mine, reference)
+
+
+def test_beam_search_through_the_graphed_forward_matches_transformers(on_cpu):
+    """Beam search over a static cache with the forward through ``static_decode_step`` (core/graphed_forward.py,
+    uncaptured on a CPU): transformers' beam search with its static cache gives the same sequences and scores."""
+    import genplug.graphed_forward as graphed_forward
+
+    model = tiny_model("llama_sdpa")
+    input_ids, mask = left_padded()
+    kwargs = dict(attention_mask=mask, max_new_tokens=8, pad_token_id=0, num_beams=3, num_return_sequences=2,
+                  cache_implementation="static", output_scores=True, return_dict_in_generate=True)
+    theirs = model.generate(input_ids, **kwargs)
+    graphed_forward.LAST_CAPTURE_SECONDS = None
+    ours = genplug.generate(model, input_ids, **kwargs)
+    assert graphed_forward.LAST_CAPTURE_SECONDS is not None
+    assert torch.equal(ours.sequences, theirs.sequences)
+    torch.testing.assert_close(ours.sequences_scores, theirs.sequences_scores)
