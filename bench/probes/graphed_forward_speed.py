@@ -1,9 +1,10 @@
 """Batch-1 decoding on a GPU for calls the whole-step CUDA graph refuses (a stopping criterion checked on the
-host, per-step scores): genplug's eager loop with its forward replayed from a CUDA graph
+host, per-step scores, beam search): genplug's eager loop with its forward replayed from a CUDA graph
 (core/graphed_forward.py, fourteenth session) against the same loop without it (GENPLUG_GRAPHED_FORWARD=0),
 the whole-step graph loop on a call it takes, and transformers' static cache + compile with the same criterion.
 Issue 9's model (random Llama-3.2-1B shape, bf16, prompt 128, 256 new tokens). Prints tokens/s (best of
-``--repeats`` calls after a first) and whether the greedy tokens agree.
+``--repeats`` calls after a first; for beam search, the returned sequence's new tokens) and whether the
+greedy tokens agree.
 Run on the accelerator: python bench/probes/graphed_forward_speed.py [--repeats 2]
 """
 
@@ -63,6 +64,9 @@ def main():
         "sampling + host criterion, eager forward": plain(True, stopping_criteria=criterion, **SAMPLING),
         "transformers static+compile, host criterion": lambda: hf.generate(
             ids, stopping_criteria=transformers.StoppingCriteriaList([NeverStops()]), **static),
+        "beam search (4 beams), graphed forward": plain(num_beams=4),
+        "beam search (4 beams), eager forward": plain(True, num_beams=4),
+        "transformers static+compile, beam search (4 beams)": lambda: hf.generate(ids, num_beams=4, **static),
     }
     import genplug.graphed_forward as graphed_forward
 
@@ -71,9 +75,13 @@ def main():
     for name, fn in cells.items():
         if wanted and not any(w in name for w in wanted) and not name.startswith("whole-step"):
             continue
-        first, out = timed(fn)
-        best = min(timed(fn)[0] for _ in range(args.repeats))
-        if "sampling" not in name:
+        try:
+            first, out = timed(fn)
+            best = min(timed(fn)[0] for _ in range(args.repeats))
+        except Exception as exc:  # one broken cell must not hide the others
+            print(f"{name:60} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
+            continue
+        if "sampling" not in name and "beam" not in name:
             greedy[name] = out.cpu()
         how = ""
         if "graphed forward" in name:
