@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+import weakref
 from typing import Optional
 
 import torch
@@ -84,7 +85,7 @@ class GraphedForward:
         """Capture the step (compiled first where the graph loop would compile it); False when no form
         of it could be captured -- the caller then runs the model's own forward, as before. On a CPU
         (``graph_loop.RUN_ON_CPU``, tests) nothing is captured and :meth:`forward` runs the step itself."""
-        if self.slot.device.type != "cuda":
+        if self.slot.device.type != "cuda" and not graph_loop.TRY_CAPTURE_ON_CPU:
             self.model_step = self.candidates[-1]
             return True
         state = (self.fed, self.positions, self.valid, self.slot, self.cache)
@@ -118,6 +119,9 @@ class GraphedForward:
             layer.crop_to(self.prompt_len + n_generated - 1)
 
 
+_REFUSED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> settings whose capture failed
+
+
 def graphed_forward(adapter, cache, tokens: torch.Tensor, prompt_mask: Optional[torch.Tensor], prompt_len: int,
                     config) -> Optional[GraphedForward]:
     """The model's kept :class:`GraphedForward` when the last call left one with these settings over this
@@ -129,10 +133,13 @@ def graphed_forward(adapter, cache, tokens: torch.Tensor, prompt_mask: Optional[
            graph_loop.parameters_key(adapter.model))
     kept = graph_loop._SESSIONS.get(adapter.model)
     reuse = isinstance(kept, GraphedForward) and kept.key == key and kept.cache is cache
+    if not reuse and _REFUSED.get(adapter.model) == key:
+        return None  # every form failed to capture with these settings before: not tried (and warned) again
     forward = kept if reuse else GraphedForward(key, adapter, cache, tokens.shape[0], tokens.dtype, config)
     forward.fill(prompt_mask, prompt_len)
     if not reuse:
         if not forward.capture():
+            _REFUSED[adapter.model] = key
             return None
         if forward.graph is not None or graph_loop.RUN_ON_CPU:
             graph_loop.keep_session(adapter.model, forward)

@@ -186,3 +186,35 @@ def test_beam_search_through_the_graphed_forward_equals_the_plain_beam_loop(mode
     assert int(graphed.past_key_values.get_seq_length()) == held
     for a, b in zip(graphed.past_key_values.layers, eager.past_key_values.layers):
         assert torch.equal(a.keys[:, :, :held], b.keys[:, :, :held])
+
+
+def test_a_forward_that_cannot_be_captured_is_run_eagerly_and_not_tried_again(model_and_tokenizer, monkeypatch):
+    """Every form failing to capture: one warning, the call runs the model's own forward (the eager loop's
+    tokens), and a later call with the same settings does not try (or warn) again."""
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
+    attempts = []
+
+    def refuse(run, device, state, **kw):
+        attempts.append(1)
+        raise RuntimeError("reads a tensor on the host")
+
+    monkeypatch.setattr(graph_loop, "capture_graph", refuse)
+    enc = _batch(tokenizer)
+    prompt_len = enc["input_ids"].shape[1]
+    kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=9, cache_implementation="static",
+              stopping_criteria=genplug.StoppingCriteriaList([StopAfter(prompt_len, [3, 6])]))
+    with pytest.warns(RuntimeWarning, match="could not be captured"):
+        first = genplug.generate(model, enc["input_ids"], **kw)
+    tried = len(attempts)
+    assert tried >= 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = genplug.generate(model, enc["input_ids"], **kw)
+    assert len(attempts) == tried
+    eager = genplug.generate(model, enc["input_ids"], disable_compile=True, **kw)
+    assert torch.equal(first, eager) and torch.equal(second, eager)
