@@ -156,10 +156,12 @@ def test_on_a_gpu_the_replayed_forward_equals_the_eager_forward(extra):
     dict(num_beams=4, num_return_sequences=2, length_penalty=0.7, early_stopping=True, output_scores=True),
     dict(num_beams=3, do_sample=True, top_k=10),
     dict(num_beams=2, eos_token_id="LAST", pad_token_id=0, output_logits=True),
+    dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.8, output_scores=True),
+    dict(num_beams=3, force_words_ids=[[40, 41]], output_scores=True),
 ])
 def test_beam_search_through_the_graphed_forward_equals_the_plain_beam_loop(model_and_tokenizer, counted, extra):
-    """Beam search reorders a static cache in place every step; its forward replayed from the graph (uncaptured on
-    a CPU) gives the plain loop's sequences, scores, beam indices and cache."""
+    """Beam search (plain, sampling, diverse, constrained) reorders a static cache in place every step; its forward
+    replayed from the graph (uncaptured on a CPU) gives the plain loop's sequences, scores, beam indices and cache."""
     model, tokenizer = model_and_tokenizer
     graph_loop.release(model)
     enc = _batch(tokenizer)

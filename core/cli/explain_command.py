@@ -88,7 +88,8 @@ def _graphed_forward(strategy, config, cache_entry, whole_step_refusal) -> dict:
     -- for calls the whole-step graph refuses -- as far as the settings decide it."""
     if whole_step_refusal is None:
         reason = "the whole step runs as a CUDA graph"
-    elif strategy not in ("greedy_search", "sample", "beam_search", "beam_sample"):
+    elif strategy not in ("greedy_search", "sample", "beam_search", "beam_sample", "group_beam_search",
+                          "constrained_beam_search"):
         reason = f"strategy {strategy!r} runs its own forwards"
     elif cache_entry is None or "static_shape" not in cache_entry.options.get("capabilities", ()):
         reason = "the cache is not static (cache_implementation='static')"

@@ -160,6 +160,7 @@ def run_constrained_beam_search(model, input_ids: torch.LongTensor, logits_proce
         return run.forward(search.tokens, start, end)
 
     outputs = forward(0, prompt_len)
+    graphed = run.graphed_forward(search.tokens, prompt_len, max_length, config, synced_gpus)  # (a static cache on CUDA)
     cur = prompt_len
     steps = 0
     stopped_here = False  # with synced_gpus a finished rank keeps running forwards for the others
@@ -177,7 +178,9 @@ def run_constrained_beam_search(model, input_ids: torch.LongTensor, logits_proce
         del outputs
         if (stopped_everywhere(stopped_here, device) if synced_gpus else stopped_here):
             break
-        outputs = forward(cur - 1, cur)
+        outputs = graphed.forward(search.tokens[:, cur - 1:cur]) if graphed is not None else forward(cur - 1, cur)
+    if graphed is not None:
+        graphed.crop(steps)  # the graph writes the cache without moving its counters
 
     search.finish(cur, int(config.num_return_sequences or 1))
     sequences, scores, beam_indices = best_hypotheses([search.finished], int(config.num_return_sequences or 1))

@@ -165,6 +165,7 @@ def run_group_beam_search(model, input_ids: torch.LongTensor, logits_processor, 
         return run.forward(tokens, start, end)
 
     outputs = forward(0, prompt_len)
+    graphed = run.graphed_forward(tokens, prompt_len, max_length, config, synced_gpus)  # (a static cache on CUDA)
     cur = prompt_len
     steps = 0
     stopped_here = False  # with synced_gpus a finished rank keeps running forwards for the others
@@ -183,7 +184,9 @@ def run_group_beam_search(model, input_ids: torch.LongTensor, logits_processor, 
         del outputs
         if (stopped_everywhere(stopped_here, device) if synced_gpus else stopped_here):
             break
-        outputs = forward(cur - 1, cur)
+        outputs = graphed.forward(tokens[:, cur - 1:cur]) if graphed is not None else forward(cur - 1, cur)
+    if graphed is not None:
+        graphed.crop(steps)  # the graph writes the cache without moving its counters
 
     # Groups still searching offer their running beams as they stand.
     for g, group_rows in enumerate(groups):
