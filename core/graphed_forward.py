@@ -151,10 +151,10 @@ def graphed_forward_possible(adapter, cache, config, step_inputs, wanted_outputs
     """Whether the eager loop may replay its forward from a CUDA graph: a static cache on CUDA that the
     adapter's ``static_decode_step`` can run over, a forward fed tokens only, no per-step attentions or
     hidden states, no ``synced_gpus`` and no ``disable_compile``."""
-    if not ENABLED or os.environ.get("GENPLUG_GRAPHED_FORWARD") == "0":
-        return False
     on_device = adapter.device.type == "cuda" or graph_loop.RUN_ON_CPU
-    if not on_device or synced_gpus or getattr(config, "disable_compile", None):
+    if not on_device or synced_gpus or getattr(config, "disable_compile", None):  # first: a CPU call stops here
+        return False
+    if not ENABLED or os.environ.get("GENPLUG_GRAPHED_FORWARD") == "0":
         return False
     if wanted_outputs or cache is None or "static_shape" not in getattr(cache, "capabilities", ()):
         return False
