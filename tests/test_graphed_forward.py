@@ -220,3 +220,43 @@ def test_a_forward_that_cannot_be_captured_is_run_eagerly_and_not_tried_again(mo
     assert len(attempts) == tried
     eager = genplug.generate(model, enc["input_ids"], disable_compile=True, **kw)
     assert torch.equal(first, eager) and torch.equal(second, eager)
+
+
+def test_a_kept_forward_keeps_no_model_alive_and_is_freed_once_replaced(monkeypatch):
+    """After a capture nothing in a kept forward refers to the model (kept in a dict weakly keyed by it), and no
+    reference cycle holds it: replaced by another call's, it is freed at once, without the garbage collector."""
+    import gc
+    import weakref
+
+    from genplug.plugins.models.llama.config import NativeLlamaConfig
+    from genplug.plugins.models.llama.modeling import NativeLlamaForCausalLM
+
+    class ReplayNothing:
+        def replay(self):
+            pass
+
+    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "TRY_CAPTURE_ON_CPU", True)
+    monkeypatch.setattr(graph_loop, "capture_graph", lambda run, device, state, **kw: (ReplayNothing(), run()))
+    model = NativeLlamaForCausalLM(NativeLlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                                     num_hidden_layers=1, num_attention_heads=2,
+                                                     num_key_value_heads=1, head_dim=8, max_position_embeddings=32)).eval()
+    criteria = genplug.StoppingCriteriaList([StopAfter(3, [6])])
+    genplug.generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=8, cache_implementation="static",
+                     stopping_criteria=criteria)
+    kept = graph_loop._SESSIONS[model]
+    assert isinstance(kept, graphed_forward.GraphedForward)
+    first = weakref.ref(kept)
+    del kept
+    gc.disable()
+    try:
+        genplug.generate(model, torch.tensor([[1, 2, 3, 4]]), max_new_tokens=8, cache_implementation="static",
+                         stopping_criteria=genplug.StoppingCriteriaList([StopAfter(4, [6])]),
+                         pad_token_id=0, eos_token_id=7)  # other settings: a new forward (or session) replaces it
+        assert first() is None
+    finally:
+        gc.enable()
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
