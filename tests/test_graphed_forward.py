@@ -1,6 +1,7 @@
 """The eager loop's one-token forward replayed from a CUDA graph (core/graphed_forward.py), where the whole
-step cannot be: on a CPU the step runs uncaptured (graph_loop.RUN_ON_CPU), which checks its logic -- the fed
-token, positions, valid slots, the cache's length afterwards -- against the plain eager loop."""
+step cannot be, and the beam loops' likewise: on a CPU the step runs uncaptured (graph_loop.RUN_ON_CPU), which
+checks its logic -- the fed token, positions, valid slots, the cache's length afterwards -- against the plain
+loops; keeping, refilling and letting go of a captured forward are checked with a pretended capture."""
 
 import pytest
 import torch
