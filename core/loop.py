@@ -72,13 +72,18 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
         return use_cache and cache is not None and step_inputs.takes_tokens_only and not crosses_refill and (
             graph_decode_possible(adapter, processors, stopping_criteria, config, cache, streamer, synced_gpus) is None)
 
+    def graphed_forward_possible() -> bool:  # (asked only where the whole-step graph is not possible)
+        return use_cache and max_length - prompt_len > 1 and not crosses_refill and (
+            graphed_forward.graphed_forward_possible(adapter, cache, config, step_inputs,
+                                                     want.attentions or want.hidden_states, synced_gpus))
+
     if (prefill_graph.ENABLED and use_cache and cache is not None and step_inputs.embeds is None
             and not step_inputs.prompt_only and not chunk_size):
         # opt-in: replayed from a CUDA graph where an earlier call with a prompt of this shape captured it
         outputs = prefill_graph.prefill(
             adapter, cache, tokens[:, :prompt_len], None if step_inputs.mask is None else step_inputs.mask[:, :prompt_len],
             None if step_inputs.positions is None else step_inputs.positions[..., :prompt_len], model_kwargs,
-            eager_prefill, graph_loop_possible)
+            eager_prefill, lambda: graph_loop_possible() or graphed_forward_possible())  # either keeps the cache
         step_inputs.prompt_fed = True
     else:
         outputs = eager_prefill()
@@ -100,8 +105,7 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
     # the one-token forward replayed from a CUDA graph where the whole step could not be (host-side criteria,
     # callbacks, per-step scores): the forward itself needs no host
     graphed = None
-    if (use_cache and max_length - prompt_len > 1 and not crosses_refill and graphed_forward.graphed_forward_possible(
-            adapter, cache, config, step_inputs, want.attentions or want.hidden_states, synced_gpus)):
+    if graphed_forward_possible():
         graphed = graphed_forward.graphed_forward(adapter, cache, tokens, mask, prompt_len, config)
     per_step_criteria = stopping_criteria.per_step()
     # the last position's logits are copied only where something keeps or changes them (processors work in

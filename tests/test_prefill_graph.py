@@ -7,6 +7,7 @@ import torch
 
 import genplug
 import genplug.graph_loop as graph_loop
+import genplug.graphed_forward as graphed_forward
 import genplug.prefill_graph as prefill_graph
 
 
@@ -50,6 +51,27 @@ def test_later_prompts_of_the_same_shape_replay_and_match_the_eager_loop(model_a
     eager = genplug.generate(model, ids_b, attention_mask=mask_b, disable_compile=True, **kw)
     dynamic = genplug.generate(model, ids_b, attention_mask=mask_b, max_new_tokens=12)
     assert torch.equal(replayed, eager) and torch.equal(replayed, dynamic)
+
+
+def test_calls_through_the_graphed_forward_replay_the_prompt_too(model_and_tokenizer, on_cpu):
+    """A call the whole-step graph refuses (a stopping criterion of the user's own) keeps its static cache with
+    the graphed forward (core/graphed_forward.py), so its prompt's forward is captured and replayed as well."""
+    model, tokenizer = model_and_tokenizer
+    graph_loop.release(model)
+    (ids_a, mask_a), (ids_b, mask_b) = _same_shape_prompts(tokenizer)
+    prompt_len = ids_a.shape[1]
+
+    def never(input_ids, scores, **kwargs):
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    kw = dict(max_new_tokens=12, cache_implementation="static", stopping_criteria=genplug.StoppingCriteriaList([never]))
+    for expected in ("noted", "captured"):
+        genplug.generate(model, ids_a, attention_mask=mask_a, **kw)
+        assert prefill_graph.LAST_PREFILL == expected
+    replayed = genplug.generate(model, ids_b, attention_mask=mask_b, **kw)
+    assert prefill_graph.LAST_PREFILL == "replayed" and graphed_forward.LAST_REUSED is True
+    eager = genplug.generate(model, ids_b, attention_mask=mask_b, disable_compile=True, **kw)
+    assert torch.equal(replayed, eager) and replayed.shape[1] == prompt_len + 12
 
 
 def test_each_prompt_shape_has_its_own_graph_and_the_oldest_is_dropped(model_and_tokenizer, on_cpu, monkeypatch):
