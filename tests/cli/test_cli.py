@@ -1,13 +1,22 @@
-"""The CLI in a subprocess: plugins, explain, config validate."""
+"""The CLI in a subprocess (plugins, explain, config validate); the explain reports asked for many times over
+in this process, through the same ``main`` the entry point calls."""
 
 import json
 import subprocess
 import sys
 
+from genplug.cli.main import main
 
 
 def genplug(*args, env=None):
     return subprocess.run([sys.executable, "-m", "genplug", *args], capture_output=True, text=True, env=env)
+
+
+def explain_json(capsys, *sets):
+    """``genplug explain --set S ... --json`` in this process: its JSON report."""
+    capsys.readouterr()
+    assert main(["explain", *[a for s in sets for a in ("--set", s)], "--json"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
 
 
 def test_plugins_json_lists_builtins():
@@ -55,12 +64,9 @@ def test_unknown_command_exits_2():
     assert genplug("frobnicate").returncode == 2
 
 
-def test_explain_says_whether_the_cuda_graph_loop_takes_the_call():
+def test_explain_says_whether_the_cuda_graph_loop_takes_the_call(capsys):
     def graph(*sets):
-        args = [a for s in sets for a in ("--set", s)]
-        result = genplug("explain", *args, "--json")
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)["cuda_graph_decode"]
+        return explain_json(capsys, *sets)["cuda_graph_decode"]
 
     assert graph("cache_implementation=static", "do_sample=true", "min_new_tokens=4", "eos_token_id=2") == \
         {"possible": True, "reason": None}
@@ -70,12 +76,9 @@ def test_explain_says_whether_the_cuda_graph_loop_takes_the_call():
     assert "beam_search" in graph("cache_implementation=static", "num_beams=2")["reason"]
 
 
-def test_explain_says_whether_the_eager_loop_replays_its_forward_from_a_graph():
+def test_explain_says_whether_the_eager_loop_replays_its_forward_from_a_graph(capsys):
     def report(*sets):
-        args = [a for s in sets for a in ("--set", s)]
-        result = genplug("explain", *args, "--json")
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return explain_json(capsys, *sets)
 
     timed = report("cache_implementation=static", "max_time=30")  # a criterion checked on the host
     assert not timed["cuda_graph_decode"]["possible"] and timed["cuda_graph_forward"] == {"possible": True, "reason": None}
