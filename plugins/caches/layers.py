@@ -28,6 +28,13 @@ def is_compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+def on_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``index`` on ``device``; the same tensor, without a call into torch, where it is there already (beam search
+    reorders every layer's keys and values each step: two no-op ``.to`` calls a layer cost more host time than
+    the device comparison)."""
+    return index if index.device == device else index.to(device)
+
+
 def crop_target(max_length: int, seen: int) -> int:
     """The token count ``crop(max_length)`` leaves, with transformers' conventions.
 
@@ -174,8 +181,9 @@ class FullLayer(CacheLayer):
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
         if self.keys is not None:
-            self.keys = self.keys.index_select(0, beam_idx.to(self.keys.device))
-            self.values = self.values.index_select(0, beam_idx.to(self.values.device))
+            beam_idx = on_device(beam_idx, self.keys.device)
+            self.keys = self.keys.index_select(0, beam_idx)
+            self.values = self.values.index_select(0, on_device(beam_idx, self.values.device))
 
     def select(self, indices: torch.Tensor) -> None:
         if self.keys is not None:
@@ -363,7 +371,7 @@ class StaticLayer(CacheLayer):
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
         if self.keys is not None:
-            beam_idx = beam_idx.to(self.keys.device)
+            beam_idx = on_device(beam_idx, self.keys.device)
             self.keys.copy_(self.keys.index_select(0, beam_idx))  # in place: the address must not change
             self.values.copy_(self.values.index_select(0, beam_idx))
 

@@ -28,7 +28,7 @@ from genplug.errors import GenerationConfigError
 
 from .encoder_decoder import for_request
 from .layered_cache import FULL, LayeredCache, layer_plan
-from .layers import CacheLayer, SlidingLayer
+from .layers import CacheLayer, SlidingLayer, on_device
 
 CAPABILITIES = frozenset({"crop", "reorder", "select", "repeat"})
 PER_TOKEN, PER_CHANNEL = -1, -2
@@ -230,7 +230,7 @@ class QuantizedLayer(CacheLayer):
             self.shape = (self.k.residual.shape[0],) + self.shape[1:]
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
-        self._rows(lambda t: t.index_select(0, beam_idx.to(t.device)))
+        self._rows(lambda t: t.index_select(0, on_device(beam_idx, t.device)))
 
     def select(self, indices) -> None:
         self._rows(lambda t: t[indices.to(t.device) if torch.is_tensor(indices) else indices])

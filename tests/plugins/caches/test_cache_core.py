@@ -154,3 +154,33 @@ def test_public_classes_are_importable_from_genplug():
     for name in ("DynamicCache", "StaticCache", "OffloadedCache", "OffloadedStaticCache", "QuantizedCache",
                  "SlidingWindowCache", "HybridCache", "EncoderDecoderCache"):
         assert issubclass(getattr(genplug, name), Cache)
+
+
+def test_a_beam_reorder_on_the_caches_device_dispatches_only_the_row_selections():
+    """Beam search reorders every layer each step: on the index's own device that is one row selection (and,
+    static, one copy back) per tensor, with no no-op ``.to`` in between -- which, under ``torch.inference_mode``
+    as callers often run generate, goes all the way through the dispatcher; the rows land where the index says."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from genplug.plugins.caches.dynamic import DynamicCache
+    from genplug.plugins.caches.static import StaticCache
+
+    class Dispatched(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    keys = torch.arange(3 * 2 * 4 * 5, dtype=torch.float32).view(3, 2, 4, 5)
+    beam_idx = torch.tensor([2, 2, 0])
+    for cache, per_layer in ((DynamicCache(), ["index_select"] * 2), (StaticCache(None, 8), ["index_select", "copy_"] * 2)):
+        for layer in range(2):
+            cache.update(keys + layer, -keys - layer, layer)
+        with torch.inference_mode(), Dispatched() as dispatched:
+            cache.reorder_cache(beam_idx)
+        assert dispatched.ops == per_layer * 2, type(cache).__name__
+        assert torch.equal(cache.layers[1].keys[:, :, :4], keys[beam_idx] + 1)
+        assert torch.equal(cache.layers[0].values[:, :, :4], -keys[beam_idx])
