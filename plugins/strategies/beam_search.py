@@ -156,17 +156,6 @@ def _ended_everywhere(over: torch.Tensor, synced_gpus: bool) -> bool:
     return bool(over)
 
 
-def _stop_flags(stopping_criteria, input_ids, scores) -> torch.Tensor:
-    """``stopping_criteria(input_ids, scores)`` (not empty); a plain StoppingCriteriaList is OR-ed here without
-    its all-False starting tensor (one allocation and one OR less per step)."""
-    if type(stopping_criteria) is not StoppingCriteriaList:
-        return stopping_criteria(input_ids, scores)
-    flags = stopping_criteria[0](input_ids, scores)
-    for criterion in stopping_criteria[1:]:
-        flags = flags | criterion(input_ids, scores)
-    return flags
-
-
 # ------------------------------------------------------------------------------------------- the state
 
 
@@ -247,7 +236,7 @@ class BeamSearchState:
         if cur + 1 >= L:  # max_length ends every candidate even without a max-length criterion
             hits = torch.ones_like(self._no_hits)
         elif stopping_criteria:
-            hits = _stop_flags(stopping_criteria, candidates[:, :cur + 1], scores_so_far).view(B, K)
+            hits = stopping_criteria(candidates[:, :cur + 1], scores_so_far).view(B, K)
         else:
             hits = self._no_hits
         self._hits = hits

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 import genplug
 from genplug.pipeline import build_stopping_criteria
@@ -69,3 +70,31 @@ def test_nothing_is_built_for_an_unset_config(registry):
     context = types.SimpleNamespace(model=None, tokenizer=None, eos_token_ids=None)
     criteria, _ = build_stopping_criteria(registry, config, context)
     assert list(criteria) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(answers=st.lists(st.lists(st.booleans(), min_size=3, max_size=3), max_size=4), only_at_max=st.booleans())
+def test_the_per_step_list_answers_as_the_whole_list_does(answers, only_at_max):
+    """per_step() leaves out criteria that stop only at max_length and ORs the rest starting from the first
+    answer (no all-False tensor): row for row the same flags as the full list's OR over the same criteria."""
+    from genplug.stopping import StoppingCriteria, StoppingCriteriaList
+
+    class Fixed(StoppingCriteria):
+        def __init__(self, rows):
+            self.rows = torch.tensor(rows)
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return self.rows.clone()
+
+    class AtMaxLength(Fixed):
+        stops_only_at_max_length = True
+
+    criteria = [Fixed(rows) for rows in answers]
+    full = StoppingCriteriaList(criteria + ([AtMaxLength([True] * 3)] if only_at_max else []))
+    per_step = full.per_step()
+    assert len(per_step) == len(criteria)
+    ids = torch.zeros(3, 2, dtype=torch.long)
+    expected = StoppingCriteriaList(criteria)(ids, None)
+    flags = per_step(ids, None)
+    assert flags.dtype == torch.bool and torch.equal(flags, expected)
+    assert torch.equal(expected, torch.tensor(answers).any(0) if answers else torch.zeros(3, dtype=torch.bool))
