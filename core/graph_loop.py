@@ -2,8 +2,9 @@
 
 Used by greedy search and sampling when the model offers a ``static_decode_step`` (genplug's native
 models do), the cache is static, the processors only look at the *set* of tokens so far (or at no
-history at all), and the only stopping criteria are max length and EOS. Each step -- forward,
-processors, token choice, EOS bookkeeping -- is captured once with ``torch.cuda.CUDAGraph`` and then
+history at all), and the stopping criteria are max length, EOS and criteria with a buffer form that
+reads no host value (stop strings: ``at_column``). Each step -- forward, processors, token choice, EOS
+bookkeeping, those criteria -- is captured once with ``torch.cuda.CUDAGraph`` and then
 replayed; optionally the model's part of the step is first compiled with ``torch.compile``
 (``compile_config``). The host learns that every row finished from a flag copied asynchronously to
 pinned memory and never waits for it. On a CPU the same step runs eagerly, which is how its logic is
@@ -77,9 +78,15 @@ def pipeline_refusal(processors, criteria, config, streamer=None, synced_gpus=Fa
                 use in _BUFFER_FORMS and not callable(getattr(p, _BUFFER_FORMS[use], None))):
             return f"processor {type(p).__name__} reads the token order or is not compile-safe"
     for c in criteria:
-        if type(c).__name__ not in ("MaxLengthCriteria", "EosTokenCriteria"):
+        if type(c).__name__ not in _LOOP_CRITERIA and not callable(getattr(c, "at_column", None)):
             return f"stopping criterion {type(c).__name__} is checked on the host"
     return None
+
+
+# Criteria the step itself handles: max length (the host counts steps) and EOS (the accept). Others run in the
+# captured step through their buffer form, ``at_column(tokens, column) -> (batch,) bool``: the answer the
+# criterion gives for ``tokens[:, :column + 1]``, with no host read (stop strings have one).
+_LOOP_CRITERIA = ("MaxLengthCriteria", "EosTokenCriteria")
 
 
 @torch.no_grad()
@@ -283,8 +290,15 @@ class _Session:
             # the token choice and the accept are one launch: its programs count themselves here
             arrivals = self.choice_arrivals = torch.zeros(1, dtype=torch.int32, device=device)
 
+        in_step_criteria = [c for c in criteria if type(c).__name__ not in _LOOP_CRITERIA]
+
+        def stop_rows():  # after a token's acceptance, which leaves `slot` at its column
+            for criterion in in_step_criteria:
+                unfinished.logical_and_(~criterion.at_column(tokens, slot))
+
         def first_token(logits):  # (refers to no `self`: a session in no reference cycle is freed once let go)
             accept(choose(process(tokens, logits.float(), slot), slot), slot)
+            stop_rows()
             if kernels is not None:
                 kernels.advance(tokens, slot, positions, valid, out=(fed, column_buffer))
 
@@ -308,9 +322,11 @@ class _Session:
                 kernels.choose_and_accept(scores, seed if do_sample else None, column, tokens, slot, unfinished,
                                           generated, eos, pad, advance_slot=True, feed_next=(fed, positions, valid),
                                           arrivals=arrivals)
+                stop_rows()
                 return
             accept(choose(scores, column), column)
             slot.add_(1)
+            stop_rows()
             if kernels is not None:
                 kernels.advance(tokens, slot, positions, valid, out=(fed, column_buffer))
 

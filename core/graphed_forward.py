@@ -1,8 +1,8 @@
 """The eager loop's one-token forward replayed from a CUDA graph, where the whole step cannot be.
 
 The CUDA-graph decode loop (:mod:`.graph_loop`) captures a whole step -- forward, processors, token
-choice, stopping -- and so refuses calls whose step needs the host: stop strings, a time limit or any
-stopping criterion checked on the host, processors that are Python callbacks or read the token order,
+choice, stopping -- and so refuses calls whose step needs the host: a time limit or any stopping
+criterion checked on the host, processors that are Python callbacks or read the token order,
 per-step scores or logits. Those calls run the eager loop, where a batch-1 step of a 1B model on an H100
 is bound by launching ~150-300 kernels from Python (~110 tokens/s against the graph loop's ~900,
 bench/probes/eager_paths.py). Their forward needs no host at all, though: with a static cache on CUDA it

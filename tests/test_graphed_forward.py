@@ -49,7 +49,7 @@ def _batch(tokenizer):
 def _settings(tokenizer, enc):
     prompt_len = enc["input_ids"].shape[1]
     return {
-        "stop strings": dict(stop_strings=["the", "."], tokenizer=tokenizer),
+        "max time": dict(max_time=600.0),
         "host criterion": dict(stopping_criteria=genplug.StoppingCriteriaList([StopAfter(prompt_len, [5, 11])])),
         "prefix callback": dict(prefix_allowed_tokens_fn=lambda row, ids: list(range(40, 400))),
         "sampling, scores": dict(do_sample=True, top_k=20, temperature=0.9, output_scores=True, output_logits=True,
@@ -59,7 +59,7 @@ def _settings(tokenizer, enc):
     }
 
 
-@pytest.mark.parametrize("name", ["stop strings", "host criterion", "prefix callback", "sampling, scores",
+@pytest.mark.parametrize("name", ["max time", "host criterion", "prefix callback", "sampling, scores",
                                   "eos, scores"])
 def test_the_graphed_forward_gives_the_eager_loops_tokens_scores_and_cache(model_and_tokenizer, counted, name):
     model, tokenizer = model_and_tokenizer
@@ -122,21 +122,22 @@ def test_not_used_where_the_whole_step_graph_runs_or_when_it_cannot(model_and_to
     enc = _batch(tokenizer)
     kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=6)
     genplug.generate(model, enc["input_ids"], cache_implementation="static", **kw)  # the graph loop's call
-    genplug.generate(model, enc["input_ids"], stop_strings=["the"], tokenizer=tokenizer, **kw)  # dynamic cache
-    genplug.generate(model, enc["input_ids"], cache_implementation="static", stop_strings=["the"],
-                     tokenizer=tokenizer, output_hidden_states=True, return_dict_in_generate=True, **kw)
-    monkeypatch.setenv("GENPLUG_GRAPHED_FORWARD", "0")
+    # stop strings run inside the whole-step graph (their buffer form), not through the graphed forward
     genplug.generate(model, enc["input_ids"], cache_implementation="static", stop_strings=["the"], tokenizer=tokenizer,
                      **kw)
+    genplug.generate(model, enc["input_ids"], max_time=600.0, **kw)  # dynamic cache
+    genplug.generate(model, enc["input_ids"], cache_implementation="static", max_time=600.0,
+                     output_hidden_states=True, return_dict_in_generate=True, **kw)
+    monkeypatch.setenv("GENPLUG_GRAPHED_FORWARD", "0")
+    genplug.generate(model, enc["input_ids"], cache_implementation="static", max_time=600.0, **kw)
     assert counted == []
     monkeypatch.delenv("GENPLUG_GRAPHED_FORWARD")
-    genplug.generate(model, enc["input_ids"], cache_implementation="static", stop_strings=["the"], tokenizer=tokenizer,
-                     **kw)
+    genplug.generate(model, enc["input_ids"], cache_implementation="static", max_time=600.0, **kw)
     assert counted
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("extra", [dict(stop_strings=["the"]), dict(output_scores=True, return_dict_in_generate=True),
+@pytest.mark.parametrize("extra", [dict(max_time=600.0), dict(output_scores=True, return_dict_in_generate=True),
                                    dict(num_beams=3, output_scores=True, return_dict_in_generate=True)])
 def test_on_a_gpu_the_replayed_forward_equals_the_eager_forward(extra):
     model, tokenizer = genplug.load_model()

@@ -50,11 +50,32 @@ class StopStringCriteria(StoppingCriteria):
         return self._tables.window
 
     def __call__(self, input_ids: torch.LongTensor, scores: Optional[torch.FloatTensor], **kwargs) -> torch.BoolTensor:
-        tables, string_index = self._on(input_ids.device)
+        tables, _ = self._on(input_ids.device)
+        return self._completed(input_ids[:, -tables.window:].flip(1))
+
+    def at_column(self, tokens: torch.LongTensor, column: torch.Tensor) -> torch.BoolTensor:
+        """What ``self(tokens[:, :column + 1], None)`` answers, for a fixed-shape token buffer and a 0-d
+        device ``column`` (the newest token's): no host read and no shape that depends on ``column``, so the
+        CUDA-graph decode loop captures it in its step. Columns before the first are -1, a token that
+        matches nothing, which decides as their absence does (tested against ``__call__``)."""
+        tables, _ = self._on(tokens.device)
+        back = torch.arange(tables.window, device=tokens.device)
+        at = column - back  # newest first
+        recent = tokens.gather(1, at.clamp(min=0).expand(tokens.shape[0], -1))
+        return self._completed(recent.masked_fill(at < 0, -1))
+
+    def graph_key(self) -> tuple:
+        """What a captured step's reads of this criterion follow from (the CUDA-graph loop's reuse key): the
+        stop strings and the lookup tables, which are shared per tokenizer and strings -- a graph holding
+        this criterion keeps its tables alive, so an equal id is the same tables."""
+        return self.stop_strings, id(self._tables)
+
+    def _completed(self, recent: torch.LongTensor) -> torch.BoolTensor:
+        """Rows whose newest tokens ``recent`` (B, k; newest first) complete a stop string."""
+        tables, string_index = self._on(recent.device)
         width = tables.fits.shape[-1]
-        # Newest token first. Ids outside the vocabulary become -1, which indexes the last table
-        # slot: a token that matches nothing.
-        recent = input_ids[:, -tables.window:].flip(1).clamp(-1, tables.row_of_id.shape[0] - 1)
+        # Ids outside the vocabulary become -1, which indexes the last table slot: a token that matches nothing.
+        recent = recent.clamp(-1, tables.row_of_id.shape[0] - 1)
         rows = tables.row_of_id[recent]  # (B, k)
         lengths = tables.token_length[recent]
         lengths[:, 0] = 0

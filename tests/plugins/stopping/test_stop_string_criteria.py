@@ -164,6 +164,42 @@ def test_matches_transformers(any_tokenizer, data):
     assert ours(batch, None).tolist() == theirs(batch, None).tolist()
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_buffer_form_answers_as_the_prefix_does(any_tokenizer, data):
+    """at_column(buffer, c) -- what the CUDA-graph decode loop captures -- equals the criterion called on
+    buffer[:, :c + 1] for every column c, the first ones (fewer tokens than the window) included, whatever
+    fills the buffer after c; and transformers' answer on that prefix (an independent oracle)."""
+    strings = data.draw(_stop_strings())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            theirs = HFStopStringCriteria(any_tokenizer, strings)
+        except ValueError:
+            return
+        ours = StopStringCriteria(any_tokenizer, strings)
+    batch = _rows(data.draw, any_tokenizer, strings, data.draw(st.integers(1, 3)))
+    tail = torch.randint(0, any_tokenizer.vocab_size, (batch.shape[0], data.draw(st.integers(0, 5))),
+                         generator=torch.Generator().manual_seed(data.draw(st.integers(0, 2**16))))
+    buffer = torch.cat((batch, tail), dim=1)
+    for column in range(batch.shape[1]):
+        expected = ours(batch[:, :column + 1], None)
+        assert torch.equal(ours.at_column(buffer, torch.tensor(column)), expected), column
+        assert expected.tolist() == theirs(batch[:, :column + 1], None).tolist(), column
+
+
+def test_the_buffer_form_finds_stops_and_keys_graphs_by_strings_and_tables(any_tokenizer):
+    """A seeded case where the buffer form does find stops (so the property above is not vacuous), and the
+    graph key: equal for the same strings over the same tokenizer, different for other strings."""
+    strings = ["stop", "\n\n", "s"]
+    ours = StopStringCriteria(any_tokenizer, strings)
+    encoded = torch.tensor(any_tokenizer.encode(CORPUS_TEXT, add_special_tokens=False))[None, :40]
+    found = [bool(ours.at_column(encoded, torch.tensor(c))) for c in range(encoded.shape[1])]
+    assert found == [bool(ours(encoded[:, :c + 1], None)) for c in range(encoded.shape[1])] and any(found)
+    assert StopStringCriteria(any_tokenizer, strings).graph_key() == ours.graph_key()
+    assert StopStringCriteria(any_tokenizer, ["stop"]).graph_key() != ours.graph_key()
+
+
 def test_parity_sweep_finds_many_stops(any_tokenizer):
     """A seeded sweep whose count of positives shows the parity test is not vacuous."""
     generator = torch.Generator().manual_seed(0)
