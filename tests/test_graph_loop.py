@@ -1,5 +1,7 @@
 """The static-shape (CUDA-graph) decode loop, run eagerly on the CPU, against the eager loop."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -394,6 +396,29 @@ def test_stop_strings_run_in_the_graph_loop_and_stop_where_the_eager_loop_does(m
         assert torch.equal(graph, eager)
         assert graph.shape[1] < prompt_len + 40  # every row stopped early
         assert stops[0] in tokenizer.decode(graph[0, prompt_len:], skip_special_tokens=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_on_a_gpu_stop_strings_are_captured_in_the_step_and_stop_as_the_eager_loop_does(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    model = model.to("cuda", torch.bfloat16)
+    try:
+        enc = _batch(tokenizer).to("cuda")
+        free = genplug.generate(model, enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=40)
+        words = tokenizer.decode(free[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).split()
+        kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=40, cache_implementation="static",
+                  stop_strings=[w for w in words[3:] if len(w) > 2][:2], tokenizer=tokenizer)
+        graph_loop.LAST_CAPTURE_SECONDS = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            graph = genplug.generate(model, enc["input_ids"], **kw)
+        assert graph_loop.LAST_CAPTURE_SECONDS is not None  # the graph loop took the call...
+        assert not [w for w in caught if "could not be captured" in str(w.message)]  # ...and captured its step
+        assert torch.equal(graph, genplug.generate(model, enc["input_ids"], disable_compile=True, **kw))
+        assert graph.shape[1] < enc["input_ids"].shape[1] + 40
+    finally:
+        graph_loop.release(model)
+        model.to("cpu", torch.float32)
 
 
 def test_a_graph_with_stop_strings_is_replayed_only_for_the_same_strings(model_and_tokenizer, on_cpu):

@@ -1,7 +1,8 @@
 """Batch-1 decoding on a GPU for calls the whole-step CUDA graph refuses (a stopping criterion checked on the
 host, per-step scores, beam search): genplug's eager loop with its forward replayed from a CUDA graph
 (core/graphed_forward.py, fourteenth session) against the same loop without it (GENPLUG_GRAPHED_FORWARD=0),
-the whole-step graph loop on a call it takes, and transformers' static cache + compile with the same criterion.
+the whole-step graph loop on a call it takes (also with stop strings, which it checks inside the step since the
+fifteenth session), and transformers' static cache + compile with the same criterion.
 Issue 9's model (random Llama-3.2-1B shape, bf16, prompt 128, 256 new tokens). Prints tokens/s (best of
 ``--repeats`` calls after a first; for beam search, the returned sequence's new tokens) and whether the
 greedy tokens agree.
@@ -42,6 +43,8 @@ def main():
     static = dict(max_new_tokens=NEW, eos_token_id=None, cache_implementation="static")
     criterion = genplug.StoppingCriteriaList([NeverStops()])
     scores = dict(output_scores=True, return_dict_in_generate=True)
+    # stop strings over the embedded model's tokenizer (ids past its vocabulary spell nothing: no row stops)
+    stops = dict(stop_strings=["The end.", "\n\n"], tokenizer=genplug.load_model()[1])
 
     def plain(env_off=False, **kw):
         def call():
@@ -58,6 +61,8 @@ def main():
         "whole-step graph loop (no host criterion)": plain(),
         "host criterion, graphed forward": plain(stopping_criteria=criterion),
         "host criterion, eager forward (GENPLUG_GRAPHED_FORWARD=0)": plain(True, stopping_criteria=criterion),
+        "stop strings, whole-step graph (fifteenth session)": plain(**stops),
+        "stop strings, eager loop (disable_compile=True)": plain(disable_compile=True, **stops),
         "output_scores, graphed forward": plain(**scores),
         "output_scores, eager forward": plain(True, **scores),
         "sampling + host criterion, graphed forward": plain(stopping_criteria=criterion, **SAMPLING),

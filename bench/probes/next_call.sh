@@ -2,7 +2,8 @@
 # The next session's first device call (written 2026-12-06, fourteenth session; ~4-9 minutes): on an H200 -- the
 # issue's own card, never lent so far -- issue 9's whole table (b1_b16_table.sh); on an H100 the paths this session
 # built and could not finish timing: the graphed forward's cells (output_scores now captures without a garbage
-# collection; beam search through it) and the CUDA tests of the graph loop, graphed forward and prefill graph.
+# collection; beam search through it; stop strings, which the whole-step graph checks since the fifteenth session)
+# and the CUDA tests of the graph loop (stop strings included), graphed forward and prefill graph.
 # Usage: bash bench/probes/next_call.sh
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/device_setup.sh"
