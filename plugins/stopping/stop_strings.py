@@ -50,16 +50,14 @@ class StopStringCriteria(StoppingCriteria):
         return self._tables.window
 
     def __call__(self, input_ids: torch.LongTensor, scores: Optional[torch.FloatTensor], **kwargs) -> torch.BoolTensor:
-        tables, _ = self._on(input_ids.device)
-        return self._completed(input_ids[:, -tables.window:].flip(1))
+        return self._completed(input_ids[:, -self.window:].flip(1))
 
     def at_column(self, tokens: torch.LongTensor, column: torch.Tensor) -> torch.BoolTensor:
         """What ``self(tokens[:, :column + 1], None)`` answers, for a fixed-shape token buffer and a 0-d
         device ``column`` (the newest token's): no host read and no shape that depends on ``column``, so the
         CUDA-graph decode loop captures it in its step. Columns before the first are -1, a token that
         matches nothing, which decides as their absence does (tested against ``__call__``)."""
-        tables, _ = self._on(tokens.device)
-        back = torch.arange(tables.window, device=tokens.device)
+        back = torch.arange(self.window, device=tokens.device)
         at = column - back  # newest first
         recent = tokens.gather(1, at.clamp(min=0).expand(tokens.shape[0], -1))
         return self._completed(recent.masked_fill(at < 0, -1))
