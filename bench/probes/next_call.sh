@@ -12,6 +12,6 @@ if [ "$h200" = 1 ]; then
 else
   timeout 330 python bench/probes/graphed_forward_speed.py 2>&1 | grep -v -i -e warn -e Writing \
     | tee "$out/graphed_forward_speed.txt"
-  timeout 200 python -m pytest -q -p no:cacheprovider tests/test_graphed_forward.py tests/test_graph_loop.py \
+  timeout 200 python -m pytest -q -p no:cacheprovider tests/test_graphed_forward.py tests/test_graph_loop.py tests/test_graph_loop_stop_strings.py \
     tests/test_prefill_graph.py > "$out/cuda_tests.txt" 2>&1; tail -2 "$out/cuda_tests.txt"
 fi
