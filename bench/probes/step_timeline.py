@@ -16,12 +16,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_kernels import one_step_setting  # noqa: E402
 
-GEMV_ROLES = ("q/k/v GEMV", "output GEMV", "down GEMV")
+GEMV_ROLES = ("q/k/v GEMV", "output GEMV", "gate/up GEMV", "down GEMV")  # a layer's, in order (since the 12th session)
 
 
-def kind_of(name: str, gemvs_seen: int) -> str:
+def kind_of(name: str, gemvs_seen: int, gemvs_in_step: int) -> str:
     if "gemv" in name:
-        return GEMV_ROLES[gemvs_seen % 3]
+        if gemvs_seen == gemvs_in_step - 1:
+            return "output head GEMV"
+        return GEMV_ROLES[gemvs_seen % len(GEMV_ROLES)]
     if "rms_norm" in name:
         return "add+norm"
     if "attention" in name:
@@ -64,8 +66,9 @@ def main():
     print(f"kernels in the replay: {len(kernels)}; first start to last end {kernels[-1][1] - kernels[0][0]:.1f} us")
     shares, durations, counts = defaultdict(float), defaultdict(float), defaultdict(int)
     latest, gemvs, rows = kernels[0][0], 0, []
+    gemvs_in_step = sum("gemv" in name for _, _, name in kernels)
     for begin, finish, name in kernels:
-        kind = kind_of(name, gemvs)
+        kind = kind_of(name, gemvs, gemvs_in_step)
         gemvs += "gemv" in name
         shares[kind] += max(0.0, finish - latest)
         durations[kind] += finish - begin
