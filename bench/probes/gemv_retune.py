@@ -4,8 +4,9 @@ The tiles in decode_kernels._gemv_config were chosen on H100s (~3.0 TB/s). A car
 (an H200, ~4.2 TB/s) needs more bytes in flight to stream at its rate, so the best tile may differ.
 First every shape of the 1B model's step ([out, in] storage, as store_for_gpu_decode leaves it) is
 timed alone over a small grid around the shipped tile (GB/s, each call reading its weights from memory);
-then, in the same process, the native 1B model decodes 256 tokens at batch 1 with the shipped tiles and
-with the best ones, alternately, and the graph loop's tokens are checked against the eager path.
+then, in the same process, the native 1B model decodes 256 tokens at batch 1 with the tiles shipped before
+the sixteenth session, the shipped ones and the best ones here, in turn, and the graph loop's tokens are
+checked against the eager path under the same tiles.
 
 Run on the accelerator: python bench/probes/gemv_retune.py [--quick]
 """
@@ -26,6 +27,13 @@ import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug.plugins.models.llama import decode_kernels as dk  # noqa: E402
 
 SHIPPED = dk._gemv_config
+
+
+def previous_tiles(in_width, out_width, k_contiguous):
+    """The tiles shipped before the sixteenth session (tuned on H100s in the seventh)."""
+    if k_contiguous:
+        return 16, 256 if in_width >= 4096 or out_width > in_width else 128, 8 if in_width <= 2048 else 4, 2, 8
+    return 64, 256, 4, 4, 8
 
 
 def grid(quick: bool):
@@ -86,11 +94,11 @@ def main():
         return genplug.generate(native, ids, cache_implementation="static", max_new_tokens=gpu_decode.NEW,
                                 eos_token_id=None, **extra)
 
-    eager = run(disable_compile=True)
     for round_ in range(2):
-        for label, chooser in (("shipped", SHIPPED), ("tuned", with_configs(best))):
+        for label, chooser in (("previous", previous_tiles), ("shipped", SHIPPED), ("tuned", with_configs(best))):
             dk._gemv_config = chooser
             graph_loop.release(native)
+            eager = run(disable_compile=True)  # the eager forward runs the same GEMVs (same sums)
             first, out = gpu_decode.timed(run)
             fastest = min(gpu_decode.timed(run)[0] for _ in range(3))
             print(f"round {round_}: {label:8} {gpu_decode.NEW / fastest:7.1f} tokens/s; graph == eager "

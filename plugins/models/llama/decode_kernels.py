@@ -445,10 +445,20 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
 
 
 def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int, int, int, int, int]:
-    """(block_n, block_k, warps, stages, programs per SM): the best of bench/probes/gemv_configs.py on an
-    H100 for the 1B shapes (qkv 2048x3072, o 2048x2048, down 8192x2048 stored [out, in])."""
+    """(block_n, block_k, warps, stages, programs per SM) by the shape's kind, from the 1B model's shapes
+    timed alone on an H100 (``python bench/probes/gemv_retune.py``, sixteenth session; GB/s then against
+    the tiles shipped before, at 3.01 TB/s copy bandwidth): q/k/v 2048x3072 2,668 against 1,942, down
+    8192x2048 2,551 against 2,324, gate/up 2048x16384 2,804 against 2,743; the output projection and
+    the output head kept theirs (2,382 and 3,082, within 1% of the best). The whole step with the new
+    tiles: 933.7 / 933.6 tokens/s against 899.7 / 901.7 (batch-1 greedy, same process)."""
     if k_contiguous:  # [out, in] storage: each program reads whole rows of k
-        return 16, 256 if in_width >= 4096 or out_width > in_width else 128, 8 if in_width <= 2048 else 4, 2, 8
+        if in_width > out_width:  # the down projection: few columns, long rows
+            return 16, 128, 4, 2, 8
+        if out_width >= 32 * in_width:  # an output head: thousands of column tiles fill the GPU unsplit
+            return 16, 256, 8, 2, 8
+        if in_width < out_width <= 2 * in_width:  # q/k/v: few columns, so wider tiles
+            return 32, 128, 8, 2, 8
+        return 16, 128, 8, 2, 8  # the output projection, gate/up
     return 64, 256, 4, 4, 8
 
 
