@@ -106,8 +106,13 @@ def _gated_kernel(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr, GATE: tl.con
     tl.store(out_ptr + row * width + cols, _gated(gate, up, GATE).to(out_ptr.dtype.element_ty), mask=inside)
 
 @triton.jit
-def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr, X_GATE: tl.constexpr):
-    """The GEMV's input at ``k`` in float32: summed partial sums, or act(gate) * up of them."""
+def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr, X_GATE: tl.constexpr,
+                norm_weight_ptr, X_NORM: tl.constexpr):
+    """The GEMV's input at ``k`` in float32: summed partial sums, or act(gate) * up of them; with X_NORM
+    the residual times the norm's weight (its 1/rms is applied to the sums, see :class:`PendingNorm`)."""
+    if X_NORM:
+        x = tl.load(x_ptr + k, mask=k_in, other=0.0).to(tl.float32)
+        return x * tl.load(norm_weight_ptr + k, mask=k_in, other=0.0).to(tl.float32)
     if X_GATE > 0:
         gate = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
         up = _summed(x_ptr + in_width, k, k_in, X_PARTS, x_parts_stride)
@@ -117,13 +122,17 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
 @triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
+                 norm_weight_ptr, squares_ptr, pieces, norm_eps,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, X_NORM: tl.constexpr,
+                 PIECES: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_GATE, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
     # With W_PARTS > 1, w is the concatenation of W_PARTS matrices stored apart (a transformers model's
     # q/k/v or gate/up, read in place): columns from bound1 (bound2) on are w1's (w2's).
+    # With X_NORM, x is a residual whose RMS norm is still pending: sum_k x[k] * weight[k] * w[k, n], then
+    # times 1/rms from the `pieces` partial sums of squares the add kernel left (linear, so per split).
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -150,17 +159,20 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
             ahead = k + BLOCK_K
             w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + local[None, :] * w_stride_n,
                               mask=(ahead < last)[:, None] & n_in[None, :], other=0.0)
-            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE, norm_weight_ptr, X_NORM)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
             w = w_ahead
     else:
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             k_in = k < last
-            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_GATE)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_GATE, norm_weight_ptr, X_NORM)
             w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                         mask=k_in[:, None] & n_in[None, :], other=0.0)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
+    if X_NORM:
+        squares = tl.load(squares_ptr + tl.arange(0, PIECES), mask=tl.arange(0, PIECES) < pieces, other=0.0)
+        acc *= 1.0 / tl.sqrt(tl.sum(squares, axis=0) / in_width + norm_eps)
     if HAS_BIAS:
         if split == 0:
             acc += tl.load(bias_ptr + local, mask=n_in, other=0.0).to(tl.float32)
@@ -348,6 +360,26 @@ class PartialSums:
         return self.parts.sum(0).unsqueeze(1)
 
 
+class PendingNorm:
+    """A one-row RMS norm not yet applied: ``rms_norm(total) * weight`` is what the consumer should read.
+
+    :func:`.deferred_norm.add_deferring_norm` leaves the residual sum ``total [1, 1, width]`` and the
+    partial sums of its squares ``squares [pieces]`` (from many programs, not one); :func:`gemv` reads
+    ``total * weight`` and multiplies its sums by 1/rms at the end -- the same map, with the normed input
+    not rounded to the model dtype first.
+    """
+
+    __slots__ = ("total", "weight", "eps", "squares")
+
+    def __init__(self, total: torch.Tensor, weight: torch.Tensor, eps: float, squares: torch.Tensor):
+        self.total, self.weight, self.eps, self.squares = total, weight, eps, squares
+
+    def normed(self) -> torch.Tensor:
+        """The normed row in the model dtype (for tests and consumers other than the GEMV)."""
+        scale = torch.rsqrt(self.squares.sum() / self.total.shape[-1] + self.eps)
+        return (self.total.float() * scale * self.weight.float()).to(self.total.dtype)
+
+
 def _as_parts(x) -> Tuple[torch.Tensor, int, int]:
     """``(tensor, number of parts, stride between parts)`` of a tensor or :class:`PartialSums`."""
     if isinstance(x, PartialSums):
@@ -396,7 +428,7 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
          config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False) -> PartialSums:
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
-    ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
+    ``x`` is ``[1, 1, in]`` (or partial sums of it, or a :class:`PendingNorm`: the normed row); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
     see :data:`GATES`) it is the gate/up projection ``[1, 1, 2 * in]`` and the input is
     ``act(gate) * up``, computed while loading.
     ``weight_t`` may also be a sequence of up to 3 matrices ``[in, out_i]`` (and ``bias`` a sequence
@@ -418,7 +450,10 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
                          f"(all but the last) are multiples of {PART_ALIGNMENT}, with all biases or none")
     weight_t, bias = parts[0], biases[0]
     in_width, out_width = weight_t.shape[0], sum(w.shape[1] for w in parts)
-    x, x_parts, x_stride = _as_parts(x)
+    norm = x if isinstance(x, PendingNorm) else None
+    if norm is not None and gated_input is not None:
+        raise ValueError("gemv: a pending norm's input cannot also be a gated one")
+    x, x_parts, x_stride = _as_parts(norm.total if norm is not None else x)
     block_n, block_k, warps, stages, per_sm = config or _gemv_config(in_width, out_width, weight_t.stride(0) == 1)
     columns = triton.cdiv(out_width, block_n)
     # enough programs to fill the GPU, but few splits: the consumer reads every split's partial sums
@@ -437,11 +472,17 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
         raise ValueError(f"gemv: part boundaries {bounds} are not multiples of block_n={block_n}")
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
-        in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
-        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
-        launch_pdl=pdl,
+        in_width, out_width, k_per_split, *extra, *(_norm_arguments(norm) if norm is not None else (x, x, 0, 0.0)),
+        X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
+        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, X_NORM=norm is not None,
+        PIECES=triton.next_power_of_2(norm.squares.numel()) if norm is not None else 1,
+        num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return PartialSums(out)
+
+
+def _norm_arguments(norm: PendingNorm):
+    return norm.weight, norm.squares, norm.squares.numel(), float(norm.eps)
 
 
 def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int, int, int, int, int]:

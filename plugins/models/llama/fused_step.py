@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import decode_kernels
+from . import decode_kernels, deferred_norm
 
 # The CUDA-graph step reads cos/sin from RoPE's table by position instead of launching RoPE's small
 # kernels (bench/probes/step_variants.py switches it off: on an H100, 2026-12-05, batch-1 greedy
@@ -107,7 +107,7 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
         scale = table.scale_in(table.weight_t.dtype) if table.scale is not None else None
         residual, normed = decode_kernels.embed_rms_norm(token, table.weight_t, scale, norm.scale(), norm.eps)
     else:
-        residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
+        residual, normed = _add_norm(residual, delta, norm, delta_norm, attn.qkv_proj, one_row)
     qkv = _matmul(attn.qkv_proj, normed, one_row)
     out = decode_kernels.rope_cache_attention(
         qkv, cos, sin, slot, valid, keys, values,
@@ -120,8 +120,8 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     else:  # Gemma 2/3: normed first, and the MLP's input has a norm of its own
         post = layer.post_attention_layernorm
         norm, attended_norm = layer.pre_feedforward_layernorm, (post.scale(), post.eps)
-    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.scale(),
-                                                   norm.eps, attended_norm)
+    residual, normed = _add_norm(residual, _matmul(attn.o_proj, out, one_row), norm, attended_norm,
+                                 mlp.gate_up_proj, one_row)
     post = layer.post_feedforward_layernorm
     mlp_norm = None if post is None else (post.scale(), post.eps)
     gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
@@ -136,6 +136,15 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
         gate, up = gate_up.chunk(2, dim=-1)
         activated = mlp.act(gate) * up
     return residual, down.forward(activated), mlp_norm
+
+
+def _add_norm(residual, delta, norm, delta_norm, consumer, one_row: bool):
+    """``(residual + delta, its norm)`` through :func:`.decode_kernels.add_rms_norm`, or, with
+    :data:`.deferred_norm.DEFERRED_NORM` where ``consumer`` runs through the GEMV, the add alone with the
+    norm left to that GEMV (:func:`.deferred_norm.add_deferring_norm`)."""
+    if deferred_norm.DEFERRED_NORM and delta is not None and delta_norm is None and _gemv_takes(consumer, one_row):
+        return deferred_norm.add_deferring_norm(residual, delta, norm.scale(), norm.eps)
+    return decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
 
 
 def _gemv_takes(projection, one_row: bool) -> bool:
