@@ -67,6 +67,10 @@ VARIANTS = [  # (name, changes to the shipped setting)
     # the add of each layer's two add+norms in 16 programs, the norm applied by the q/k/v and gate/up GEMVs
     # (plugins/models/llama/deferred_norm.py, sixteenth session; not yet timed)
     ("norm deferred to the GEMVs", dict(deferred_norm=True)),
+    # fewer attention splits: fewer softmax states to merge, more slots per program (only the first tile
+    # is read before the PDL wait); last timed against 16 splits before the early loads (sixth session)
+    ("attention 4 splits", dict(attention=(4, 4, 32, 4, 1))),
+    ("attention 4 splits x 64 slots", dict(attention=(4, 4, 64, 4, 1))),
     # every split's cached slots in one tile, read before the PDL wait (shipped since the eleventh session: 16
     # splits); 8 splits of up to 48 slots at 384 take a second tile after it
     ("attention 8 splits (tuned before)", dict(attention=(8, 4, 32, 4, 1))),
