@@ -170,6 +170,18 @@ def test_gemv_refuses_parts_it_cannot_read_as_one(kernels):
             kernels.gemv(x, weights, biases)
 
 
+@settings(max_examples=200, deadline=None)
+@given(in_width=st.integers(1, 1 << 16), out_width=st.integers(1, 1 << 18), k_contiguous=st.booleans())
+def test_every_gemv_tile_can_read_separately_stored_parts(kernels, in_width, out_width, k_contiguous):
+    """Whatever tile the GEMV picks for a shape, part boundaries at multiples of PART_ALIGNMENT fall on its
+    column tiles (gemv refuses the call otherwise), and the tile is a shape Triton can build."""
+    block_n, block_k, warps, stages, per_sm = kernels._gemv_config(in_width, out_width, k_contiguous)
+    assert kernels.PART_ALIGNMENT % block_n == 0
+    for size in (block_n, block_k, warps):
+        assert size & (size - 1) == 0  # powers of two
+    assert block_n * block_k <= 128 * 128 and stages >= 1 and per_sm >= 1
+
+
 @settings(max_examples=10, deadline=None)
 @given(in_width=st.integers(1, 200), out_width=st.integers(1, 100), seed=st.integers(0, 2**16))
 def test_gemv_with_gated_input_matches_torch(kernels, in_width, out_width, seed):
