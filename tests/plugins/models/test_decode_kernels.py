@@ -360,14 +360,6 @@ def test_rope_cache_attention_refuses_mismatched_buffers(kernels):
                                      torch.tensor(0), torch.ones(1, 4, dtype=torch.bool), keys, values, 1, 1, 8)
 
 
-@pytest.fixture
-def graph_on_cpu(monkeypatch):
-    import genplug.graph_loop as graph_loop
-
-    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
-    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
-    return graph_loop
-
 
 @pytest.mark.parametrize("qk_norm", [False, True], ids=["llama", "qwen3 norms"])
 @pytest.mark.parametrize("rows", [1, 2], ids=["one row: GEMV kernels", "two rows: PyTorch matmuls"])

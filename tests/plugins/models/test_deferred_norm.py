@@ -116,17 +116,14 @@ def test_the_step_with_deferred_norms_stays_close_to_the_unfused_step(deferred, 
     assert (fused.float().argmax(-1) == unfused.argmax(-1)).all()
 
 
-def test_the_graph_loop_with_deferred_norms_equals_the_eager_loop(deferred, monkeypatch):
+def test_the_graph_loop_with_deferred_norms_equals_the_eager_loop(deferred, graph_on_cpu):
     """Both run the same kernels, so greedy output is bit for bit the same."""
     import genplug
-    import genplug.graph_loop as graph_loop
 
-    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
-    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
     model = native_model(seed=1).to(DEVICE, torch.bfloat16)
     model.store_for_gpu_decode()
     prompt = torch.tensor([[5, 9, 17, 3, 44]], device=DEVICE)
     kw = dict(max_new_tokens=8, cache_implementation="static", pad_token_id=0)
     graph = genplug.generate(model, prompt, **kw)
-    assert graph_loop.LAST_CAPTURE_SECONDS is not None
+    assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
     assert torch.equal(graph, genplug.generate(model, prompt, disable_compile=True, **kw))
