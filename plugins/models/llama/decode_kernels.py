@@ -122,10 +122,10 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
 @triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
-                 norm_weight_ptr, squares_ptr, pieces, norm_eps,
+                 norm_weight_ptr, squares_ptr, pieces, norm_eps, residual_ptr, squares_out_ptr,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, X_NORM: tl.constexpr,
-                 PIECES: tl.constexpr):
+                 PIECES: tl.constexpr, ADD_RESIDUAL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_GATE, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
@@ -133,6 +133,8 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     # q/k/v or gate/up, read in place): columns from bound1 (bound2) on are w1's (w2's).
     # With X_NORM, x is a residual whose RMS norm is still pending: sum_k x[k] * weight[k] * w[k, n], then
     # times 1/rms from the `pieces` partial sums of squares the add kernel left (linear, so per split).
+    # With ADD_RESIDUAL (one split), out = residual + x @ w in the model dtype, and squares_out[pid_n] the
+    # sum of its squares: the residual add of the next norm, with that norm left to its consumer.
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -176,7 +178,14 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     if HAS_BIAS:
         if split == 0:
             acc += tl.load(bias_ptr + local, mask=n_in, other=0.0).to(tl.float32)
-    tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
+    if ADD_RESIDUAL:
+        acc += tl.load(residual_ptr + n, mask=n_in, other=0.0).to(tl.float32)
+        total = acc.to(out_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
+        tl.store(out_ptr + n, total, mask=n_in)
+        total = total.to(tl.float32)
+        tl.store(squares_out_ptr + pid_n, tl.sum(total * total, axis=0))
+    else:
+        tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
 
 @triton.jit
 def _rope_cache_attention_kernel(
@@ -380,6 +389,20 @@ class PendingNorm:
         return (self.total.float() * scale * self.weight.float()).to(self.total.dtype)
 
 
+class SummedResidual:
+    """A one-row residual sum ``total [1, 1, width]`` added by a GEMV's last step (:func:`gemv` with
+    ``residual``), and the sums of squares of its column tiles ``squares [tiles]``: all the next RMS norm
+    needs, so that norm can be left to the GEMV that reads it (:meth:`pending`)."""
+
+    __slots__ = ("total", "squares")
+
+    def __init__(self, total: torch.Tensor, squares: torch.Tensor):
+        self.total, self.squares = total, squares
+
+    def pending(self, weight: torch.Tensor, eps: float) -> PendingNorm:
+        return PendingNorm(self.total, weight, eps, self.squares)
+
+
 def _as_parts(x) -> Tuple[torch.Tensor, int, int]:
     """``(tensor, number of parts, stride between parts)`` of a tensor or :class:`PartialSums`."""
     if isinstance(x, PartialSums):
@@ -425,7 +448,8 @@ GATES = {"silu": 1, "gelu_tanh": 2}  # the gated MLP activations the kernels com
 
 
 def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
-         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False) -> PartialSums:
+         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False,
+         residual: Optional[torch.Tensor] = None):
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
     ``x`` is ``[1, 1, in]`` (or partial sums of it, or a :class:`PendingNorm`: the normed row); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
@@ -435,6 +459,7 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     like it), read in place as their concatenation ``[in, sum out_i]`` (:func:`gemv_applies_to_parts`).
     ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
     ``checked=True``: the caller has checked :func:`gemv_applies_to_parts` (the fused step, every step).
+    With ``residual [1, 1, out]``, one split and a :class:`SummedResidual` ``residual + x @ weight_t``.
     """
     parts = list(weight_t) if isinstance(weight_t, (list, tuple)) else [weight_t]
     if isinstance(bias, (list, tuple)):
@@ -454,13 +479,20 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     if norm is not None and gated_input is not None:
         raise ValueError("gemv: a pending norm's input cannot also be a gated one")
     x, x_parts, x_stride = _as_parts(norm.total if norm is not None else x)
-    block_n, block_k, warps, stages, per_sm = config or _gemv_config(in_width, out_width, weight_t.stride(0) == 1)
+    tiles = _residual_gemv_config if residual is not None else _gemv_config
+    block_n, block_k, warps, stages, per_sm = config or tiles(in_width, out_width, weight_t.stride(0) == 1)
     columns = triton.cdiv(out_width, block_n)
     # enough programs to fill the GPU, but few splits: the consumer reads every split's partial sums
     splits = max(1, min(MAX_SPLITS, triton.cdiv(in_width, block_k), per_sm * _sm_count(weight_t.device) // columns))
     k_per_split = triton.cdiv(triton.cdiv(in_width, splits), block_k) * block_k
     splits = triton.cdiv(in_width, k_per_split)
-    out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
+    if residual is not None:  # one program owns each column: it adds the residual and sums its squares
+        if residual.numel() != out_width:
+            raise ValueError(f"gemv: the residual must be one row of {out_width}, not {tuple(residual.shape)}")
+        k_per_split, splits = in_width, 1
+        out, squares_out = torch.empty_like(residual), torch.empty(columns, dtype=torch.float32, device=residual.device)
+    else:
+        out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
     pdl = triton_support.dependent_launch(weight_t.device)
     bounds = [sum(w.shape[1] for w in parts[:i]) for i in range(1, MAX_WEIGHT_PARTS)]
     extra = []  # (weight, bias, first column) of the second and third parts, if any
@@ -473,12 +505,13 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
         in_width, out_width, k_per_split, *extra, *(_norm_arguments(norm) if norm is not None else (x, x, 0, 0.0)),
+        *((residual.contiguous(), squares_out) if residual is not None else (out, out)),
         X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
         W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, X_NORM=norm is not None,
         PIECES=triton.next_power_of_2(norm.squares.numel()) if norm is not None else 1,
-        num_warps=warps, num_stages=stages, launch_pdl=pdl,
+        ADD_RESIDUAL=residual is not None, num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
-    return PartialSums(out)
+    return PartialSums(out) if residual is None else SummedResidual(out, squares_out)
 
 
 def _norm_arguments(norm: PendingNorm):
@@ -501,6 +534,11 @@ def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int
             return 32, 128, 8, 2, 8
         return 16, 128, 8, 2, 8  # the output projection, gate/up
     return 64, 256, 4, 4, 8
+
+
+def _residual_gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int, int, int, int, int]:
+    """The tile of a GEMV that adds the residual (one split: each program reads whole columns), untimed."""
+    return (8, 512, 4, 2, 1) if k_contiguous else (64, 128, 4, 4, 1)
 
 
 _SM_COUNTS = {}

@@ -25,6 +25,10 @@ from genplug import triton_support
 from .decode_kernels import PendingNorm, _after_previous_kernel, _as_parts, _summed
 
 DEFERRED_NORM = False
+# The add in the epilogue of the GEMV before instead (the output and down projections, one split each, so
+# each program owns whole output columns: :class:`.decode_kernels.SummedResidual`): no add kernel at all,
+# two kernel boundaries a layer fewer.
+RESIDUAL_IN_GEMV = False
 SLICE = 128  # columns a program adds: 16 programs for a 2,048-wide row
 
 

@@ -55,6 +55,8 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
                                                        cache_layer.keys, cache_layer.values, arrivals, positions,
                                                        window, embedded)
         embedded = None
+    if isinstance(delta, decode_kernels.SummedResidual):  # the last down projection added the residual
+        hidden, delta = delta.total, None
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
 
@@ -120,14 +122,17 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     else:  # Gemma 2/3: normed first, and the MLP's input has a norm of its own
         post = layer.post_attention_layernorm
         norm, attended_norm = layer.pre_feedforward_layernorm, (post.scale(), post.eps)
-    residual, normed = _add_norm(residual, _matmul(attn.o_proj, out, one_row), norm, attended_norm,
+    into = residual if _adds_residual(attn.o_proj, mlp.gate_up_proj, attended_norm, one_row) else None
+    residual, normed = _add_norm(residual, _matmul(attn.o_proj, out, one_row, into), norm, attended_norm,
                                  mlp.gate_up_proj, one_row)
     post = layer.post_feedforward_layernorm
     mlp_norm = None if post is None else (post.scale(), post.eps)
     gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
     down = mlp.down_proj
     if mlp.gate_kind is not None and _gemv_takes(down, one_row):
-        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind), mlp_norm
+        into = residual if _adds_residual(down, attn.qkv_proj, mlp_norm, one_row) else None  # next layer's alike
+        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind,
+                                             residual=into), mlp_norm
     if isinstance(gate_up, decode_kernels.PartialSums):
         gate_up = gate_up.total().to(residual.dtype)
     if mlp.gate_kind is not None:
@@ -141,10 +146,24 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
 def _add_norm(residual, delta, norm, delta_norm, consumer, one_row: bool):
     """``(residual + delta, its norm)`` through :func:`.decode_kernels.add_rms_norm`, or, with
     :data:`.deferred_norm.DEFERRED_NORM` where ``consumer`` runs through the GEMV, the add alone with the
-    norm left to that GEMV (:func:`.deferred_norm.add_deferring_norm`)."""
+    norm left to that GEMV (:func:`.deferred_norm.add_deferring_norm`). Where the GEMV before added the
+    residual (a :class:`.decode_kernels.SummedResidual`), only the norm is left: to ``consumer`` if it runs
+    through the GEMV, else to the add+norm kernel."""
+    if isinstance(delta, decode_kernels.SummedResidual):
+        if _gemv_takes(consumer, one_row):
+            return delta.total, delta.pending(norm.scale(), norm.eps)
+        return decode_kernels.add_rms_norm(delta.total, None, norm.scale(), norm.eps)
     if deferred_norm.DEFERRED_NORM and delta is not None and delta_norm is None and _gemv_takes(consumer, one_row):
         return deferred_norm.add_deferring_norm(residual, delta, norm.scale(), norm.eps)
     return decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
+
+
+def _adds_residual(projection, consumer, delta_norm, one_row: bool) -> bool:
+    """Whether ``projection``'s GEMV adds the residual itself (:data:`.deferred_norm.RESIDUAL_IN_GEMV`):
+    where its output is added as it is (no norm of its own) and both it and the GEMV after the next norm
+    run through genplug's GEMV."""
+    return (deferred_norm.RESIDUAL_IN_GEMV and delta_norm is None and _gemv_takes(projection, one_row)
+            and _gemv_takes(consumer, one_row))
 
 
 def _gemv_takes(projection, one_row: bool) -> bool:
@@ -164,10 +183,12 @@ def _stored_weights(projection):
     return [weight] if weight is not None else getattr(projection, "weights_t", None)
 
 
-def _matmul(projection, x, one_row: bool):
-    """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so, else PyTorch's matmul."""
+def _matmul(projection, x, one_row: bool, residual=None):
+    """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so, else PyTorch's matmul. With
+    ``residual`` (:func:`_adds_residual` said so), ``residual + projection(x)`` as a
+    :class:`.decode_kernels.SummedResidual`."""
     if _gemv_takes(projection, one_row):
         weights = _stored_weights(projection)
         biases = getattr(projection, "biases", None) or [getattr(projection, "bias", None)]
-        return decode_kernels.gemv(x, weights, biases, checked=True)
+        return decode_kernels.gemv(x, weights, biases, checked=True, residual=residual)
     return projection.forward(x)

@@ -24,7 +24,8 @@ from genplug.plugins.models.llama import decode_kernels as dk, deferred_norm as 
 GEMV = {"x_ptr": "*fp32", "x_parts_stride": "i32", "w_ptr": "*bf16", "w_stride_k": "i32", "w_stride_n": "i32",
         "bias_ptr": "*bf16", "out_ptr": "*fp32", "in_width": "i32", "out_width": "i32", "k_per_split": "i32",
         "w1_ptr": "*bf16", "bias1_ptr": "*bf16", "bound1": "i32", "w2_ptr": "*bf16", "bias2_ptr": "*bf16", "bound2": "i32",
-        "norm_weight_ptr": "*bf16", "squares_ptr": "*fp32", "pieces": "i32", "norm_eps": "fp32"}
+        "norm_weight_ptr": "*bf16", "squares_ptr": "*fp32", "pieces": "i32", "norm_eps": "fp32",
+        "residual_ptr": "*bf16", "squares_out_ptr": "*fp32"}
 NORM = {"x_ptr": "*bf16", "delta_ptr": "*fp32", "delta_parts_stride": "i32", "weight_ptr": "*bf16",
         "sum_ptr": "*bf16", "norm_ptr": "*bf16", "width": "i32", "eps": "fp32", "delta_weight_ptr": "*fp32",
         "delta_eps": "fp32", "token_ptr": "*i64", "table_stride_width": "i32", "table_stride_token": "i32",
@@ -67,11 +68,15 @@ for pdl in (False, True):
         # twin's q/k/v), else one matrix
         results[f"gemv pdl={pdl} gate={gate}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": gate,
             "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl,
-            "X_NORM": False, "PIECES": 1})
+            "X_NORM": False, "PIECES": 1, "ADD_RESIDUAL": False})
+    # the step variant whose output and down GEMVs add the residual (deferred_norm.RESIDUAL_IN_GEMV)
+    results[f"gemv pdl={pdl} adding the residual"] = compiled(dk._gemv_kernel, {**GEMV, "out_ptr": "*bf16"}, {
+        "X_PARTS": 4, "X_GATE": 1, "HAS_BIAS": False, "W_PARTS": 1, "BLOCK_N": 8, "BLOCK_K": 512, "PDL": pdl,
+        "X_NORM": False, "PIECES": 1, "ADD_RESIDUAL": True})
     # the step variant whose GEMV applies the pending norm (plugins/models/llama/deferred_norm.py), and its add
     results[f"gemv pdl={pdl} pending norm"] = compiled(dk._gemv_kernel, {**GEMV, "x_ptr": "*bf16"}, {"X_PARTS": 1,
         "X_GATE": 0, "HAS_BIAS": False, "W_PARTS": 1, "BLOCK_N": 32, "BLOCK_K": 128, "PDL": pdl, "X_NORM": True,
-        "PIECES": 16}, warps=8)
+        "PIECES": 256, "ADD_RESIDUAL": False}, warps=8)
     results[f"deferred norm's add pdl={pdl}"] = compiled(dn._add_squares_kernel, {"x_ptr": "*bf16", "delta_ptr": "*fp32",
         "delta_parts_stride": "i32", "sum_ptr": "*bf16", "squares_ptr": "*fp32", "width": "i32"},
         {"DELTA_PARTS": 8, "BLOCK": 128, "PDL": pdl}, warps=1)
@@ -131,7 +136,7 @@ def compiled():
 
 
 def test_every_variant_compiles_through_ptxas(compiled):
-    assert len(compiled) == 30 and all(result["cubin"] for result in compiled.values())
+    assert len(compiled) == 32 and all(result["cubin"] for result in compiled.values())
 
 
 def test_larger_heads_get_no_more_spills_than_the_tuned_one(compiled):
