@@ -120,6 +120,12 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
     return _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
 
 @triton.jit
+def _inverse_rms(squares_ptr, pieces, width, eps, PIECES: tl.constexpr):
+    """1/rms of a row from the partial sums of its squares ``squares[:pieces]`` (a :class:`PendingNorm`)."""
+    squares = tl.load(squares_ptr + tl.arange(0, PIECES), mask=tl.arange(0, PIECES) < pieces, other=0.0)
+    return 1.0 / tl.sqrt(tl.sum(squares, axis=0) / width + eps)
+
+@triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
                  norm_weight_ptr, squares_ptr, pieces, norm_eps, residual_ptr, squares_out_ptr,
@@ -156,6 +162,8 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
         w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                     mask=(k < last)[:, None] & n_in[None, :], other=0.0)
         _after_previous_kernel(PDL)
+        if X_NORM:  # asked for now, used after the loop: the load's latency hides behind the weights'
+            scale = _inverse_rms(squares_ptr, pieces, in_width, norm_eps, PIECES)
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             ahead = k + BLOCK_K
@@ -165,6 +173,8 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
             w = w_ahead
     else:
+        if X_NORM:
+            scale = _inverse_rms(squares_ptr, pieces, in_width, norm_eps, PIECES)
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             k_in = k < last
@@ -173,8 +183,7 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
                         mask=k_in[:, None] & n_in[None, :], other=0.0)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
     if X_NORM:
-        squares = tl.load(squares_ptr + tl.arange(0, PIECES), mask=tl.arange(0, PIECES) < pieces, other=0.0)
-        acc *= 1.0 / tl.sqrt(tl.sum(squares, axis=0) / in_width + norm_eps)
+        acc *= scale
     if HAS_BIAS:
         if split == 0:
             acc += tl.load(bias_ptr + local, mask=n_in, other=0.0).to(tl.float32)

@@ -25,6 +25,8 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
                         token=None) -> torch.Tensor:
     """The final-normed hidden state ``[batch, 1, hidden]`` of the embedded tokens ``hidden``, through the
     fused kernels; writes their keys/values at ``slot`` (same arguments as :func:`.graph_step.static_decode_step`).
+    Where the GEMVs add the residuals and the head runs through one, the final norm is left to it: a
+    :class:`.decode_kernels.PendingNorm`, which only :func:`fused_logits` reads.
     With ``hidden`` None, ``token [batch, 1]`` is embedded by the first layer's norm kernel
     (:func:`.decode_kernels.embed_rms_norm`: the same bits, one launch fewer).
 
@@ -56,17 +58,20 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
                                                        window, embedded)
         embedded = None
     if isinstance(delta, decode_kernels.SummedResidual):  # the last down projection added the residual
+        if _head_gemv_takes(model, rows):  # the final norm is left to the head's GEMV too
+            return delta.pending(core.norm.scale(), core.norm.eps)
         hidden, delta = delta.total, None
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
 
-def fused_logits(model, normed: torch.Tensor) -> torch.Tensor:
+def fused_logits(model, normed) -> torch.Tensor:
     """Logits ``[rows, 1, vocab]`` of the final-normed ``normed`` for the fused step, the CUDA graph's and the
     eager one-token forward's alike (so their bits agree): one row with a head stored ``[vocab, hidden]``
     goes through genplug's GEMV (float32 logits, soft-capped in float32 where the model caps); otherwise
-    the model's own head (cuBLAS, in the head's dtype)."""
+    the model's own head (cuBLAS, in the head's dtype). ``normed`` may be a :class:`.decode_kernels.PendingNorm`
+    where :func:`_head_gemv_takes` (the GEMV applies the norm)."""
     head = model.lm_head
-    if not (HEAD_GEMV and normed.shape[0] == 1 and _gemv_takes(head, True)):
+    if not isinstance(normed, decode_kernels.PendingNorm) and not _head_gemv_takes(model, normed.shape[0]):
         return model.logits_of(normed)
     parts = decode_kernels.gemv(normed, [head.weight_t], [getattr(head, "bias", None)], checked=True).parts
     logits = parts[0] if parts.shape[0] == 1 else parts.sum(0)  # one split wherever the vocabulary fills the GPU
@@ -74,6 +79,10 @@ def fused_logits(model, normed: torch.Tensor) -> torch.Tensor:
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
     return logits.unsqueeze(1)
+
+
+def _head_gemv_takes(model, rows: int) -> bool:
+    return HEAD_GEMV and rows == 1 and _gemv_takes(model.lm_head, True)
 
 
 def attention_arrivals(model, rows: int, device: torch.device) -> torch.Tensor:

@@ -172,11 +172,16 @@ def residual_in_gemv(kernels, monkeypatch):
     return kernels
 
 
-def test_the_step_adding_residuals_in_the_gemvs_stays_close_to_the_unfused_step(residual_in_gemv):
-    """Every output and down projection adds the residual (no add+norm kernel but the first layer's and the
-    final norm), and the logits stay within bf16 noise of the plain PyTorch step."""
+@pytest.mark.parametrize("head_gemv", [True, False])
+def test_the_step_adding_residuals_in_the_gemvs_stays_close_to_the_unfused_step(residual_in_gemv, head_gemv,
+                                                                                monkeypatch):
+    """Every output and down projection adds the residual: no add+norm kernel at all (the first layer's input
+    norm looks the token up; the final norm goes to the head's GEMV, or to its kernel where the head is
+    PyTorch's), and the logits stay within bf16 noise of the plain PyTorch step."""
     import genplug
+    from genplug.plugins.models.llama import fused_step
     decode_kernels, _ = residual_in_gemv
+    monkeypatch.setattr(fused_step, "HEAD_GEMV", head_gemv)
 
     model = native_model(seed=3).to(DEVICE, torch.bfloat16)
     model.store_for_gpu_decode()
@@ -191,7 +196,7 @@ def test_the_step_adding_residuals_in_the_gemvs_stays_close_to_the_unfused_step(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(decode_kernels, "add_rms_norm", lambda *a, **k: calls.append(1) or real_norm(*a, **k))
         fused = graph_step.static_decode_step(model, token, position, slot, valid, caches[0].layers)
-    assert len(calls) == 1  # the final norm (the first layer's input norm looks the token up)
+    assert len(calls) == (0 if head_gemv else 1)
     unfused = graph_step.static_decode_step(model, token, position, slot, valid, caches[1].layers,
                                             layer_fn=graph_step.decode_layer)
     torch.testing.assert_close(fused.float(), unfused, rtol=0.05, atol=0.05)
