@@ -10,6 +10,10 @@ reads ``residual * weight`` and multiplies its sums by 1/rms from those partial 
 to the model dtype before the matmul.
 
 :data:`DEFERRED_NORM` switches it on for :mod:`.fused_step` (bench/probes/step_variants.py times it).
+:data:`RESIDUAL_IN_GEMV` goes further: the output and down projections' GEMVs do the add themselves
+(``gemv(..., residual=)``: one split, so each program owns whole output columns and leaves their sum of
+squares), and no add kernel runs at all -- the step's only remaining norm kernel is the first layer's,
+which looks the token up.
 """
 
 from __future__ import annotations
