@@ -100,25 +100,25 @@ def main():
     parser.add_argument("--pdl", choices=("0", "1"), help="set GENPLUG_PDL for this run")
     parser.add_argument("--attention", help="one-row attention config for this run: splits,heads,block,warps,stages")
     parser.add_argument("--residual-in-gemv", metavar="TILE",
-                        help="the output/down GEMVs add the residual (deferred_norm.RESIDUAL_IN_GEMV), with this "
+                        help="the output/down GEMVs add the residual (fused_step.RESIDUAL_IN_GEMV), with this "
                              "tile: block_n,block_k,warps,stages,1 (or 'default')")
     args = parser.parse_args()
     import os
 
-    from genplug.plugins.models.llama import decode_kernels, deferred_norm
+    from genplug.plugins.models.llama import decode_kernels, fused_step
 
     if args.pdl is not None:
         os.environ["GENPLUG_PDL"] = args.pdl
     if args.attention:
         decode_kernels.ATTENTION_CONFIG["one row"] = tuple(int(v) for v in args.attention.split(","))
     if args.residual_in_gemv:
-        deferred_norm.RESIDUAL_IN_GEMV = True
+        fused_step.RESIDUAL_IN_GEMV = True
         if args.residual_in_gemv != "default":
             tile = tuple(int(v) for v in args.residual_in_gemv.split(","))
             decode_kernels._residual_gemv_config = lambda *shape: tile
     print(f"PDL {'off' if os.environ.get('GENPLUG_PDL') == '0' else 'on where supported'}, one-row attention "
           f"{decode_kernels.ATTENTION_CONFIG['one row']}, residual added in the GEMVs: "
-          f"{deferred_norm.RESIDUAL_IN_GEMV} (tile {decode_kernels._residual_gemv_config(2048, 2048, True)})")
+          f"{fused_step.RESIDUAL_IN_GEMV} (tile {decode_kernels._residual_gemv_config(2048, 2048, True)})")
     import transformers
 
     import genplug

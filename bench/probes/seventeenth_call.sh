@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The seventeenth session's device call (~9 minutes): the output and down GEMVs adding the residual
-# (deferred_norm.RESIDUAL_IN_GEMV, no add+norm kernels left in the step) under several tiles against the
+# (fused_step.RESIDUAL_IN_GEMV, no add+norm kernels left in the step) under several tiles against the
 # shipped step; then, on an H200, issue 9's batch-1 table with the fastest of them (as shipped if none won).
 # Usage: bash bench/probes/seventeenth_call.sh
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -55,21 +55,18 @@ import gpu_decode  # noqa: E402
 import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug import triton_support  # noqa: E402
-from genplug.plugins.models.llama import decode_kernels, deferred_norm  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels, fused_step  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED_RESIDUAL_CONFIG = decode_kernels._residual_gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None, deferred_norm=False,
+               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None,
                residual_in_gemv=False, residual_config=None)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
-    # the add of each layer's two add+norms in 16 programs, the norm applied by the q/k/v and gate/up GEMVs
-    # (plugins/models/llama/deferred_norm.py, sixteenth session; not yet timed)
-    ("norm deferred to the GEMVs", dict(deferred_norm=True)),
-    # the output and down GEMVs add the residual (one split; deferred_norm.RESIDUAL_IN_GEMV): no add+norm
+    # the output and down GEMVs add the residual (one split; fused_step.RESIDUAL_IN_GEMV): no add+norm
     # kernels but the final one, the norms applied by the q/k/v and gate/up GEMVs (seventeenth session);
     # tiles (block_n, block_k, warps, stages, -) for both: 2,048 / block_n programs
     ("residual in the GEMVs (8, 512, 4)", dict(residual_in_gemv=True)),
@@ -153,8 +150,7 @@ def main():
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
-        deferred_norm.DEFERRED_NORM = setting["deferred_norm"]
-        deferred_norm.RESIDUAL_IN_GEMV = setting["residual_in_gemv"]
+        fused_step.RESIDUAL_IN_GEMV = setting["residual_in_gemv"]
         tile = setting["residual_config"]
         decode_kernels._residual_gemv_config = SHIPPED_RESIDUAL_CONFIG if tile is None else (lambda *shape, t=tile: t)
         gate_up_storage(native, setting["gate_up_gemv"])

@@ -381,8 +381,8 @@ class PartialSums:
 class PendingNorm:
     """A one-row RMS norm not yet applied: ``rms_norm(total) * weight`` is what the consumer should read.
 
-    :func:`.deferred_norm.add_deferring_norm` leaves the residual sum ``total [1, 1, width]`` and the
-    partial sums of its squares ``squares [pieces]`` (from many programs, not one); :func:`gemv` reads
+    A GEMV that added the residual (:class:`SummedResidual`) leaves the residual sum ``total [1, 1, width]``
+    and the partial sums of its squares ``squares [pieces]`` (from many programs, not one); :func:`gemv` reads
     ``total * weight`` and multiplies its sums by 1/rms at the end -- the same map, with the normed input
     not rounded to the model dtype first.
     """

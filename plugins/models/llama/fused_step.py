@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import decode_kernels, deferred_norm
+from . import decode_kernels
 
 # The CUDA-graph step reads cos/sin from RoPE's table by position instead of launching RoPE's small
 # kernels (bench/probes/step_variants.py switches it off: on an H100, 2026-12-05, batch-1 greedy
@@ -19,6 +19,13 @@ ROPE_TABLE = True
 # :meth:`..modeling.NativeLlamaForCausalLM.store_for_gpu_decode`; a transformers twin's head is stored so
 # already): it reads its first weights while the final norm finishes, and its logits stay float32.
 HEAD_GEMV = True
+# A step variant (seventeenth session): the output and down projections' GEMVs add the residual themselves
+# (one split, so each program owns whole output columns and leaves their sum of squares: a
+# :class:`.decode_kernels.SummedResidual`), and the q/k/v, gate/up and head GEMVs apply the norm after it
+# (:class:`.decode_kernels.PendingNorm`): no add+norm kernel runs but the first layer's, which looks the
+# token up -- two kernel boundaries a layer fewer. The same map, rounded differently: the normed input is
+# not rounded to the model dtype before its matmul.
+RESIDUAL_IN_GEMV = False
 
 
 def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=None,
@@ -153,25 +160,21 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
 
 
 def _add_norm(residual, delta, norm, delta_norm, consumer, one_row: bool):
-    """``(residual + delta, its norm)`` through :func:`.decode_kernels.add_rms_norm`, or, with
-    :data:`.deferred_norm.DEFERRED_NORM` where ``consumer`` runs through the GEMV, the add alone with the
-    norm left to that GEMV (:func:`.deferred_norm.add_deferring_norm`). Where the GEMV before added the
-    residual (a :class:`.decode_kernels.SummedResidual`), only the norm is left: to ``consumer`` if it runs
-    through the GEMV, else to the add+norm kernel."""
+    """``(residual + delta, its norm)`` through :func:`.decode_kernels.add_rms_norm`. Where the GEMV before
+    added the residual (a :class:`.decode_kernels.SummedResidual`), only the norm is left: to ``consumer`` if
+    it runs through the GEMV (:data:`RESIDUAL_IN_GEMV`), else to the add+norm kernel."""
     if isinstance(delta, decode_kernels.SummedResidual):
         if _gemv_takes(consumer, one_row):
             return delta.total, delta.pending(norm.scale(), norm.eps)
         return decode_kernels.add_rms_norm(delta.total, None, norm.scale(), norm.eps)
-    if deferred_norm.DEFERRED_NORM and delta is not None and delta_norm is None and _gemv_takes(consumer, one_row):
-        return deferred_norm.add_deferring_norm(residual, delta, norm.scale(), norm.eps)
     return decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
 
 
 def _adds_residual(projection, consumer, delta_norm, one_row: bool) -> bool:
-    """Whether ``projection``'s GEMV adds the residual itself (:data:`.deferred_norm.RESIDUAL_IN_GEMV`):
+    """Whether ``projection``'s GEMV adds the residual itself (:data:`RESIDUAL_IN_GEMV`):
     where its output is added as it is (no norm of its own) and both it and the GEMV after the next norm
     run through genplug's GEMV."""
-    return (deferred_norm.RESIDUAL_IN_GEMV and delta_norm is None and _gemv_takes(projection, one_row)
+    return (RESIDUAL_IN_GEMV and delta_norm is None and _gemv_takes(projection, one_row)
             and _gemv_takes(consumer, one_row))
 
 

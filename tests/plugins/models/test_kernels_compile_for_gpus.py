@@ -1,6 +1,6 @@
 """The GPU-only branches of the decode kernels -- programmatic dependent launch, the split attention's
-atomic merge, Qwen3's q/k norms, Gemma's soft-capped scores, tanh-GELU and normed deltas, the deferred
-norm's add and GEMV -- compile for an H100 (sm_90) even on a machine without a GPU.
+atomic merge, Qwen3's q/k norms, Gemma's soft-capped scores, tanh-GELU and normed deltas, the GEMV
+adding the residual or applying a pending norm -- compile for an H100 (sm_90) even on a machine without a GPU.
 
 Triton's interpreter (the other kernel tests) never compiles them, so a typo there would only show on
 a lent GPU. The graph loop's bookkeeping kernels (core/loop_kernels.py) are compiled too. The
@@ -19,7 +19,7 @@ import json, os, re, subprocess, sys, tempfile
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from genplug.plugins.models.llama import decode_kernels as dk, deferred_norm as dn
+from genplug.plugins.models.llama import decode_kernels as dk
 
 GEMV = {"x_ptr": "*fp32", "x_parts_stride": "i32", "w_ptr": "*bf16", "w_stride_k": "i32", "w_stride_n": "i32",
         "bias_ptr": "*bf16", "out_ptr": "*fp32", "in_width": "i32", "out_width": "i32", "k_per_split": "i32",
@@ -69,17 +69,14 @@ for pdl in (False, True):
         results[f"gemv pdl={pdl} gate={gate}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": gate,
             "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl,
             "X_NORM": False, "PIECES": 1, "ADD_RESIDUAL": False})
-    # the step variant whose output and down GEMVs add the residual (deferred_norm.RESIDUAL_IN_GEMV)
+    # the step variant whose output and down GEMVs add the residual (fused_step.RESIDUAL_IN_GEMV)
     results[f"gemv pdl={pdl} adding the residual"] = compiled(dk._gemv_kernel, {**GEMV, "out_ptr": "*bf16"}, {
         "X_PARTS": 4, "X_GATE": 1, "HAS_BIAS": False, "W_PARTS": 1, "BLOCK_N": 8, "BLOCK_K": 512, "PDL": pdl,
         "X_NORM": False, "PIECES": 1, "ADD_RESIDUAL": True})
-    # the step variant whose GEMV applies the pending norm (plugins/models/llama/deferred_norm.py), and its add
+    # the same variant's GEMVs that apply the pending norm
     results[f"gemv pdl={pdl} pending norm"] = compiled(dk._gemv_kernel, {**GEMV, "x_ptr": "*bf16"}, {"X_PARTS": 1,
         "X_GATE": 0, "HAS_BIAS": False, "W_PARTS": 1, "BLOCK_N": 32, "BLOCK_K": 128, "PDL": pdl, "X_NORM": True,
         "PIECES": 256, "ADD_RESIDUAL": False}, warps=8)
-    results[f"deferred norm's add pdl={pdl}"] = compiled(dn._add_squares_kernel, {"x_ptr": "*bf16", "delta_ptr": "*fp32",
-        "delta_parts_stride": "i32", "sum_ptr": "*bf16", "squares_ptr": "*fp32", "width": "i32"},
-        {"DELTA_PARTS": 8, "BLOCK": 128, "PDL": pdl}, warps=1)
     results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "DELTA_NORM": pdl,
                                                                           "GATHER": False, "SCALED": False,
                                                                           "BLOCK": 2048, "PDL": pdl})
@@ -136,7 +133,7 @@ def compiled():
 
 
 def test_every_variant_compiles_through_ptxas(compiled):
-    assert len(compiled) == 32 and all(result["cubin"] for result in compiled.values())
+    assert len(compiled) == 30 and all(result["cubin"] for result in compiled.values())
 
 
 def test_larger_heads_get_no_more_spills_than_the_tuned_one(compiled):

@@ -1,6 +1,6 @@
-"""The add whose RMS norm the GEMV applies (plugins/models/llama/deferred_norm.py, a step variant) against
-PyTorch: ``F.rms_norm`` then a matmul, and the unfused decode step; on CUDA when there is one, else through
-Triton's interpreter."""
+"""The one-row GEMVs that add the residual or apply a pending RMS norm (``fused_step.RESIDUAL_IN_GEMV``, a
+step variant) against PyTorch: a matmul plus the residual, ``F.rms_norm`` then a matmul, and the unfused decode
+step; on CUDA when there is one, else through Triton's interpreter."""
 
 import pytest
 import torch
@@ -18,9 +18,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 @pytest.fixture(scope="module")
 def kernels(triton_kernels_on):
-    from genplug.plugins.models.llama import decode_kernels, deferred_norm
+    from genplug.plugins.models.llama import decode_kernels, fused_step
 
-    return decode_kernels, deferred_norm
+    return decode_kernels, fused_step
 
 
 def _residual_and_delta(g, width, parts, decode_kernels):
@@ -31,102 +31,26 @@ def _residual_and_delta(g, width, parts, decode_kernels):
 
 
 @settings(max_examples=15, deadline=None)
-@given(width=st.sampled_from([8, 24, 100, 128, 300]), parts=st.integers(0, 3), seed=st.integers(0, 2**16))
-def test_the_add_leaves_the_sum_and_what_its_norm_needs(kernels, width, parts, seed):
-    """The residual is ``x + delta`` (partial sums added up), and the pending norm is ``F.rms_norm`` of it:
-    rows wider than one program's slice (128) are summed from several programs' squares."""
-    decode_kernels, deferred_norm = kernels
-    g = torch.Generator().manual_seed(seed)
-    x, delta, given_delta = _residual_and_delta(g, width, parts, decode_kernels)
-    weight = 1 + 0.3 * torch.randn(width, generator=g)
-    total, pending = deferred_norm.add_deferring_norm(x.to(DEVICE), given_delta, weight.to(DEVICE), 1e-5)
-    torch.testing.assert_close(total.cpu(), x + delta)
-    assert pending.squares.numel() == -(-width // deferred_norm.SLICE)
-    torch.testing.assert_close(pending.normed().cpu(), F.rms_norm(x + delta, (width,), weight, 1e-5),
-                               rtol=1e-5, atol=1e-5)
-
-
-def test_the_add_rounds_the_residual_to_the_model_dtype(kernels):
-    decode_kernels, deferred_norm = kernels
-    x = torch.full((1, 1, 64), 1.0, dtype=torch.bfloat16, device=DEVICE)
-    delta = decode_kernels.PartialSums(torch.full((2, 1, 64), 2.0 ** -10, device=DEVICE))
-    total, pending = deferred_norm.add_deferring_norm(x, delta, torch.ones(64, device=DEVICE), 1e-5)
-    assert total.dtype == torch.bfloat16 and torch.equal(total, x)  # 1 + 2**-9 rounds to 1 in bf16
-    torch.testing.assert_close(pending.squares.sum().cpu(), torch.tensor(64.0))
-
-
-@settings(max_examples=15, deadline=None)
 @given(in_width=st.integers(1, 300), out_width=st.integers(1, 150), with_bias=st.booleans(),
-       k_contiguous=st.booleans(), parts=st.integers(0, 2), seed=st.integers(0, 2**16))
+       k_contiguous=st.booleans(), pieces=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_a_gemv_over_a_pending_norm_is_the_matmul_of_the_normed_row(kernels, in_width, out_width, with_bias,
-                                                                  k_contiguous, parts, seed):
-    decode_kernels, deferred_norm = kernels
+                                                                  k_contiguous, pieces, seed):
+    """The row's squares come in ``pieces`` partial sums, as the programs of the GEMV before leave them."""
+    decode_kernels, _ = kernels
     g = torch.Generator().manual_seed(seed)
-    x, delta, given_delta = _residual_and_delta(g, in_width, parts, decode_kernels)
+    row = torch.randn(1, 1, in_width, generator=g)
+    squares = torch.stack([(piece * piece).sum() for piece in row.flatten().tensor_split(pieces)])
     weight = 1 + 0.3 * torch.randn(in_width, generator=g)
     weight_t = torch.randn(in_width, out_width, generator=g)
     if k_contiguous:
         weight_t = weight_t.t().contiguous().t()
     bias = torch.randn(out_width, generator=g) if with_bias else None
-    _, pending = deferred_norm.add_deferring_norm(x.to(DEVICE), given_delta, weight.to(DEVICE), 1e-5)
+    pending = decode_kernels.PendingNorm(row.to(DEVICE), weight.to(DEVICE), 1e-5, squares.to(DEVICE))
     out = decode_kernels.gemv(pending, weight_t.to(DEVICE), bias.to(DEVICE) if with_bias else None)
-    expected = F.rms_norm(x + delta, (in_width,), weight, 1e-5) @ weight_t + (bias if with_bias else 0)
+    expected = F.rms_norm(row, (in_width,), weight, 1e-5) @ weight_t + (bias if with_bias else 0)
     torch.testing.assert_close(out.total().cpu(), expected, rtol=1e-4, atol=1e-4)
-
-
-def test_bad_inputs_are_refused(kernels):
-    decode_kernels, deferred_norm = kernels
-    with pytest.raises(ValueError, match="one row only"):
-        deferred_norm.add_deferring_norm(torch.zeros(2, 1, 8, device=DEVICE), torch.zeros(2, 1, 8, device=DEVICE),
-                                         torch.ones(8, device=DEVICE), 1e-5)
-    _, pending = deferred_norm.add_deferring_norm(torch.ones(1, 1, 8, device=DEVICE), torch.zeros(1, 1, 8, device=DEVICE),
-                                                  torch.ones(8, device=DEVICE), 1e-5)
     with pytest.raises(ValueError, match="gated"):
-        decode_kernels.gemv(pending, torch.zeros(4, 4, device=DEVICE), gated_input="silu")
-
-
-@pytest.fixture
-def deferred(kernels, monkeypatch):
-    monkeypatch.setattr(kernels[1], "DEFERRED_NORM", True)
-    return kernels
-
-
-def test_the_step_with_deferred_norms_stays_close_to_the_unfused_step(deferred, monkeypatch):
-    """One row of the native model: every layer's two norms after the first go through the deferred add
-    (the final norm keeps its kernel), and the logits stay within bf16 noise of the plain PyTorch step."""
-    import genplug
-    decode_kernels, deferred_norm = deferred
-
-    model = native_model(seed=3).to(DEVICE, torch.bfloat16)
-    model.store_for_gpu_decode()
-    prompt = torch.tensor([[0, 0, 8, 61, 2]], device=DEVICE)
-    caches = [genplug.StaticCache(config=model.config, max_cache_len=12) for _ in range(2)]
-    for cache in caches:
-        model(prompt, past_key_values=cache)
-    token, slot, position = torch.tensor([[11]], device=DEVICE), torch.tensor(5, device=DEVICE), torch.tensor([[5]], device=DEVICE)
-    valid = torch.zeros(1, 12, dtype=torch.bool, device=DEVICE)
-    valid[:, :6] = True
-    calls, real_add = [], deferred_norm.add_deferring_norm
-    monkeypatch.setattr(deferred_norm, "add_deferring_norm", lambda *a: calls.append(1) or real_add(*a))
-    fused = graph_step.static_decode_step(model, token, position, slot, valid, caches[0].layers)
-    assert len(calls) == 2 * model.config.num_hidden_layers - 1  # all but the first layer's input norm
-    unfused = graph_step.static_decode_step(model, token, position, slot, valid, caches[1].layers,
-                                            layer_fn=graph_step.decode_layer)
-    torch.testing.assert_close(fused.float(), unfused, rtol=0.05, atol=0.05)
-    assert (fused.float().argmax(-1) == unfused.argmax(-1)).all()
-
-
-def test_the_graph_loop_with_deferred_norms_equals_the_eager_loop(deferred, graph_on_cpu):
-    """Both run the same kernels, so greedy output is bit for bit the same."""
-    import genplug
-
-    model = native_model(seed=1).to(DEVICE, torch.bfloat16)
-    model.store_for_gpu_decode()
-    prompt = torch.tensor([[5, 9, 17, 3, 44]], device=DEVICE)
-    kw = dict(max_new_tokens=8, cache_implementation="static", pad_token_id=0)
-    graph = genplug.generate(model, prompt, **kw)
-    assert graph_on_cpu.LAST_CAPTURE_SECONDS is not None
-    assert torch.equal(graph, genplug.generate(model, prompt, disable_compile=True, **kw))
+        decode_kernels.gemv(pending, weight_t.to(DEVICE), gated_input="silu")
 
 
 @settings(max_examples=15, deadline=None)
@@ -179,8 +103,7 @@ def test_the_step_adding_residuals_in_the_gemvs_stays_close_to_the_unfused_step(
     norm looks the token up; the final norm goes to the head's GEMV, or to its kernel where the head is
     PyTorch's), and the logits stay within bf16 noise of the plain PyTorch step."""
     import genplug
-    from genplug.plugins.models.llama import fused_step
-    decode_kernels, _ = residual_in_gemv
+    decode_kernels, fused_step = residual_in_gemv
     monkeypatch.setattr(fused_step, "HEAD_GEMV", head_gemv)
 
     model = native_model(seed=3).to(DEVICE, torch.bfloat16)
