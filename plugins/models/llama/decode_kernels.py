@@ -128,7 +128,7 @@ def _inverse_rms(squares_ptr, pieces, width, eps, PIECES: tl.constexpr):
 @triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
-                 norm_weight_ptr, squares_ptr, pieces, norm_eps, residual_ptr, squares_out_ptr,
+                 norm_weight_ptr, squares_ptr, pieces, norm_eps, residual_ptr, sum_ptr, squares_out_ptr, arrivals_ptr,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, X_NORM: tl.constexpr,
                  PIECES: tl.constexpr, ADD_RESIDUAL: tl.constexpr):
@@ -139,8 +139,8 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     # q/k/v or gate/up, read in place): columns from bound1 (bound2) on are w1's (w2's).
     # With X_NORM, x is a residual whose RMS norm is still pending: sum_k x[k] * weight[k] * w[k, n], then
     # times 1/rms from the `pieces` partial sums of squares the add kernel left (linear, so per split).
-    # With ADD_RESIDUAL (one split), out = residual + x @ w in the model dtype, and squares_out[pid_n] the
-    # sum of its squares: the residual add of the next norm, with that norm left to its consumer.
+    # With ADD_RESIDUAL, the last split to finish a column tile writes sum = residual + x @ w in the model
+    # dtype and squares_out[pid_n] the sum of its squares: the next norm's add, that norm left to its consumer.
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -187,14 +187,19 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     if HAS_BIAS:
         if split == 0:
             acc += tl.load(bias_ptr + local, mask=n_in, other=0.0).to(tl.float32)
+    tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
     if ADD_RESIDUAL:
-        acc += tl.load(residual_ptr + n, mask=n_in, other=0.0).to(tl.float32)
-        total = acc.to(out_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
-        tl.store(out_ptr + n, total, mask=n_in)
-        total = total.to(tl.float32)
-        tl.store(squares_out_ptr + pid_n, tl.sum(total * total, axis=0))
-    else:
-        tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
+        tl.debug_barrier()  # every thread's stores precede the release below
+        arrived = tl.atomic_add(arrivals_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        if arrived == tl.num_programs(1) - 1:  # the last split of this tile: add in split order (deterministic)
+            total = tl.load(residual_ptr + n, mask=n_in, other=0.0).to(tl.float32)
+            for s in range(0, tl.num_programs(1)):
+                total += tl.load(out_ptr + s * out_width + n, mask=n_in, other=0.0, cache_modifier=".cg")
+            total = total.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
+            tl.store(sum_ptr + n, total, mask=n_in)
+            total = total.to(tl.float32)
+            tl.store(squares_out_ptr + pid_n, tl.sum(total * total, axis=0))
+            tl.store(arrivals_ptr + pid_n, 0)  # ready for the next launch
 
 @triton.jit
 def _rope_cache_attention_kernel(
@@ -458,7 +463,7 @@ GATES = {"silu": 1, "gelu_tanh": 2}  # the gated MLP activations the kernels com
 
 def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
          config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False,
-         residual: Optional[torch.Tensor] = None):
+         residual: Optional[torch.Tensor] = None, arrivals: Optional[torch.Tensor] = None):
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
     ``x`` is ``[1, 1, in]`` (or partial sums of it, or a :class:`PendingNorm`: the normed row); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
@@ -468,7 +473,9 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     like it), read in place as their concatenation ``[in, sum out_i]`` (:func:`gemv_applies_to_parts`).
     ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
     ``checked=True``: the caller has checked :func:`gemv_applies_to_parts` (the fused step, every step).
-    With ``residual [1, 1, out]``, one split and a :class:`SummedResidual` ``residual + x @ weight_t``.
+    With ``residual [1, 1, out]``, a :class:`SummedResidual` ``residual + x @ weight_t``: the last split of
+    each column tile adds them, counting arrivals in ``arrivals`` (zeroed int32, one per column tile at
+    least; the kernel leaves them zero again: :func:`new_arrivals`).
     """
     parts = list(weight_t) if isinstance(weight_t, (list, tuple)) else [weight_t]
     if isinstance(bias, (list, tuple)):
@@ -488,20 +495,21 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     if norm is not None and gated_input is not None:
         raise ValueError("gemv: a pending norm's input cannot also be a gated one")
     x, x_parts, x_stride = _as_parts(norm.total if norm is not None else x)
-    tiles = _residual_gemv_config if residual is not None else _gemv_config
-    block_n, block_k, warps, stages, per_sm = config or tiles(in_width, out_width, weight_t.stride(0) == 1)
+    block_n, block_k, warps, stages, per_sm = config or _gemv_config(in_width, out_width, weight_t.stride(0) == 1)
     columns = triton.cdiv(out_width, block_n)
     # enough programs to fill the GPU, but few splits: the consumer reads every split's partial sums
     splits = max(1, min(MAX_SPLITS, triton.cdiv(in_width, block_k), per_sm * _sm_count(weight_t.device) // columns))
     k_per_split = triton.cdiv(triton.cdiv(in_width, splits), block_k) * block_k
     splits = triton.cdiv(in_width, k_per_split)
-    if residual is not None:  # one program owns each column: it adds the residual and sums its squares
+    out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
+    merge = (out, out, out)  # (residual, sum, squares) where the residual is added, else unused
+    if residual is not None:
         if residual.numel() != out_width:
             raise ValueError(f"gemv: the residual must be one row of {out_width}, not {tuple(residual.shape)}")
-        k_per_split, splits = in_width, 1
-        out, squares_out = torch.empty_like(residual), torch.empty(columns, dtype=torch.float32, device=residual.device)
-    else:
-        out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
+        if arrivals is None or arrivals.numel() < columns:
+            raise ValueError(f"gemv: adding the residual needs zeroed arrival counters for {columns} column tiles")
+        residual = residual.contiguous()
+        merge = (residual, torch.empty_like(residual), torch.empty(columns, dtype=torch.float32, device=out.device))
     pdl = triton_support.dependent_launch(weight_t.device)
     bounds = [sum(w.shape[1] for w in parts[:i]) for i in range(1, MAX_WEIGHT_PARTS)]
     extra = []  # (weight, bias, first column) of the second and third parts, if any
@@ -514,13 +522,13 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
         in_width, out_width, k_per_split, *extra, *(_norm_arguments(norm) if norm is not None else (x, x, 0, 0.0)),
-        *((residual.contiguous(), squares_out) if residual is not None else (out, out)),
+        *merge, arrivals if arrivals is not None else out,
         X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
         W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, X_NORM=norm is not None,
         PIECES=triton.next_power_of_2(norm.squares.numel()) if norm is not None else 1,
         ADD_RESIDUAL=residual is not None, num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
-    return PartialSums(out) if residual is None else SummedResidual(out, squares_out)
+    return PartialSums(out) if residual is None else SummedResidual(merge[1], merge[2])
 
 
 def _norm_arguments(norm: PendingNorm):
@@ -543,11 +551,6 @@ def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int
             return 32, 128, 8, 2, 8
         return 16, 128, 8, 2, 8  # the output projection, gate/up
     return 64, 256, 4, 4, 8
-
-
-def _residual_gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int, int, int, int, int]:
-    """The tile of a GEMV that adds the residual (one split: each program reads whole columns), untimed."""
-    return (8, 512, 4, 2, 1) if k_contiguous else (64, 128, 4, 4, 1)
 
 
 _SM_COUNTS = {}
@@ -735,7 +738,8 @@ def attention_splits(programs: int, multiprocessors: int) -> int:
 
 
 def new_arrivals(batch: int, heads: int, device: torch.device) -> torch.Tensor:
-    """Zeroed counters for :func:`rope_cache_attention`'s split merge (it leaves them zero)."""
+    """Zeroed counters for the split merges of :func:`rope_cache_attention` (``batch * heads``) and of a
+    :func:`gemv` adding the residual (``1 * columns``); each launch leaves them zero."""
     return torch.zeros(batch * heads, dtype=torch.int32, device=device)
 
 

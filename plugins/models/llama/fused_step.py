@@ -20,7 +20,7 @@ ROPE_TABLE = True
 # already): it reads its first weights while the final norm finishes, and its logits stay float32.
 HEAD_GEMV = True
 # A step variant (seventeenth session): the output and down projections' GEMVs add the residual themselves
-# (one split, so each program owns whole output columns and leaves their sum of squares: a
+# (the last split of each column tile adds the splits' sums to it and leaves their sum of squares: a
 # :class:`.decode_kernels.SummedResidual`), and the q/k/v, gate/up and head GEMVs apply the norm after it
 # (:class:`.decode_kernels.PendingNorm`): no add+norm kernel runs but the first layer's, which looks the
 # token up -- two kernel boundaries a layer fewer. The same map, rounded differently: the normed input is
@@ -147,8 +147,8 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     down = mlp.down_proj
     if mlp.gate_kind is not None and _gemv_takes(down, one_row):
         into = residual if _adds_residual(down, attn.qkv_proj, mlp_norm, one_row) else None  # next layer's alike
-        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind,
-                                             residual=into), mlp_norm
+        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind, residual=into,
+                                             arrivals=None if into is None else _merge_arrivals(down, into)), mlp_norm
     if isinstance(gate_up, decode_kernels.PartialSums):
         gate_up = gate_up.total().to(residual.dtype)
     if mlp.gate_kind is not None:
@@ -178,6 +178,15 @@ def _adds_residual(projection, consumer, delta_norm, one_row: bool) -> bool:
             and _gemv_takes(consumer, one_row))
 
 
+def _merge_arrivals(projection, residual: torch.Tensor) -> torch.Tensor:
+    """The zeroed counters of ``projection``'s last-split merge (one per output column at most), kept on the
+    module like :func:`attention_arrivals`: each launch leaves them zero again."""
+    kept = projection.__dict__.get("_merge_arrivals")
+    if kept is None or kept.device != residual.device or kept.numel() < residual.shape[-1]:
+        kept = projection.__dict__["_merge_arrivals"] = decode_kernels.new_arrivals(1, residual.shape[-1], residual.device)
+    return kept
+
+
 def _gemv_takes(projection, one_row: bool) -> bool:
     """Whether genplug's GEMV runs this projection: one row, and weights stored ``[out, in]`` (where it
     reads faster than cuBLAS: bench/probes/gemv_configs.py; the loader stores the projections that gain
@@ -202,5 +211,6 @@ def _matmul(projection, x, one_row: bool, residual=None):
     if _gemv_takes(projection, one_row):
         weights = _stored_weights(projection)
         biases = getattr(projection, "biases", None) or [getattr(projection, "bias", None)]
-        return decode_kernels.gemv(x, weights, biases, checked=True, residual=residual)
+        return decode_kernels.gemv(x, weights, biases, checked=True, residual=residual,
+                                   arrivals=None if residual is None else _merge_arrivals(projection, residual))
     return projection.forward(x)

@@ -58,8 +58,9 @@ def test_a_gemv_over_a_pending_norm_is_the_matmul_of_the_normed_row(kernels, in_
        k_contiguous=st.booleans(), parts=st.integers(0, 2), seed=st.integers(0, 2**16))
 def test_a_gemv_adding_the_residual_leaves_the_sum_and_what_its_norm_needs(kernels, in_width, out_width, with_bias,
                                                                           k_contiguous, parts, seed):
-    """``gemv(..., residual=r)`` is ``r + x @ w (+ bias)`` rounded to r's dtype, and its pending norm is
-    ``F.rms_norm`` of that sum (squares summed over the column tiles' programs)."""
+    """``gemv(..., residual=r)`` is ``r + x @ w (+ bias)`` rounded to r's dtype (the splits' sums added by the
+    last split of each column tile), its pending norm is ``F.rms_norm`` of that sum (squares summed over the
+    column tiles), and the arrival counters are left zero for the next launch."""
     decode_kernels, _ = kernels
     g = torch.Generator().manual_seed(seed)
     x, summed_x, given_x = _residual_and_delta(g, in_width, parts, decode_kernels)
@@ -70,8 +71,10 @@ def test_a_gemv_adding_the_residual_leaves_the_sum_and_what_its_norm_needs(kerne
     bias = torch.randn(out_width, generator=g) if with_bias else None
     residual = torch.randn(1, 1, out_width, generator=g)
     norm_weight = 1 + 0.3 * torch.randn(out_width, generator=g)
+    arrivals = decode_kernels.new_arrivals(1, out_width, DEVICE)
     summed = decode_kernels.gemv(given_x if parts else x.to(DEVICE), weight_t.to(DEVICE),
-                                 bias.to(DEVICE) if with_bias else None, residual=residual.to(DEVICE))
+                                 bias.to(DEVICE) if with_bias else None, residual=residual.to(DEVICE), arrivals=arrivals)
+    assert not arrivals.any()
     expected = residual + x @ weight_t + (bias if with_bias else 0)
     torch.testing.assert_close(summed.total.cpu(), expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(summed.pending(norm_weight.to(DEVICE), 1e-5).normed().cpu(),
@@ -83,11 +86,14 @@ def test_a_gemv_adding_the_residual_rounds_it_to_the_model_dtype_and_checks_its_
     residual = torch.full((1, 1, 64), 1.0, dtype=torch.bfloat16, device=DEVICE)
     x = torch.full((1, 1, 4), 2.0 ** -12, dtype=torch.bfloat16, device=DEVICE)  # x @ w = 2**-10 a column
     w = torch.ones(4, 64, dtype=torch.bfloat16, device=DEVICE)
-    summed = decode_kernels.gemv(x, w, residual=residual)
+    arrivals = decode_kernels.new_arrivals(1, 64, DEVICE)
+    summed = decode_kernels.gemv(x, w, residual=residual, arrivals=arrivals)
     assert summed.total.dtype == torch.bfloat16 and torch.equal(summed.total, residual)  # 1 + 2**-10 -> 1
     torch.testing.assert_close(summed.squares.sum().cpu(), torch.tensor(64.0))
     with pytest.raises(ValueError, match="one row of 64"):
-        decode_kernels.gemv(x, w, residual=residual[..., :32])
+        decode_kernels.gemv(x, w, residual=residual[..., :32], arrivals=arrivals)
+    with pytest.raises(ValueError, match="arrival counters"):
+        decode_kernels.gemv(x, w, residual=residual)
 
 
 @pytest.fixture
