@@ -99,26 +99,17 @@ def main():
     parser.add_argument("--layers", type=int, default=16)
     parser.add_argument("--pdl", choices=("0", "1"), help="set GENPLUG_PDL for this run")
     parser.add_argument("--attention", help="one-row attention config for this run: splits,heads,block,warps,stages")
-    parser.add_argument("--residual-in-gemv", action="store_true",
-                        help="the output/down GEMVs add the residual (fused_step.RESIDUAL_IN_GEMV)")
-    parser.add_argument("--gemv-per-sm", type=int, help="the GEMVs' programs per SM (so their split-K counts)")
     args = parser.parse_args()
     import os
 
-    from genplug.plugins.models.llama import decode_kernels, fused_step
+    from genplug.plugins.models.llama import decode_kernels
 
     if args.pdl is not None:
         os.environ["GENPLUG_PDL"] = args.pdl
     if args.attention:
         decode_kernels.ATTENTION_CONFIG["one row"] = tuple(int(v) for v in args.attention.split(","))
-    fused_step.RESIDUAL_IN_GEMV = fused_step.RESIDUAL_IN_GEMV or args.residual_in_gemv
-    if args.gemv_per_sm:
-        tuned = decode_kernels._gemv_config
-        decode_kernels._gemv_config = lambda *shape: tuned(*shape)[:4] + (args.gemv_per_sm,)
     print(f"PDL {'off' if os.environ.get('GENPLUG_PDL') == '0' else 'on where supported'}, one-row attention "
-          f"{decode_kernels.ATTENTION_CONFIG['one row']}, residual added in the GEMVs: "
-          f"{fused_step.RESIDUAL_IN_GEMV}, GEMV tiles of the output projection "
-          f"{decode_kernels._gemv_config(2048, 2048, True)}")
+          f"{decode_kernels.ATTENTION_CONFIG['one row']}")
     import transformers
 
     import genplug

@@ -40,6 +40,14 @@ session: 470.4 / 465.1 tokens/s against 865.7 as shipped; with one poller per pr
 squares read 32 values a round trip 524.3 against 861.3, its down loop 8 deep 508.7, with 8 warps 537.5,
 5 deep with the down loop 12 deep and 8 warps 532.4 (graph == eager held in every variant).
 
+Tried and removed in the sixteenth and seventeenth sessions (H100s, bench/results/seventeenth_session): the
+one-row add+norm's add in 16 programs with the norm left to the q/k/v and gate/up GEMVs, each scaling its
+sums by 1/rms from the add's partial sums of squares (commit 8485309): 906.1 tokens/s against 925.0 /
+922.8; the output and down GEMVs adding the residual themselves so that no add+norm kernel runs, the
+norms applied by the GEMVs that read them (commit 972a63f): in one split, each program owning whole
+columns, 711.6-905.1 over 11 tiles against 920.6-925.0; with the last split of each column tile adding
+(an acq_rel arrival count), 909.5 (841.5 / 899.3 with 4 / 16 GEMV programs per SM) against 932.4 / 932.4.
+
 Run: python bench/probes/step_variants.py ["variant name" ...]
 """
 import os
@@ -55,25 +63,17 @@ import gpu_decode  # noqa: E402
 import genplug  # noqa: E402
 import genplug.graph_loop as graph_loop  # noqa: E402
 from genplug import triton_support  # noqa: E402
-from genplug.plugins.models.llama import decode_kernels, fused_step  # noqa: E402
+from genplug.plugins.models.llama import decode_kernels  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None,
-               residual_in_gemv=False)
+               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
-    # the output and down GEMVs add the residual (fused_step.RESIDUAL_IN_GEMV): no add+norm kernels but the
-    # first layer's, the norms applied by the q/k/v, gate/up and head GEMVs (seventeenth session). With one
-    # split, each program owning whole columns: 711.6-905.1 tokens/s over 11 tiles against 920.6-925.0 as
-    # shipped (H100, bench/results/seventeenth_session). Now the last split of each column tile adds.
-    ("residual added by the GEMVs' last split", dict(residual_in_gemv=True)),
-    ("... with 4 GEMV programs per SM", dict(residual_in_gemv=True, gemv_per_sm=4)),
-    ("... with 16 GEMV programs per SM", dict(residual_in_gemv=True, gemv_per_sm=16)),
     # fewer attention splits: fewer softmax states to merge, more slots per program (only the first tile
-    # is read before the PDL wait); last timed against 16 splits before the early loads (sixth session)
+    # is read before the PDL wait): 881.4 / 812.0 against 925.0 / 922.8 (H100, seventeenth session)
     ("attention 4 splits", dict(attention=(4, 4, 32, 4, 1))),
     ("attention 4 splits x 64 slots", dict(attention=(4, 4, 64, 4, 1))),
     # every split's cached slots in one tile, read before the PDL wait (shipped since the eleventh session: 16
@@ -146,7 +146,6 @@ def main():
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
-        fused_step.RESIDUAL_IN_GEMV = setting["residual_in_gemv"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"], setting["gate_up_config"])

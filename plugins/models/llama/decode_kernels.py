@@ -106,13 +106,8 @@ def _gated_kernel(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr, GATE: tl.con
     tl.store(out_ptr + row * width + cols, _gated(gate, up, GATE).to(out_ptr.dtype.element_ty), mask=inside)
 
 @triton.jit
-def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr, X_GATE: tl.constexpr,
-                norm_weight_ptr, X_NORM: tl.constexpr):
-    """The GEMV's input at ``k`` in float32: summed partial sums, or act(gate) * up of them; with X_NORM
-    the residual times the norm's weight (its 1/rms is applied to the sums, see :class:`PendingNorm`)."""
-    if X_NORM:
-        x = tl.load(x_ptr + k, mask=k_in, other=0.0).to(tl.float32)
-        return x * tl.load(norm_weight_ptr + k, mask=k_in, other=0.0).to(tl.float32)
+def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr, X_GATE: tl.constexpr):
+    """The GEMV's input at ``k`` in float32: summed partial sums, or act(gate) * up of them."""
     if X_GATE > 0:
         gate = _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
         up = _summed(x_ptr + in_width, k, k_in, X_PARTS, x_parts_stride)
@@ -120,27 +115,15 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
     return _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
 
 @triton.jit
-def _inverse_rms(squares_ptr, pieces, width, eps, PIECES: tl.constexpr):
-    """1/rms of a row from the partial sums of its squares ``squares[:pieces]`` (a :class:`PendingNorm`)."""
-    squares = tl.load(squares_ptr + tl.arange(0, PIECES), mask=tl.arange(0, PIECES) < pieces, other=0.0)
-    return 1.0 / tl.sqrt(tl.sum(squares, axis=0) / width + eps)
-
-@triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
-                 norm_weight_ptr, squares_ptr, pieces, norm_eps, residual_ptr, sum_ptr, squares_out_ptr, arrivals_ptr,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, X_NORM: tl.constexpr,
-                 PIECES: tl.constexpr, ADD_RESIDUAL: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_GATE, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
     # With W_PARTS > 1, w is the concatenation of W_PARTS matrices stored apart (a transformers model's
     # q/k/v or gate/up, read in place): columns from bound1 (bound2) on are w1's (w2's).
-    # With X_NORM, x is a residual whose RMS norm is still pending: sum_k x[k] * weight[k] * w[k, n], then
-    # times 1/rms from the `pieces` partial sums of squares the add kernel left (linear, so per split).
-    # With ADD_RESIDUAL, the last split to finish a column tile writes sum = residual + x @ w in the model
-    # dtype and squares_out[pid_n] the sum of its squares: the next norm's add, that norm left to its consumer.
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -162,44 +145,26 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
         w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                     mask=(k < last)[:, None] & n_in[None, :], other=0.0)
         _after_previous_kernel(PDL)
-        if X_NORM:  # asked for now, used after the loop: the load's latency hides behind the weights'
-            scale = _inverse_rms(squares_ptr, pieces, in_width, norm_eps, PIECES)
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             ahead = k + BLOCK_K
             w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + local[None, :] * w_stride_n,
                               mask=(ahead < last)[:, None] & n_in[None, :], other=0.0)
-            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE, norm_weight_ptr, X_NORM)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
             w = w_ahead
     else:
-        if X_NORM:
-            scale = _inverse_rms(squares_ptr, pieces, in_width, norm_eps, PIECES)
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             k_in = k < last
-            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_GATE, norm_weight_ptr, X_NORM)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_GATE)
             w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                         mask=k_in[:, None] & n_in[None, :], other=0.0)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
-    if X_NORM:
-        acc *= scale
     if HAS_BIAS:
         if split == 0:
             acc += tl.load(bias_ptr + local, mask=n_in, other=0.0).to(tl.float32)
     tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
-    if ADD_RESIDUAL:
-        tl.debug_barrier()  # every thread's stores precede the release below
-        arrived = tl.atomic_add(arrivals_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-        if arrived == tl.num_programs(1) - 1:  # the last split of this tile: add in split order (deterministic)
-            total = tl.load(residual_ptr + n, mask=n_in, other=0.0).to(tl.float32)
-            for s in range(0, tl.num_programs(1)):
-                total += tl.load(out_ptr + s * out_width + n, mask=n_in, other=0.0, cache_modifier=".cg")
-            total = total.to(sum_ptr.dtype.element_ty)  # the residual stream is stored in the model dtype
-            tl.store(sum_ptr + n, total, mask=n_in)
-            total = total.to(tl.float32)
-            tl.store(squares_out_ptr + pid_n, tl.sum(total * total, axis=0))
-            tl.store(arrivals_ptr + pid_n, 0)  # ready for the next launch
 
 @triton.jit
 def _rope_cache_attention_kernel(
@@ -383,40 +348,6 @@ class PartialSums:
         return self.parts.sum(0).unsqueeze(1)
 
 
-class PendingNorm:
-    """A one-row RMS norm not yet applied: ``rms_norm(total) * weight`` is what the consumer should read.
-
-    A GEMV that added the residual (:class:`SummedResidual`) leaves the residual sum ``total [1, 1, width]``
-    and the partial sums of its squares ``squares [pieces]`` (from many programs, not one); :func:`gemv` reads
-    ``total * weight`` and multiplies its sums by 1/rms at the end -- the same map, with the normed input
-    not rounded to the model dtype first.
-    """
-
-    __slots__ = ("total", "weight", "eps", "squares")
-
-    def __init__(self, total: torch.Tensor, weight: torch.Tensor, eps: float, squares: torch.Tensor):
-        self.total, self.weight, self.eps, self.squares = total, weight, eps, squares
-
-    def normed(self) -> torch.Tensor:
-        """The normed row in the model dtype (for tests and consumers other than the GEMV)."""
-        scale = torch.rsqrt(self.squares.sum() / self.total.shape[-1] + self.eps)
-        return (self.total.float() * scale * self.weight.float()).to(self.total.dtype)
-
-
-class SummedResidual:
-    """A one-row residual sum ``total [1, 1, width]`` added by a GEMV's last step (:func:`gemv` with
-    ``residual``), and the sums of squares of its column tiles ``squares [tiles]``: all the next RMS norm
-    needs, so that norm can be left to the GEMV that reads it (:meth:`pending`)."""
-
-    __slots__ = ("total", "squares")
-
-    def __init__(self, total: torch.Tensor, squares: torch.Tensor):
-        self.total, self.squares = total, squares
-
-    def pending(self, weight: torch.Tensor, eps: float) -> PendingNorm:
-        return PendingNorm(self.total, weight, eps, self.squares)
-
-
 def _as_parts(x) -> Tuple[torch.Tensor, int, int]:
     """``(tensor, number of parts, stride between parts)`` of a tensor or :class:`PartialSums`."""
     if isinstance(x, PartialSums):
@@ -462,20 +393,16 @@ GATES = {"silu": 1, "gelu_tanh": 2}  # the gated MLP activations the kernels com
 
 
 def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
-         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False,
-         residual: Optional[torch.Tensor] = None, arrivals: Optional[torch.Tensor] = None):
+         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False) -> PartialSums:
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
-    ``x`` is ``[1, 1, in]`` (or partial sums of it, or a :class:`PendingNorm`: the normed row); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
+    ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
     see :data:`GATES`) it is the gate/up projection ``[1, 1, 2 * in]`` and the input is
     ``act(gate) * up``, computed while loading.
     ``weight_t`` may also be a sequence of up to 3 matrices ``[in, out_i]`` (and ``bias`` a sequence
     like it), read in place as their concatenation ``[in, sum out_i]`` (:func:`gemv_applies_to_parts`).
     ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
     ``checked=True``: the caller has checked :func:`gemv_applies_to_parts` (the fused step, every step).
-    With ``residual [1, 1, out]``, a :class:`SummedResidual` ``residual + x @ weight_t``: the last split of
-    each column tile adds them, counting arrivals in ``arrivals`` (zeroed int32, one per column tile at
-    least; the kernel leaves them zero again: :func:`new_arrivals`).
     """
     parts = list(weight_t) if isinstance(weight_t, (list, tuple)) else [weight_t]
     if isinstance(bias, (list, tuple)):
@@ -491,10 +418,7 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
                          f"(all but the last) are multiples of {PART_ALIGNMENT}, with all biases or none")
     weight_t, bias = parts[0], biases[0]
     in_width, out_width = weight_t.shape[0], sum(w.shape[1] for w in parts)
-    norm = x if isinstance(x, PendingNorm) else None
-    if norm is not None and gated_input is not None:
-        raise ValueError("gemv: a pending norm's input cannot also be a gated one")
-    x, x_parts, x_stride = _as_parts(norm.total if norm is not None else x)
+    x, x_parts, x_stride = _as_parts(x)
     block_n, block_k, warps, stages, per_sm = config or _gemv_config(in_width, out_width, weight_t.stride(0) == 1)
     columns = triton.cdiv(out_width, block_n)
     # enough programs to fill the GPU, but few splits: the consumer reads every split's partial sums
@@ -502,14 +426,6 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     k_per_split = triton.cdiv(triton.cdiv(in_width, splits), block_k) * block_k
     splits = triton.cdiv(in_width, k_per_split)
     out = torch.empty(splits, 1, out_width, dtype=torch.float32, device=weight_t.device)
-    merge = (out, out, out)  # (residual, sum, squares) where the residual is added, else unused
-    if residual is not None:
-        if residual.numel() != out_width:
-            raise ValueError(f"gemv: the residual must be one row of {out_width}, not {tuple(residual.shape)}")
-        if arrivals is None or arrivals.numel() < columns:
-            raise ValueError(f"gemv: adding the residual needs zeroed arrival counters for {columns} column tiles")
-        residual = residual.contiguous()
-        merge = (residual, torch.empty_like(residual), torch.empty(columns, dtype=torch.float32, device=out.device))
     pdl = triton_support.dependent_launch(weight_t.device)
     bounds = [sum(w.shape[1] for w in parts[:i]) for i in range(1, MAX_WEIGHT_PARTS)]
     extra = []  # (weight, bias, first column) of the second and third parts, if any
@@ -521,18 +437,11 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
         raise ValueError(f"gemv: part boundaries {bounds} are not multiples of block_n={block_n}")
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
-        in_width, out_width, k_per_split, *extra, *(_norm_arguments(norm) if norm is not None else (x, x, 0, 0.0)),
-        *merge, arrivals if arrivals is not None else out,
-        X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
-        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, X_NORM=norm is not None,
-        PIECES=triton.next_power_of_2(norm.squares.numel()) if norm is not None else 1,
-        ADD_RESIDUAL=residual is not None, num_warps=warps, num_stages=stages, launch_pdl=pdl,
+        in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
+        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
+        launch_pdl=pdl,
     )
-    return PartialSums(out) if residual is None else SummedResidual(merge[1], merge[2])
-
-
-def _norm_arguments(norm: PendingNorm):
-    return norm.weight, norm.squares, norm.squares.numel(), float(norm.eps)
+    return PartialSums(out)
 
 
 def _gemv_config(in_width: int, out_width: int, k_contiguous: bool) -> Tuple[int, int, int, int, int]:
@@ -738,8 +647,7 @@ def attention_splits(programs: int, multiprocessors: int) -> int:
 
 
 def new_arrivals(batch: int, heads: int, device: torch.device) -> torch.Tensor:
-    """Zeroed counters for the split merges of :func:`rope_cache_attention` (``batch * heads``) and of a
-    :func:`gemv` adding the residual (``1 * columns``); each launch leaves them zero."""
+    """Zeroed counters for :func:`rope_cache_attention`'s split merge (it leaves them zero)."""
     return torch.zeros(batch * heads, dtype=torch.int32, device=device)
 
 

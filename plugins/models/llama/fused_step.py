@@ -19,21 +19,12 @@ ROPE_TABLE = True
 # :meth:`..modeling.NativeLlamaForCausalLM.store_for_gpu_decode`; a transformers twin's head is stored so
 # already): it reads its first weights while the final norm finishes, and its logits stay float32.
 HEAD_GEMV = True
-# A step variant (seventeenth session): the output and down projections' GEMVs add the residual themselves
-# (the last split of each column tile adds the splits' sums to it and leaves their sum of squares: a
-# :class:`.decode_kernels.SummedResidual`), and the q/k/v, gate/up and head GEMVs apply the norm after it
-# (:class:`.decode_kernels.PendingNorm`): no add+norm kernel runs but the first layer's, which looks the
-# token up -- two kernel boundaries a layer fewer. The same map, rounded differently: the normed input is
-# not rounded to the model dtype before its matmul.
-RESIDUAL_IN_GEMV = False
 
 
 def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positions_below=None,
                         token=None) -> torch.Tensor:
     """The final-normed hidden state ``[batch, 1, hidden]`` of the embedded tokens ``hidden``, through the
     fused kernels; writes their keys/values at ``slot`` (same arguments as :func:`.graph_step.static_decode_step`).
-    Where the GEMVs add the residuals and the head runs through one, the final norm is left to it: a
-    :class:`.decode_kernels.PendingNorm`, which only :func:`fused_logits` reads.
     With ``hidden`` None, ``token [batch, 1]`` is embedded by the first layer's norm kernel
     (:func:`.decode_kernels.embed_rms_norm`: the same bits, one launch fewer).
 
@@ -64,21 +55,16 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
                                                        cache_layer.keys, cache_layer.values, arrivals, positions,
                                                        window, embedded)
         embedded = None
-    if isinstance(delta, decode_kernels.SummedResidual):  # the last down projection added the residual
-        if _head_gemv_takes(model, rows):  # the final norm is left to the head's GEMV too
-            return delta.pending(core.norm.scale(), core.norm.eps)
-        hidden, delta = delta.total, None
     return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
 
-def fused_logits(model, normed) -> torch.Tensor:
+def fused_logits(model, normed: torch.Tensor) -> torch.Tensor:
     """Logits ``[rows, 1, vocab]`` of the final-normed ``normed`` for the fused step, the CUDA graph's and the
     eager one-token forward's alike (so their bits agree): one row with a head stored ``[vocab, hidden]``
     goes through genplug's GEMV (float32 logits, soft-capped in float32 where the model caps); otherwise
-    the model's own head (cuBLAS, in the head's dtype). ``normed`` may be a :class:`.decode_kernels.PendingNorm`
-    where :func:`_head_gemv_takes` (the GEMV applies the norm)."""
+    the model's own head (cuBLAS, in the head's dtype)."""
     head = model.lm_head
-    if not isinstance(normed, decode_kernels.PendingNorm) and not _head_gemv_takes(model, normed.shape[0]):
+    if not (HEAD_GEMV and normed.shape[0] == 1 and _gemv_takes(head, True)):
         return model.logits_of(normed)
     parts = decode_kernels.gemv(normed, [head.weight_t], [getattr(head, "bias", None)], checked=True).parts
     logits = parts[0] if parts.shape[0] == 1 else parts.sum(0)  # one split wherever the vocabulary fills the GPU
@@ -86,10 +72,6 @@ def fused_logits(model, normed) -> torch.Tensor:
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
     return logits.unsqueeze(1)
-
-
-def _head_gemv_takes(model, rows: int) -> bool:
-    return HEAD_GEMV and rows == 1 and _gemv_takes(model.lm_head, True)
 
 
 def attention_arrivals(model, rows: int, device: torch.device) -> torch.Tensor:
@@ -125,7 +107,7 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
         scale = table.scale_in(table.weight_t.dtype) if table.scale is not None else None
         residual, normed = decode_kernels.embed_rms_norm(token, table.weight_t, scale, norm.scale(), norm.eps)
     else:
-        residual, normed = _add_norm(residual, delta, norm, delta_norm, attn.qkv_proj, one_row)
+        residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
     qkv = _matmul(attn.qkv_proj, normed, one_row)
     out = decode_kernels.rope_cache_attention(
         qkv, cos, sin, slot, valid, keys, values,
@@ -138,17 +120,14 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     else:  # Gemma 2/3: normed first, and the MLP's input has a norm of its own
         post = layer.post_attention_layernorm
         norm, attended_norm = layer.pre_feedforward_layernorm, (post.scale(), post.eps)
-    into = residual if _adds_residual(attn.o_proj, mlp.gate_up_proj, attended_norm, one_row) else None
-    residual, normed = _add_norm(residual, _matmul(attn.o_proj, out, one_row, into), norm, attended_norm,
-                                 mlp.gate_up_proj, one_row)
+    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.scale(),
+                                                   norm.eps, attended_norm)
     post = layer.post_feedforward_layernorm
     mlp_norm = None if post is None else (post.scale(), post.eps)
     gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
     down = mlp.down_proj
     if mlp.gate_kind is not None and _gemv_takes(down, one_row):
-        into = residual if _adds_residual(down, attn.qkv_proj, mlp_norm, one_row) else None  # next layer's alike
-        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind, residual=into,
-                                             arrivals=None if into is None else _merge_arrivals(down, into)), mlp_norm
+        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind), mlp_norm
     if isinstance(gate_up, decode_kernels.PartialSums):
         gate_up = gate_up.total().to(residual.dtype)
     if mlp.gate_kind is not None:
@@ -157,34 +136,6 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
         gate, up = gate_up.chunk(2, dim=-1)
         activated = mlp.act(gate) * up
     return residual, down.forward(activated), mlp_norm
-
-
-def _add_norm(residual, delta, norm, delta_norm, consumer, one_row: bool):
-    """``(residual + delta, its norm)`` through :func:`.decode_kernels.add_rms_norm`. Where the GEMV before
-    added the residual (a :class:`.decode_kernels.SummedResidual`), only the norm is left: to ``consumer`` if
-    it runs through the GEMV (:data:`RESIDUAL_IN_GEMV`), else to the add+norm kernel."""
-    if isinstance(delta, decode_kernels.SummedResidual):
-        if _gemv_takes(consumer, one_row):
-            return delta.total, delta.pending(norm.scale(), norm.eps)
-        return decode_kernels.add_rms_norm(delta.total, None, norm.scale(), norm.eps)
-    return decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
-
-
-def _adds_residual(projection, consumer, delta_norm, one_row: bool) -> bool:
-    """Whether ``projection``'s GEMV adds the residual itself (:data:`RESIDUAL_IN_GEMV`):
-    where its output is added as it is (no norm of its own) and both it and the GEMV after the next norm
-    run through genplug's GEMV."""
-    return (RESIDUAL_IN_GEMV and delta_norm is None and _gemv_takes(projection, one_row)
-            and _gemv_takes(consumer, one_row))
-
-
-def _merge_arrivals(projection, residual: torch.Tensor) -> torch.Tensor:
-    """The zeroed counters of ``projection``'s last-split merge (one per output column at most), kept on the
-    module like :func:`attention_arrivals`: each launch leaves them zero again."""
-    kept = projection.__dict__.get("_merge_arrivals")
-    if kept is None or kept.device != residual.device or kept.numel() < residual.shape[-1]:
-        kept = projection.__dict__["_merge_arrivals"] = decode_kernels.new_arrivals(1, residual.shape[-1], residual.device)
-    return kept
 
 
 def _gemv_takes(projection, one_row: bool) -> bool:
@@ -204,13 +155,10 @@ def _stored_weights(projection):
     return [weight] if weight is not None else getattr(projection, "weights_t", None)
 
 
-def _matmul(projection, x, one_row: bool, residual=None):
-    """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so, else PyTorch's matmul. With
-    ``residual`` (:func:`_adds_residual` said so), ``residual + projection(x)`` as a
-    :class:`.decode_kernels.SummedResidual`."""
+def _matmul(projection, x, one_row: bool):
+    """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so, else PyTorch's matmul."""
     if _gemv_takes(projection, one_row):
         weights = _stored_weights(projection)
         biases = getattr(projection, "biases", None) or [getattr(projection, "bias", None)]
-        return decode_kernels.gemv(x, weights, biases, checked=True, residual=residual,
-                                   arrivals=None if residual is None else _merge_arrivals(projection, residual))
+        return decode_kernels.gemv(x, weights, biases, checked=True)
     return projection.forward(x)

@@ -360,7 +360,6 @@ def test_rope_cache_attention_refuses_mismatched_buffers(kernels):
                                      torch.tensor(0), torch.ones(1, 4, dtype=torch.bool), keys, values, 1, 1, 8)
 
 
-
 @pytest.mark.parametrize("qk_norm", [False, True], ids=["llama", "qwen3 norms"])
 @pytest.mark.parametrize("rows", [1, 2], ids=["one row: GEMV kernels", "two rows: PyTorch matmuls"])
 def test_fused_step_logits_match_the_unfused_step(kernels, rows, qk_norm, monkeypatch):
