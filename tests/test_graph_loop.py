@@ -12,17 +12,11 @@ def model_and_tokenizer():
     return genplug.load_model()
 
 
-@pytest.fixture
-def on_cpu(monkeypatch):
-    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
-    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
-
-
 def _batch(tokenizer):
     return tokenizer(["Once upon a time", "The big red dog ran to the"], padding=True, return_tensors="pt")
 
 
-def test_greedy_graph_loop_equals_eager_loop(model_and_tokenizer, on_cpu):
+def test_greedy_graph_loop_equals_eager_loop(model_and_tokenizer, graph_on_cpu):
     model, tokenizer = model_and_tokenizer
     enc = _batch(tokenizer)
     kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=48, cache_implementation="static")
@@ -33,7 +27,7 @@ def test_greedy_graph_loop_equals_eager_loop(model_and_tokenizer, on_cpu):
     assert torch.equal(graph, eager) and torch.equal(graph, dynamic)
 
 
-def test_graph_loop_stops_like_the_eager_loop_for_every_interval(model_and_tokenizer, on_cpu):
+def test_graph_loop_stops_like_the_eager_loop_for_every_interval(model_and_tokenizer, graph_on_cpu):
     model, tokenizer = model_and_tokenizer
     enc = _batch(tokenizer)
     eos = tokenizer.convert_tokens_to_ids(".") if hasattr(tokenizer, "convert_tokens_to_ids") else None
@@ -46,7 +40,7 @@ def test_graph_loop_stops_like_the_eager_loop_for_every_interval(model_and_token
         assert torch.equal(graph, eager)
 
 
-def test_sampling_with_top_k_one_is_greedy(model_and_tokenizer, on_cpu):
+def test_sampling_with_top_k_one_is_greedy(model_and_tokenizer, graph_on_cpu):
     model, tokenizer = model_and_tokenizer
     enc = _batch(tokenizer)
     kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=24, cache_implementation="static")
@@ -55,7 +49,7 @@ def test_sampling_with_top_k_one_is_greedy(model_and_tokenizer, on_cpu):
     assert torch.equal(sampled, genplug.generate(model, enc["input_ids"], **kw))
 
 
-def test_refusal_reasons_fall_back_to_the_eager_loop(model_and_tokenizer, on_cpu):
+def test_refusal_reasons_fall_back_to_the_eager_loop(model_and_tokenizer, graph_on_cpu):
     model, tokenizer = model_and_tokenizer
     enc = _batch(tokenizer)
     out = genplug.generate(model, enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=8,
@@ -64,7 +58,7 @@ def test_refusal_reasons_fall_back_to_the_eager_loop(model_and_tokenizer, on_cpu
     assert out.shape[0] == 2
 
 
-def test_compiled_model_step_equals_eager_and_is_reused_across_calls(model_and_tokenizer, on_cpu):
+def test_compiled_model_step_equals_eager_and_is_reused_across_calls(model_and_tokenizer, graph_on_cpu):
     """compile_config compiles the model's part only (per layer): a later call with other processors
     and a new cache reuses the compiled code instead of recompiling."""
     from torch._dynamo.utils import counters
@@ -85,7 +79,7 @@ def test_compiled_model_step_equals_eager_and_is_reused_across_calls(model_and_t
     assert torch.equal(sampled, reference)
 
 
-def test_failed_capture_falls_back_to_uncompiled_then_step_by_step(model_and_tokenizer, on_cpu, monkeypatch):
+def test_failed_capture_falls_back_to_uncompiled_then_step_by_step(model_and_tokenizer, graph_on_cpu, monkeypatch):
     """A compiled step that cannot be captured is retried uncompiled; if that fails too, the step runs
     uncaptured. Each fallback warns, and the output is the eager loop's."""
     model, tokenizer = model_and_tokenizer
@@ -162,7 +156,7 @@ def test_only_the_written_cache_slots_are_copied_aside_and_put_back(written):
             assert torch.equal(layer.values, values) and bool((layer.keys[:, :, 1:3] == 7.0).all())
 
 
-def test_a_capture_whose_warm_up_ran_for_real_leaves_the_call_as_the_eager_loop(model_and_tokenizer, on_cpu, monkeypatch):
+def test_a_capture_whose_warm_up_ran_for_real_leaves_the_call_as_the_eager_loop(model_and_tokenizer, graph_on_cpu, monkeypatch):
     """The whole capture path on the CPU, with CUDA's graph pieces stood in for: the warm-up step runs
     for real (it writes the cache at the fed token's slot, moves the slot and the counters), the
     restore puts back that slot and the state, and "replays" run the step -- the output equals the
@@ -345,7 +339,7 @@ def test_replays_survive_dropped_cublas_workspaces(monkeypatch):
     assert prefill_graph.LAST_PREFILL == "replayed"
 
 
-def test_min_new_tokens_and_eos_run_in_the_graph_loop(model_and_tokenizer, on_cpu):
+def test_min_new_tokens_and_eos_run_in_the_graph_loop(model_and_tokenizer, graph_on_cpu):
     """min_length / min_new_tokens read only the length: the graph loop takes them (at_length) and
     stops exactly where the eager loop does."""
     model, tokenizer = model_and_tokenizer
@@ -381,7 +375,7 @@ class _Recording(genplug.BaseStreamer):
 
 @pytest.mark.parametrize("batch_rows", [1, 2])
 @pytest.mark.parametrize("eos_at", [None, 0, 2, 9])
-def test_a_streamer_gets_what_the_eager_loop_puts(model_and_tokenizer, on_cpu, batch_rows, eos_at):
+def test_a_streamer_gets_what_the_eager_loop_puts(model_and_tokenizer, graph_on_cpu, batch_rows, eos_at):
     """With a streamer the graph loop runs (it used to refuse) and the streamer sees the eager loop's puts:
     the prompt, then each step's column until every row finished (eos_at: the new token, of row 0's free
     run, taken as EOS; 0 stops at the first token), then one end."""
@@ -438,7 +432,7 @@ def test_a_streamer_in_the_graph_loop_says_how_explain_sees_it():
     assert "synced_gpus" in graph_loop.pipeline_refusal([], [], config, synced_gpus=True)
 
 
-def test_a_repeated_call_reuses_the_buffers_graph_and_cache(model_and_tokenizer, on_cpu):
+def test_a_repeated_call_reuses_the_buffers_graph_and_cache(model_and_tokenizer, graph_on_cpu):
     """Same settings on the same model: the second call refills the first call's buffers (and takes
     its static cache back); outputs equal a fresh call's, and the first result is not overwritten."""
     model, tokenizer = model_and_tokenizer
@@ -465,7 +459,7 @@ def test_a_repeated_call_reuses_the_buffers_graph_and_cache(model_and_tokenizer,
 
 @pytest.mark.parametrize("change", [dict(top_k=6), dict(temperature=0.7), dict(max_new_tokens=13),
                                     dict(eos_token_id=3), dict(do_sample=False)])
-def test_any_changed_setting_builds_a_new_graph(model_and_tokenizer, on_cpu, change):
+def test_any_changed_setting_builds_a_new_graph(model_and_tokenizer, graph_on_cpu, change):
     model, tokenizer = model_and_tokenizer
     graph_loop.release(model)
     enc = _batch(tokenizer)
@@ -480,7 +474,7 @@ def test_any_changed_setting_builds_a_new_graph(model_and_tokenizer, on_cpu, cha
     assert torch.equal(changed, genplug.generate(model, enc["input_ids"], **{**kw, **change}))
 
 
-def test_the_cache_is_not_taken_back_when_it_was_returned(model_and_tokenizer, on_cpu):
+def test_the_cache_is_not_taken_back_when_it_was_returned(model_and_tokenizer, graph_on_cpu):
     """A cache handed to the caller (return_dict_in_generate) is never emptied by a later call."""
     model, tokenizer = model_and_tokenizer
     graph_loop.release(model)
@@ -496,7 +490,7 @@ def test_the_cache_is_not_taken_back_when_it_was_returned(model_and_tokenizer, o
     assert torch.equal(again, out.sequences)
 
 
-def test_one_new_token_captures_nothing(model_and_tokenizer, on_cpu, monkeypatch):
+def test_one_new_token_captures_nothing(model_and_tokenizer, graph_on_cpu, monkeypatch):
     """With max_new_tokens=1 the prefill's token is the whole answer: no step is run or captured (a
     capture would run one, and the cache has no slot left for it)."""
     model, tokenizer = model_and_tokenizer
@@ -578,7 +572,7 @@ BUFFER_FORM_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(BUFFER_FORM_CASES))
-def test_processors_reading_the_tokens_run_in_the_graph_loop(model_and_tokenizer, on_cpu, case):
+def test_processors_reading_the_tokens_run_in_the_graph_loop(model_and_tokenizer, graph_on_cpu, case):
     model, tokenizer = model_and_tokenizer
     enc = _batch(tokenizer)
     kw = dict(attention_mask=enc["attention_mask"], max_new_tokens=40, pad_token_id=0)
@@ -619,7 +613,7 @@ def test_processors_reading_the_tokens_run_in_the_graph_loop(model_and_tokenizer
                                       dict(bad_words_ids=[[5], [6, 7]]), dict(sequence_bias={(5,): -1.0}),
                                       dict(forced_eos_token_id=2), dict(begin_suppress_tokens=[5])],
                          ids=lambda s: next(iter(s)))
-def test_vocabulary_sized_masks_do_not_prevent_reuse(on_cpu, settings):
+def test_vocabulary_sized_masks_do_not_prevent_reuse(graph_on_cpu, settings):
     """Processors holding (vocab,) masks built from their settings declare ``graph_key``: with a
     vocabulary too large to compare tensor by tensor, a repeated call still replays the kept graph --
     and a changed setting still builds a new one."""
@@ -641,7 +635,7 @@ def test_vocabulary_sized_masks_do_not_prevent_reuse(on_cpu, settings):
     assert graph_loop.LAST_GRAPH_REUSED is False
 
 
-def test_a_replaced_parameter_object_is_not_replayed_over(model_and_tokenizer, on_cpu):
+def test_a_replaced_parameter_object_is_not_replayed_over(model_and_tokenizer, graph_on_cpu):
     """A graph is kept only for the same parameter objects at the same addresses: a parameter replaced
     by a new object, even over the same storage, makes the next call capture anew (a transformers
     model's twin is rebuilt then, and the old graph read its buffers)."""

@@ -9,11 +9,11 @@ import torch
 import genplug
 import genplug.graph_loop as graph_loop
 
-from test_graph_loop import _batch, model_and_tokenizer, on_cpu  # noqa: F401  (the graph loop's fixtures)
+from test_graph_loop import _batch, model_and_tokenizer  # noqa: F401  (the graph loop's fixture)
 
 
 @pytest.mark.parametrize("extra", [dict(), dict(eos="row 1's 4th"), dict(do_sample=True, top_k=4)])
-def test_stop_strings_run_in_the_graph_loop_and_stop_where_the_eager_loop_does(model_and_tokenizer, on_cpu, extra):
+def test_stop_strings_run_in_the_graph_loop_and_stop_where_the_eager_loop_does(model_and_tokenizer, graph_on_cpu, extra):
     """Stop strings are checked inside the captured step (their buffer form): the graph loop takes the call,
     and its tokens equal the eager loop's (disable_compile=True) -- rows stop at a stop string spanning
     tokens, with EOS padding after it where an EOS id is set, and the call ends once every row stopped."""
@@ -65,7 +65,7 @@ def test_on_a_gpu_stop_strings_are_captured_in_the_step_and_stop_as_the_eager_lo
         model.to("cpu", torch.float32)
 
 
-def test_a_graph_with_stop_strings_is_replayed_only_for_the_same_strings(model_and_tokenizer, on_cpu):
+def test_a_graph_with_stop_strings_is_replayed_only_for_the_same_strings(model_and_tokenizer, graph_on_cpu):
     model, tokenizer = model_and_tokenizer
     graph_loop.release(model)
     enc = _batch(tokenizer)

@@ -13,14 +13,8 @@ import genplug.graph_loop as graph_loop
 from parity_tools import left_padded, prompt, tiny_model
 
 
-@pytest.fixture
-def on_cpu(monkeypatch):
-    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
-    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
-
-
 @pytest.mark.parametrize("name", ["llama", "llama_sdpa", "qwen2"])
-def test_left_padded_greedy_matches_transformers_static_cache(name, on_cpu):
+def test_left_padded_greedy_matches_transformers_static_cache(name, graph_on_cpu):
     model = tiny_model(name)
     input_ids, mask = left_padded()
     kwargs = dict(attention_mask=mask, max_new_tokens=12, pad_token_id=0, cache_implementation="static")
@@ -30,7 +24,7 @@ def test_left_padded_greedy_matches_transformers_static_cache(name, on_cpu):
     assert torch.equal(ours, theirs)
 
 
-def test_eos_stops_rows_as_transformers_does(on_cpu):
+def test_eos_stops_rows_as_transformers_does(graph_on_cpu):
     model = tiny_model("llama_sdpa")
     ids = prompt(batch=3, length=5)
     free = model.generate(ids, max_new_tokens=10, eos_token_id=None)
@@ -42,7 +36,7 @@ def test_eos_stops_rows_as_transformers_does(on_cpu):
     assert torch.equal(ours, theirs)
 
 
-def test_encoder_decoder_models_use_the_eager_loop(on_cpu):
+def test_encoder_decoder_models_use_the_eager_loop(graph_on_cpu):
     from genplug.plugins.transformers.adapter import TransformersAdapter
 
     model = tiny_model("t5")
@@ -53,7 +47,7 @@ def test_encoder_decoder_models_use_the_eager_loop(on_cpu):
     assert torch.equal(out, model.generate(ids, max_new_tokens=6, cache_implementation="static"))
 
 
-def test_compiled_transformers_step_matches_and_is_reused(on_cpu):
+def test_compiled_transformers_step_matches_and_is_reused(graph_on_cpu):
     from torch._dynamo.utils import counters
 
     model = tiny_model("llama_sdpa")
@@ -68,7 +62,7 @@ def test_compiled_transformers_step_matches_and_is_reused(on_cpu):
 
 
 @pytest.mark.parametrize("name", ["llama_sdpa", "qwen2"])
-def test_the_graphed_forward_matches_transformers_with_a_host_criterion(name, on_cpu):
+def test_the_graphed_forward_matches_transformers_with_a_host_criterion(name, graph_on_cpu):
     """A stopping criterion of the user's own keeps the eager loop, whose forward then goes through
     ``static_decode_step`` (core/graphed_forward.py, uncaptured on a CPU): tokens and scores equal
     transformers' generate with its static cache and the same criterion, left padding included."""
@@ -97,7 +91,7 @@ def test_the_graphed_forward_matches_transformers_with_a_host_criterion(name, on
         torch.testing.assert_close(mine, reference)
 
 
-def test_beam_search_through_the_graphed_forward_matches_transformers(on_cpu):
+def test_beam_search_through_the_graphed_forward_matches_transformers(graph_on_cpu):
     """Beam search over a static cache with the forward through ``static_decode_step`` (core/graphed_forward.py,
     uncaptured on a CPU): transformers' beam search with its static cache gives the same sequences and scores."""
     import genplug.graphed_forward as graphed_forward

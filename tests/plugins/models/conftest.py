@@ -21,13 +21,3 @@ def make_checkpoint(tmp_path):
 
     return make
 
-
-@pytest.fixture
-def graph_on_cpu(monkeypatch):
-    """The CUDA-graph decode loop's logic run eagerly on the CPU (``graph_loop.RUN_ON_CPU``), with its last
-    capture time cleared so a test can tell that the loop ran."""
-    import genplug.graph_loop as graph_loop
-
-    monkeypatch.setattr(graph_loop, "RUN_ON_CPU", True)
-    monkeypatch.setattr(graph_loop, "LAST_CAPTURE_SECONDS", None)
-    return graph_loop
