@@ -69,9 +69,13 @@ SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None)
+               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None,
+               step_chain=decode_kernels.STEP_CHAIN)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
+    # the one-row step's kernels handing on through counters spun on instead of PDL's wait for the whole
+    # previous grid (decode_kernels.StepChain; eighteenth session)
+    ("step chain", dict(step_chain=True)),
     # fewer attention splits: fewer softmax states to merge, more slots per program (only the first tile
     # is read before the PDL wait): 881.4 / 812.0 against 925.0 / 922.8 (H100, seventeenth session)
     ("attention 4 splits", dict(attention=(4, 4, 32, 4, 1))),
@@ -106,6 +110,7 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("gate/up GEMV (32, 256, 4, 2, 8)", dict(gate_up_config=(32, 256, 4, 2, 8))),
     ("gate/up GEMV (16, 512, 4, 2, 8)", dict(gate_up_config=(16, 512, 4, 2, 8))),
     ("as shipped (again: noise)", {}),
+    ("step chain (again: noise)", dict(step_chain=True)),
 ]
 
 
@@ -139,6 +144,7 @@ def main():
     native = gpu_decode.native_one_b()
     ids = torch.randint(3, 128000, (1, gpu_decode.PROMPT), device="cuda")
     results = []
+    reference = None
     for name, changes in VARIANTS:
         setting = dict(SHIPPED, **changes)
         os.environ["GENPLUG_PDL"] = setting["pdl"]
@@ -146,6 +152,7 @@ def main():
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
+        decode_kernels.STEP_CHAIN = setting["step_chain"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"], setting["gate_up_config"])
@@ -162,8 +169,9 @@ def main():
             first, out = gpu_decode.timed(run)
             best = min(gpu_decode.timed(run)[0] for _ in range(3))
             same = torch.equal(out, eager)
+            reference = reference if reference is not None else out  # the first variant run's tokens
             print(f"{name:40} {gpu_decode.NEW / best:7.1f} tokens/s (first call {first:.2f} s); "
-                  f"graph == eager {same}", flush=True)
+                  f"graph == eager {same}; tokens == first variant's {torch.equal(out, reference)}", flush=True)
             if same:
                 results.append((gpu_decode.NEW / best, name))
         except Exception as exc:  # one broken variant must not hide the others
