@@ -48,6 +48,13 @@ norms applied by the GEMVs that read them (commit 972a63f): in one split, each p
 columns, 711.6-905.1 over 11 tiles against 920.6-925.0; with the last split of each column tile adding
 (an acq_rel arrival count), 909.5 (841.5 / 899.3 with 4 / 16 GEMV programs per SM) against 932.4 / 932.4.
 
+Tried and removed in the eighteenth session (H100, bench/results/eighteenth_session; the code is at commit
+4c03289): the one-row step's kernels handing on through counters instead of PDL's wait for the previous grid
+to retire ("step chain": each program's last act a release add behind a barrier, the next kernel's threads
+spinning on an acquire load): 692.8 / 695.1 tokens/s against 932.4 / 935.9, same tokens, graph == eager.
+bench/probes/boundary_cost.py had found PDL's wait the cheaper hand-off (0.64-1.50 us a link against
+0.86-11.03 us: a 1,024-program producer's adds to one counter and the polling of it cost ~10 us).
+
 Run: python bench/probes/step_variants.py ["variant name" ...]
 """
 import os
@@ -69,13 +76,9 @@ SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None,
-               step_chain=decode_kernels.STEP_CHAIN)
+               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
-    # the one-row step's kernels handing on through counters spun on instead of PDL's wait for the whole
-    # previous grid (decode_kernels.StepChain; eighteenth session)
-    ("step chain", dict(step_chain=True)),
     # fewer attention splits: fewer softmax states to merge, more slots per program (only the first tile
     # is read before the PDL wait): 881.4 / 812.0 against 925.0 / 922.8 (H100, seventeenth session)
     ("attention 4 splits", dict(attention=(4, 4, 32, 4, 1))),
@@ -110,7 +113,6 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("gate/up GEMV (32, 256, 4, 2, 8)", dict(gate_up_config=(32, 256, 4, 2, 8))),
     ("gate/up GEMV (16, 512, 4, 2, 8)", dict(gate_up_config=(16, 512, 4, 2, 8))),
     ("as shipped (again: noise)", {}),
-    ("step chain (again: noise)", dict(step_chain=True)),
 ]
 
 
@@ -152,7 +154,6 @@ def main():
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
-        decode_kernels.STEP_CHAIN = setting["step_chain"]
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"], setting["gate_up_config"])

@@ -21,7 +21,6 @@ outputs of the two paths are identical. This module imports Triton: it is import
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional, Tuple
 
 import torch
@@ -36,60 +35,12 @@ usable = fused_kernels_apply  # the rule for whether these kernels run, next to 
 
 
 @triton.jit
-def _after_previous_kernel(PDL: tl.constexpr, CHAIN: tl.constexpr, chain_ptr, link, wanted, CHAIN_BLOCK: tl.constexpr):
+def _after_previous_kernel(PDL: tl.constexpr):
     """Wait for the previous kernel's writes (programmatic dependent launch), then let the next kernel
-    start. Everything a kernel reads before this must be weights: nothing in the step writes them.
-
-    In a :class:`StepChain` (CHAIN > 0) the wait is on a counter instead: every thread spins until the
-    previous link's ``wanted`` programs have each published (:func:`_publish_link`), without waiting for
-    that grid to retire. The first link (CHAIN 1) waits as without a chain, then zeroes the step's
-    counters before the next kernel may launch."""
-    if CHAIN == 2:
-        _spin_until(chain_ptr + link - 1, wanted)
-        tl.debug_barrier()  # no load of this kernel's inputs moves above the spin
-        tl.extra.cuda.gdc_launch_dependents()
-    elif PDL:
+    start. Everything a kernel reads before this must be weights: nothing in the step writes them."""
+    if PDL:
         tl.extra.cuda.gdc_wait()
-        if CHAIN == 1:
-            links = tl.arange(0, CHAIN_BLOCK)
-            tl.store(chain_ptr + links, tl.zeros([CHAIN_BLOCK], tl.int32))
-            _fence_gpu(links)
-            tl.debug_barrier()
         tl.extra.cuda.gdc_launch_dependents()
-
-
-@triton.jit
-def _address(pointers):
-    return pointers.to(tl.int64, bitcast=True)
-
-
-@triton.jit
-def _spin_until(count_ptr, wanted):
-    """Each thread loads ``*count_ptr`` (acquire, GPU scope: L1 invalidated) until it is at least ``wanted``."""
-    tl.inline_asm_elementwise(
-        "{ .reg .pred p; .reg .b32 v; $$spin: ld.acquire.gpu.global.b32 v, [$1]; setp.lt.s32 p, v, $2; "
-        "@p bra $$spin; mov.b32 $0, v; }", "=r,l,r",
-        [_address(count_ptr + tl.zeros([1], tl.int32)), wanted + tl.zeros([1], tl.int32)],
-        dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def _fence_gpu(stored):
-    """A GPU-scope fence in every thread (after ``stored``'s stores): they are visible before what follows."""
-    tl.inline_asm_elementwise("{ fence.acq_rel.gpu; mov.b32 $0, 0; }", "=r,r", [stored.to(tl.int32)],
-                              dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def _publish_link(CHAIN: tl.constexpr, chain_ptr, link):
-    """A chain link's last act: once every thread of the program is done (a CTA barrier), thread 0 adds
-    one to ``chain[link]`` with release semantics, so the next link's spin sees all of its writes."""
-    if CHAIN > 0:
-        tl.debug_barrier()
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; .reg .b32 r; mov.u32 r, %tid.x; setp.eq.u32 p, r, 0; "
-            "@p red.release.gpu.global.add.s32 [$1], 1; mov.b32 $0, 0; }", "=r,l",
-            [_address(chain_ptr + link + tl.zeros([1], tl.int32))], dtype=tl.int32, is_pure=False, pack=1)
 
 @triton.jit
 def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
@@ -102,17 +53,15 @@ def _summed(ptr, offsets, mask, PARTS: tl.constexpr, part_stride):
 @triton.jit
 def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_ptr, norm_ptr, width, eps,
                          delta_weight_ptr, delta_eps, token_ptr, table_stride_width, table_stride_token, x_scale,
-                         chain_ptr, link, wanted,
                          DELTA_PARTS: tl.constexpr, DELTA_NORM: tl.constexpr, GATHER: tl.constexpr,
-                         SCALED: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr, CHAIN: tl.constexpr,
-                         CHAIN_BLOCK: tl.constexpr):
+                         SCALED: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     inside = cols < width
     weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
     if DELTA_NORM:
         delta_weight = tl.load(delta_weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
-    _after_previous_kernel(PDL, CHAIN, chain_ptr, link, wanted, CHAIN_BLOCK)
+    _after_previous_kernel(PDL)
     if GATHER:  # x is the embedding of the row's token: a column of the table [width, vocab] (or a row)
         token = tl.load(token_ptr + row).to(tl.int64)
         x = tl.load(x_ptr + token * table_stride_token + cols * table_stride_width, mask=inside, other=0.0)
@@ -134,7 +83,6 @@ def _add_rms_norm_kernel(x_ptr, delta_ptr, delta_parts_stride, weight_ptr, sum_p
         x = x.to(tl.float32)
     inverse_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / width + eps)
     tl.store(norm_ptr + row * width + cols, (x * inverse_rms * weight).to(norm_ptr.dtype.element_ty), mask=inside)
-    _publish_link(CHAIN, chain_ptr, link)
 
 @triton.jit
 def _tanh(x):
@@ -168,10 +116,9 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
 
 @triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
-                 k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2, chain_ptr, link, wanted,
+                 k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, CHAIN: tl.constexpr,
-                 CHAIN_BLOCK: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_GATE, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
@@ -197,7 +144,7 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
         k = first + tl.arange(0, BLOCK_K)
         w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                     mask=(k < last)[:, None] & n_in[None, :], other=0.0)
-        _after_previous_kernel(PDL, CHAIN, chain_ptr, link, wanted, CHAIN_BLOCK)
+        _after_previous_kernel(PDL)
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             ahead = k + BLOCK_K
@@ -218,19 +165,16 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
         if split == 0:
             acc += tl.load(bias_ptr + local, mask=n_in, other=0.0).to(tl.float32)
     tl.store(out_ptr + split * out_width + n, acc, mask=n_in)
-    _publish_link(CHAIN, chain_ptr, link)
 
 @triton.jit
 def _rope_cache_attention_kernel(
     qkv_ptr, qkv_parts_stride, cos_ptr, sin_ptr, slot_ptr, valid_ptr, keys_ptr, values_ptr, out_ptr,
     partial_ptr, arrivals_ptr, q_norm_ptr, k_norm_ptr, norm_eps, position_ptr, position_row, table_rows,
     qkv_row, rope_row, valid_row, cache_batch, cache_head, cache_slot, scale, softcap, window,
-    chain_ptr, link, wanted,
     HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUPS: tl.constexpr, DIM: tl.constexpr,
     QKV_PARTS: tl.constexpr, QUERIES: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, QK_NORM: tl.constexpr, ROPE_TABLE: tl.constexpr,
     ROPE_DIM: tl.constexpr, PDL: tl.constexpr, EARLY_LOADS: tl.constexpr, SOFTCAP: tl.constexpr,
-    CHAIN: tl.constexpr, CHAIN_BLOCK: tl.constexpr,
 ):
     # One program per (row, QUERIES query heads of one key/value group, split of the cached slots):
     # its query heads read each cached key and value once. Every program rotates its new queries and
@@ -248,7 +192,7 @@ def _rope_cache_attention_kernel(
     # With EARLY_LOADS, everything but the new token's q/k/v is read before waiting for the previous
     # kernel (the projection): the slot, positions, cos/sin and the first cached keys/values were all
     # written before it started (by earlier steps, the step's bookkeeping and RoPE).
-    _after_previous_kernel(PDL and not EARLY_LOADS, CHAIN if not EARLY_LOADS else 0, chain_ptr, link, wanted, CHAIN_BLOCK)
+    _after_previous_kernel(PDL and not EARLY_LOADS)
     slot = tl.load(slot_ptr)
     d = tl.arange(0, BLOCK_D)
     d_in = d < DIM
@@ -276,7 +220,7 @@ def _rope_cache_attention_kernel(
     k_ahead = tl.load(keys_ptr + at, mask=kv_in, other=0.0)
     v_ahead = tl.load(values_ptr + at, mask=kv_in, other=0.0)
     attend_ahead = tl.load(valid_ptr + row * valid_row + s, mask=s < end, other=0)
-    _after_previous_kernel(PDL and EARLY_LOADS, CHAIN if EARLY_LOADS else 0, chain_ptr, link, wanted, CHAIN_BLOCK)
+    _after_previous_kernel(PDL and EARLY_LOADS)
     qkv = qkv_ptr + row * qkv_row
 
     head = team * QUERIES + g  # this program's query heads
@@ -353,7 +297,6 @@ def _rope_cache_attention_kernel(
             merged = tl.sum(weights[:, :, None] * accs, axis=0) / tl.sum(weights * totals, axis=0)[:, None]
             tl.store(out_at, merged.to(out_ptr.dtype.element_ty), mask=gd_in)
             tl.store(arrivals_ptr + row * TEAMS + team, 0)  # ready for the next step
-    _publish_link(CHAIN, chain_ptr, link)
 
 
 MAX_SPLITS = 8
@@ -387,50 +330,6 @@ ATTENTION_TUNED_HEAD_DIM = 64
 # bench/probes/step_variants.py on an H100, 2026-12-05: 812.5 and 815.0 tokens/s with, 809.5 without
 # (a since-removed step variant); the step it ships in measured 853.6 (bench/results/gpu_decode_h100.txt).
 ATTENTION_EARLY_LOADS = True
-
-# A one-row step's kernels hand on through counters (StepChain) instead of PDL's wait for the whole
-# previous grid (bench/probes/boundary_cost.py times one boundary each way). Off until measured in the step;
-# GENPLUG_STEP_CHAIN=1 turns it on (read at import).
-STEP_CHAIN = os.environ.get("GENPLUG_STEP_CHAIN") == "1"
-
-
-class StepChain:
-    """The one-row fused step's kernels as the links of a chain, in launch order.
-
-    Link ``j``'s programs spin until all programs of link ``j - 1`` have added one to ``counts[j - 1]``
-    (release / acquire at GPU scope) instead of waiting, under PDL, for that grid to retire; the first
-    link waits as usual for whatever ran before the step and zeroes the counters before its successor may
-    launch, so the captured step replays with no fill kernel. A kernel outside the chain may run between
-    links (it waits, or is waited for, as any kernel). Kept per model (:func:`.fused_step.step_chain`):
-    steps of one model never run at once.
-    """
-
-    __slots__ = ("counts", "link", "programs")
-
-    def __init__(self, links: int, device: torch.device):
-        self.counts = torch.zeros(triton.next_power_of_2(links), dtype=torch.int32, device=device)
-        self.link = self.programs = 0
-
-    def restart(self) -> "StepChain":
-        self.link = self.programs = 0
-        return self
-
-    def next_link(self, programs: int):
-        """The launch arguments ``(chain_ptr, link, wanted)`` and constexprs of the next link, a launch of
-        ``programs`` programs."""
-        link, wanted = self.link, self.programs
-        if link >= self.counts.numel():
-            raise RuntimeError(f"StepChain: more than {self.counts.numel()} kernels in one step")
-        self.link, self.programs = link + 1, programs
-        return (self.counts, link, wanted), {"CHAIN": 1 if link == 0 else 2, "CHAIN_BLOCK": self.counts.numel()}
-
-
-def _chain_link(chain: Optional[StepChain], programs: int, unused: torch.Tensor):
-    """A kernel's chain arguments: the next link of ``chain``, or none (``unused`` as the pointer)."""
-    if chain is None:
-        return (unused, 0, 0), {"CHAIN": 0, "CHAIN_BLOCK": 1}
-    return chain.next_link(programs)
-
 
 class PartialSums:
     """A one-row matmul's output left as float32 partial sums ``parts [splits, rows, width]`` (split-K).
@@ -494,8 +393,7 @@ GATES = {"silu": 1, "gelu_tanh": 2}  # the gated MLP activations the kernels com
 
 
 def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
-         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False,
-         chain: Optional[StepChain] = None) -> PartialSums:
+         config: Optional[Tuple[int, int, int, int, int]] = None, *, checked: bool = False) -> PartialSums:
     """``x @ weight_t (+ bias)`` for ONE row, as split-K :class:`PartialSums` of width ``out``.
 
     ``x`` is ``[1, 1, in]`` (or partial sums of it); with ``gated_input`` (``"silu"`` or ``"gelu_tanh"``,
@@ -505,7 +403,6 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     like it), read in place as their concatenation ``[in, sum out_i]`` (:func:`gemv_applies_to_parts`).
     ``config = (block_n, block_k, warps, stages, programs_per_sm)`` overrides the tuned choice.
     ``checked=True``: the caller has checked :func:`gemv_applies_to_parts` (the fused step, every step).
-    ``chain``: launched as the next link of a :class:`StepChain`.
     """
     parts = list(weight_t) if isinstance(weight_t, (list, tuple)) else [weight_t]
     if isinstance(bias, (list, tuple)):
@@ -538,12 +435,11 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
         extra += [w, b, bounds[i - 1] if i < len(parts) else out_width]
     if len(parts) > 1 and any(b % block_n for b in bounds[: len(parts) - 1]):
         raise ValueError(f"gemv: part boundaries {bounds} are not multiples of block_n={block_n}")
-    chain_args, chain_constants = _chain_link(chain, columns * splits, out)
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
-        in_width, out_width, k_per_split, *extra, *chain_args, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0),
-        HAS_BIAS=bias is not None, W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, **chain_constants,
-        num_warps=warps, num_stages=stages, launch_pdl=pdl,
+        in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
+        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
+        launch_pdl=pdl,
     )
     return PartialSums(out)
 
@@ -583,8 +479,7 @@ def _sm_count(device: torch.device) -> int:
 # instead removed the spills but measured slower on an H100 (2026-12-05, seventh session: 9.36 against
 # 5.10 us at 8,192, 17.18 against 10.24 at 16,384; bench/results/gpu_decode_h100.txt), so rows stay whole.
 def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
-                 delta_norm: Optional[Tuple[torch.Tensor, float]] = None,
-                 chain: Optional[StepChain] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                 delta_norm: Optional[Tuple[torch.Tensor, float]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(x + delta, rms_norm(x + delta) * weight)``; with ``delta=None`` just ``(x, rms_norm(x) * weight)``.
 
     ``x`` is ``[rows, 1, width]``; ``delta`` the same shape or :class:`PartialSums`. The sum is rounded
@@ -592,7 +487,6 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
     (weight, eps)`` norms ``delta`` first (Gemma 2/3's post-attention and post-feed-forward norms; the
     normed delta is rounded to the model dtype, as that norm's output is). Norm weights are what the
     normed values are multiplied by: Gemma's ``1 + weight`` is passed as such (``RMSNorm.scale``).
-    ``chain``: launched as the next link of a :class:`StepChain`.
     """
     width = x.shape[-1]
     x = x.contiguous()
@@ -603,18 +497,17 @@ def add_rms_norm(x: torch.Tensor, delta, weight: torch.Tensor, eps: float,
     pdl = triton_support.dependent_launch(x.device)
     norms_delta = delta_norm is not None and delta_parts > 0
     delta_weight, delta_eps = delta_norm if norms_delta else (weight, 0.0)
-    chain_args, chain_constants = _chain_link(chain, rows, x)
     _add_rms_norm_kernel[(rows,)](
-        x, delta, delta_stride, weight, total, normed, width, eps, delta_weight, delta_eps, x, 0, 0, 1.0, *chain_args,
+        x, delta, delta_stride, weight, total, normed, width, eps, delta_weight, delta_eps, x, 0, 0, 1.0,
         DELTA_PARTS=delta_parts, DELTA_NORM=norms_delta, GATHER=False, SCALED=False,
-        BLOCK=triton.next_power_of_2(width), PDL=pdl, **chain_constants,
+        BLOCK=triton.next_power_of_2(width), PDL=pdl,
         num_warps=_warps_for(width * max(1, delta_parts)), launch_pdl=pdl,
     )
     return total, normed
 
 
 def embed_rms_norm(token: torch.Tensor, table_t: torch.Tensor, scale: Optional[float], weight: torch.Tensor,
-                   eps: float, chain: Optional[StepChain] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                   eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(embedded, rms_norm(embedded) * weight)`` where ``embedded [rows, 1, width]`` are the rows of
     ``table_t [width, vocab]`` (the native model's stored embedding, either layout) at ``token [rows, 1]``,
     times ``scale`` (Gemma's, already rounded to the model dtype) where given, rounded as ``embedding *
@@ -626,12 +519,11 @@ def embed_rms_norm(token: torch.Tensor, table_t: torch.Tensor, scale: Optional[f
     embedded = torch.empty(rows, 1, width, dtype=table_t.dtype, device=table_t.device)
     normed = torch.empty_like(embedded)
     pdl = triton_support.dependent_launch(table_t.device)
-    chain_args, chain_constants = _chain_link(chain, rows, embedded)
     _add_rms_norm_kernel[(rows,)](
         table_t, embedded, 0, weight, embedded, normed, width, eps, weight, 0.0, token, table_t.stride(0),
-        table_t.stride(1), float(scale if scale is not None else 1.0), *chain_args,
+        table_t.stride(1), float(scale if scale is not None else 1.0),
         DELTA_PARTS=0, DELTA_NORM=False, GATHER=True, SCALED=scale is not None,
-        BLOCK=triton.next_power_of_2(width), PDL=pdl, **chain_constants, num_warps=_warps_for(width), launch_pdl=pdl,
+        BLOCK=triton.next_power_of_2(width), PDL=pdl, num_warps=_warps_for(width), launch_pdl=pdl,
     )
     return embedded, normed
 
@@ -656,8 +548,7 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                          arrivals: Optional[torch.Tensor] = None,
                          qk_norm: Optional[Tuple[torch.Tensor, torch.Tensor, float]] = None,
                          positions: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                         softcap: Optional[float] = None, window: Optional[int] = None,
-                         chain: Optional[StepChain] = None) -> torch.Tensor:
+                         softcap: Optional[float] = None, window: Optional[int] = None) -> torch.Tensor:
     """Attention output ``[batch, 1, heads * head_dim]`` of one new token per row.
 
     ``qkv [batch, 1, (heads + 2 kv_heads) * head_dim]`` (or :class:`PartialSums` of it) is the fused
@@ -677,7 +568,6 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
     (None: ``head_dim ** -0.5``; Gemma's ``query_pre_attn_scalar ** -0.5``), ``softcap`` caps them as
     ``tanh(s / softcap) * softcap`` (Gemma 2), and ``window`` (a sliding layer over a cache whose slot
     ``s`` is position ``s``) limits each row to the slots after ``slot - window``.
-    ``chain``: launched as the next link of a :class:`StepChain`.
     """
     if keys.stride() != values.stride() or keys.stride(-1) != 1:
         raise ValueError("rope_cache_attention needs key and value buffers of one contiguous layout")
@@ -711,7 +601,6 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
                               device=keys.device)
         counters = arrivals if arrivals is not None else new_arrivals(batch, heads, keys.device)
     pdl = triton_support.dependent_launch(keys.device)
-    chain_args, chain_constants = _chain_link(chain, batch * heads // queries * splits, out)
     _rope_cache_attention_kernel[(batch, heads // queries, splits)](
         qkv, qkv_stride, cos, sin, slot, valid, keys, values, out, partial, counters,
         *(qk_norm if qk_norm is not None else (out, out, 0.0)),
@@ -719,11 +608,11 @@ def rope_cache_attention(qkv, cos: torch.Tensor, sin: torch.Tensor, slot: torch.
           else (slot, 0, 1)),
         qkv.shape[-1], rotary_dim if cos.shape[0] > 1 else 0, valid.shape[-1],
         keys.stride(0), keys.stride(1), keys.stride(2), head_dim ** -0.5 if scale is None else scale,
-        float(softcap or 1.0), int(window or 0), *chain_args,
+        float(softcap or 1.0), int(window or 0),
         HEADS=heads, KV_HEADS=kv_heads, GROUPS=groups, DIM=head_dim, QKV_PARTS=qkv_parts, QUERIES=queries,
         SPLITS=splits, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_S=block_s, QK_NORM=qk_norm is not None,
         ROPE_TABLE=positions is not None, PDL=pdl, ROPE_DIM=rotary_dim, EARLY_LOADS=ATTENTION_EARLY_LOADS,
-        SOFTCAP=softcap is not None, **chain_constants,
+        SOFTCAP=softcap is not None,
         num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return out

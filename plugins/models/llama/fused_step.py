@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from genplug import triton_support
-
 from . import decode_kernels
 
 # The CUDA-graph step reads cos/sin from RoPE's table by position instead of launching RoPE's small
@@ -51,14 +49,13 @@ def fused_decode_hidden(model, hidden, position_ids, slot, valid, layers, positi
         arrivals = attention_arrivals(model, rows, like.device)
     delta = delta_norm = None
     embedded = (core.embed_tokens, token) if hidden is None else None  # the first layer's norm looks it up
-    chain = step_chain(model, like.device) if rows == 1 else None
     for (layer, window, rope), cache_layer in zip(core.layer_plan, layers):
         cos, sin = rotations[rope]
         hidden, delta, delta_norm = fused_decode_layer(layer, hidden, delta, delta_norm, cos, sin, slot, valid,
                                                        cache_layer.keys, cache_layer.values, arrivals, positions,
-                                                       window, embedded, chain)
+                                                       window, embedded)
         embedded = None
-    return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm, chain)[1]
+    return decode_kernels.add_rms_norm(hidden, delta, core.norm.scale(), core.norm.eps, delta_norm)[1]
 
 
 def fused_logits(model, normed: torch.Tensor) -> torch.Tensor:
@@ -89,20 +86,8 @@ def attention_arrivals(model, rows: int, device: torch.device) -> torch.Tensor:
     return kept[key]
 
 
-def step_chain(model, device: torch.device):
-    """The model's :class:`.decode_kernels.StepChain` for one-row steps on ``device``, restarted -- or None
-    where :data:`.decode_kernels.STEP_CHAIN` is off or PDL does not run (the chain's first link zeroes its
-    counters after PDL's wait). Made once per model and device, like :func:`attention_arrivals`."""
-    if not decode_kernels.STEP_CHAIN or not triton_support.dependent_launch(device):
-        return None
-    kept = model.__dict__.setdefault("_step_chains", {})
-    if str(device) not in kept:  # at most 7 kernels a layer and the final norm
-        kept[str(device)] = decode_kernels.StepChain(7 * len(model.model.layer_plan) + 1, device)
-    return kept[str(device)].restart()
-
-
 def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid, keys, values, arrivals=None,
-                       positions=None, window=None, embedded=None, chain=None):
+                       positions=None, window=None, embedded=None):
     """One decoder layer with the fused kernels: ``(residual, delta, delta_norm)`` in and out, where
     ``delta_norm`` is the ``(weights, eps)`` of the norm ``delta`` takes before it is added (Gemma 2/3's
     post-feed-forward norm), or None.
@@ -112,8 +97,7 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     the next kernel adds up while loading; the down projection then computes act(gate)*up as it reads
     its input. Other matmuls are PyTorch's, and act(gate)*up is one more small kernel.
     ``embedded = (token embedding module, token [batch, 1])`` with ``residual`` None (the first layer):
-    the input norm looks the tokens up itself. ``chain``: the one-row step's
-    :class:`.decode_kernels.StepChain`, which every fused kernel joins, or None.
+    the input norm looks the tokens up itself.
     """
     attn, mlp = layer.self_attn, layer.mlp
     one_row = (residual if residual is not None else embedded[1]).shape[0] == 1
@@ -121,30 +105,29 @@ def fused_decode_layer(layer, residual, delta, delta_norm, cos, sin, slot, valid
     if residual is None:
         table, token = embedded
         scale = table.scale_in(table.weight_t.dtype) if table.scale is not None else None
-        residual, normed = decode_kernels.embed_rms_norm(token, table.weight_t, scale, norm.scale(), norm.eps, chain)
+        residual, normed = decode_kernels.embed_rms_norm(token, table.weight_t, scale, norm.scale(), norm.eps)
     else:
-        residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm, chain)
-    qkv = _matmul(attn.qkv_proj, normed, one_row, chain)
+        residual, normed = decode_kernels.add_rms_norm(residual, delta, norm.scale(), norm.eps, delta_norm)
+    qkv = _matmul(attn.qkv_proj, normed, one_row)
     out = decode_kernels.rope_cache_attention(
         qkv, cos, sin, slot, valid, keys, values,
         attn.num_heads, attn.num_kv_heads, attn.head_dim, arrivals=arrivals,
         qk_norm=None if attn.q_norm is None else (attn.q_norm.scale(), attn.k_norm.scale(), attn.q_norm.eps),
-        positions=positions, scale=attn.scale, softcap=attn.softcap, window=window, chain=chain,
+        positions=positions, scale=attn.scale, softcap=attn.softcap, window=window,
     )
     if layer.pre_feedforward_layernorm is None:  # Llama: the attention output added as it is
         norm, attended_norm = layer.post_attention_layernorm, None
     else:  # Gemma 2/3: normed first, and the MLP's input has a norm of its own
         post = layer.post_attention_layernorm
         norm, attended_norm = layer.pre_feedforward_layernorm, (post.scale(), post.eps)
-    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row, chain),
-                                                   norm.scale(), norm.eps, attended_norm, chain)
+    residual, normed = decode_kernels.add_rms_norm(residual, _matmul(attn.o_proj, out, one_row), norm.scale(),
+                                                   norm.eps, attended_norm)
     post = layer.post_feedforward_layernorm
     mlp_norm = None if post is None else (post.scale(), post.eps)
-    gate_up = _matmul(mlp.gate_up_proj, normed, one_row, chain)
+    gate_up = _matmul(mlp.gate_up_proj, normed, one_row)
     down = mlp.down_proj
     if mlp.gate_kind is not None and _gemv_takes(down, one_row):
-        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind,
-                                             chain=chain), mlp_norm
+        return residual, decode_kernels.gemv(gate_up, down.weight_t, down.bias, gated_input=mlp.gate_kind), mlp_norm
     if isinstance(gate_up, decode_kernels.PartialSums):
         gate_up = gate_up.total().to(residual.dtype)
     if mlp.gate_kind is not None:
@@ -172,11 +155,10 @@ def _stored_weights(projection):
     return [weight] if weight is not None else getattr(projection, "weights_t", None)
 
 
-def _matmul(projection, x, one_row: bool, chain=None):
-    """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so (a link of ``chain``, if any), else
-    PyTorch's matmul."""
+def _matmul(projection, x, one_row: bool):
+    """``projection(x)``: genplug's GEMV where :func:`_gemv_takes` says so, else PyTorch's matmul."""
     if _gemv_takes(projection, one_row):
         weights = _stored_weights(projection)
         biases = getattr(projection, "biases", None) or [getattr(projection, "bias", None)]
-        return decode_kernels.gemv(x, weights, biases, checked=True, chain=chain)
+        return decode_kernels.gemv(x, weights, biases, checked=True)
     return projection.forward(x)

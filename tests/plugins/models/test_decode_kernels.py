@@ -623,37 +623,3 @@ def test_a_transformers_gemma_twin_runs_the_fused_kernels(kernels, graph_on_cpu,
         theirs = hf(out.sequences[:, :-1]).logits[:, prompt.shape[1] - 1:].float()
     mine = torch.stack(out.logits, 1).float()
     assert (mine - theirs).abs().max() <= 0.05 * theirs.abs().max() + 0.05
-
-
-@given(st.lists(st.integers(1, 2048), min_size=1, max_size=40))
-@settings(max_examples=25, deadline=None)
-def test_a_step_chain_hands_each_link_the_previous_links_program_count(kernels, launches):
-    """Link j of a StepChain spins on counts[j - 1] until the previous launch's programs have all published:
-    its ``wanted`` is that launch's program count; the first link (after restart) waits under PDL instead."""
-    chain = kernels.StepChain(len(launches), torch.device("cpu"))
-    for _ in range(2):  # a second step over the same counters
-        chain.restart()
-        links = [chain.next_link(programs) for programs in launches]
-        assert [args[1] for args, _ in links] == list(range(len(launches)))
-        assert [args[2] for args, _ in links] == [0] + launches[:-1]
-        assert [constants["CHAIN"] for _, constants in links] == [1] + [2] * (len(launches) - 1)
-        assert all(args[0] is chain.counts and constants["CHAIN_BLOCK"] == chain.counts.numel() >= len(launches)
-                   for args, constants in links)
-
-
-def test_a_step_chain_refuses_more_links_than_it_counts(kernels):
-    chain = kernels.StepChain(3, torch.device("cpu"))  # 4 counters
-    for _ in range(4):
-        chain.next_link(8)
-    with pytest.raises(RuntimeError, match="more than 4 kernels"):
-        chain.next_link(8)
-
-
-def test_the_step_chain_stays_off_without_dependent_launch(kernels, monkeypatch):
-    """The chain's first link zeroes its counters after PDL's wait: no PDL (the interpreter, GENPLUG_PDL=0,
-    pre-Hopper GPUs), no chain, even where it is switched on."""
-    from genplug.plugins.models.llama import fused_step
-
-    monkeypatch.setattr(kernels, "STEP_CHAIN", True)
-    model = native_model()
-    assert fused_step.step_chain(model, torch.device("cpu")) is None

@@ -32,8 +32,6 @@ ATTENTION = {"qkv_ptr": "*fp32", "qkv_parts_stride": "i32", "cos_ptr": "*bf16", 
              "partial_ptr": "*fp32", "arrivals_ptr": "*i32", "q_norm_ptr": "*bf16", "k_norm_ptr": "*bf16",
              "norm_eps": "fp32", "position_ptr": "*i64", "position_row": "i32", "table_rows": "i32", "qkv_row": "i32", "rope_row": "i32", "valid_row": "i32", "cache_batch": "i32",
              "cache_head": "i32", "cache_slot": "i32", "scale": "fp32", "softcap": "fp32", "window": "i32"}
-CHAIN = {"chain_ptr": "*i32", "link": "i32", "wanted": "i32"}  # every kernel's StepChain arguments
-GEMV, NORM, ATTENTION = {**GEMV, **CHAIN}, {**NORM, **CHAIN}, {**ATTENTION, **CHAIN}
 ONE_B = {"HEADS": 32, "KV_HEADS": 8, "GROUPS": 4, "DIM": 64, "QKV_PARTS": 4, "BLOCK_D": 64}
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -50,8 +48,6 @@ def stack_bytes(cubin):
     return int(found.group(1)) if found else None
 
 def compiled(kernel, signature, constants, warps=4):
-    if "chain_ptr" in signature:
-        constants = {"CHAIN": 0, "CHAIN_BLOCK": 1, **constants}
     source = ASTSource(fn=kernel, signature={**signature, **{k: "constexpr" for k in constants}}, constexprs=constants)
     out = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     ptx = out.asm["ptx"]
@@ -60,9 +56,7 @@ def compiled(kernel, signature, constants, warps=4):
     return {"cubin": "cubin" in out.asm, "gdc_wait": "griddepcontrol.wait" in ptx,
             "atomics": [lines[i].strip() for i in atomics],
             "barrier_before_atomic": bool(atomics) and any("bar.sync" in l for l in lines[max(0, atomics[0] - 12):atomics[0]]),
-            "cached_past_l1": "ld.global.cg" in ptx, "stack": stack_bytes(out.asm["cubin"]),
-            "spins": "ld.acquire.gpu" in ptx, "publishes": "red.release.gpu" in ptx, "fences": "fence.acq_rel.gpu" in ptx,
-            "publish_after_barrier": "red.release.gpu" in ptx and "bar.sync" in ptx[:ptx.rindex("red.release.gpu")]}
+            "cached_past_l1": "ld.global.cg" in ptx, "stack": stack_bytes(out.asm["cubin"])}
 
 results = {}
 for pdl in (False, True):
@@ -87,17 +81,6 @@ for splits, queries, block_s, qk_norm, table, rot, pdl in ((1, 1, 128, False, Fa
         dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": queries, "SPLITS": splits,
         "BLOCK_G": queries, "BLOCK_S": block_s, "QK_NORM": qk_norm, "ROPE_TABLE": table, "ROPE_DIM": rot,
         "PDL": pdl, "EARLY_LOADS": True, "SOFTCAP": qk_norm})
-# the kernels as links of a StepChain: the first (the embedding's norm) waits under PDL and zeroes the
-# counters, the others spin on the previous link's counter; all publish
-results["chain=1 embed norm pdl=True"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 0, "DELTA_NORM": False,
-    "GATHER": True, "SCALED": False, "BLOCK": 2048, "PDL": True, "CHAIN": 1, "CHAIN_BLOCK": 128})
-results["chain=2 norm"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "DELTA_NORM": False,
-    "GATHER": False, "SCALED": False, "BLOCK": 2048, "PDL": True, "CHAIN": 2, "CHAIN_BLOCK": 128})
-results["chain=2 gemv"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": 1, "HAS_BIAS": False, "W_PARTS": 1,
-    "BLOCK_N": 16, "BLOCK_K": 128, "PDL": True, "CHAIN": 2, "CHAIN_BLOCK": 128})
-results["chain=2 attention splits=16"] = compiled(dk._rope_cache_attention_kernel, ATTENTION, {**ONE_B, "QUERIES": 4,
-    "SPLITS": 16, "BLOCK_G": 4, "BLOCK_S": 32, "QK_NORM": False, "ROPE_TABLE": True, "ROPE_DIM": 64, "PDL": True,
-    "EARLY_LOADS": True, "SOFTCAP": False, "CHAIN": 2, "CHAIN_BLOCK": 128})
 # the tuned attention settings (decode_kernels.attention_config) for heads of 64 (the tuned shape), 128
 # (Llama 3 8B, Mistral 7B) and 256 (Gemma; groups of 4, 2 and 1 query heads), one row and several
 for batch in (1, 4):
@@ -138,18 +121,7 @@ def compiled():
 
 
 def test_every_variant_compiles_through_ptxas(compiled):
-    assert len(compiled) == 30 and all(result["cubin"] for result in compiled.values())
-
-
-def test_chain_links_spin_and_publish_and_others_do_not(compiled):
-    """A StepChain link spins on an acquire load (the first link waits under PDL instead and fences its
-    zeroed counters) and publishes with a release add behind a barrier; kernels outside a chain do neither."""
-    for name, result in compiled.items():
-        linked = name.startswith("chain=")
-        assert result["publishes"] == linked and result["fences"] == name.startswith("chain=1"), name
-        assert result["spins"] == name.startswith("chain=2"), name
-        if linked:
-            assert result["publish_after_barrier"], name
+    assert len(compiled) == 26 and all(result["cubin"] for result in compiled.values())
 
 
 def test_larger_heads_get_no_more_spills_than_the_tuned_one(compiled):
