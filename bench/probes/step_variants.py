@@ -74,9 +74,10 @@ from genplug.plugins.models.llama import decode_kernels  # noqa: E402
 
 SHIPPED_ATTENTION = decode_kernels.ATTENTION_CONFIG["one row"]
 SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
+SHIPPED_WARPS = decode_kernels._warps_for
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None)
+               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None, norm_warps=None)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     # fewer attention splits: fewer softmax states to merge, more slots per program (only the first tile
@@ -112,6 +113,11 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("gate/up GEMV (16, 256, 4, 2, 4)", dict(gate_up_config=(16, 256, 4, 2, 4))),
     ("gate/up GEMV (32, 256, 4, 2, 8)", dict(gate_up_config=(32, 256, 4, 2, 8))),
     ("gate/up GEMV (16, 512, 4, 2, 8)", dict(gate_up_config=(16, 512, 4, 2, 8))),
+    # the add+norm kernel's warps (one program a row; shipped: 4 up to 2,048 values read, 8 up to 8,192, else 16
+    # -- the 1B step's add+norms read 8 partial sums of 2,048, so 16)
+    ("add+norm 4 warps", dict(norm_warps=4)),
+    ("add+norm 8 warps", dict(norm_warps=8)),
+    ("add+norm 32 warps", dict(norm_warps=32)),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -154,6 +160,8 @@ def main():
         decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
         decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
         graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
+        decode_kernels._warps_for = SHIPPED_WARPS if setting["norm_warps"] is None else (
+            lambda width, warps=setting["norm_warps"]: warps)
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"], setting["gate_up_config"])
