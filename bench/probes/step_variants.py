@@ -118,6 +118,10 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("add+norm 4 warps", dict(norm_warps=4)),
     ("add+norm 8 warps", dict(norm_warps=8)),
     ("add+norm 32 warps", dict(norm_warps=32)),
+    # the one-row attention's warps (shipped 4): its reductions across warps put 32 CTA barriers in its code
+    # (compiled for sm_90); fewer warps, fewer barriers but more loads a thread
+    ("attention 2 warps", dict(attention=SHIPPED_ATTENTION[:3] + (2,) + SHIPPED_ATTENTION[4:])),
+    ("attention 8 warps", dict(attention=SHIPPED_ATTENTION[:3] + (8,) + SHIPPED_ATTENTION[4:])),
     ("as shipped (again: noise)", {}),
 ]
 
