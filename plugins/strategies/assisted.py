@@ -23,9 +23,9 @@ from genplug import hookimpl
 from genplug.config.validation import KNOWN_SPECULATION_TYPES
 from genplug.errors import GenerationInputError
 from genplug.models import ModelAdapter
-from genplug.outputs import GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput
 from genplug.step_inputs import StepInputs
 
+from .assisted_outputs import AssistedOutputs
 from .candidates import (CandidateContext, DraftModelCandidates, OtherTokenizerDraftCandidates,
                          PromptLookupCandidates, keeps_recurrent_state)
 
@@ -40,9 +40,6 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
     config = generation_config
     _check(adapter, input_ids, config, model_kwargs)
-    if config.output_attentions or config.output_hidden_states:
-        raise GenerationInputError("assisted generation returns scores and logits, not attentions or hidden "
-                                   "states; unset output_attentions / output_hidden_states")
     do_sample = bool(config.do_sample)
     max_length = stopping_criteria.max_length or config.max_length
     cache = model_kwargs.pop("past_key_values")
@@ -60,7 +57,7 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
     verified = getattr(generator, "verified", None)  # optional: per-row outcomes (a draft tunes its threshold)
     tokens = input_ids
     finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
-    scores, raw_logits = [], []  # kept only when asked for
+    recorded = AssistedOutputs(config, adapter.is_encoder_decoder)  # what the config asks to return
     first, done = True, False
     while True:
         if synced_gpus and _synced_round_over(done, tokens.device):
@@ -82,7 +79,8 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
         lengths = lengths.clamp(max=k)
         proposal = torch.cat((tokens, candidates), dim=1)
         out = inputs.forward(adapter, proposal, 0 if first else cur - 1, cur + k, cache, model_kwargs,
-                             use_cache=True, logits_to_keep=k + 1)
+                             use_cache=True, logits_to_keep=k + 1, output_attentions=recorded.attentions,
+                             output_hidden_states=recorded.hidden_states)
         logits = out.logits[:, -(k + 1):].to(dtype=torch.float32, copy=True)
         processed = logits.clone()
         if logits_processor:
@@ -110,10 +108,7 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
         if verified is not None:
             verified(matches, running)
         generator.update(n_matches, k)
-        if config.return_dict_in_generate and config.output_scores:
-            scores.extend(processed[:, i] for i in range(kept))
-        if config.return_dict_in_generate and config.output_logits:
-            raw_logits.extend(logits[:, i] for i in range(kept))
+        recorded.add_round(out, processed, logits, cur=cur, start=0 if first else cur - 1, kept=kept)
         first = False
         finished |= stopping_criteria(tokens, processed[:, kept - 1])
         done = tokens.shape[1] >= max_length or bool(finished.all())
@@ -123,9 +118,7 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
         _remember_num_tokens(assistant_model, generator.num_tokens)
     if not config.return_dict_in_generate:
         return tokens
-    output = GenerateEncoderDecoderOutput if adapter.is_encoder_decoder else GenerateDecoderOnlyOutput
-    return output(sequences=tokens, scores=tuple(scores) if config.output_scores else None,
-                  logits=tuple(raw_logits) if config.output_logits else None, past_key_values=cache)
+    return recorded.output(tokens, cache, model_kwargs)
 
 
 def _round_choice(candidates, draft_scores, processed, lengths, do_sample: bool, weight: Optional[float]):
