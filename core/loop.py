@@ -41,7 +41,7 @@ def decode(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessor
     pad = config.pad_token_id if config.pad_token_id is not None else 0
     has_eos = stopping_criteria.has_eos
 
-    want = _Recorder(config, adapter.is_encoder_decoder)
+    want = StepRecorder(config, adapter.is_encoder_decoder)
     # Greedy search may skip argmax-invariant warpers unless their scores are returned; sampling needs them.
     processors = logits_processor if (do_sample or want.scores) else logits_processor.without_argmax_invariant()
 
@@ -181,8 +181,9 @@ def _all_finished(unfinished: torch.Tensor, synced_gpus: bool) -> bool:
     return not bool(unfinished.any())
 
 
-class _Recorder:
-    """Collects the per-step scores, logits, attentions and hidden states the config asks for."""
+class StepRecorder:
+    """Collects the per-step scores, logits, attentions and hidden states the config asks for, and builds the
+    output class from them (the greedy / sampling loop's, and assisted decoding's one entry per token)."""
 
     def __init__(self, config, is_encoder_decoder: bool):
         on = bool(config.return_dict_in_generate)

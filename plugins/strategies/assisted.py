@@ -118,7 +118,7 @@ def assisted_generation(model, input_ids, logits_processor, stopping_criteria, g
         _remember_num_tokens(assistant_model, generator.num_tokens)
     if not config.return_dict_in_generate:
         return tokens
-    return recorded.output(tokens, cache, model_kwargs)
+    return recorded.output(tokens, tokens.shape[1] - prompt_len, cache, model_kwargs)
 
 
 def _round_choice(candidates, draft_scores, processed, lengths, do_sample: bool, weight: Optional[float]):

@@ -12,70 +12,41 @@ docs/strategies.md).
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from types import SimpleNamespace
+from typing import Optional
 
-from genplug.outputs import GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput
+from genplug.loop import StepRecorder
 
 
-class AssistedOutputs:
-    """Collects an assisted call's scores, logits, attentions and hidden states, one entry per kept token."""
-
-    def __init__(self, config, is_encoder_decoder: bool):
-        on = bool(config.return_dict_in_generate)
-        self.is_encoder_decoder = is_encoder_decoder
-        self.scores_on, self.logits_on = on and bool(config.output_scores), on and bool(config.output_logits)
-        self.attentions = on and bool(config.output_attentions)
-        self.hidden_states = on and bool(config.output_hidden_states)
-        self.scores: List[Any] = []
-        self.logits: List[Any] = []
-        self._self_attentions: List[Any] = []
-        self._cross_attentions: List[Any] = []
-        self._hidden: List[Any] = []
+class AssistedOutputs(StepRecorder):
+    """The loop's recorder, fed one entry per kept token of each verifying forward."""
 
     def add_round(self, out, processed, logits, *, cur: int, start: int, kept: int) -> None:
         """The round's ``kept`` tokens: ``out`` is the forward over positions ``start`` onwards (0 in the first
         round, else ``cur - 1``), ``cur`` the sequence length before the round; ``processed`` / ``logits``
         ``[batch, k + 1, vocab]`` the scores and raw logits at the verified positions."""
-        if self.scores_on:
-            self.scores.extend(processed[:, i] for i in range(kept))
-        if self.logits_on:
-            self.logits.extend(logits[:, i] for i in range(kept))
         for i in range(kept):
             position = cur - 1 + i  # where the token's distribution came from
             if start == 0 and i == 0:  # the prompt's entry: every prompt position
                 rows, last = slice(0, cur), cur - 1
             else:
                 rows, last = slice(position - start, position - start + 1), position
-            if self.attentions:
-                attentions = out.decoder_attentions if self.is_encoder_decoder else out.attentions
-                # keys up to the entry's last position; a layer's keys end at the forward's last position (a
-                # sliding layer's start later than position 0)
-                self._self_attentions.append(_per_layer(
-                    attentions, lambda a: a[..., rows, :a.shape[-1] - (start + a.shape[-2] - 1 - last)]))
-                if self.is_encoder_decoder:
-                    self._cross_attentions.append(_per_layer(out.cross_attentions, lambda a: a[..., rows, :]))
-            if self.hidden_states:
-                hidden = out.decoder_hidden_states if self.is_encoder_decoder else out.hidden_states
-                self._hidden.append(_per_layer(hidden, lambda h: h[:, rows]))
+            self.record(processed[:, i], logits[:, i], _entry(out, rows, last, start, self.is_encoder_decoder)
+                        if self.attentions or self.hidden_states else None)
 
-    def output(self, sequences, cache, model_kwargs):
-        def given(items, on):
-            return tuple(items) if on else None
 
-        if self.is_encoder_decoder:
-            encoder_outputs = model_kwargs.get("encoder_outputs")
-            return GenerateEncoderDecoderOutput(
-                sequences=sequences, scores=given(self.scores, self.scores_on),
-                logits=given(self.logits, self.logits_on),
-                encoder_attentions=getattr(encoder_outputs, "attentions", None) if self.attentions else None,
-                encoder_hidden_states=getattr(encoder_outputs, "hidden_states", None) if self.hidden_states else None,
-                decoder_attentions=given(self._self_attentions, self.attentions),
-                cross_attentions=given(self._cross_attentions, self.attentions),
-                decoder_hidden_states=given(self._hidden, self.hidden_states), past_key_values=cache)
-        return GenerateDecoderOnlyOutput(
-            sequences=sequences, scores=given(self.scores, self.scores_on), logits=given(self.logits, self.logits_on),
-            attentions=given(self._self_attentions, self.attentions),
-            hidden_states=given(self._hidden, self.hidden_states), past_key_values=cache)
+def _entry(out, rows: slice, last: int, start: int, is_encoder_decoder: bool) -> SimpleNamespace:
+    """The forward's attentions and hidden states at ``rows``, self-attention keys up to position ``last``: a
+    layer's keys end at the forward's last position (a sliding layer's start later than position 0)."""
+    def self_attention(a):
+        return a[..., rows, :a.shape[-1] - (start + a.shape[-2] - 1 - last)]
+
+    if is_encoder_decoder:
+        return SimpleNamespace(decoder_attentions=_per_layer(out.decoder_attentions, self_attention),
+                               cross_attentions=_per_layer(out.cross_attentions, lambda a: a[..., rows, :]),
+                               decoder_hidden_states=_per_layer(out.decoder_hidden_states, lambda h: h[:, rows]))
+    return SimpleNamespace(attentions=_per_layer(out.attentions, self_attention),
+                           hidden_states=_per_layer(out.hidden_states, lambda h: h[:, rows]))
 
 
 def _per_layer(tensors: Optional[tuple], cut) -> Optional[tuple]:
