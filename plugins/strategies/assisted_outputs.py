@@ -25,6 +25,8 @@ class AssistedOutputs(StepRecorder):
         """The round's ``kept`` tokens: ``out`` is the forward over positions ``start`` onwards (0 in the first
         round, else ``cur - 1``), ``cur`` the sequence length before the round; ``processed`` / ``logits``
         ``[batch, k + 1, vocab]`` the scores and raw logits at the verified positions."""
+        if not (self.scores or self.logits or self.attentions or self.hidden_states):
+            return  # nothing asked for: no per-token work in the loop
         for i in range(kept):
             position = cur - 1 + i  # where the token's distribution came from
             if start == 0 and i == 0:  # the prompt's entry: every prompt position
