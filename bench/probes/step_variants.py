@@ -77,7 +77,8 @@ SHIPPED_GEMV_CONFIG = decode_kernels._gemv_config
 SHIPPED_WARPS = decode_kernels._warps_for
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
-               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None, norm_warps=None)
+               gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None, norm_warps=None,
+               head_config=None, gemv_ahead=decode_kernels.GEMV_AHEAD, x_ahead=decode_kernels.GEMV_X_AHEAD)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     # fewer attention splits: fewer softmax states to merge, more slots per program (only the first tile
@@ -122,6 +123,16 @@ VARIANTS = [  # (name, changes to the shipped setting)
     # (compiled for sm_90); fewer warps, fewer barriers but more loads a thread
     ("attention 2 warps", dict(attention=SHIPPED_ATTENTION[:3] + (2,) + SHIPPED_ATTENTION[4:])),
     ("attention 8 warps", dict(attention=SHIPPED_ATTENTION[:3] + (8,) + SHIPPED_ATTENTION[4:])),
+    # nineteenth session, on the H200 where the small GEMVs stream at 63-76% of the copy bandwidth alone: each
+    # GEMV program keeping 2 weight tiles in flight instead of 1 (both loaded before its PDL wait), its input
+    # loaded an iteration ahead (no L2 round trip a tile), the output head's best tile there, and the
+    # add+norm's 4 warps (1,154.8 against 1,148.5 / 1,149.3 in the first call)
+    ("GEMV 2 tiles ahead", dict(gemv_ahead=2)),
+    ("GEMV input ahead", dict(x_ahead=True)),
+    ("GEMV 2 tiles + input ahead", dict(gemv_ahead=2, x_ahead=True)),
+    ("head GEMV (16, 256, 4, 2, 16)", dict(head_config=(16, 256, 4, 2, 16))),
+    ("add+norm 4 warps + head (16, 256, 4, 2, 16)", dict(norm_warps=4, head_config=(16, 256, 4, 2, 16))),
+    ("add+norm 4 warps + head + 2 tiles ahead", dict(norm_warps=4, head_config=(16, 256, 4, 2, 16), gemv_ahead=2)),
     ("as shipped (again: noise)", {}),
 ]
 
@@ -135,11 +146,14 @@ def gate_up_storage(model, through_gemv: bool):
             projection.weight_t = nn.Parameter(stored, requires_grad=False)
 
 
-def gemv_config_with(per_sm, down=None, output=None, gate_up=None):
+def gemv_config_with(per_sm, down=None, output=None, gate_up=None, head=None):
     """The GEMV's tuned config, with ``per_sm`` programs per SM (which sets the split-K count) if given,
     ``down`` for the down projection (in-width 8192), ``output`` for the output projection (2048 x
-    2048) and ``gate_up`` for the gate/up projection (2048 x 16384, through the GEMV) if given."""
+    2048), ``gate_up`` for the gate/up projection (2048 x 16384, through the GEMV) and ``head`` for the output
+    head (2048 x 128256) if given."""
     def config(in_width, out_width, k_contiguous):
+        if head is not None and out_width >= 32 * in_width:
+            return head
         if down is not None and in_width == 8192:
             return down
         if gate_up is not None and out_width == 8 * in_width:
@@ -168,7 +182,9 @@ def main():
             lambda width, warps=setting["norm_warps"]: warps)
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
-                                                       setting["o_config"], setting["gate_up_config"])
+                                                       setting["o_config"], setting["gate_up_config"],
+                                                       setting["head_config"])
+        decode_kernels.GEMV_AHEAD, decode_kernels.GEMV_X_AHEAD = setting["gemv_ahead"], setting["x_ahead"]
         graph_loop.release(native)
         if only and name not in only:
             continue

@@ -118,7 +118,8 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, AHEAD: tl.constexpr,
+                 X_AHEAD: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_GATE, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
@@ -139,20 +140,37 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     last = tl.minimum(first + k_per_split, in_width)
     acc = tl.zeros([BLOCK_N], tl.float32)
     if PDL:
-        # each weight tile is loaded one iteration ahead, the first before waiting for the previous
-        # kernel: it streams while that kernel finishes (same arithmetic, same order)
+        # each weight tile is loaded AHEAD iterations ahead, the first AHEAD before waiting for the previous
+        # kernel: they stream while that kernel finishes (same arithmetic, same order). With X_AHEAD the
+        # input is loaded one iteration ahead too, so no iteration waits on an L2 round trip for it.
         k = first + tl.arange(0, BLOCK_K)
         w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
                     mask=(k < last)[:, None] & n_in[None, :], other=0.0)
+        if AHEAD > 1:
+            k2 = k + BLOCK_K
+            w2 = tl.load(w_ptr + k2[:, None] * w_stride_k + local[None, :] * w_stride_n,
+                         mask=(k2 < last)[:, None] & n_in[None, :], other=0.0)
         _after_previous_kernel(PDL)
+        if X_AHEAD:
+            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE)
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
-            ahead = k + BLOCK_K
+            ahead = k + AHEAD * BLOCK_K
             w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + local[None, :] * w_stride_n,
                               mask=(ahead < last)[:, None] & n_in[None, :], other=0.0)
-            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE)
+            if X_AHEAD:
+                k_next = k + BLOCK_K
+                x_next = _gemv_input(x_ptr, x_parts_stride, k_next, k_next < last, in_width, X_PARTS, X_GATE)
+            else:
+                x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
-            w = w_ahead
+            if AHEAD > 1:
+                w = w2
+                w2 = w_ahead
+            else:
+                w = w_ahead
+            if X_AHEAD:
+                x = x_next
     else:
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
@@ -389,6 +407,11 @@ def gemv_applies_to_parts(weights_t, biases=None) -> bool:
     return len(biases) == len(weights_t) and len({b is None for b in biases}) == 1
 
 
+# How many weight tiles a GEMV program keeps loading ahead of the one it multiplies (the first ones before
+# its PDL wait), and whether its input is loaded an iteration ahead too: bench/probes/step_variants.py.
+GEMV_AHEAD = 1
+GEMV_X_AHEAD = False
+
 GATES = {"silu": 1, "gelu_tanh": 2}  # the gated MLP activations the kernels compute (constexpr codes)
 
 
@@ -411,6 +434,8 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
         biases = [None] * len(parts)
     else:
         biases = [bias] if len(parts) == 1 else []  # one bias for several matrices: refused below
+    if GEMV_AHEAD not in (1, 2):
+        raise ValueError(f"decode_kernels.GEMV_AHEAD must be 1 or 2 weight tiles, not {GEMV_AHEAD!r}")
     if gated_input is not None and gated_input not in GATES:
         raise ValueError(f"gemv: gated_input must be one of {sorted(GATES)} or None, not {gated_input!r}")
     if not checked and not gemv_applies_to_parts(parts, biases):
@@ -438,8 +463,8 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
         in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
-        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=warps, num_stages=stages,
-        launch_pdl=pdl,
+        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, AHEAD=GEMV_AHEAD, X_AHEAD=GEMV_X_AHEAD,
+        num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return PartialSums(out)
 

@@ -62,9 +62,10 @@ results = {}
 for pdl in (False, True):
     for gate in (0, 2 if pdl else 1):
         # a gated input (SiLU, Gemma's tanh-GELU) with the weights in three parts and biases (a transformers
-        # twin's q/k/v), else one matrix
+        # twin's q/k/v), else one matrix; with the gate under PDL, 2 weight tiles and the input loaded ahead
         results[f"gemv pdl={pdl} gate={gate}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": gate,
-            "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl})
+            "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl,
+            "AHEAD": 2 if pdl and gate else 1, "X_AHEAD": bool(pdl and gate)})
     results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "DELTA_NORM": pdl,
                                                                           "GATHER": False, "SCALED": False,
                                                                           "BLOCK": 2048, "PDL": pdl})
