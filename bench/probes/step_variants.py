@@ -133,6 +133,11 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("head GEMV (16, 256, 4, 2, 16)", dict(head_config=(16, 256, 4, 2, 16))),
     ("add+norm 4 warps + head (16, 256, 4, 2, 16)", dict(norm_warps=4, head_config=(16, 256, 4, 2, 16))),
     ("add+norm 4 warps + head + 2 tiles ahead", dict(norm_warps=4, head_config=(16, 256, 4, 2, 16), gemv_ahead=2)),
+    # the output and down GEMVs with 8 columns a tile: as many programs in 4 splits instead of 8, so each add+norm
+    # (one program on one SM) reads 4 partial sums of the row from L2 instead of 8
+    ("output + down 8 columns a tile (4 splits)", dict(o_config=(8, 128, 8, 2, 8), down_config=(8, 128, 4, 2, 8))),
+    ("output + down 8 columns, 4 warps + 2 ahead", dict(o_config=(8, 128, 4, 2, 8), down_config=(8, 128, 4, 2, 8),
+                                                        gemv_ahead=2)),
     ("as shipped (again: noise)", {}),
 ]
 
