@@ -78,7 +78,7 @@ SHIPPED_WARPS = decode_kernels._warps_for
 SHIPPED = dict(pdl="1", attention=SHIPPED_ATTENTION, gate_up_gemv=True,
                early_loads=decode_kernels.ATTENTION_EARLY_LOADS, bookkeeping=graph_loop.FUSED_BOOKKEEPING,
                gemv_per_sm=None, down_config=None, o_config=None, gate_up_config=None, norm_warps=None,
-               head_config=None, gemv_ahead=decode_kernels.GEMV_AHEAD, x_ahead=decode_kernels.GEMV_X_AHEAD)
+               head_config=None, qkv_config=None, gemv_ahead=decode_kernels.GEMV_AHEAD, x_ahead=decode_kernels.GEMV_X_AHEAD)
 VARIANTS = [  # (name, changes to the shipped setting)
     ("as shipped", {}),
     # fewer attention splits: fewer softmax states to merge, more slots per program (only the first tile
@@ -135,6 +135,10 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("add+norm 4 warps + head + 2 tiles ahead", dict(norm_warps=4, head_config=(16, 256, 4, 2, 16), gemv_ahead=2)),
     # the output and down GEMVs with 8 columns a tile: as many programs in 4 splits instead of 8, so each add+norm
     # (one program on one SM) reads 4 partial sums of the row from L2 instead of 8
+    # q/k/v's (32, 128) tile with 8 warps takes 120 registers a thread (2 programs an SM; compiled for sm_90):
+    # with 2 tiles ahead, fewer warps or narrower tiles keep more programs (and bytes) in flight
+    ("2 ahead + q/k/v (32, 128, 4, 2, 8)", dict(gemv_ahead=2, qkv_config=(32, 128, 4, 2, 8))),
+    ("2 ahead + q/k/v (16, 128, 8, 2, 8)", dict(gemv_ahead=2, qkv_config=(16, 128, 8, 2, 8))),
     ("output + down 8 columns a tile (4 splits)", dict(o_config=(8, 128, 8, 2, 8), down_config=(8, 128, 4, 2, 8))),
     ("output + down 8 columns, 4 warps + 2 ahead", dict(o_config=(8, 128, 4, 2, 8), down_config=(8, 128, 4, 2, 8),
                                                         gemv_ahead=2)),
@@ -151,12 +155,14 @@ def gate_up_storage(model, through_gemv: bool):
             projection.weight_t = nn.Parameter(stored, requires_grad=False)
 
 
-def gemv_config_with(per_sm, down=None, output=None, gate_up=None, head=None):
+def gemv_config_with(per_sm, down=None, output=None, gate_up=None, head=None, qkv=None):
     """The GEMV's tuned config, with ``per_sm`` programs per SM (which sets the split-K count) if given,
     ``down`` for the down projection (in-width 8192), ``output`` for the output projection (2048 x
     2048), ``gate_up`` for the gate/up projection (2048 x 16384, through the GEMV) and ``head`` for the output
-    head (2048 x 128256) if given."""
+    head (2048 x 128256), ``qkv`` for the q/k/v projection (2048 x 3072) if given."""
     def config(in_width, out_width, k_contiguous):
+        if qkv is not None and in_width < out_width <= 2 * in_width:
+            return qkv
         if head is not None and out_width >= 32 * in_width:
             return head
         if down is not None and in_width == 8192:
@@ -188,7 +194,7 @@ def main():
         gate_up_storage(native, setting["gate_up_gemv"])
         decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
                                                        setting["o_config"], setting["gate_up_config"],
-                                                       setting["head_config"])
+                                                       setting["head_config"], setting["qkv_config"])
         decode_kernels.GEMV_AHEAD, decode_kernels.GEMV_X_AHEAD = setting["gemv_ahead"], setting["x_ahead"]
         graph_loop.release(native)
         if only and name not in only:
