@@ -118,8 +118,8 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, AHEAD: tl.constexpr,
-                 X_AHEAD: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr,
+                 AHEAD: tl.constexpr, X_AHEAD: tl.constexpr):
     # out[split, n] = sum over this split's k of x[k] * w[k, n]   (w is [in, out], either layout)
     # With X_GATE, x is the gate/up projection's partial sums [X_PARTS, 2 * in_width]:
     # x[k] = act(gate[k]) * up[k] (SiLU or tanh-GELU), so the activation never makes a trip through memory.
@@ -139,7 +139,7 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     first = split * k_per_split
     last = tl.minimum(first + k_per_split, in_width)
     acc = tl.zeros([BLOCK_N], tl.float32)
-    if PDL:
+    if PREFETCH:
         # each weight tile is loaded AHEAD iterations ahead, the first AHEAD before waiting for the previous
         # kernel: they stream while that kernel finishes (same arithmetic, same order). With X_AHEAD the
         # input is loaded one iteration ahead too, so no iteration waits on an L2 round trip for it.
@@ -409,8 +409,11 @@ def gemv_applies_to_parts(weights_t, biases=None) -> bool:
 
 # How many weight tiles a GEMV program keeps loading ahead of the one it multiplies (the first ones before
 # its PDL wait), and whether its input is loaded an iteration ahead too: bench/probes/step_variants.py.
+# Without PDL (GPUs before Hopper, GENPLUG_PDL=0) the plain loop runs unless GEMV_PREFETCH_WITHOUT_PDL, which
+# the CPU tests set to run the loop Hopper runs through Triton's interpreter (it has no PDL wait).
 GEMV_AHEAD = 1
 GEMV_X_AHEAD = False
+GEMV_PREFETCH_WITHOUT_PDL = False
 
 GATES = {"silu": 1, "gelu_tanh": 2}  # the gated MLP activations the kernels compute (constexpr codes)
 
@@ -463,7 +466,8 @@ def gemv(x, weight_t, bias=None, gated_input: Optional[str] = None,
     _gemv_kernel[(columns, splits)](
         x, x_stride, weight_t, weight_t.stride(0), weight_t.stride(1), bias if bias is not None else weight_t, out,
         in_width, out_width, k_per_split, *extra, X_PARTS=x_parts, X_GATE=GATES.get(gated_input, 0), HAS_BIAS=bias is not None,
-        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, AHEAD=GEMV_AHEAD, X_AHEAD=GEMV_X_AHEAD,
+        W_PARTS=len(parts), BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, PREFETCH=pdl or GEMV_PREFETCH_WITHOUT_PDL,
+        AHEAD=GEMV_AHEAD, X_AHEAD=GEMV_X_AHEAD,
         num_warps=warps, num_stages=stages, launch_pdl=pdl,
     )
     return PartialSums(out)

@@ -183,6 +183,45 @@ def test_every_gemv_tile_can_read_separately_stored_parts(kernels, in_width, out
 
 
 @settings(max_examples=10, deadline=None)
+@given(in_width=st.integers(100, 260), out_width=st.integers(1, 70), gated=st.booleans(), parts_in=st.integers(1, 3),
+       k_contiguous=st.booleans(), seed=st.integers(0, 2**16))
+def test_gemv_loads_ahead_without_changing_a_bit(kernels, in_width, out_width, gated, parts_in, k_contiguous, seed):
+    """The loop Hopper runs (weights loaded 1 or 2 tiles ahead, the first before the PDL wait; the input an
+    iteration ahead or not) multiplies and adds in the plain loop's order: the same bits, and close to torch.
+    Tiles of 16 and at most 4 splits (1 program an SM of the interpreter's 4), so each program walks 2 or more."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(parts_in, 1, (2 if gated else 1) * in_width, generator=g)
+    weight_t = torch.randn(in_width, out_width, generator=g)
+    if k_contiguous:
+        weight_t = weight_t.t().contiguous().t()
+    summed = x.sum(0, keepdim=True)
+    if gated:
+        gate, up = summed.chunk(2, dim=-1)
+        summed = F.silu(gate) * up
+    expected = summed @ weight_t
+
+    def parts(prefetch, ahead=1, input_ahead=False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kernels, "GEMV_PREFETCH_WITHOUT_PDL", prefetch)
+            patch.setattr(kernels, "GEMV_AHEAD", ahead)
+            patch.setattr(kernels, "GEMV_X_AHEAD", input_ahead)
+            return kernels.gemv(kernels.PartialSums(x.to(DEVICE)), weight_t.to(DEVICE),
+                                gated_input="silu" if gated else None, config=(16, 16, 4, 2, 1)).parts.cpu()
+
+    plain = parts(False)
+    torch.testing.assert_close(plain.sum(0).unsqueeze(1), expected, rtol=1e-4, atol=1e-4)
+    for ahead in (1, 2):
+        for input_ahead in (False, True):
+            assert torch.equal(parts(True, ahead, input_ahead), plain), (ahead, input_ahead)
+
+
+def test_gemv_refuses_a_prefetch_depth_it_does_not_have(kernels, monkeypatch):
+    monkeypatch.setattr(kernels, "GEMV_AHEAD", 3)
+    with pytest.raises(ValueError, match="GEMV_AHEAD must be 1 or 2"):
+        kernels.gemv(torch.zeros(1, 1, 8, device=DEVICE), torch.zeros(8, 4, device=DEVICE))
+
+
+@settings(max_examples=10, deadline=None)
 @given(in_width=st.integers(1, 200), out_width=st.integers(1, 100), seed=st.integers(0, 2**16))
 def test_gemv_with_gated_input_matches_torch(kernels, in_width, out_width, seed):
     """The down projection reads act(gate) * up (SiLU, Gemma's tanh-GELU) straight from the gate/up

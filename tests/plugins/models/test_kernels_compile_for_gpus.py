@@ -65,7 +65,7 @@ for pdl in (False, True):
         # twin's q/k/v), else one matrix; with the gate under PDL, 2 weight tiles and the input loaded ahead
         results[f"gemv pdl={pdl} gate={gate}"] = compiled(dk._gemv_kernel, GEMV, {"X_PARTS": 4, "X_GATE": gate,
             "HAS_BIAS": gate > 0, "W_PARTS": 3 if gate else 1, "BLOCK_N": 16, "BLOCK_K": 256, "PDL": pdl,
-            "AHEAD": 2 if pdl and gate else 1, "X_AHEAD": bool(pdl and gate)})
+            "PREFETCH": pdl, "AHEAD": 2 if pdl and gate else 1, "X_AHEAD": bool(pdl and gate)})
     results[f"norm pdl={pdl}"] = compiled(dk._add_rms_norm_kernel, NORM, {"DELTA_PARTS": 4, "DELTA_NORM": pdl,
                                                                           "GATHER": False, "SCALED": False,
                                                                           "BLOCK": 2048, "PDL": pdl})
