@@ -19,6 +19,7 @@ the shipped one: programmatic dependent launch, decode_kernels.ATTENTION_CONFIG[
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,11 +100,19 @@ def main():
     parser.add_argument("--layers", type=int, default=16)
     parser.add_argument("--pdl", choices=("0", "1"), help="set GENPLUG_PDL for this run")
     parser.add_argument("--attention", help="one-row attention config for this run: splits,heads,block,warps,stages")
+    parser.add_argument("--variant", help="a variant of the fused step named in bench/probes/step_variants.py "
+                                          "(its GEMV, attention and add+norm settings) for genplug's cells")
     args = parser.parse_args()
     import os
 
     from genplug.plugins.models.llama import decode_kernels
 
+    if args.variant:
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "probes"))
+        import step_variants
+
+        step_variants.apply(args.variant)
+        print(f"fused step variant: {args.variant}")
     if args.pdl is not None:
         os.environ["GENPLUG_PDL"] = args.pdl
     if args.attention:

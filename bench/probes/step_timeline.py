@@ -5,9 +5,8 @@ one's share of the step is its *critical-path contribution* -- how far its end m
 seen so far -- not its duration. Prints the shares per kind of kernel (q/k/v, output and down GEMVs
 told apart by their order within a layer) and one middle layer's kernels in order.
 
-Run on the accelerator: python bench/probes/step_timeline.py [--ahead 2] [--input-ahead] [--norm-warps 4]
-(the GEMVs' weight tiles in flight and input ahead, decode_kernels.GEMV_AHEAD / GEMV_X_AHEAD, and the add+norm
-kernels' warps, if given)
+Run on the accelerator: python bench/probes/step_timeline.py [--variant NAME]
+(NAME: a variant of the fused step in step_variants.py; default as shipped)
 """
 import argparse
 import sys
@@ -38,18 +37,13 @@ def kind_of(name: str, gemvs_seen: int, gemvs_in_step: int) -> str:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--ahead", type=int, default=None)
-    parser.add_argument("--input-ahead", action="store_true")
-    parser.add_argument("--norm-warps", type=int, default=None)
+    parser.add_argument("--variant", default=None)
     args = parser.parse_args()
-    from genplug.plugins.models.llama import decode_kernels
-    if args.ahead is not None:
-        decode_kernels.GEMV_AHEAD = args.ahead
-    decode_kernels.GEMV_X_AHEAD = decode_kernels.GEMV_X_AHEAD or args.input_ahead
-    if args.norm_warps is not None:
-        decode_kernels._warps_for = lambda width: args.norm_warps
-    print(f"GEMV tiles ahead {decode_kernels.GEMV_AHEAD}, input ahead {decode_kernels.GEMV_X_AHEAD}, "
-          f"add+norm warps {args.norm_warps or 'as shipped'}")
+    if args.variant:
+        import step_variants
+
+        step_variants.apply(args.variant)
+    print(f"step: {args.variant or 'as shipped'}")
     native, cache, token, pos, slot, valid = one_step_setting()
     with torch.no_grad():
         def step():

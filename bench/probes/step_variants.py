@@ -176,6 +176,26 @@ def gemv_config_with(per_sm, down=None, output=None, gate_up=None, head=None, qk
     return config
 
 
+def apply(name: str, native=None):
+    """Set the fused step's knobs to the variant ``name`` (every knob: the shipped value where the variant leaves
+    it); ``native`` is the model whose gate/up storage the variant may change (None: left as it is)."""
+    changes = dict(VARIANTS)[name]
+    setting = dict(SHIPPED, **changes)
+    os.environ["GENPLUG_PDL"] = setting["pdl"]
+    triton_support._DEPENDENT_LAUNCH.clear()
+    decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
+    decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
+    graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
+    decode_kernels._warps_for = SHIPPED_WARPS if setting["norm_warps"] is None else (
+        lambda width, warps=setting["norm_warps"]: warps)
+    if native is not None:
+        gate_up_storage(native, setting["gate_up_gemv"])
+    decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
+                                                   setting["o_config"], setting["gate_up_config"],
+                                                   setting["head_config"], setting["qkv_config"])
+    decode_kernels.GEMV_AHEAD, decode_kernels.GEMV_X_AHEAD = setting["gemv_ahead"], setting["x_ahead"]
+
+
 def main():
     only = [name.strip() for name in sys.argv[1:]]  # run only these variants (default: all)
     native = gpu_decode.native_one_b()
@@ -183,19 +203,7 @@ def main():
     results = []
     reference = None
     for name, changes in VARIANTS:
-        setting = dict(SHIPPED, **changes)
-        os.environ["GENPLUG_PDL"] = setting["pdl"]
-        triton_support._DEPENDENT_LAUNCH.clear()
-        decode_kernels.ATTENTION_CONFIG["one row"] = setting["attention"]
-        decode_kernels.ATTENTION_EARLY_LOADS = setting["early_loads"]
-        graph_loop.FUSED_BOOKKEEPING = setting["bookkeeping"]
-        decode_kernels._warps_for = SHIPPED_WARPS if setting["norm_warps"] is None else (
-            lambda width, warps=setting["norm_warps"]: warps)
-        gate_up_storage(native, setting["gate_up_gemv"])
-        decode_kernels._gemv_config = gemv_config_with(setting["gemv_per_sm"], setting["down_config"],
-                                                       setting["o_config"], setting["gate_up_config"],
-                                                       setting["head_config"], setting["qkv_config"])
-        decode_kernels.GEMV_AHEAD, decode_kernels.GEMV_X_AHEAD = setting["gemv_ahead"], setting["x_ahead"]
+        apply(name, native)
         graph_loop.release(native)
         if only and name not in only:
             continue
