@@ -3,19 +3,18 @@
 # H200 batch-1 greedy at 1,151.0 tokens/s, 66.8% of the limit, with the small GEMVs alone at 63-76% of the copy
 # bandwidth. Here: the step with each GEMV program keeping 2 weight tiles in flight and/or its input loaded an
 # iteration ahead, the output head's best tile there, the add+norm's 4 warps, fewer splits (step_variants.py,
-# tokens checked against the shipped step's); where the step's time goes as shipped and under the fastest
+# tokens checked against the shipped step's); where the step's time goes under the fastest
 # variant; then issue 9's batch-1 cells (transformers' static+compile, genplug native) under that variant.
 # Usage: bash bench/probes/nineteenth_call.sh
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/device_setup.sh"
-timeout 250 python bench/probes/step_variants.py "as shipped" "GEMV 2 tiles ahead" "GEMV input ahead" \
-  "GEMV 2 tiles + input ahead" "add+norm 4 warps + head (16, 256, 4, 2, 16)" "add+norm 4 warps + head + 2 tiles ahead" \
+timeout 200 python bench/probes/step_variants.py "as shipped" "GEMV 2 tiles ahead" \
+  "GEMV 2 tiles + input ahead" "add+norm 4 warps + head + 2 tiles ahead" \
   "output + down 8 columns a tile (4 splits)" "2 ahead + q/k/v (32, 128, 4, 2, 8)" "as shipped (again: noise)" 2>&1 \
   | grep -v -i -e warn -e Writing | tee "$out/step_variants_ahead.txt"
 best=$(sed -n 's/^fastest with graph == eager: //p' "$out/step_variants_ahead.txt")
 best=${best:-as shipped}
-for variant in "as shipped" "$best"; do
-  timeout 45 python bench/probes/step_timeline.py --variant "$variant" 2>&1 | grep -v -i -e warn -e Writing | head -30
-done | tee "$out/step_timeline.txt"
-timeout 150 python bench/gpu_decode.py --batches 1 --repeats 2 --cells "static+compile,native (static; default" \
+timeout 40 python bench/probes/step_timeline.py --variant "$best" 2>&1 | grep -v -i -e warn -e Writing | head -30 \
+  | tee "$out/step_timeline.txt"
+timeout 120 python bench/gpu_decode.py --batches 1 --repeats 2 --cells "static+compile,native (static; default" \
   --variant "$best" 2>&1 | grep -v -e Writing -e warn > "$out/gpu_decode_b1.txt"; tail -14 "$out/gpu_decode_b1.txt"
