@@ -133,12 +133,12 @@ VARIANTS = [  # (name, changes to the shipped setting)
     ("head GEMV (16, 256, 4, 2, 16)", dict(head_config=(16, 256, 4, 2, 16))),
     ("add+norm 4 warps + head (16, 256, 4, 2, 16)", dict(norm_warps=4, head_config=(16, 256, 4, 2, 16))),
     ("add+norm 4 warps + head + 2 tiles ahead", dict(norm_warps=4, head_config=(16, 256, 4, 2, 16), gemv_ahead=2)),
-    # the output and down GEMVs with 8 columns a tile: as many programs in 4 splits instead of 8, so each add+norm
-    # (one program on one SM) reads 4 partial sums of the row from L2 instead of 8
     # q/k/v's (32, 128) tile with 8 warps takes 120 registers a thread (2 programs an SM; compiled for sm_90):
     # with 2 tiles ahead, fewer warps or narrower tiles keep more programs (and bytes) in flight
     ("2 ahead + q/k/v (32, 128, 4, 2, 8)", dict(gemv_ahead=2, qkv_config=(32, 128, 4, 2, 8))),
     ("2 ahead + q/k/v (16, 128, 8, 2, 8)", dict(gemv_ahead=2, qkv_config=(16, 128, 8, 2, 8))),
+    # the output and down GEMVs with 8 columns a tile: as many programs in 4 splits instead of 8, so each add+norm
+    # (one program on one SM) reads 4 partial sums of the row from L2 instead of 8
     ("output + down 8 columns a tile (4 splits)", dict(o_config=(8, 128, 8, 2, 8), down_config=(8, 128, 4, 2, 8))),
     ("output + down 8 columns, 4 warps + 2 ahead", dict(o_config=(8, 128, 4, 2, 8), down_config=(8, 128, 4, 2, 8),
                                                         gemv_ahead=2)),
