@@ -115,6 +115,12 @@ def _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS: tl.constexpr,
     return _summed(x_ptr, k, k_in, X_PARTS, x_parts_stride)
 
 @triton.jit
+def _weight_tile(w_ptr, k, last, local, n_in, w_stride_k, w_stride_n):
+    """The ``[BLOCK_K, BLOCK_N]`` weight tile at rows ``k`` (those from ``last`` on read as 0) and columns ``local``."""
+    return tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
+                   mask=(k < last)[:, None] & n_in[None, :], other=0.0)
+
+@triton.jit
 def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr, out_ptr, in_width, out_width,
                  k_per_split, w1_ptr, bias1_ptr, bound1, w2_ptr, bias2_ptr, bound2,
                  X_PARTS: tl.constexpr, X_GATE: tl.constexpr, HAS_BIAS: tl.constexpr, W_PARTS: tl.constexpr,
@@ -144,20 +150,15 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
         # kernel: they stream while that kernel finishes (same arithmetic, same order). With X_AHEAD the
         # input is loaded one iteration ahead too, so no iteration waits on an L2 round trip for it.
         k = first + tl.arange(0, BLOCK_K)
-        w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
-                    mask=(k < last)[:, None] & n_in[None, :], other=0.0)
+        w = _weight_tile(w_ptr, k, last, local, n_in, w_stride_k, w_stride_n)
         if AHEAD > 1:
-            k2 = k + BLOCK_K
-            w2 = tl.load(w_ptr + k2[:, None] * w_stride_k + local[None, :] * w_stride_n,
-                         mask=(k2 < last)[:, None] & n_in[None, :], other=0.0)
+            w2 = _weight_tile(w_ptr, k + BLOCK_K, last, local, n_in, w_stride_k, w_stride_n)
         _after_previous_kernel(PDL)
         if X_AHEAD:
             x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE)
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
-            ahead = k + AHEAD * BLOCK_K
-            w_ahead = tl.load(w_ptr + ahead[:, None] * w_stride_k + local[None, :] * w_stride_n,
-                              mask=(ahead < last)[:, None] & n_in[None, :], other=0.0)
+            w_ahead = _weight_tile(w_ptr, k + AHEAD * BLOCK_K, last, local, n_in, w_stride_k, w_stride_n)
             if X_AHEAD:
                 k_next = k + BLOCK_K
                 x_next = _gemv_input(x_ptr, x_parts_stride, k_next, k_next < last, in_width, X_PARTS, X_GATE)
@@ -174,10 +175,8 @@ def _gemv_kernel(x_ptr, x_parts_stride, w_ptr, w_stride_k, w_stride_n, bias_ptr,
     else:
         for start in range(first, last, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
-            k_in = k < last
-            x = _gemv_input(x_ptr, x_parts_stride, k, k_in, in_width, X_PARTS, X_GATE)
-            w = tl.load(w_ptr + k[:, None] * w_stride_k + local[None, :] * w_stride_n,
-                        mask=k_in[:, None] & n_in[None, :], other=0.0)
+            x = _gemv_input(x_ptr, x_parts_stride, k, k < last, in_width, X_PARTS, X_GATE)
+            w = _weight_tile(w_ptr, k, last, local, n_in, w_stride_k, w_stride_n)
             acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
     if HAS_BIAS:
         if split == 0:
