@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The next session's first device call (written 2026-12-06, nineteenth session; ~6-8 minutes on either card). The
+# The next session's first device call on an H200 (written 2026-12-06, nineteenth session; ~4-6 minutes). The
+# twentieth session ran it on an H100, where the prefetch variants lose (2 tiles ahead 901.5, input ahead 924.0
+# against 933.9 / 935.9 tokens/s as shipped: bench/results/twentieth_session/); on an H200 they are untimed. The
 # nineteenth session's one started call (an H200) put batch-1 greedy at 1,151.0 tokens/s, 66.8% of the limit, with
 # the small GEMVs alone at 63-76% of the copy bandwidth; its next eleven tries got no machine. Untimed since:
 # each GEMV program keeping 2 weight tiles in flight (decode_kernels.GEMV_AHEAD = 2, both loaded before the PDL
